@@ -1,0 +1,5 @@
+"""``python -m ioc`` is the ``ioc`` command."""
+
+from .cli import main
+
+main()

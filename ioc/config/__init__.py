@@ -1,0 +1,211 @@
+"""One frozen, validated settings tree, loaded from YAML and overridden by environment.
+
+``load_settings(path)`` reads a YAML file (optional), applies ``IOC_*`` environment
+variables (``IOC_KAFKA__BOOTSTRAP_SERVERS=host:9092`` sets ``kafka.bootstrap_servers``;
+values are parsed as YAML, so lists and numbers work) and validates the result.
+Every problem is reported at once with the dotted path of the bad key and, for
+keys from the file, its line.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import Field, ValidationError
+
+from ..errors import ConfigError
+from ._base import Section
+from ._infra import DatabaseSettings, KafkaSettings, default_state_dir
+from ._sections import (
+    CamerasSettings,
+    GatewaySettings,
+    ReplaySettings,
+    StreamsSettings,
+    WallSettings,
+)
+
+__all__ = [
+    "CamerasSettings",
+    "DatabaseSettings",
+    "GatewaySettings",
+    "KafkaSettings",
+    "ReplaySettings",
+    "Settings",
+    "StreamsSettings",
+    "WallSettings",
+    "default_state_dir",
+    "load_settings",
+]
+
+# Environment variables of the tooling, not settings keys.
+_RESERVED_ENV = {"IOC_CONFIG", "IOC_STATE_DIR", "IOC_CACHE_DIR", "IOC_KAFKA_PORT", "IOC_PG_PORT",
+                 "IOC_DATA_DIR", "IOC_TEST_NAMESPACE"}
+
+
+class Settings(Section):
+    """The whole configuration of one deployment (or one test run / replay namespace)."""
+
+    namespace: str = Field(
+        "ioc",
+        pattern=r"^[a-z][a-z0-9_]{0,39}$",
+        description="prefix of every topic and the database schema; isolates replays and tests",
+    )
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    database: DatabaseSettings = Field(default_factory=DatabaseSettings)
+    streams: StreamsSettings = Field(default_factory=StreamsSettings)
+    gateway: GatewaySettings = Field(default_factory=GatewaySettings)
+    cameras: CamerasSettings = Field(default_factory=CamerasSettings)
+    wall: WallSettings = Field(default_factory=WallSettings)
+    replay: ReplaySettings = Field(default_factory=ReplaySettings)
+
+    @property
+    def db_schema(self) -> str:
+        """The database schema holding this namespace's tables."""
+        return self.namespace
+
+    def with_namespace(self, namespace: str) -> Settings:
+        """The same settings in another namespace (replays, tests)."""
+        data = self.model_dump()
+        data["namespace"] = namespace
+        return Settings.model_validate(data)
+
+
+def _lines_of(text: str) -> dict[tuple[str, ...], int]:
+    """Map each key path of a YAML mapping document to its 1-based line."""
+    out: dict[tuple[str, ...], int] = {}
+
+    def walk(node: yaml.Node, path: tuple[str, ...]) -> None:
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                p = (*path, str(key.value))
+                out[p] = key.start_mark.line + 1
+                walk(value, p)
+        elif isinstance(node, yaml.SequenceNode):
+            for i, item in enumerate(node.value):
+                p = (*path, str(i))
+                out[p] = item.start_mark.line + 1
+                walk(item, p)
+
+    try:
+        root = yaml.compose(text)
+    except yaml.YAMLError:
+        return out
+    if root is not None:
+        walk(root, ())
+    return out
+
+
+def _env_overrides(env: Mapping[str, str]) -> tuple[dict[str, Any], dict[tuple[str, ...], str]]:
+    data: dict[str, Any] = {}
+    origin: dict[tuple[str, ...], str] = {}
+    top = set(Settings.model_fields)
+    for name, raw in sorted(env.items()):
+        if not name.startswith("IOC_") or name in _RESERVED_ENV:
+            continue
+        parts = tuple(p.lower() for p in name[4:].split("__"))
+        if parts[0] not in top or not all(parts):
+            continue
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else raw
+        except yaml.YAMLError:
+            value = raw
+        if value is not None and not isinstance(value, (dict, list, int, float, bool)):
+            # Keep strings that YAML would turn into dates or other types as given.
+            value = raw
+        node = data
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                break
+        else:
+            node[parts[-1]] = value
+            origin[parts] = name
+    return data, origin
+
+
+def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in over.items():
+        if isinstance(v, Mapping) and isinstance(out.get(k), dict):
+            out[k] = _merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def load_settings(
+    path: str | os.PathLike[str] | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Load, merge and validate settings.
+
+    Args:
+        path: a YAML file; None means ``$IOC_CONFIG`` if set, else defaults only.
+        env: environment to read ``IOC_*`` overrides from (default ``os.environ``).
+        overrides: a final mapping applied on top (used by tests and replays).
+
+    Raises:
+        ConfigError: listing every problem with the dotted path of the bad key.
+    """
+    env = os.environ if env is None else env
+    if path is None and env.get("IOC_CONFIG"):
+        path = env["IOC_CONFIG"]
+    data: dict[str, Any] = {}
+    lines: dict[tuple[str, ...], int] = {}
+    source = None
+    if path is not None:
+        source = str(path)
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError([("(file)", f"cannot read: {exc.strerror}")], source=source) from exc
+        try:
+            loaded = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f"line {mark.line + 1}" if mark else "(file)"
+            raise ConfigError([(where, f"not valid YAML: {exc}")], source=source) from exc
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(
+                [("(root)", f"expected a mapping of sections, got {type(loaded).__name__}")],
+                source=source,
+            )
+        data = loaded
+        lines = _lines_of(text)
+    env_data, env_origin = _env_overrides(env)
+    data = _merge(data, env_data)
+    if overrides:
+        data = _merge(data, overrides)
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            loc = tuple(str(p) for p in err["loc"])
+            dotted = ".".join(loc) or "(root)"
+            msg = err["msg"]
+            if err["type"] == "extra_forbidden":
+                msg = "unknown key"
+            elif "input" in err and not isinstance(err["input"], (dict, list)):
+                msg = f"{msg} (got {err['input']!r})"
+            if "secret" in dotted or "password" in dotted or "dsn" in dotted:
+                msg = re.sub(r"\(got .*\)$", "(value hidden)", msg)
+            where = ""
+            for n in range(len(loc), 0, -1):
+                if loc[:n] in env_origin:
+                    where = f" [from ${env_origin[loc[:n]]}]"
+                    break
+                if loc[:n] in lines:
+                    where = f" [line {lines[loc[:n]]}]"
+                    break
+            problems.append((dotted + where, msg))
+        raise ConfigError(problems, source=source) from exc

@@ -1,0 +1,89 @@
+"""The project's exception tree: one root, a few branches.
+
+::
+
+    IOCError
+     ├── ConfigError          bad settings file or environment value (carries every problem)
+     ├── InvalidEvent         an event that fails validation (carries the reason and field)
+     ├── InvalidFrame         a camera frame that cannot be decoded or analysed
+     ├── KafkaError           the broker is unreachable or refused an operation
+     │    └── TopicMismatch   a topic exists with other partitions or cleanup policy
+     ├── StorageError         the database is unreachable or refused a write
+     │    └── MigrationError  a schema migration failed
+     ├── AuthError            a publisher or wall screen failed authentication
+     └── RecordingError       a recording file is damaged or does not fit the target
+
+Third-party errors are wrapped with ``raise ... from exc``; messages say what was
+expected, what arrived and where (topic/partition/offset or file and line).
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AuthError",
+    "ConfigError",
+    "IOCError",
+    "InvalidEvent",
+    "InvalidFrame",
+    "KafkaError",
+    "MigrationError",
+    "RecordingError",
+    "StorageError",
+    "TopicMismatch",
+]
+
+
+class IOCError(Exception):
+    """Root of every error raised on purpose by this project."""
+
+
+class ConfigError(IOCError):
+    """Settings could not be loaded; ``problems`` lists ``(path, message)`` pairs."""
+
+    def __init__(self, problems: list[tuple[str, str]], *, source: str | None = None) -> None:
+        self.problems = list(problems)
+        self.source = source
+        where = f" in {source}" if source else ""
+        lines = "\n".join(f"  {path}: {msg}" for path, msg in self.problems)
+        super().__init__(f"{len(self.problems)} problem(s){where}:\n{lines}")
+
+
+class InvalidEvent(IOCError):
+    """An event failed validation. ``reason`` is a short machine-friendly code."""
+
+    def __init__(self, reason: str, message: str, *, field: str | None = None) -> None:
+        self.reason = reason
+        self.field = field
+        super().__init__(message)
+
+
+class InvalidFrame(IOCError):
+    """A camera frame was unusable (corrupt JPEG, zero or odd size...)."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        self.reason = reason
+        super().__init__(message)
+
+
+class KafkaError(IOCError):
+    """The broker is unreachable or refused an operation."""
+
+
+class TopicMismatch(KafkaError):
+    """A topic exists but with other settings than the catalogue says."""
+
+
+class StorageError(IOCError):
+    """The database is unreachable or refused a statement."""
+
+
+class MigrationError(StorageError):
+    """A schema migration could not be applied."""
+
+
+class AuthError(IOCError):
+    """Authentication or authorisation failed."""
+
+
+class RecordingError(IOCError):
+    """A recording is damaged or does not match what it is replayed into."""

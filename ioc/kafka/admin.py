@@ -1,0 +1,110 @@
+"""Create or check the catalogue's topics for a namespace."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from ..config import Settings
+from ..topics import CATALOGUE, TopicSpec
+from .clients import admin_client
+
+__all__ = ["TopicReport", "delete_namespace_topics", "ensure_topics"]
+
+
+@dataclass
+class TopicReport:
+    """What ``ensure_topics`` did: created, already fine, or mismatched (with reasons)."""
+
+    created: list[str] = field(default_factory=list)
+    ok: list[str] = field(default_factory=list)
+    mismatched: dict[str, list[str]] = field(default_factory=dict)
+
+    @property
+    def success(self) -> bool:
+        return not self.mismatched
+
+    def lines(self) -> list[str]:
+        out = [f"created   {t}" for t in self.created]
+        out += [f"ok        {t}" for t in self.ok]
+        for t, why in self.mismatched.items():
+            out.append(f"MISMATCH  {t}: " + "; ".join(why))
+        return out
+
+
+def ensure_topics(
+    settings: Settings, specs: Iterable[TopicSpec] = CATALOGUE, *, create: bool = True
+) -> TopicReport:
+    """Create missing topics of ``settings.namespace``; report existing ones that differ.
+
+    A mismatch is reported, never "fixed" by deleting data: changing partitions or the
+    cleanup policy of a live topic is an operator's decision.
+    """
+    from kafka.admin import ConfigResource, ConfigResourceType, NewTopic
+
+    ns = settings.namespace
+    specs = list(specs)
+    report = TopicReport()
+    admin = admin_client(settings.kafka)
+    try:
+        existing = set(admin.list_topics())
+        missing = [s for s in specs if s.name(ns) not in existing]
+        if missing and create:
+            from kafka.errors import TopicAlreadyExistsError
+
+            for s in missing:
+                try:
+                    admin.create_topics(
+                        [NewTopic(s.name(ns), s.partitions, settings.kafka.replication_factor,
+                                  topic_configs=s.configs())]
+                    )
+                    report.created.append(s.name(ns))
+                except TopicAlreadyExistsError:
+                    # Created a moment ago (by us or another process): check it like the rest.
+                    existing.add(s.name(ns))
+        elif missing:
+            for s in missing:
+                report.mismatched[s.name(ns)] = ["missing"]
+        present = [s for s in specs if s.name(ns) in existing]
+        if present:
+            described = {d["name"]: d for d in admin.describe_topics([s.name(ns) for s in present])}
+            configs = admin.describe_configs(
+                [ConfigResource(ConfigResourceType.TOPIC, s.name(ns)) for s in present]
+            )["topic"]
+            for s in present:
+                name = s.name(ns)
+                why = []
+                parts = len(described[name]["partitions"])
+                if parts != s.partitions:
+                    why.append(f"partitions: expected {s.partitions}, found {parts}")
+                have = configs.get(name, {})
+                for key in ("cleanup.policy", "retention.ms"):
+                    want = s.configs().get(key)
+                    got = have.get(key, {}).get("value")
+                    if want is not None and got != want:
+                        why.append(f"{key}: expected {want}, found {got}")
+                if why:
+                    report.mismatched[name] = why
+                else:
+                    report.ok.append(name)
+    finally:
+        admin.close()
+    return report
+
+
+def delete_namespace_topics(settings: Settings) -> list[str]:
+    """Delete every topic whose name starts with ``<namespace>.`` or ``<namespace>-``.
+
+    Used to clean up test and replay namespaces; refuses the default live namespace.
+    """
+    ns = settings.namespace
+    if ns == "ioc":
+        raise ValueError("refusing to delete the topics of the live namespace 'ioc'")
+    admin = admin_client(settings.kafka)
+    try:
+        names = [t for t in admin.list_topics() if t.startswith((f"{ns}.", f"{ns}-"))]
+        if names:
+            admin.delete_topics(names)
+        return names
+    finally:
+        admin.close()

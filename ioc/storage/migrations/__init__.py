@@ -1,0 +1,15 @@
+"""The ordered list of schema migrations. Append only; never renumber.
+
+Version ranges by owner, so parallel work does not collide:
+0001-0099 foundation, 0100-0199 city events, 0200-0299 cameras/vision,
+0300-0399 wall, 0400-0499 record/replay/runs.
+"""
+
+from .._migrate import Migration
+from . import m0001_namespace
+
+__all__ = ["MIGRATIONS"]
+
+MIGRATIONS: list[Migration] = [
+    m0001_namespace.MIGRATION,
+]

@@ -1,0 +1,1 @@
+"""Faust stream processing: an app factory and its agents (glue around pure code in ioc/ and vision/)."""
