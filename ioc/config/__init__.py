@@ -20,14 +20,12 @@ from pydantic import Field, ValidationError
 
 from ..errors import ConfigError
 from ._base import Section
+from ._cameras import CamerasSettings
+from ._gateway import GatewaySettings
 from ._infra import DatabaseSettings, KafkaSettings, default_state_dir
-from ._sections import (
-    CamerasSettings,
-    GatewaySettings,
-    ReplaySettings,
-    StreamsSettings,
-    WallSettings,
-)
+from ._replay import ReplaySettings
+from ._streams import StreamsSettings
+from ._wall import WallSettings
 
 __all__ = [
     "CamerasSettings",

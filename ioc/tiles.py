@@ -1,0 +1,118 @@
+"""Wall tiles: the contract between the producers (events, KPIs, cameras) and the wall.
+
+A tile is the latest state of one thing on the wall. Tiles travel on the compacted
+``<ns>.wall.tiles`` topic, keyed by tile id, so a new wall server rebuilds the latest
+version of every tile by reading the topic from the start.
+
+Tile ids (stable): ``camera:<camera>``, ``kpi:<kpi>[:<group>]``,
+``sensor:<entity>:<metric>``, ``alerts:<scope>``, ``text:<name>``.
+
+Kinds and their payloads (JSON objects):
+
+- ``camera``: ``{"camera", "width", "height", "motion": 0..1, "counts": {name: int},
+  "health": "online"|"offline"|"degraded", "fps": float}``; the thumbnail (JPEG with
+  the overlays drawn in) is the tile's ``image``.
+- ``kpi``: ``{"label", "value": float|None, "unit", "period", "group", "trend": [float],
+  "ranking": [{"group", "value"}]}``.
+- ``series``: ``{"label", "entity", "metric", "unit", "value", "series": [[t, v], ...]}``.
+- ``alerts``: ``{"scope", "items": [{"id", "severity": "info"|"warning"|"critical",
+  "entity", "message", "raised_at", "state"}]}``.
+- ``text``: ``{"text"}``.
+
+``version`` increases per tile id (producers use the data's time in ms or a counter); a
+consumer ignores a version not greater than the one it holds. ``time`` is the time of the
+data (unix seconds), which the wall uses for staleness; ``produced_at`` is when the tile
+was produced (for latency figures).
+
+Wire format of a message value (one shape for all tiles)::
+
+    b"IOCT" | u32 big-endian length of the JSON header | JSON header | image bytes (may be empty)
+
+A ``None`` value (tombstone) removes the tile.
+"""
+
+from __future__ import annotations
+
+import struct
+import time as _time
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from .errors import IOCError
+
+__all__ = ["TILE_KINDS", "Tile", "TileDecodeError", "decode_tile", "encode_tile"]
+
+TILE_KINDS = frozenset({"camera", "kpi", "series", "alerts", "text", "chart", "clock"})
+_MAGIC = b"IOCT"
+_LEN = struct.Struct(">I")
+
+
+class TileDecodeError(IOCError):
+    """A tiles-topic message is not a valid tile."""
+
+
+@dataclass(frozen=True, slots=True)
+class Tile:
+    id: str
+    kind: str
+    version: int
+    time: float
+    payload: dict[str, Any] = field(default_factory=dict)
+    image: bytes | None = None
+    image_type: str = "image/jpeg"
+    produced_at: float = 0.0
+
+    def header(self) -> dict[str, Any]:
+        h: dict[str, Any] = {
+            "id": self.id,
+            "kind": self.kind,
+            "version": self.version,
+            "time": self.time,
+            "produced_at": self.produced_at,
+            "payload": self.payload,
+        }
+        if self.image is not None:
+            h["image_type"] = self.image_type
+            h["image_size"] = len(self.image)
+        return h
+
+
+def encode_tile(tile: Tile, *, stamp: bool = True) -> bytes:
+    """Serialise ``tile``; ``stamp`` sets ``produced_at`` to now when it is 0."""
+    h = tile.header()
+    if stamp and not tile.produced_at:
+        h["produced_at"] = _time.time()
+    hb = orjson.dumps(h)
+    return b"".join((_MAGIC, _LEN.pack(len(hb)), hb, tile.image or b""))
+
+
+def decode_tile(data: bytes) -> Tile:
+    """Parse a tiles-topic value.
+
+    Raises:
+        TileDecodeError: with what was expected and what arrived.
+    """
+    if len(data) < 8 or data[:4] != _MAGIC:
+        raise TileDecodeError(f"expected a tile starting with {_MAGIC!r}, got {data[:8]!r}")
+    (n,) = _LEN.unpack_from(data, 4)
+    if 8 + n > len(data):
+        raise TileDecodeError(f"tile header says {n} bytes but only {len(data) - 8} follow")
+    try:
+        h = orjson.loads(data[8 : 8 + n])
+        image = data[8 + n :] if "image_size" in h else None
+        if image is not None and len(image) != h["image_size"]:
+            raise TileDecodeError(f"image_size says {h['image_size']} bytes, got {len(image)}")
+        return Tile(
+            id=str(h["id"]),
+            kind=str(h["kind"]),
+            version=int(h["version"]),
+            time=float(h["time"]),
+            payload=dict(h.get("payload") or {}),
+            image=image,
+            image_type=str(h.get("image_type", "image/jpeg")),
+            produced_at=float(h.get("produced_at") or 0.0),
+        )
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise TileDecodeError(f"bad tile header: {exc}") from exc
