@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STACK := deploy/local/stack.sh
 
-.PHONY: help venv up down status test lint bench clean-state
+.PHONY: help venv up stack down status test lint bench
 
 help:  ## this list
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -17,16 +17,27 @@ $(VENV)/.installed: pyproject.toml
 	$(VENV)/bin/pip install -q -e '.[dev]'
 	@touch $@
 
-up: venv  ## start Kafka + PostgreSQL on 127.0.0.1, create topics and schema, check health
+export IOC_CONFIG ?= $(CURDIR)/deploy/local/demo.yaml
+
+up: venv  ## start the whole local system (Kafka, PostgreSQL, workers, gateway, feeds, cameras, wall)
 	$(STACK) up
 	$(VENV)/bin/ioc topics ensure
 	$(VENV)/bin/ioc db migrate
-	$(VENV)/bin/ioc health --no-worker
+	deploy/local/services.sh up
+	$(VENV)/bin/ioc health --timeout 60
+	@deploy/local/wall-url.sh
+
+stack: venv  ## only Kafka + PostgreSQL, topics and schema (what the tests need)
+	$(STACK) up
+	$(VENV)/bin/ioc topics ensure
+	$(VENV)/bin/ioc db migrate
 
 down:  ## stop everything `make up` started
+	-deploy/local/services.sh down
 	$(STACK) down
 
 status:  ## what is running
+	-deploy/local/services.sh status
 	$(STACK) status
 
 test: venv  ## run the whole test suite (starts the stack when it is not running)

@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# The application processes of the local system (workers, sink, gateway, feeds, cameras,
+# wall), each in the background with a PID file and a log in the stack's log folder.
+#
+#   deploy/local/services.sh up|down|status
+#
+# Environment: IOC_CONFIG (settings file, default deploy/local/demo.yaml), VENV (.venv),
+# IOC_STATE_DIR (as for stack.sh).
+set -euo pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+ROOT="$(cd "$HERE/../.." && pwd)"
+if [[ $(id -u) -eq 0 ]]; then DEFAULT_STATE=/var/lib/ioc-local; else DEFAULT_STATE="${XDG_STATE_HOME:-$HOME/.local/state}/ioc"; fi
+STATE="${IOC_STATE_DIR:-$DEFAULT_STATE}"
+RUN="$STATE/run"
+LOGS="$STATE/logs"
+VENV="${VENV:-$ROOT/.venv}"
+IOC="$VENV/bin/ioc"
+export IOC_CONFIG="${IOC_CONFIG:-$HERE/demo.yaml}"
+
+# name | ioc arguments. Only services whose command exists in this build are started.
+SERVICES=(
+  "worker|worker"
+  "sink|sink"
+  "gateway|gateway serve"
+  "wall|wall serve"
+  "feeds|feeds run"
+  "cameras|camera run"
+)
+
+log() { printf '[services] %s\n' "$*" >&2; }
+
+has_command() {  # does `ioc <group> [<sub>]` exist?
+  local args=($1)
+  "$IOC" "${args[@]}" --help >/dev/null 2>&1
+}
+
+pid_of() {
+  local f="$RUN/$1.pid" pid
+  [[ -f "$f" ]] || return 1
+  pid="$(cat "$f")"
+  if kill -0 "$pid" 2>/dev/null && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q "ioc"; then
+    echo "$pid"
+  else
+    rm -f "$f"; return 1
+  fi
+}
+
+up() {
+  mkdir -p "$RUN" "$LOGS"
+  local entry name args pid
+  for entry in "${SERVICES[@]}"; do
+    name="${entry%%|*}"; args="${entry#*|}"
+    if pid="$(pid_of "$name")"; then log "$name already running (pid $pid)"; continue; fi
+    if ! has_command "$args"; then log "$name: 'ioc $args' not in this build, skipped"; continue; fi
+    # shellcheck disable=SC2086
+    setsid "$IOC" $args >>"$LOGS/$name.log" 2>&1 </dev/null &
+    echo $! >"$RUN/$name.pid"
+    log "started $name (pid $!, log $LOGS/$name.log)"
+  done
+  sleep 3
+  for entry in "${SERVICES[@]}"; do
+    name="${entry%%|*}"
+    if [[ -f "$RUN/$name.pid" ]] && ! pid_of "$name" >/dev/null; then
+      log "ERROR: $name exited at start; last lines of $LOGS/$name.log:"; tail -n 20 "$LOGS/$name.log" >&2; return 1
+    fi
+  done
+}
+
+down() {
+  local entry name pid i
+  for entry in "${SERVICES[@]}"; do
+    name="${entry%%|*}"
+    pid="$(pid_of "$name")" || continue
+    log "stopping $name (pid $pid)"
+    kill -TERM "$pid" 2>/dev/null || true
+    for ((i = 0; i < 40; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.25; done
+    kill -0 "$pid" 2>/dev/null && { log "$name did not stop in 10 s, killing"; kill -KILL "$pid"; }
+    rm -f "$RUN/$name.pid"
+  done
+}
+
+status() {
+  local entry name pid
+  for entry in "${SERVICES[@]}"; do
+    name="${entry%%|*}"
+    if pid="$(pid_of "$name")"; then printf '%-11s running  pid %s\n' "$name" "$pid"; else printf '%-11s stopped\n' "$name"; fi
+  done
+}
+
+case "${1:-}" in
+  up) up ;;
+  down) down ;;
+  status) status ;;
+  *) echo "usage: $0 up|down|status" >&2; exit 2 ;;
+esac

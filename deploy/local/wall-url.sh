@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Print the URL of the wall's main screen with a fresh 12-hour token.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+IOC="${VENV:-$ROOT/.venv}/bin/ioc"
+export IOC_CONFIG="${IOC_CONFIG:-$ROOT/deploy/local/demo.yaml}"
+if "$IOC" wall url --help >/dev/null 2>&1; then
+  echo; echo "Video wall: $("$IOC" wall url --screen main)"; echo
+else
+  echo "(the wall server is not part of this build yet)"
+fi
