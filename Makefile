@@ -4,14 +4,18 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STACK := deploy/local/stack.sh
 
-.PHONY: help venv up stack down status test lint bench
+.PHONY: help deps venv up stack down status test lint bench
 
 help:  ## this list
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
 
+deps:  ## install missing Debian packages (Java 17, Maven, PostgreSQL, Chromium)
+	deploy/local/install-deps.sh
+
 venv: $(VENV)/.installed  ## create the virtual environment and install the project
 
 $(VENV)/.installed: pyproject.toml
+	deploy/local/install-deps.sh
 	@test -x $(PY) || python3 -m venv $(VENV)
 	$(VENV)/bin/pip install -q -U pip
 	$(VENV)/bin/pip install -q -e '.[dev]'
