@@ -100,9 +100,20 @@ kafka_pid() {
   if pid_alive "$pid" && grep -q "kafka.Kafka" "/proc/$pid/cmdline" 2>/dev/null; then echo "$pid"; fi
 }
 
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
 kafka_up() {
-  local pid; pid="$(kafka_pid)"
-  if [[ -n "$pid" ]]; then log "kafka already running (pid $pid) on 127.0.0.1:$KAFKA_PORT"; return; fi
+  local pid i; pid="$(kafka_pid)"
+  if [[ -n "$pid" ]]; then
+    # Running, or half-started (e.g. an earlier `up` was interrupted): give it time, then restart it.
+    for ((i = 0; i < 120; i++)); do
+      if port_open "$KAFKA_PORT"; then log "kafka already running (pid $pid) on 127.0.0.1:$KAFKA_PORT"; return; fi
+      pid_alive "$pid" || break
+      sleep 0.5
+    done
+    log "kafka (pid $pid) is not answering on 127.0.0.1:$KAFKA_PORT: restarting it"
+    kafka_down
+  fi
   rm -f "$KPID"  # stale
   fetch_jars
   write_kafka_config
