@@ -1,0 +1,269 @@
+"""Analytics settings of one camera: zones, counting lines, masks and analyzer tuning.
+
+Every geometric value is *normalized*: ``(x, y)`` with ``0 <= x, y <= 1`` relative to
+the frame's width and height, so one configuration fits every resolution the capture
+side chooses. ``AnalyticsConfig`` is embedded per camera in the cameras settings.
+
+Sides of a counting line are named as seen on screen by someone standing on point
+``a`` and looking toward ``b`` (image y grows downwards): for a line drawn left to right,
+``right`` is the lower half of the frame.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from ioc.config._base import Section
+
+__all__ = [
+    "AnalyticsConfig",
+    "CountingLine",
+    "DnnPeopleConfig",
+    "HogPeopleConfig",
+    "Mask",
+    "MotionConfig",
+    "PeopleConfig",
+    "Point",
+    "TamperConfig",
+    "ThumbnailConfig",
+    "TrackingConfig",
+    "Zone",
+]
+
+Point = tuple[float, float]
+_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
+
+
+def _check_points(points: tuple[Point, ...], what: str) -> tuple[Point, ...]:
+    for i, (x, y) in enumerate(points):
+        if not (0.0 <= x <= 1.0 and 0.0 <= y <= 1.0):
+            raise ValueError(
+                f"{what} point {i} must be normalized (0 <= x, y <= 1), got ({x}, {y})"
+            )
+    return points
+
+
+def _polygon_area(points: tuple[Point, ...]) -> float:
+    s = 0.0
+    for (x1, y1), (x2, y2) in zip(points, points[1:] + points[:1], strict=True):
+        s += x1 * y2 - x2 * y1
+    return abs(s) / 2.0
+
+
+class Zone(Section):
+    """A named area of the image; motion and people are reported per zone."""
+
+    name: str = Field(pattern=_NAME, description="zone name, unique per camera")
+    polygon: tuple[Point, ...] = Field(
+        min_length=3, max_length=64, description="normalized vertices, in drawing order"
+    )
+
+    @field_validator("polygon")
+    @classmethod
+    def _normalized(cls, v: tuple[Point, ...]) -> tuple[Point, ...]:
+        _check_points(v, "polygon")
+        if _polygon_area(v) <= 1e-6:
+            raise ValueError(f"polygon has no area (vertices {list(v)})")
+        return v
+
+
+class Mask(Section):
+    """An area ignored by motion, tracking and people counting (trees, clocks, overlays)."""
+
+    name: str = Field("mask", pattern=_NAME, description="label for logs and thumbnails")
+    polygon: tuple[Point, ...] = Field(min_length=3, max_length=64, description="normalized vertices")
+
+    @field_validator("polygon")
+    @classmethod
+    def _normalized(cls, v: tuple[Point, ...]) -> tuple[Point, ...]:
+        return _check_points(v, "mask")
+
+
+class CountingLine(Section):
+    """A line that tracked moving objects (vehicles, blobs) are counted across."""
+
+    name: str = Field(pattern=_NAME, description="line name, unique per camera")
+    a: Point = Field(description="normalized start point")
+    b: Point = Field(description="normalized end point")
+    direction: Literal["left_to_right", "right_to_left"] = Field(
+        "left_to_right",
+        description="which crossing counts as 'in' (sides as seen from a looking toward b); "
+        "the opposite crossing counts as 'out'",
+    )
+
+    @model_validator(mode="after")
+    def _geometry(self) -> CountingLine:
+        _check_points((self.a, self.b), "line")
+        if abs(self.a[0] - self.b[0]) + abs(self.a[1] - self.b[1]) < 0.01:
+            raise ValueError(f"line endpoints must differ, got a={self.a} b={self.b}")
+        return self
+
+
+class MotionConfig(Section):
+    """Background subtraction (MOG2) on a downscaled gray frame."""
+
+    enabled: bool = Field(True, description="run motion detection (tracking needs it)")
+    width: int = Field(320, ge=64, le=1920, description="processing width in px (aspect kept)")
+    history: int = Field(300, ge=10, le=10_000, description="MOG2 history in frames")
+    var_threshold: float = Field(16.0, gt=0, le=1000, description="MOG2 variance threshold")
+    detect_shadows: bool = Field(True, description="classify shadows (not counted as motion)")
+    blur: int = Field(3, ge=0, le=15, description="Gaussian blur kernel before MOG2 (0 = none)")
+    open_kernel: int = Field(3, ge=0, le=15, description="morphological opening kernel (0 = none)")
+    activity_threshold: float = Field(
+        0.005, ge=0, le=1, description="a zone is 'active' when its moving-pixel ratio reaches this"
+    )
+    lighting_ratio: float = Field(
+        0.6,
+        gt=0,
+        le=1,
+        description="when this share of the frame changes at once (lights, auto exposure), "
+        "the model is relearned and the frame reports no motion",
+    )
+    warmup_frames: int = Field(
+        20, ge=0, le=1000, description="frames learned before motion is reported"
+    )
+
+
+class HogPeopleConfig(Section):
+    """OpenCV's built-in HOG + linear SVM people detector (64x128 window)."""
+
+    upscale: float = Field(
+        1.5, ge=0.25, le=3.0, description="resize factor before detection; >1 finds small people"
+    )
+    win_stride: int = Field(8, ge=4, le=32, description="window stride in px")
+    padding: int = Field(8, ge=0, le=64, description="padding in px around the image")
+    scale: float = Field(1.05, gt=1.0, le=1.5, description="image pyramid scale step")
+    hit_threshold: float = Field(0.0, ge=-2, le=5, description="SVM distance threshold")
+    min_score: float = Field(0.3, ge=-2, le=10, description="drop detections weaker than this")
+    nms_iou: float = Field(0.4, gt=0, le=1, description="non-maximum suppression IoU")
+
+
+class DnnPeopleConfig(Section):
+    """An operator-supplied ONNX detector run by cv2.dnn; nothing is downloaded."""
+
+    model: Path = Field(description="path of the ONNX file (must exist at start-up)")
+    output: Literal["yolov8", "ssd"] = Field(
+        "yolov8", description="output layout: YOLOv5/v8 rows or SSD [1,1,N,7] detections"
+    )
+    input_width: int = Field(640, ge=32, le=2048, description="network input width")
+    input_height: int = Field(640, ge=32, le=2048, description="network input height")
+    score_threshold: float = Field(0.4, gt=0, lt=1, description="minimum person score")
+    nms_iou: float = Field(0.45, gt=0, le=1, description="non-maximum suppression IoU")
+    person_class: int = Field(0, ge=0, description="class index of 'person' in the model")
+    swap_rb: bool = Field(True, description="feed RGB (most exported models) instead of BGR")
+    scale: float = Field(1 / 255.0, gt=0, description="pixel scale factor")
+
+
+class PeopleConfig(Section):
+    """People detection and counting per zone."""
+
+    enabled: bool = Field(
+        False, description="run the people detector (costly: tens of ms per run, see docs)"
+    )
+    detector: Literal["hog", "dnn"] = Field("hog", description="which detector")
+    every_n_frames: int = Field(
+        5, ge=1, le=1000, description="detect on every n-th frame; counts are held in between"
+    )
+    hog: HogPeopleConfig = Field(default_factory=HogPeopleConfig)
+    dnn: DnnPeopleConfig | None = Field(None, description="required when detector is 'dnn'")
+
+    @model_validator(mode="after")
+    def _dnn_needs_model(self) -> PeopleConfig:
+        if self.enabled and self.detector == "dnn" and self.dnn is None:
+            raise ValueError("detector 'dnn' needs a 'dnn' section with the ONNX model path")
+        return self
+
+
+class TrackingConfig(Section):
+    """Centroid tracking of moving blobs (vehicles) for line counting."""
+
+    enabled: bool = Field(True, description="track blobs and count line crossings")
+    min_area: float = Field(
+        0.0015, gt=0, le=0.5, description="smallest blob, as a fraction of the frame area"
+    )
+    max_distance: float = Field(
+        0.08, gt=0, le=1, description="largest centroid jump between frames (fraction of width)"
+    )
+    max_missed: int = Field(5, ge=0, le=100, description="frames a track survives unseen")
+    min_hits: int = Field(2, ge=1, le=50, description="frames seen before a track may count")
+    hysteresis: float = Field(
+        0.01,
+        ge=0,
+        le=0.2,
+        description="distance from the line (fraction of width) inside which a centroid "
+        "keeps its previous side; an object lingering on the line is counted once",
+    )
+    max_tracks: int = Field(64, ge=1, le=1000, description="bound on live tracks; extra dropped")
+
+
+class TamperConfig(Section):
+    """Lens covered, lost focus, camera moved: compared with a slowly updated reference."""
+
+    enabled: bool = Field(True, description="run tamper detection")
+    width: int = Field(160, ge=64, le=640, description="analysis width in px")
+    covered_std_max: float = Field(
+        10.0, ge=0, le=128, description="gray std-dev below which the view is 'covered'"
+    )
+    covered_edge_max: float = Field(
+        0.01, ge=0, le=1, description="edge-pixel ratio below which the view is 'covered'"
+    )
+    covered_area: float = Field(
+        0.7, gt=0, le=1, description="share of the frame that must be featureless to be 'covered'"
+    )
+    defocus_ratio: float = Field(
+        0.35, gt=0, lt=1, description="sharpness below this share of the reference is 'defocused'"
+    )
+    moved_min_shift: float = Field(
+        0.04, gt=0, le=1, description="global shift (fraction of width) that counts as 'moved'"
+    )
+    moved_max_similarity: float = Field(
+        0.5, ge=-1, le=1, description="edge correlation with the reference below this is 'moved'"
+    )
+    confirm_frames: int = Field(3, ge=1, le=50, description="consecutive frames to raise")
+    clear_frames: int = Field(5, ge=1, le=100, description="consecutive frames to clear")
+    reference_frames: int = Field(
+        10, ge=1, le=500, description="frames averaged into the first reference (warm-up)"
+    )
+    reference_rate: float = Field(
+        0.02, ge=0, le=1, description="update rate of the reference while nothing is raised"
+    )
+
+
+class ThumbnailConfig(Section):
+    """JPEG thumbnails for the wall, with overlays drawn in."""
+
+    enabled: bool = Field(True, description="produce thumbnails")
+    width: int = Field(320, ge=32, le=1920, description="thumbnail width in px (aspect kept)")
+    quality: int = Field(70, ge=10, le=100, description="JPEG quality")
+    every_n_frames: int = Field(5, ge=1, le=10_000, description="render every n-th frame")
+    overlays: bool = Field(True, description="draw zones, lines, boxes and counts")
+
+
+class AnalyticsConfig(Section):
+    """Everything the analytics of one camera needs."""
+
+    max_width: int = Field(
+        1280, ge=64, le=4096, description="frames wider than this are downscaled first"
+    )
+    zones: tuple[Zone, ...] = Field((), max_length=32, description="named areas")
+    lines: tuple[CountingLine, ...] = Field((), max_length=16, description="counting lines")
+    masks: tuple[Mask, ...] = Field((), max_length=32, description="areas to ignore")
+    motion: MotionConfig = Field(default_factory=MotionConfig)
+    people: PeopleConfig = Field(default_factory=PeopleConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    tamper: TamperConfig = Field(default_factory=TamperConfig)
+    thumbnail: ThumbnailConfig = Field(default_factory=ThumbnailConfig)
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> AnalyticsConfig:
+        for what, names in (("zone", [z.name for z in self.zones]),
+                            ("line", [ln.name for ln in self.lines])):
+            dup = sorted({n for n in names if names.count(n) > 1})
+            if dup:
+                raise ValueError(f"{what} names must be unique, repeated: {dup}")
+        if self.lines and self.tracking.enabled and not self.motion.enabled:
+            raise ValueError("counting lines need motion.enabled (tracking uses its blobs)")
+        return self

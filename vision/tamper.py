@@ -1,0 +1,177 @@
+"""Tamper detection: lens covered, lost focus, camera moved, against a slow reference.
+
+Measures on each frame (gray, downscaled to ``cfg.width``):
+
+- **flat share**: the share of 8x8 blocks (of the whole view) whose gray std-dev is under
+  ``covered_std_max``. Covered when it reaches ``covered_area`` *and* exceeds the
+  reference's flat share by 0.25, so a scene that is naturally flat (night sky, a wall)
+  does not alarm.
+- **sharpness**: variance of the Laplacian divided by the variance of the gray image.
+  Dividing by contrast makes it indifferent to global brightness and gain changes;
+  defocused when it falls under ``defocus_ratio`` of the reference's.
+- **alignment**: phase correlation (shift) and zero-mean normalized correlation of the
+  blurred frame with the reference image. Moved when the shift exceeds
+  ``moved_min_shift`` of the width, or the correlation falls under
+  ``moved_max_similarity``. Blurring first keeps a defocused view from looking moved.
+
+A condition is raised after ``confirm_frames`` consecutive positive frames and cleared
+after ``clear_frames`` negative ones. The reference (image and the two statistics) is
+the mean of the first ``reference_frames`` frames (the warm-up: nothing is raised
+before), then follows the scene at ``reference_rate`` per frame while nothing is raised
+or pending, so slow changes (dusk, seasons) never alarm.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from .config import TamperConfig
+from .result import TamperEvent, TamperState
+
+__all__ = ["TamperDetector", "TamperMeasures", "measure"]
+
+_BLOCK = 8
+_KINDS = ("covered", "defocused", "moved")
+
+
+@dataclass(frozen=True, slots=True)
+class TamperMeasures:
+    """The per-frame measures the decisions are made on."""
+
+    flat: float
+    sharpness: float
+    shift: float
+    similarity: float
+
+
+def _flat_share(gray: np.ndarray, std_max: float) -> float:
+    h, w = gray.shape
+    hb, wb = h // _BLOCK, w // _BLOCK
+    g = gray[: hb * _BLOCK, : wb * _BLOCK].astype(np.float32)
+    blocks = g.reshape(hb, _BLOCK, wb, _BLOCK)
+    std = blocks.std(axis=(1, 3))
+    return float(np.count_nonzero(std < std_max)) / std.size
+
+
+def _sharpness(gray: np.ndarray) -> float:
+    lap = cv2.Laplacian(gray, cv2.CV_32F, ksize=3)
+    _, lstd = cv2.meanStdDev(lap)
+    _, gstd = cv2.meanStdDev(gray)
+    return float(lstd[0, 0] ** 2) / (float(gstd[0, 0] ** 2) + 1.0)
+
+
+def _smooth(gray: np.ndarray) -> np.ndarray:
+    return cv2.GaussianBlur(gray.astype(np.float32), (0, 0), 2.0)
+
+
+def _ncc(a: np.ndarray, b: np.ndarray) -> float:
+    am, bm = a - a.mean(), b - b.mean()
+    den = float(np.sqrt((am * am).sum() * (bm * bm).sum()))
+    return float((am * bm).sum()) / den if den > 1e-6 else 0.0
+
+
+def measure(gray: np.ndarray, ref: np.ndarray | None, window: np.ndarray | None,
+            cfg: TamperConfig) -> tuple[TamperMeasures, np.ndarray]:
+    """Measures of ``gray`` against the reference image ``ref`` (smoothed float32).
+
+    Returns the measures and this frame's smoothed image (to update the reference).
+    """
+    sm = _smooth(gray)
+    shift, sim = 0.0, 1.0
+    if ref is not None:
+        (dx, dy), _resp = cv2.phaseCorrelate(ref, sm, window)
+        shift = float((dx * dx + dy * dy) ** 0.5) / gray.shape[1]
+        sim = _ncc(ref, sm)
+    return TamperMeasures(_flat_share(gray, cfg.covered_std_max), _sharpness(gray), shift, sim), sm
+
+
+class TamperDetector:
+    """Raises and clears covered / defocused / moved for one camera."""
+
+    def __init__(self, cfg: TamperConfig) -> None:
+        self.cfg = cfg
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the reference: the next ``reference_frames`` frames warm it up again."""
+        self.frames = 0
+        self._ref: np.ndarray | None = None
+        self._ref_flat = 0.0
+        self._ref_sharp = 0.0
+        self._window: np.ndarray | None = None
+        self.state = {k: False for k in _KINDS}
+        self._pos = dict.fromkeys(_KINDS, 0)
+        self._neg = dict.fromkeys(_KINDS, 0)
+        self.last: TamperMeasures | None = None
+
+    @property
+    def ready(self) -> bool:
+        """True once the reference is built (warm-up over)."""
+        return self.frames >= self.cfg.reference_frames
+
+    def detect(self, gray: np.ndarray, ts: float) -> TamperState:
+        """Update with one gray frame (already ``cfg.width`` wide) and return the state."""
+        cfg = self.cfg
+        if self._window is None or self._window.shape != gray.shape:
+            self._window = cv2.createHanningWindow((gray.shape[1], gray.shape[0]), cv2.CV_32F)
+            if self._ref is not None and self._ref.shape != gray.shape:
+                self.reset()
+                self._window = cv2.createHanningWindow((gray.shape[1], gray.shape[0]), cv2.CV_32F)
+        ready = self.ready
+        m, sm = measure(gray, self._ref if ready else None, self._window, cfg)
+        self.last = m
+        self.frames += 1
+        if not ready:
+            # Warm-up: the reference is the running mean of the first frames.
+            n = self.frames
+            if self._ref is None:
+                self._ref = sm
+            else:
+                cv2.accumulateWeighted(sm, self._ref, 1.0 / n)
+            self._ref_flat += (m.flat - self._ref_flat) / n
+            self._ref_sharp += (m.sharpness - self._ref_sharp) / n
+            return TamperState(ready=False)
+
+        covered = m.flat >= cfg.covered_area and m.flat - self._ref_flat >= 0.25
+        # A covered lens is also blurry and unaligned: report only 'covered' then.
+        defocused = (not covered) and m.sharpness < cfg.defocus_ratio * self._ref_sharp
+        moved = (not covered) and (m.shift > cfg.moved_min_shift
+                                   or m.similarity < cfg.moved_max_similarity)
+        changed = []
+        for kind, now in (("covered", covered), ("defocused", defocused), ("moved", moved)):
+            if now:
+                self._pos[kind] += 1
+                self._neg[kind] = 0
+                if not self.state[kind] and self._pos[kind] >= cfg.confirm_frames:
+                    self.state[kind] = True
+                    changed.append(TamperEvent(kind, True, ts, _value(kind, m)))
+            else:
+                self._neg[kind] += 1
+                self._pos[kind] = 0
+                if self.state[kind] and self._neg[kind] >= cfg.clear_frames:
+                    self.state[kind] = False
+                    changed.append(TamperEvent(kind, False, ts, _value(kind, m)))
+        quiet = not any(self.state.values()) and not any(self._pos.values())
+        if quiet and cfg.reference_rate > 0 and self._ref is not None:
+            r = cfg.reference_rate
+            cv2.accumulateWeighted(sm, self._ref, r)
+            self._ref_flat += (m.flat - self._ref_flat) * r
+            self._ref_sharp += (m.sharpness - self._ref_sharp) * r
+        return TamperState(
+            covered=self.state["covered"],
+            defocused=self.state["defocused"],
+            moved=self.state["moved"],
+            changed=changed,
+            ready=True,
+        )
+
+
+def _value(kind: str, m: TamperMeasures) -> float:
+    if kind == "covered":
+        return m.flat
+    if kind == "defocused":
+        return m.sharpness
+    return max(m.shift, 1.0 - m.similarity)
