@@ -1,0 +1,198 @@
+"""Event-time tumbling windows: partial aggregates and per-entity window state.
+
+Pure: no Kafka, no clock. The stream agent feeds events in, gets rollups and late
+events out, and stores ``EntityWindows.to_bytes()`` in a Faust table.
+
+Lateness is measured against the entity's *watermark* (its newest event time): an
+event older than ``watermark - allowed_lateness`` is late (counted, never applied); a
+window closes once ``watermark >= window end + allowed_lateness``. So an event that
+is applied never lands in a closed window, and the result depends only on the order of
+one entity's events (one Kafka partition), which makes a replay after a crash give the
+same totals.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import orjson
+
+__all__ = ["Agg", "EntityWindows", "Rollup", "rollup_key", "window_start"]
+
+
+def window_start(t: float, size: int) -> int:
+    """Start (unix seconds) of the ``size``-second tumbling window holding ``t``."""
+    return math.floor(t / size) * size
+
+
+def rollup_key(entity: str, metric: str, size: int, start: int) -> str:
+    """``entity|metric|size|start``: the rollups topic key and the DB row identity."""
+    return f"{entity}|{metric}|{size}|{start}"
+
+
+@dataclass(slots=True)
+class Agg:
+    """count/sum/min/max/last of one metric in one window; ``mean`` derived.
+
+    ``merge`` is commutative and associative (up to float rounding of ``sum``):
+    ``last`` is the value with the greatest event time, ties broken by the greater value.
+    """
+
+    count: int = 0
+    sum: float = 0.0
+    min: float = math.inf
+    max: float = -math.inf
+    last: float = math.nan
+    last_time: float = -math.inf
+
+    @classmethod
+    def of(cls, value: float, t: float) -> Agg:
+        return cls(1, value, value, value, value, t)
+
+    def add(self, value: float, t: float) -> None:
+        self.count += 1
+        self.sum += value
+        if value < self.min:
+            self.min = value
+        if value > self.max:
+            self.max = value
+        if t > self.last_time or (t == self.last_time and not value <= self.last):
+            self.last, self.last_time = value, t
+
+    def merge(self, other: Agg) -> Agg:
+        """A new aggregate holding both inputs."""
+        if other.count == 0:
+            return Agg(self.count, self.sum, self.min, self.max, self.last, self.last_time)
+        if self.count == 0:
+            return Agg(other.count, other.sum, other.min, other.max, other.last, other.last_time)
+        if other.last_time > self.last_time or (
+            other.last_time == self.last_time and other.last > self.last
+        ):
+            last, last_time = other.last, other.last_time
+        else:
+            last, last_time = self.last, self.last_time
+        return Agg(self.count + other.count, self.sum + other.sum, min(self.min, other.min),
+                   max(self.max, other.max), last, last_time)
+
+    @property
+    def mean(self) -> float | None:
+        return self.sum / self.count if self.count else None
+
+    def as_dict(self) -> dict[str, float | int | None]:
+        return {"count": self.count, "sum": self.sum, "min": self.min, "max": self.max,
+                "mean": self.mean, "last": self.last, "last_time": self.last_time}
+
+
+@dataclass(frozen=True, slots=True)
+class Rollup:
+    """One window's aggregate as emitted: ``state`` says whether it may still change."""
+
+    entity: str
+    metric: str
+    size: int
+    start: int
+    agg: Agg
+    state: Literal["updated", "closed"]
+
+    @property
+    def key(self) -> str:
+        return rollup_key(self.entity, self.metric, self.size, self.start)
+
+    @property
+    def end(self) -> int:
+        return self.start + self.size
+
+    def as_dict(self) -> dict[str, object]:
+        return {"entity": self.entity, "metric": self.metric, "size": self.size,
+                "start": self.start, "end": self.end, "state": self.state, **self.agg.as_dict()}
+
+    def to_bytes(self) -> bytes:
+        return orjson.dumps(self.as_dict())
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Rollup:
+        agg = Agg(int(d["count"]), float(d["sum"]), float(d["min"]), float(d["max"]),
+                  float(d["last"]), float(d["last_time"]))
+        return cls(str(d["entity"]), str(d["metric"]), int(d["size"]), int(d["start"]),
+                   agg, "closed" if d["state"] == "closed" else "updated")
+
+
+WindowId = tuple[str, int, int]  # metric, size, start
+
+
+@dataclass
+class EntityWindows:
+    """Open windows of one entity, its watermark and counters; serialisable as a whole.
+
+    ``partition``/``offset`` remember the last applied source record so a redelivery
+    after a crash (at-least-once Kafka) is skipped instead of counted twice.
+    """
+
+    entity: str
+    watermark: float = -math.inf
+    windows: dict[WindowId, Agg] = field(default_factory=dict)
+    late: int = 0
+    applied: int = 0
+    partition: int = -1
+    offset: int = -1
+
+    def seen(self, partition: int, offset: int) -> bool:
+        """True when the record at ``partition``/``offset`` was already applied."""
+        return partition == self.partition and offset <= self.offset
+
+    def mark(self, partition: int, offset: int) -> None:
+        self.partition, self.offset = partition, offset
+
+    def add(self, t: float, values: Mapping[str, float], sizes: Iterable[int],
+            lateness: float) -> set[WindowId] | None:
+        """Apply one event; return the windows it touched, or None when it is late."""
+        if t < self.watermark - lateness:
+            self.late += 1
+            return None
+        touched: set[WindowId] = set()
+        for metric, v in values.items():
+            v = float(v)
+            if math.isnan(v):
+                continue
+            for size in sizes:
+                wid = (metric, size, window_start(t, size))
+                agg = self.windows.get(wid)
+                if agg is None:
+                    self.windows[wid] = Agg.of(v, t)
+                else:
+                    agg.add(v, t)
+                touched.add(wid)
+        if t > self.watermark:
+            self.watermark = t
+        self.applied += 1
+        return touched
+
+    def close_due(self, lateness: float) -> list[Rollup]:
+        """Remove and return the windows whose end + lateness has passed the watermark."""
+        due = [w for w in self.windows if w[2] + w[1] + lateness <= self.watermark]
+        out = [Rollup(self.entity, m, s, st, self.windows.pop((m, s, st)), "closed")
+               for (m, s, st) in sorted(due, key=lambda w: (w[2], w[1], w[0]))]
+        return out
+
+    def rollup(self, wid: WindowId) -> Rollup:
+        return Rollup(self.entity, wid[0], wid[1], wid[2], self.windows[wid], "updated")
+
+    def to_bytes(self) -> bytes:
+        return orjson.dumps({
+            "e": self.entity, "wm": self.watermark if math.isfinite(self.watermark) else None,
+            "late": self.late, "n": self.applied, "p": self.partition, "o": self.offset,
+            "w": [[m, s, st, a.count, a.sum, a.min, a.max, a.last, a.last_time]
+                  for (m, s, st), a in self.windows.items()],
+        })
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> EntityWindows:
+        d = orjson.loads(data)
+        ew = cls(d["e"], -math.inf if d["wm"] is None else d["wm"], {}, d["late"], d["n"],
+                 d["p"], d["o"])
+        for m, s, st, c, sm, mn, mx, last, lt in d["w"]:
+            ew.windows[(m, s, st)] = Agg(c, sm, mn, mx, last, lt)
+        return ew

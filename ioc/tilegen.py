@@ -1,0 +1,215 @@
+"""Builders of wall tiles from rollups, KPI values and alerts, and the per-tile rate limit.
+
+Pure: no Kafka. The tiles agent keeps a ``SensorSeries``, ``KpiBoard`` and ``AlertBoard``,
+turns their changes into ``Tile``s with the builders below and passes them through a
+``TileCoalescer`` so that a tile id is produced at most once per ``min_interval_s``
+(latest wins) however fast its inputs change.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from .aggregate import Rollup
+from .config._streams import KpiSpec
+from .kpi import KpiValue, combine, ranking
+from .rules import Alert
+from .tiles import Tile
+
+__all__ = [
+    "AlertBoard",
+    "KpiBoard",
+    "SensorSeries",
+    "TileCoalescer",
+    "alerts_tile",
+    "kpi_tile",
+    "sensor_tile",
+]
+
+
+@dataclass
+class SensorSeries:
+    """The recent windows of one entity and metric (bounded), for a sparkline."""
+
+    entity: str
+    metric: str
+    points: int = 60
+    series: OrderedDict[int, float] = field(default_factory=OrderedDict)
+    value: float | None = None
+    time: float = 0.0
+
+    def update(self, r: Rollup) -> bool:
+        """Apply a rollup of the sparkline's window size; False when it is older than the series."""
+        if self.series and r.start < next(iter(self.series)) and len(self.series) >= self.points:
+            return False
+        mean = r.agg.mean
+        if mean is None:
+            return False
+        out_of_order = bool(self.series) and r.start < next(reversed(self.series))
+        self.series[r.start] = mean
+        if out_of_order:
+            self.series = OrderedDict(sorted(self.series.items()))
+        while len(self.series) > self.points:
+            self.series.popitem(last=False)
+        if r.agg.last_time >= self.time:
+            self.value, self.time = r.agg.last, r.agg.last_time
+        return True
+
+
+def sensor_tile(s: SensorSeries, *, unit: str = "", label: str | None = None) -> Tile:
+    """``sensor:<entity>:<metric>`` (kind ``series``); version = data time in ms."""
+    return Tile(
+        id=f"sensor:{s.entity}:{s.metric}", kind="series", version=int(s.time * 1000), time=s.time,
+        payload={"label": label or f"{s.entity} {s.metric}", "entity": s.entity, "metric": s.metric,
+                 "unit": unit, "value": s.value, "series": [[t, v] for t, v in s.series.items()]})
+
+
+class KpiBoard:
+    """Latest KPI values per (kpi, group, period, period key), and what a tile needs."""
+
+    def __init__(self, specs: Iterable[KpiSpec], *, trend_points: int = 12) -> None:
+        self.specs = {s.id: s for s in specs}
+        self.trend_points = trend_points
+        # kpi -> period -> period_key -> group -> value
+        self.values: dict[str, dict[str, dict[str, dict[str, KpiValue]]]] = {}
+
+    def update(self, v: KpiValue) -> list[str]:
+        """Store ``v``; return the tile ids it changes (its group's and the overall one)."""
+        spec = self.specs.get(v.kpi)
+        if spec is None or v.period != spec.tile_period:
+            if spec is not None:
+                self.values.setdefault(v.kpi, {}).setdefault(v.period, {}).setdefault(
+                    v.period_key, {})[v.group] = v
+            return []
+        self.values.setdefault(v.kpi, {}).setdefault(v.period, {}).setdefault(v.period_key, {})[v.group] = v
+        ids = [f"kpi:{v.kpi}:{v.group}"]
+        if spec.overall_group:
+            ids.append(f"kpi:{v.kpi}")
+        return ids
+
+    def _keys(self, kpi: str, period: str) -> list[str]:
+        return sorted(self.values.get(kpi, {}).get(period, {}))
+
+    def tile(self, tile_id: str) -> Tile | None:
+        """Build the KPI tile ``kpi:<id>[:<group>]`` for the latest period key seen."""
+        parts = tile_id.split(":", 2)
+        spec = self.specs.get(parts[1])
+        if spec is None:
+            return None
+        group = parts[2] if len(parts) == 3 else None
+        keys = self._keys(spec.id, spec.tile_period)
+        if not keys:
+            return None
+        by_key = self.values[spec.id][spec.tile_period]
+
+        def value_at(pk: str) -> KpiValue | None:
+            groups = by_key.get(pk, {})
+            if group is None:
+                return combine(groups.values(), spec, spec.overall_group or "all")
+            return groups.get(group)
+
+        current_key = keys[-1]
+        current = value_at(current_key)
+        trend = [v.value for pk in keys[-self.trend_points:] if (v := value_at(pk)) is not None
+                 and v.value is not None]
+        shown_group = group if group is not None else (spec.overall_group or "all")
+        return kpi_tile(spec, shown_group, current_key, current, trend,
+                        ranking(by_key.get(current_key, {}).values()))
+
+
+def kpi_tile(spec: KpiSpec, group: str, period_key: str, v: KpiValue | None,
+             trend: list[float], rank: list[dict[str, object]]) -> Tile:
+    """``kpi:<id>`` (overall group) or ``kpi:<id>:<group>`` (kind ``kpi``)."""
+    overall = group == spec.overall_group
+    tid = f"kpi:{spec.id}" if overall else f"kpi:{spec.id}:{group}"
+    denominator = v.denominator if v else 0
+    return Tile(
+        id=tid, kind="kpi", version=int(denominator), time=0.0,
+        payload={"label": spec.label, "value": v.value if v else None, "unit": spec.unit,
+                 "period": f"{spec.tile_period}:{period_key}", "group": group, "trend": trend,
+                 "ranking": rank, "numerator": v.numerator if v else 0,
+                 "denominator": denominator})
+
+
+class AlertBoard:
+    """Current alerts per scope (raised first, then recently cleared), bounded."""
+
+    def __init__(self, *, items: int = 50) -> None:
+        self.items = items
+        self.scopes: dict[str, OrderedDict[str, Alert]] = {}
+
+    def update(self, a: Alert) -> list[str]:
+        """Store ``a`` (latest state per id); return the tile ids it changes."""
+        ids = []
+        for scope in dict.fromkeys((a.scope, "all")):
+            board = self.scopes.setdefault(scope, OrderedDict())
+            board[a.id] = a
+            board.move_to_end(a.id)
+            while len(board) > self.items:
+                # forget the oldest cleared alert first, else the oldest one
+                victim = next((k for k, x in board.items() if x.state == "cleared"), None)
+                board.pop(victim if victim is not None else next(iter(board)))
+            ids.append(f"alerts:{scope}")
+        return ids
+
+    def tile(self, tile_id: str) -> Tile:
+        scope = tile_id.split(":", 1)[1]
+        return alerts_tile(scope, list(self.scopes.get(scope, {}).values()))
+
+
+_SEVERITY = {"critical": 0, "warning": 1, "info": 2}
+
+
+def alerts_tile(scope: str, alerts: list[Alert]) -> Tile:
+    """``alerts:<scope>`` (kind ``alerts``): raised alerts by severity, then cleared ones."""
+    ordered = sorted(alerts, key=lambda a: (a.state != "raised", _SEVERITY.get(a.severity, 3),
+                                            -a.raised_at))
+    newest = max((a.cleared_at or a.raised_at for a in alerts), default=0.0)
+    return Tile(
+        id=f"alerts:{scope}", kind="alerts", version=int(newest * 1000), time=newest,
+        payload={"scope": scope, "items": [
+            {"id": a.id, "severity": a.severity, "entity": a.entity, "message": a.message,
+             "raised_at": a.raised_at, "state": a.state} for a in ordered]})
+
+
+class TileCoalescer:
+    """Per-tile rate limit: each id is released at most once per ``min_interval_s``.
+
+    ``offer`` replaces a pending tile of the same id (latest wins, counted in
+    ``coalesced``). The pending set is bounded by ``max_pending``: a tile of a *new* id
+    offered when it is full is dropped and counted in ``dropped``.
+    """
+
+    def __init__(self, *, min_interval_s: float = 0.25, max_pending: int = 10_000) -> None:
+        self.min_interval_s = min_interval_s
+        self.max_pending = max_pending
+        self.pending: dict[str, Tile] = {}
+        self.last_sent: dict[str, float] = {}
+        self.coalesced = 0
+        self.dropped = 0
+        self.released = 0
+
+    def offer(self, tile: Tile) -> bool:
+        """Queue ``tile``; False when it was dropped because the pending set is full."""
+        if tile.id in self.pending:
+            self.coalesced += 1
+        elif len(self.pending) >= self.max_pending:
+            self.dropped += 1
+            return False
+        self.pending[tile.id] = tile
+        return True
+
+    def due(self, now: float) -> list[Tile]:
+        """Release the pending tiles whose id was last released ``min_interval_s`` ago or more."""
+        out = []
+        for tid in list(self.pending):
+            if now - self.last_sent.get(tid, -1e18) >= self.min_interval_s:
+                out.append(self.pending.pop(tid))
+                self.last_sent[tid] = now
+        if len(self.last_sent) > 4 * self.max_pending:
+            horizon = now - self.min_interval_s
+            self.last_sent = {k: t for k, t in self.last_sent.items() if t >= horizon}
+        self.released += len(out)
+        return out
