@@ -223,6 +223,9 @@ def health(c: Ctx, timeout: float, no_worker: bool) -> None:
 
 def _register_domain_commands() -> None:
     # Domain command groups, listed explicitly (no discovery). Each issue adds its line.
+    from .storage.sink_cli import sink
+
+    main.add_command(sink)
     pass
 
 

@@ -6,10 +6,11 @@ Version ranges by owner, so parallel work does not collide:
 """
 
 from .._migrate import Migration
-from . import m0001_namespace
+from . import m0001_namespace, m0100_events
 
 __all__ = ["MIGRATIONS"]
 
 MIGRATIONS: list[Migration] = [
     m0001_namespace.MIGRATION,
+    m0100_events.MIGRATION,
 ]

@@ -1,0 +1,29 @@
+"""City events: the envelope, its codec and validation, and NGSI-LD mapping.
+
+``Event`` is the one shape every city event has on ``<ns>.events`` (keyed by entity).
+``validate_event`` turns outside input into it or raises ``InvalidEvent``.
+"""
+
+from ._envelope import (
+    LIMITS,
+    REASONS,
+    TYPE_ATTRIBUTE_RULES,
+    AttributeValue,
+    Event,
+    decode_event,
+    encode_event,
+    encode_events,
+    validate_event,
+)
+
+__all__ = [
+    "LIMITS",
+    "REASONS",
+    "TYPE_ATTRIBUTE_RULES",
+    "AttributeValue",
+    "Event",
+    "decode_event",
+    "encode_event",
+    "encode_events",
+    "validate_event",
+]

@@ -1,0 +1,247 @@
+"""The event envelope: one msgspec Struct, its JSON codec and validation of raw input.
+
+Canonical events (on ``<ns>.events``) are always produced by ``encode_event`` and read
+back with ``decode_event`` (typed, no re-validation). Anything that comes from outside
+(HTTP bodies, ``<ns>.events.raw``) goes through ``validate_event``, which accepts a
+little more (ISO-8601 times, integers for floats) and returns the canonical ``Event``
+or raises ``InvalidEvent`` with a reason code, the field and a clear message.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time as _time
+from datetime import datetime
+from typing import Annotated, Any
+
+import msgspec
+import orjson
+
+from ..errors import InvalidEvent
+
+__all__ = [
+    "LIMITS",
+    "REASONS",
+    "TYPE_ATTRIBUTE_RULES",
+    "AttributeValue",
+    "Event",
+    "decode_event",
+    "encode_event",
+    "encode_events",
+    "validate_event",
+]
+
+AttributeValue = str | int | float | bool
+
+# Bounds that keep one event small and every field usable as a key or a label.
+LIMITS = {
+    "id": 200,
+    "source": 100,
+    "type": 64,
+    "entity": 200,
+    "name": 64,  # a key of values or attributes
+    "entries": 64,  # entries in values, and in attributes
+    "attribute": 1024,  # length of a string attribute
+    "event_bytes": 64 * 1024,
+}
+# Events before 2000-01-01 or more than a day ahead of the validator's clock are
+# almost always unit errors (ms instead of s) or broken clocks.
+_MIN_TIME = 946_684_800.0
+_MAX_AHEAD_S = 86_400.0
+
+REASONS = {
+    "not_json": "the bytes are not one JSON document",
+    "not_object": "the event is not a JSON object",
+    "too_large": "the encoded event exceeds the size limit",
+    "missing_field": "a required field is absent",
+    "unknown_field": "a field that the envelope does not have",
+    "wrong_type": "a field has the wrong JSON type",
+    "bad_value": "a field has a value outside its allowed form or range",
+    "bad_time": "the event time is not a unix time or ISO-8601 time with zone, or is implausible",
+    "not_finite": "a value is NaN or infinite",
+    "bad_attribute": "a type-specific attribute is missing or has a value not allowed",
+}
+
+_NAME = r"^[A-Za-z0-9_][A-Za-z0-9_.:\-]*$"
+_TYPE = r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)+$"
+
+_Id = Annotated[str, msgspec.Meta(min_length=1, max_length=LIMITS["id"])]
+_Source = Annotated[str, msgspec.Meta(min_length=1, max_length=LIMITS["source"], pattern=_NAME)]
+_Type = Annotated[str, msgspec.Meta(min_length=3, max_length=LIMITS["type"], pattern=_TYPE)]
+_Entity = Annotated[str, msgspec.Meta(min_length=1, max_length=LIMITS["entity"])]
+_Key = Annotated[str, msgspec.Meta(min_length=1, max_length=LIMITS["name"], pattern=_NAME)]
+_Attr = Annotated[str, msgspec.Meta(max_length=LIMITS["attribute"])] | int | float | bool
+_Values = Annotated[dict[_Key, float], msgspec.Meta(max_length=LIMITS["entries"])]
+_Attrs = Annotated[dict[_Key, _Attr], msgspec.Meta(max_length=LIMITS["entries"])]
+
+
+class Event(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=False):
+    """A city event: what happened (type), where (entity), when (time), measured values.
+
+    Attributes:
+        id: publisher-unique id; with ``source`` and ``time`` the idempotency key.
+        source: the publisher (system) id.
+        type: dotted lowercase type, e.g. ``air.quality``, ``egov.dossier``.
+        entity: the sensor, camera or agency the event is about.
+        time: event time in unix seconds (UTC).
+        values: finite numbers by metric name (``{"pm25": 12.5}``).
+        attributes: labels (``{"channel": "online"}``).
+    """
+
+    id: str
+    source: str
+    type: str
+    entity: str
+    time: float
+    values: dict[str, float] = msgspec.field(default_factory=dict)
+    attributes: dict[str, AttributeValue] = msgspec.field(default_factory=dict)
+
+
+class _RawEvent(msgspec.Struct, forbid_unknown_fields=True):
+    """What ``validate_event`` accepts from outside (before normalisation)."""
+
+    id: _Id
+    source: _Source
+    type: _Type
+    entity: _Entity
+    time: float | Annotated[datetime, msgspec.Meta(tz=True)]
+    values: _Values = msgspec.field(default_factory=dict)
+    attributes: _Attrs = msgspec.field(default_factory=dict)
+
+
+# Type-specific attribute rules: attribute -> allowed values. The e-government KPIs
+# (share online, share by postal service, share signed) depend on these labels.
+TYPE_ATTRIBUTE_RULES: dict[str, dict[str, frozenset[AttributeValue]]] = {
+    "egov.dossier": {"channel": frozenset({"online", "counter"})},
+    "egov.result": {"return_channel": frozenset({"postal", "counter", "online"})},
+    "egov.document": {"signed": frozenset({True, False})},
+}
+
+_encoder = msgspec.json.Encoder()
+_event_decoder = msgspec.json.Decoder(Event)
+_raw_decoder = msgspec.json.Decoder(_RawEvent)
+
+
+def encode_event(event: Event) -> bytes:
+    """The canonical JSON bytes of ``event``."""
+    return _encoder.encode(event)
+
+
+def encode_events(events: list[Event]) -> bytes:
+    """A JSON array of canonical events (HTTP bodies, files)."""
+    return _encoder.encode(events)
+
+
+def decode_event(data: bytes) -> Event:
+    """Decode canonical bytes (from ``<ns>.events``) without re-validating the content.
+
+    Raises:
+        InvalidEvent: the bytes are not a canonical event (reason ``not_json`` or
+            ``wrong_type``/``missing_field``...).
+    """
+    try:
+        return _event_decoder.decode(data)
+    except msgspec.DecodeError as exc:
+        raise _from_msgspec(exc, data) from exc
+
+
+_PATH = re.compile(r" - at `\$\.?([^`]*)`$")
+_FIELD = re.compile(r"field `([^`]+)`")
+
+
+def _from_msgspec(exc: msgspec.MsgspecError, raw: bytes | dict[str, Any] | None) -> InvalidEvent:
+    msg = str(exc)
+    m = _PATH.search(msg)
+    field = m.group(1) if m else None
+    text = msg[: m.start()] if m else msg
+    if isinstance(exc, msgspec.ValidationError):
+        if "missing required field" in text:
+            reason, field = "missing_field", _FIELD.search(text).group(1)  # type: ignore[union-attr]
+        elif "unknown field" in text:
+            reason, field = "unknown_field", _FIELD.search(text).group(1)  # type: ignore[union-attr]
+        elif text.startswith("Expected `object`") and not field:
+            reason = "not_object"
+        elif field == "time":
+            reason = "bad_time"
+        elif text.startswith("Number out of range") or "nan" in text.lower():
+            reason = "not_finite"
+        elif text.startswith("Expected `") and ", got `" in text:
+            reason = "wrong_type"
+        else:
+            reason = "bad_value"
+    else:
+        reason = "not_json"
+    if field and field.endswith("[...]") and raw is not None:
+        field = _find_bad_key(field[:-5], raw) or field
+    where = f" at {field}" if field else ""
+    return InvalidEvent(reason, f"{reason}{where}: {text.strip()}", field=field)
+
+
+def _find_bad_key(container: str, raw: bytes | dict[str, Any]) -> str | None:
+    """Name the offending entry of ``values``/``attributes`` (msgspec only says ``[...]``)."""
+    try:
+        obj = orjson.loads(raw) if isinstance(raw, bytes) else raw
+        entries = obj.get(container) if isinstance(obj, dict) else None
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(entries, dict):
+        return None
+    for k, v in entries.items():
+        if container == "values":
+            ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+        else:
+            ok = isinstance(v, (str, int, float, bool)) and (
+                not isinstance(v, str) or len(v) <= LIMITS["attribute"])
+        if not ok or not re.match(_NAME, str(k)) or len(str(k)) > LIMITS["name"]:
+            return f"{container}.{k}"
+    return None
+
+
+def validate_event(raw: bytes | dict[str, Any], *, now: float | None = None) -> Event:
+    """Check an event from outside and return it in canonical form.
+
+    Args:
+        raw: JSON bytes of one event, or the already parsed object.
+        now: the clock to judge "too far in the future" against (default: time.time()).
+
+    Raises:
+        InvalidEvent: with ``reason`` (a key of ``REASONS``), ``field`` and a message
+            saying what was expected and what arrived.
+    """
+    try:
+        if isinstance(raw, (bytes, bytearray, memoryview)):
+            if len(raw) > LIMITS["event_bytes"]:
+                raise InvalidEvent("too_large", f"too_large: event of {len(raw)} bytes, "
+                                   f"limit {LIMITS['event_bytes']}")
+            r = _raw_decoder.decode(raw)
+        elif isinstance(raw, dict):
+            r = msgspec.convert(raw, _RawEvent)
+        else:
+            raise InvalidEvent("not_object", f"not_object: expected a JSON object, got "
+                               f"{type(raw).__name__}")
+    except msgspec.MsgspecError as exc:
+        raise _from_msgspec(exc, raw if isinstance(raw, (bytes, dict)) else None) from exc
+    t = r.time.timestamp() if isinstance(r.time, datetime) else float(r.time)
+    if not (_MIN_TIME <= t <= (now if now is not None else _time.time()) + _MAX_AHEAD_S):
+        raise InvalidEvent("bad_time", f"bad_time at time: expected unix seconds between "
+                           f"2000-01-01 and one day ahead, got {r.time!r}", field="time")
+    values = r.values
+    for k, v in values.items():
+        if not math.isfinite(v):  # only reachable from dict input; JSON has no NaN
+            raise InvalidEvent("not_finite", f"not_finite at values.{k}: expected a finite "
+                               f"number, got {v!r}", field=f"values.{k}")
+    rules = TYPE_ATTRIBUTE_RULES.get(r.type)
+    if rules:
+        for name, allowed in rules.items():
+            got = r.attributes.get(name, msgspec.UNSET)
+            # True == 1 in Python sets: compare types too so 1 is not taken for True.
+            if got is msgspec.UNSET or not any(
+                    got == a and type(got) is type(a) for a in allowed):
+                shown = "nothing" if got is msgspec.UNSET else repr(got)
+                raise InvalidEvent(
+                    "bad_attribute",
+                    f"bad_attribute at attributes.{name}: type {r.type} expects one of "
+                    f"{sorted(map(str, allowed))}, got {shown}", field=f"attributes.{name}")
+    return Event(id=r.id, source=r.source, type=r.type, entity=r.entity, time=t,
+                 values={k: float(v) for k, v in values.items()}, attributes=r.attributes)

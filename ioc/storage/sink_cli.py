@@ -1,0 +1,45 @@
+"""``ioc sink``: run the batched, idempotent Kafka -> PostgreSQL writers."""
+
+from __future__ import annotations
+
+import asyncio
+
+import click
+
+__all__ = ["sink"]
+
+
+@click.command("sink")
+@click.option("--tables", default="", metavar="NAMES",
+              help="Comma-separated sink names (default: all; see --list).")
+@click.option("--list", "list_only", is_flag=True, help="List the known sinks and exit.")
+@click.option("--batch-rows", default=5000, show_default=True, type=click.IntRange(1, 1_000_000),
+              help="Rows per COPY batch; also the most rows held in memory per sink.")
+@click.option("--linger", default=0.5, show_default=True, type=click.FloatRange(0.0, 60.0),
+              help="Seconds to wait for a batch to fill after its first message.")
+@click.option("--retry-max", default=10.0, show_default=True, type=click.FloatRange(0.1, 600.0),
+              help="Longest backoff in seconds between writes while the database is down.")
+@click.pass_obj
+def sink(c, tables: str, list_only: bool, batch_rows: int, linger: float,  # type: ignore[no-untyped-def]
+         retry_max: float) -> None:
+    """Write topics to PostgreSQL in COPY batches, idempotently, until SIGTERM.
+
+    Kafka offsets are committed only after the rows are committed in the database.
+    While the database is down, partitions are paused and everything stays in Kafka.
+    """
+    from .sink import SinkOptions, run_sinks
+    from .sink_tables import sink_tables
+
+    known = {s.name: s for s in sink_tables()}
+    if list_only:
+        for s in known.values():
+            click.echo(f"{s.name:12} {s.topic_suffix:16} -> {s.table:16} key {','.join(s.conflict)}"
+                       f"  {s.description}")
+        return
+    names = [n.strip() for n in tables.split(",") if n.strip()] or list(known)
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise click.BadParameter(f"unknown sink(s) {unknown}; known: {sorted(known)}",
+                                 param_hint="--tables")
+    options = SinkOptions(batch_rows=batch_rows, linger_s=linger, retry_max_s=retry_max)
+    asyncio.run(run_sinks(c.settings, [known[n] for n in names], options))

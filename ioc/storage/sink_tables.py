@@ -1,0 +1,20 @@
+"""The explicit list of tables ``ioc sink`` writes. Add one line per ``TableSink``.
+
+Kept as a function so importing this module loads no domain code; each owner adds
+its spec here (no discovery, no import side effects).
+"""
+
+from __future__ import annotations
+
+from .sink import TableSink
+
+__all__ = ["sink_tables"]
+
+
+def sink_tables() -> list[TableSink]:
+    """Every ``TableSink`` a plain ``ioc sink`` runs, in order."""
+    from ..events._storage import EVENTS_SINK
+
+    return [
+        EVENTS_SINK,
+    ]
