@@ -1,16 +1,180 @@
-"""Settings of the websocket video-wall server and its screen layouts."""
+"""Settings of the websocket video-wall server and its screen layouts.
+
+A *screen* is one browser page on the wall: a grid of ``columns`` x ``rows`` cells with
+tiles placed on it (1-based ``col``/``row`` plus spans). Each placement names the tile id
+it shows (see :mod:`ioc.tiles`), a title and the interval at which its data is expected
+to change; data older than that is shown as stale.
+
+The defaults give one demo screen, ``main``, so ``ioc wall serve`` works out of the box
+(``ioc wall demo-tiles`` feeds it). ``deploy/wall.example.yaml`` shows a full layout.
+"""
 
 from __future__ import annotations
 
-from pydantic import Field
+import hashlib
+import re
+from pathlib import Path
+from typing import Literal
+
+import orjson
+from pydantic import Field, SecretStr, field_validator, model_validator
 
 from ._base import Section
+from ._infra import default_state_dir
 
-__all__ = ["WallSettings"]
+__all__ = ["ScreenLayout", "TilePlacement", "WallSettings", "demo_screens"]
+
+_SCREEN_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,39}$")
+
+
+class TilePlacement(Section):
+    """One tile on a screen's grid."""
+
+    tile: str = Field(
+        pattern=r"^[a-z]+:[A-Za-z0-9_.:@-]{1,120}$",
+        description="tile id shown here, e.g. camera:north or kpi:traffic_flow",
+    )
+    col: int = Field(ge=1, le=48, description="first grid column (1-based)")
+    row: int = Field(ge=1, le=48, description="first grid row (1-based)")
+    col_span: int = Field(1, ge=1, le=48, description="columns covered")
+    row_span: int = Field(1, ge=1, le=48, description="rows covered")
+    title: str = Field("", max_length=80, description="caption; empty: the payload's label")
+    expected_interval_s: float | None = Field(
+        60.0, gt=0, le=7 * 86400,
+        description="data older than this is shown stale; null: never stale (clocks)",
+    )
+    view: Literal["auto", "camera", "kpi", "series", "alerts", "text", "clock"] = Field(
+        "auto", description="renderer; auto: from the tile's kind (clock tiles need no data)"
+    )
+
+
+class ScreenLayout(Section):
+    """A screen: a grid and the tiles placed on it."""
+
+    title: str = Field("", max_length=80, description="shown in the page's header bar")
+    columns: int = Field(4, ge=1, le=24, description="grid columns")
+    rows: int = Field(4, ge=1, le=24, description="grid rows")
+    tiles: list[TilePlacement] = Field(default_factory=list, max_length=96)
+
+    @model_validator(mode="after")
+    def _fits_and_no_overlap(self) -> ScreenLayout:
+        taken: dict[tuple[int, int], str] = {}
+        seen: set[str] = set()
+        for i, t in enumerate(self.tiles):
+            if t.tile in seen:
+                raise ValueError(f"tiles.{i}: tile {t.tile!r} is placed twice on this screen")
+            seen.add(t.tile)
+            last_col, last_row = t.col + t.col_span - 1, t.row + t.row_span - 1
+            if last_col > self.columns or last_row > self.rows:
+                raise ValueError(
+                    f"tiles.{i} ({t.tile}): expected to fit a {self.columns}x{self.rows} grid, "
+                    f"got columns {t.col}..{last_col}, rows {t.row}..{last_row}"
+                )
+            for c in range(t.col, last_col + 1):
+                for r in range(t.row, last_row + 1):
+                    if (c, r) in taken:
+                        raise ValueError(
+                            f"tiles.{i} ({t.tile}) overlaps {taken[(c, r)]} at column {c}, row {r}"
+                        )
+                    taken[(c, r)] = t.tile
+        return self
+
+    def tile_ids(self) -> frozenset[str]:
+        """The ids of the tiles placed on this screen."""
+        return frozenset(t.tile for t in self.tiles)
+
+    def layout_hash(self) -> str:
+        """A short digest of the layout; a client holding another hash gets a full snapshot."""
+        return hashlib.sha256(orjson.dumps(self.model_dump(mode="json"),
+                                           option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
+
+
+def _p(tile: str, col: int, row: int, title: str, every: float | None = 60.0, *,
+       cs: int = 1, rs: int = 1, view: str = "auto") -> TilePlacement:
+    return TilePlacement(tile=tile, col=col, row=row, col_span=cs, row_span=rs, title=title,
+                         expected_interval_s=every, view=view)  # type: ignore[arg-type]
+
+
+def demo_screens() -> dict[str, ScreenLayout]:
+    """The built-in demo screen ``main`` (6 x 4 cells) fed by ``ioc wall demo-tiles``."""
+    main = ScreenLayout(
+        title="City operations - overview",
+        columns=6,
+        rows=4,
+        tiles=[
+            _p("camera:north-gate", 1, 1, "North gate", 5),
+            _p("camera:river-bridge", 2, 1, "River bridge", 5),
+            _p("camera:market-square", 1, 2, "Market square", 5),
+            _p("camera:central-station", 2, 2, "Central station", 5),
+            _p("kpi:traffic_flow", 3, 1, "Traffic flow", 10),
+            _p("kpi:air_quality", 4, 1, "Air quality (PM2.5)", 10),
+            _p("kpi:dossiers_received", 3, 2, "Dossiers received today", 10),
+            _p("kpi:noise", 4, 2, "Noise, city centre", 10),
+            _p("alerts:city", 5, 1, "Active alerts", 10, cs=2, rs=2),
+            _p("sensor:river-01:level", 1, 3, "River level, bridge gauge", 10, cs=2),
+            _p("sensor:ring-road:flow", 3, 3, "Ring road traffic", 10, cs=2),
+            _p("kpi:documents_signed", 5, 3, "Documents signed today", 10),
+            _p("kpi:postal_returns", 6, 3, "Postal results returned", 10),
+            _p("sensor:park-03:pm25", 1, 4, "PM2.5, park station", 10, cs=2),
+            _p("text:notice", 3, 4, "Notice", 3600, cs=2),
+            _p("kpi:response_time", 5, 4, "Median response time", 10),
+            _p("clock:local", 6, 4, "Local time", None, view="clock"),
+        ],
+    )
+    return {"main": main}
 
 
 class WallSettings(Section):
-    """The websocket video-wall server."""
+    """The websocket video-wall server: binding, limits, security and screen layouts."""
 
     host: str = Field("127.0.0.1", description="bind address; beyond loopback only on purpose")
-    port: int = Field(8765, ge=1, le=65535)
+    port: int = Field(8765, ge=0, le=65535, description="0 picks a free port (tests)")
+    ws_path: str = Field("/ws", pattern=r"^/[A-Za-z0-9_/-]*$", description="websocket endpoint")
+    secret: SecretStr | None = Field(
+        None, min_length=16,
+        description="HMAC key for screen tokens; unset: read or create secret_file (never logged)",
+    )
+    secret_file: Path = Field(
+        default_factory=lambda: default_state_dir() / "secrets" / "wall_secret",
+        description="where the generated token key lives (mode 600) when secret is unset",
+    )
+    token_ttl_s: float = Field(12 * 3600, gt=0, le=366 * 86400,
+                               description="default lifetime of issued tokens")
+    allowed_origins: list[str] = Field(
+        default_factory=list,
+        description="Origin values accepted besides the server's own (same-origin pages)",
+    )
+    allow_missing_origin: bool = Field(
+        True, description="accept clients that send no Origin (non-browsers; still need a token)"
+    )
+    auth_timeout_s: float = Field(5.0, gt=0, le=120, description="time allowed for the hello")
+    max_message_bytes: int = Field(64 * 1024, ge=1024, le=16 * 1024 * 1024,
+                                   description="largest message accepted from a client")
+    max_clients: int = Field(1000, ge=1, le=100_000, description="connections beyond are refused")
+    heartbeat_s: float = Field(10.0, gt=0, le=300, description="ping interval, both ways")
+    heartbeat_timeout_s: float = Field(30.0, gt=0, le=900,
+                                       description="silence from a client before it is closed")
+    stall_timeout_s: float = Field(
+        15.0, gt=0, le=600,
+        description="a client whose socket accepts nothing for this long is disconnected",
+    )
+    write_buffer_bytes: int = Field(
+        256 * 1024, ge=4096, le=64 * 1024 * 1024,
+        description="per-client send buffer high-water mark before latest-wins takes over",
+    )
+    compression: Literal["off", "deflate"] = Field(
+        "off", description="permessage-deflate costs 2x server CPU per delivery; off for tiles"
+    )
+    screens: dict[str, ScreenLayout] = Field(
+        default_factory=demo_screens, description="screen name -> layout"
+    )
+
+    @field_validator("screens")
+    @classmethod
+    def _screen_names(cls, v: dict[str, ScreenLayout]) -> dict[str, ScreenLayout]:
+        bad = [k for k in v if not _SCREEN_NAME.match(k)]
+        if bad:
+            raise ValueError(f"screen names must match {_SCREEN_NAME.pattern}, got {bad}")
+        if not v:
+            raise ValueError("expected at least one screen, got none")
+        return v

@@ -1,0 +1,119 @@
+"""Feed the tile store from the compacted ``<ns>.wall.tiles`` topic, with aiokafka.
+
+Why aiokafka: the wall server is one asyncio event loop that owns the tile store; an
+async consumer in that loop hands tiles to the store without a thread, a cross-thread
+queue or locks. Each server assigns itself every partition (no consumer group), reads
+from the beginning to rebuild the latest version of each tile, then follows live; so
+any number of replicas run side by side and each has all tiles.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+from ..config import Settings
+from ..errors import KafkaError
+from ..kafka import aiokafka_kwargs
+from ..tiles import TileDecodeError, decode_tile
+from ..topics import spec
+from .state import TileStore
+
+__all__ = ["KafkaTileSource"]
+
+log = logging.getLogger(__name__)
+
+
+class KafkaTileSource:
+    """Reads every partition of the tiles topic into ``store``.
+
+    ``ready`` is set once the rebuild has reached the end offsets seen at start.
+    """
+
+    def __init__(self, settings: Settings, store: TileStore, *,
+                 on_ready: Callable[[], None] | None = None) -> None:
+        self.settings = settings
+        self.store = store
+        self.topic = spec("wall.tiles").name(settings.namespace)
+        self.ready = asyncio.Event()
+        self.rebuilt_records = 0
+        self._on_ready = on_ready
+        self._consumer = None  # type: ignore[var-annotated]
+
+    async def run(self) -> None:
+        """Rebuild, then follow until cancelled.
+
+        Raises:
+            KafkaError: the broker is unreachable or the topic does not exist.
+        """
+        from aiokafka import AIOKafkaConsumer, TopicPartition
+        from aiokafka.errors import KafkaError as AKError
+
+        consumer = AIOKafkaConsumer(
+            **aiokafka_kwargs(self.settings.kafka),
+            group_id=None,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            # Camera tiles carry JPEGs; the topic allows 4 MiB messages.
+            max_partition_fetch_bytes=8 * 1024 * 1024,
+            fetch_max_wait_ms=100,
+        )
+        self._consumer = consumer
+        try:
+            await consumer.start()
+        except AKError as exc:
+            raise KafkaError(f"wall: cannot reach Kafka at "
+                             f"{','.join(self.settings.kafka.bootstrap_servers)}: {exc}") from exc
+        try:
+            parts = consumer.partitions_for_topic(self.topic)
+            if not parts:
+                await consumer._client.force_metadata_update()
+                parts = consumer.partitions_for_topic(self.topic)
+            if not parts:
+                raise KafkaError(f"wall: topic {self.topic} does not exist; "
+                                 f"run `ioc -n {self.settings.namespace} topics ensure`")
+            tps = [TopicPartition(self.topic, p) for p in sorted(parts)]
+            consumer.assign(tps)
+            await consumer.seek_to_beginning(*tps)
+            end = await consumer.end_offsets(tps)
+            pending = {tp for tp in tps if end[tp] > 0}
+            log.info("wall: rebuilding from %s (%d partitions, %d records at most)",
+                     self.topic, len(tps), sum(end.values()))
+            if not pending:
+                self._set_ready()
+            while True:
+                batches = await consumer.getmany(timeout_ms=200, max_records=2000)
+                for tp, records in batches.items():
+                    for rec in records:
+                        self._apply(rec.key, rec.value, tp.partition, rec.offset)
+                if pending:
+                    for tp in list(pending):
+                        if await consumer.position(tp) >= end[tp]:
+                            pending.discard(tp)
+                    if not pending:
+                        self._set_ready()
+        finally:
+            await consumer.stop()
+
+    def _set_ready(self) -> None:
+        self.ready.set()
+        log.info("wall: rebuilt %d tiles from %d records of %s", len(self.store),
+                 self.rebuilt_records, self.topic)
+        if self._on_ready:
+            self._on_ready()
+
+    def _apply(self, key: bytes | None, value: bytes | None, partition: int, offset: int) -> None:
+        if not self.ready.is_set():
+            self.rebuilt_records += 1
+        if value is None:
+            if key is not None:
+                self.store.remove(key.decode(errors="replace"))
+            return
+        try:
+            tile = decode_tile(value)
+        except TileDecodeError as exc:
+            self.store.stats.undecodable += 1
+            log.warning("wall: skipping %s[%d]@%d: %s", self.topic, partition, offset, exc)
+            return
+        self.store.apply(tile)

@@ -1,0 +1,399 @@
+"""The wall server: websockets/asyncio adapter around the protocol, store and queues.
+
+One event loop owns everything: the Kafka tile source writes into the :class:`TileStore`,
+the store offers each new version to the latest-wins queue of every client showing that
+tile, and one sender task per client drains its queue into its socket. A slow client
+only makes its own queue replace pending versions (counted as drops); a client whose
+socket accepts nothing for ``stall_timeout_s`` is closed with 4029. The same port
+serves the ``wall_client`` files and ``/healthz`` through websockets' ``process_request``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import email.utils
+import http
+import logging
+import mimetypes
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import orjson
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.datastructures import Headers
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+from ..config import Settings
+from .auth import TokenSigner, load_or_create_secret
+from .exceptions import CloseCode, WallError, WallProtocolError
+from .protocol import (
+    EncodedTile,
+    build_snapshot,
+    encode_message,
+    parse_client_message,
+    parse_hello,
+)
+from .queues import LatestWinsQueue
+from .state import TileStore
+
+__all__ = ["ClientConn", "WallServer", "static_root"]
+
+log = logging.getLogger(__name__)
+
+_Out = tuple[bytes, bytes | None]  # (JSON text frame, optional binary frame)
+_STATIC_TYPES = {".html", ".js", ".css", ".png", ".svg", ".ico", ".json"}
+_CSP = ("default-src 'self'; img-src 'self' blob: data:; connect-src 'self'; "
+        "style-src 'self'; script-src 'self'; frame-ancestors 'none'")
+
+
+def static_root() -> Path:
+    """The directory of the browser client files."""
+    import wall_client
+
+    return Path(wall_client.__file__).parent
+
+
+@dataclass(eq=False)
+class ClientConn:
+    """One connected, authenticated screen."""
+
+    ws: ServerConnection
+    screen: str
+    subject: str
+    queue: LatestWinsQueue[_Out]
+    connected_at: float = field(default_factory=time.monotonic)
+    wakeup: asyncio.Event = field(default_factory=asyncio.Event)
+    blocked_since: float | None = None  # monotonic start of a send that has not returned
+    bytes_sent: int = 0
+    closing: tuple[int, str] | None = None
+
+    def offer(self, enc: EncodedTile | None, tile_id: str) -> None:
+        """Store listener: queue the newest version (or a removal) of ``tile_id``."""
+        if enc is None:
+            self.queue.put(tile_id, (encode_message({"type": "remove", "id": tile_id}), None))
+        else:
+            self.queue.put(tile_id, (enc.text, enc.frame))
+        self.wakeup.set()
+
+    def control(self, key: str, msg: dict[str, Any]) -> None:
+        self.queue.put(("ctl", key), (encode_message(msg), None), urgent=True)
+        self.wakeup.set()
+
+
+class WallServer:
+    """Serve screens of ``settings.wall`` from ``store`` (fed by Kafka unless told otherwise).
+
+    Args:
+        settings: the whole settings tree (wall section and Kafka/namespace for the source).
+        store: the tile store; a new one by default.
+        kafka: read the tiles topic; False when the caller feeds ``store`` itself (bench).
+        signer: token signer; by default keyed from ``load_or_create_secret``.
+    """
+
+    def __init__(self, settings: Settings, *, store: TileStore | None = None, kafka: bool = True,
+                 signer: TokenSigner | None = None) -> None:
+        self.settings = settings
+        self.cfg = settings.wall
+        self.store = store if store is not None else TileStore()
+        self.signer = signer or TokenSigner(load_or_create_secret(self.cfg))
+        self.ready = asyncio.Event()
+        self.clients: set[ClientConn] = set()
+        self.counters: Counter[str] = Counter()
+        self.closed_drops = 0
+        self._kafka = kafka
+        self._source_task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._closers: set[asyncio.Task[None]] = set()
+        self._server: Server | None = None
+        self._static = self._load_static(static_root())
+        self.source: Any = None
+        self.started_at = time.time()
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Bind, start the tile source and the heartbeat/watchdog task."""
+        cfg = self.cfg
+        if self._kafka:
+            from .kafka_source import KafkaTileSource
+
+            self.source = KafkaTileSource(self.settings, self.store, on_ready=self.ready.set)
+            self._source_task = asyncio.create_task(self.source.run(), name="wall-kafka-source")
+            self._source_task.add_done_callback(self._source_done)
+        else:
+            self.ready.set()
+        self._server = await serve(
+            self._handle,
+            cfg.host,
+            cfg.port,
+            process_request=self._process_request,
+            compression="deflate" if cfg.compression == "deflate" else None,
+            max_size=cfg.max_message_bytes,
+            max_queue=16,
+            write_limit=cfg.write_buffer_bytes,
+            ping_interval=cfg.heartbeat_s,
+            ping_timeout=cfg.heartbeat_timeout_s,
+            close_timeout=3,
+            open_timeout=cfg.auth_timeout_s,
+            server_header=None,
+        )
+        self._tasks.append(asyncio.create_task(self._heartbeat_and_watchdog(), name="wall-watchdog"))
+        log.info("wall: serving %d screen(s) on http://%s:%d/ (websocket %s)",
+                 len(cfg.screens), cfg.host, self.port, cfg.ws_path)
+
+    def _source_done(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            log.error("wall: tile source stopped: %s", task.exception())
+            self.counters["source_failed"] += 1
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None, "server not started"
+        return int(self._server.sockets[0].getsockname()[1])
+
+    async def stop(self) -> None:
+        """Close every client with 1001, stop the source and the listener."""
+        for t in self._tasks:
+            t.cancel()
+        if self._server is not None:
+            self._server.close(close_connections=False)
+            await asyncio.gather(*(self._close(c, CloseCode.GOING_AWAY, "server shutting down")
+                                   for c in list(self.clients)), return_exceptions=True)
+            self._server.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._server.wait_closed(), 5)
+        if self._source_task is not None:
+            self._source_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._source_task
+
+    async def serve_forever(self) -> None:
+        """Start, serve until cancelled, stop."""
+        await self.start()
+        try:
+            await self.serve_forever_started()
+        finally:
+            await self.stop()
+
+    async def serve_forever_started(self) -> None:
+        """Wait while serving; re-raises the tile source's error if it fails."""
+        if self._source_task is not None:
+            await self._source_task
+        else:
+            await asyncio.Future()
+
+    # -- HTTP: static files, health, origin check ---------------------------------------
+
+    @staticmethod
+    def _load_static(root: Path) -> dict[str, tuple[bytes, str]]:
+        files: dict[str, tuple[bytes, str]] = {}
+        for p in root.iterdir():
+            if p.is_file() and p.suffix in _STATIC_TYPES:
+                ctype = mimetypes.guess_type(p.name)[0] or "application/octet-stream"
+                if p.suffix == ".js":
+                    ctype = "text/javascript"
+                files["/" + p.name] = (p.read_bytes(), ctype + ("; charset=utf-8" if ctype.startswith("text") else ""))
+        if "/index.html" in files:
+            files["/"] = files["/index.html"]
+        return files
+
+    @staticmethod
+    def _response(status: int, body: bytes, ctype: str, **extra: str) -> Response:
+        st = http.HTTPStatus(status)
+        headers = Headers([
+            ("Date", email.utils.formatdate(usegmt=True)),
+            ("Connection", "close"),
+            ("Content-Length", str(len(body))),
+            ("Content-Type", ctype),
+            ("Cache-Control", "no-cache"),
+            ("X-Content-Type-Options", "nosniff"),
+            ("Referrer-Policy", "no-referrer"),
+            *extra.items(),
+        ])
+        return Response(st.value, st.phrase, headers, body)
+
+    def _origin_ok(self, request: Request) -> tuple[bool, str]:
+        origin = request.headers.get("Origin")
+        if origin is None:
+            return self.cfg.allow_missing_origin, "no Origin header"
+        if origin in self.cfg.allowed_origins:
+            return True, origin
+        host = request.headers.get("Host", "")
+        if urlsplit(origin).netloc == host and host:
+            return True, origin  # the page this server served
+        return False, origin
+
+    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        path = request.path.split("?", 1)[0]
+        if path == self.cfg.ws_path:
+            ok, origin = self._origin_ok(request)
+            if not ok:
+                self.counters["origin_refused"] += 1
+                log.warning("wall: refused websocket from origin %r", origin[:200])
+                return self._response(403, f"origin {origin[:200]!r} is not allowed\n".encode(),
+                                      "text/plain; charset=utf-8")
+            return None
+        if path == "/healthz":
+            health = self.health()
+            return self._response(200 if health["status"] == "ok" else 503,
+                                  orjson.dumps(health, option=orjson.OPT_INDENT_2),
+                                  "application/json")
+        static = self._static.get(path)
+        if static is None:
+            return self._response(404, b"not found\n", "text/plain; charset=utf-8")
+        body, ctype = static
+        extra = {"Content-Security-Policy": _CSP} if ctype.startswith("text/html") else {}
+        return self._response(200, body, ctype, **extra)
+
+    def health(self) -> dict[str, Any]:
+        """Readiness and counters, as served on ``/healthz``."""
+        per_screen = Counter(c.screen for c in self.clients)
+        failed = self.counters["source_failed"] > 0
+        return {
+            "status": "failed" if failed else "ok" if self.ready.is_set() else "rebuilding",
+            "namespace": self.settings.namespace,
+            "tiles": len(self.store),
+            "clients": len(self.clients),
+            "screens": dict(per_screen),
+            "drops": self.closed_drops + sum(c.queue.drops for c in self.clients),
+            "delivered": self.counters["delivered"] + sum(c.queue.delivered for c in self.clients),
+            "counters": {k: v for k, v in self.counters.items() if k != "delivered"},
+            "store": vars(self.store.stats),
+            "uptime_s": round(time.time() - self.started_at, 1),
+        }
+
+    # -- websocket clients -----------------------------------------------------------------
+
+    async def _handle(self, ws: ServerConnection) -> None:
+        cfg = self.cfg
+        if len(self.clients) >= cfg.max_clients:
+            self.counters["refused_full"] += 1
+            await ws.close(CloseCode.TRY_AGAIN_LATER, f"server full: {cfg.max_clients} clients")
+            return
+        try:
+            raw = await asyncio.wait_for(ws.recv(), cfg.auth_timeout_s)
+        except TimeoutError:
+            self.counters["auth_timeout"] += 1
+            await ws.close(CloseCode.AUTH_TIMEOUT, f"expected hello within {cfg.auth_timeout_s:g} s")
+            return
+        except ConnectionClosed:
+            return
+        try:
+            hello = parse_hello(parse_client_message(raw))
+            layout = cfg.screens.get(hello.screen)
+            if layout is None:
+                raise WallProtocolError(CloseCode.UNKNOWN_SCREEN,
+                                        f"unknown screen {hello.screen[:40]!r}; known: {sorted(cfg.screens)}")
+            claims = self.signer.verify(hello.token, hello.screen)
+        except WallError as exc:
+            self.counters[f"refused_{exc.code}"] += 1
+            log.info("wall: refused %s: %s", ws.remote_address, exc.reason)
+            await ws.close(exc.code, exc.reason)
+            return
+        await self.ready.wait()
+        client = ClientConn(ws, hello.screen, claims.subject,
+                            LatestWinsQueue(max_keys=len(layout.tiles) + 8))
+        self.clients.add(client)
+        ids = layout.tile_ids()
+        # Subscribe before the snapshot is built (no await between): nothing is missed.
+        unsubscribe = self.store.subscribe(ids, client.offer)
+        snap = build_snapshot(hello.screen, layout, self.store.select(ids), hello,
+                              now=time.time(), heartbeat_s=cfg.heartbeat_s)
+        self.counters["snapshots_full" if snap.full else "snapshots_resume"] += 1
+        log.info("wall: %s connected to %s (%s, %d tiles)", ws.remote_address, hello.screen,
+                 "full snapshot" if snap.full else "resumed", snap.tile_count)
+        sender: asyncio.Task[None] | None = None
+        try:
+            await self._send(client, snap.message, text=True)
+            for frame in snap.frames:
+                await self._send(client, frame, text=False)
+            sender = asyncio.create_task(self._sender(client))
+            await self._receiver(client)
+        except ConnectionClosed:
+            pass
+        except WallError as exc:
+            await self._close(client, exc.code, exc.reason)
+        finally:
+            unsubscribe()
+            if sender is not None:
+                sender.cancel()
+            self.clients.discard(client)
+            self.closed_drops += client.queue.drops
+            self.counters["delivered"] += client.queue.delivered
+            self.counters["disconnects"] += 1
+            if client.queue.drops:
+                log.info("wall: %s left %s; %d update(s) dropped (latest-wins)",
+                         ws.remote_address, client.screen, client.queue.drops)
+
+    async def _send(self, client: ClientConn, data: bytes, *, text: bool) -> None:
+        client.blocked_since = time.monotonic()
+        await client.ws.send(data, text=text)
+        client.blocked_since = None
+        client.bytes_sent += len(data)
+
+    async def _sender(self, client: ClientConn) -> None:
+        q = client.queue
+        with contextlib.suppress(ConnectionClosed):
+            while True:
+                await client.wakeup.wait()
+                client.wakeup.clear()
+                while (item := q.pop()) is not None:
+                    text, frame = item
+                    await self._send(client, text, text=True)
+                    if frame is not None:
+                        await self._send(client, frame, text=False)
+
+    async def _receiver(self, client: ClientConn) -> None:
+        cfg = self.cfg
+        while True:
+            try:
+                raw = await asyncio.wait_for(client.ws.recv(), cfg.heartbeat_timeout_s)
+            except TimeoutError:
+                raise WallError(CloseCode.HEARTBEAT_TIMEOUT,
+                                f"no message for {cfg.heartbeat_timeout_s:g} s; expected a ping "
+                                f"every {cfg.heartbeat_s:g} s") from None
+            msg = parse_client_message(raw)
+            kind = msg["type"]
+            if kind == "ping":
+                client.control("pong", {"type": "pong", "t": msg.get("t")})
+            elif kind == "hello":
+                raise WallProtocolError(CloseCode.PROTOCOL, "expected ping/pong, got a second hello")
+
+    async def _close(self, client: ClientConn, code: int, reason: str) -> None:
+        """Close with ``code``/``reason``; abort the socket if the handshake cannot finish."""
+        if client.closing is not None:
+            return
+        client.closing = (code, reason)
+        self.counters[f"closed_{code}"] += 1
+        try:
+            await asyncio.wait_for(client.ws.close(code, reason), 4)
+        except (TimeoutError, ConnectionClosed):
+            client.ws.transport.abort()
+
+    async def _heartbeat_and_watchdog(self) -> None:
+        cfg = self.cfg
+        next_ping = time.monotonic() + cfg.heartbeat_s
+        while True:
+            await asyncio.sleep(min(1.0, cfg.stall_timeout_s / 4))
+            now = time.monotonic()
+            if now >= next_ping:
+                next_ping = now + cfg.heartbeat_s
+                msg = {"type": "ping", "t": time.time()}
+                for c in self.clients:
+                    c.control("ping", msg)
+            for c in list(self.clients):
+                if c.blocked_since is not None and now - c.blocked_since > cfg.stall_timeout_s:
+                    reason = (f"stalled: nothing accepted for {now - c.blocked_since:.0f} s; "
+                              f"{c.queue.drops} update(s) dropped")
+                    log.warning("wall: closing %s (%s): %s", c.ws.remote_address, c.screen, reason)
+                    self.counters["stalled"] += 1
+                    c.blocked_since = None  # do not close twice
+                    task = asyncio.create_task(self._close(c, CloseCode.STALLED, reason))
+                    self._closers.add(task)
+                    task.add_done_callback(self._closers.discard)
