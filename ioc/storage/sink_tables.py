@@ -13,8 +13,11 @@ __all__ = ["sink_tables"]
 
 def sink_tables() -> list[TableSink]:
     """Every ``TableSink`` a plain ``ioc sink`` runs, in order."""
+    from ..camera_storage import CAMERA_HEALTH_SINK, DETECTIONS_SINK
     from ..events._storage import EVENTS_SINK
 
     return [
         EVENTS_SINK,
+        DETECTIONS_SINK,
+        CAMERA_HEALTH_SINK,
     ]

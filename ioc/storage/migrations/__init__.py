@@ -6,11 +6,12 @@ Version ranges by owner, so parallel work does not collide:
 """
 
 from .._migrate import Migration
-from . import m0001_namespace, m0100_events
+from . import m0001_namespace, m0100_events, m0200_cameras
 
 __all__ = ["MIGRATIONS"]
 
 MIGRATIONS: list[Migration] = [
     m0001_namespace.MIGRATION,
     m0100_events.MIGRATION,
+    m0200_cameras.MIGRATION,
 ]

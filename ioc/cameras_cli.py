@@ -1,0 +1,221 @@
+"""``ioc camera``: capture cameras into ``<ns>.camera.frames``, list the configured cameras.
+
+One process captures several cameras, a thread per camera (OpenCV releases the GIL
+while decoding) plus a publisher thread per camera that drains the camera's
+``LatestQueue`` into one shared Kafka producer. A slow broker therefore costs dropped
+frames (counted as ``queue_full``), never memory.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import sys
+import threading
+import time
+from typing import Any
+
+import click
+
+from .config import Settings
+from .errors import KafkaError
+
+__all__ = ["FramePublisher", "camera", "run_cameras"]
+
+log = logging.getLogger(__name__)
+
+
+class FramePublisher(threading.Thread):
+    """Drains one camera's queue into Kafka (key camera id, frame headers, JPEG value)."""
+
+    def __init__(self, producer: Any, topic: str, capture: Any, *, max_in_flight: int = 8) -> None:
+        super().__init__(name=f"publish-{capture.cam.id}", daemon=True)
+        self.producer = producer
+        self.topic = topic
+        self.capture = capture
+        # kafka-python 3 has no bound on its record buffer, so the bound is here: at most
+        # ``max_in_flight`` unacknowledged frames; beyond that the camera's LatestQueue
+        # fills and drops its oldest frame (counted as queue_full).
+        self._in_flight = threading.BoundedSemaphore(max_in_flight)
+        self._stop_evt = threading.Event()
+
+    def stop(self) -> None:
+        self._stop_evt.set()
+
+    def run(self) -> None:
+        from kafka.errors import KafkaError as _KE
+
+        from vision.capture import frame_headers
+
+        stats = self.capture.stats
+        key = self.capture.cam.id.encode()
+
+        def ok(_md: Any) -> None:
+            stats.published += 1
+            self._in_flight.release()
+
+        def failed(exc: BaseException) -> None:
+            stats.drop("publish_failed")
+            self._in_flight.release()
+            log.warning("camera %s: publish failed: %s", self.capture.cam.id, exc)
+
+        while not self._stop_evt.is_set():
+            if not self._in_flight.acquire(timeout=0.2):
+                continue
+            f = self.capture.queue.get(timeout=0.2)
+            if f is None:
+                self._in_flight.release()
+                continue
+            try:
+                fut = self.producer.send(self.topic, key=key, value=f.jpeg,
+                                         headers=frame_headers(f), timestamp_ms=int(f.ts * 1000))
+                fut.add_callback(ok)
+                fut.add_errback(failed)
+            except _KE as exc:  # buffer full for max_block_ms, or the broker is gone
+                failed(exc)
+
+
+def _producer(settings: Settings) -> Any:
+    from kafka import KafkaProducer
+    from kafka.errors import KafkaError as _KE
+
+    from .kafka import kafka_python_kwargs
+
+    try:
+        return KafkaProducer(
+            **kafka_python_kwargs(settings.kafka),
+            acks=1,  # frames are perishable: one replica is enough, latency matters more
+            enable_idempotence=False,
+            linger_ms=2,
+            max_request_size=4 * 1024 * 1024,
+            max_block_ms=2000,
+            retries=2,
+        )
+    except _KE as exc:
+        raise KafkaError(
+            f"no Kafka broker answered at {','.join(settings.kafka.bootstrap_servers)}: {exc}"
+        ) from exc
+
+
+def run_cameras(
+    settings: Settings,
+    camera_ids: list[str] | None = None,
+    *,
+    stats_every_s: float = 10.0,
+    duration_s: float | None = None,
+    stop_event: threading.Event | None = None,
+) -> dict[str, dict[str, Any]]:
+    """Capture cameras until SIGTERM/SIGINT, ``duration_s``, or every file source ended.
+
+    Returns the per-camera statistics (also logged every ``stats_every_s``).
+
+    Raises:
+        click.BadParameter: an unknown camera id was asked for.
+        KafkaError: the broker cannot be reached.
+    """
+    from vision.capture import CameraCapture, LatestQueue
+
+    from .topics import topic_name
+
+    cs = settings.cameras
+    if camera_ids:
+        unknown = [c for c in camera_ids if cs.get(c) is None]
+        if unknown:
+            known = [c.id for c in cs.cameras]
+            raise click.BadParameter(f"unknown camera(s) {unknown}; configured: {known}")
+        chosen = list(camera_ids)
+    else:
+        chosen = [c.id for c in cs.cameras if c.enabled]
+    if not chosen:
+        raise click.UsageError("no cameras to capture: configure cameras.cameras (see docs/cameras.md)")
+    stop = stop_event or threading.Event()
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: stop.set())
+    producer = _producer(settings)
+    topic = topic_name(settings.namespace, "camera.frames")
+    captures = []
+    publishers = []
+    for cid in chosen:
+        cam = cs.effective(cid)
+        cap = CameraCapture(cam, LatestQueue(cs.publish_queue), reconnect=cs.reconnect,
+                            open_timeout_s=cs.open_timeout_s, read_timeout_s=cs.read_timeout_s)
+        captures.append(cap)
+        publishers.append(FramePublisher(producer, topic, cap))
+        log.info("camera %s: %s source %s at %.1f fps, width %d", cid, cam.kind,
+                 cs.get(cid).redacted_url() if cs.get(cid) else "?", cam.fps, cam.width)  # type: ignore[union-attr]
+    for t in [*captures, *publishers]:
+        t.start()
+    started = time.monotonic()
+    next_stats = started + stats_every_s
+    try:
+        while not stop.is_set():
+            stop.wait(0.2)
+            now = time.monotonic()
+            if duration_s is not None and now - started >= duration_s:
+                break
+            if all(c.finished for c in captures):
+                break
+            if now >= next_stats:
+                next_stats = now + stats_every_s
+                for c in captures:
+                    log.info("camera %s stats %s", c.cam.id, json.dumps(c.stats.as_dict()))
+    finally:
+        for c in captures:
+            c.stop()
+        for c in captures:
+            c.join(timeout=5)
+        # Publish what is still queued (bounded by the queue size), then stop publishers.
+        deadline = time.monotonic() + 3
+        while any(len(c.queue) for c in captures) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        for p in publishers:
+            p.stop()
+        for p in publishers:
+            p.join(timeout=3)
+        producer.flush(timeout=5)
+        producer.close(timeout=5)
+    return {c.cam.id: {**c.stats.as_dict(), "last_seq": c.seq - 1} for c in captures}
+
+
+@click.group()
+def camera() -> None:
+    """Camera capture into Kafka (<ns>.camera.frames)."""
+
+
+@camera.command("run")
+@click.option("--camera", "camera_ids", multiple=True, metavar="ID",
+              help="Capture only this camera (repeatable; default: every enabled camera).")
+@click.option("--stats-every", default=10.0, show_default=True, type=click.FloatRange(0.5),
+              help="Seconds between statistics lines in the log (-v shows them).")
+@click.option("--duration", default=None, type=click.FloatRange(0.1),
+              help="Stop after this many seconds (default: run until SIGTERM/SIGINT).")
+@click.pass_obj
+def camera_run(c: Any, camera_ids: tuple[str, ...], stats_every: float, duration: float | None) -> None:
+    """Capture cameras: sample to the target fps, resize, JPEG-encode, publish.
+
+    Frames go to <ns>.camera.frames keyed by camera id with headers seq, ts (capture
+    time, unix seconds), width and height. Sources reconnect with exponential backoff;
+    file sources with loop: true start again at their end. On SIGTERM the process
+    stops cleanly and prints one JSON line of per-camera statistics (frames read,
+    published, dropped by reason, reconnects).
+    """
+    stats = run_cameras(c.settings, list(camera_ids) or None, stats_every_s=stats_every,
+                        duration_s=duration)
+    click.echo(json.dumps({"cameras": stats}))
+    sys.stdout.flush()
+
+
+@camera.command("list")
+@click.pass_obj
+def camera_list(c: Any) -> None:
+    """List the configured cameras with their effective capture settings (no passwords)."""
+    cs = c.settings.cameras
+    if not cs.cameras:
+        click.echo("no cameras configured (cameras.cameras)")
+    for src in cs.cameras:
+        e = cs.effective(src.id)
+        size = f"{e.width}x{e.height}" if e.height else f"{e.width}w"
+        click.echo(f"{src.id:20} {'on ' if src.enabled else 'off'} {e.kind:5} {e.fps:5.1f} fps "
+                   f"{size:10} q{e.jpeg_quality} {'loop ' if src.loop else ''}{src.redacted_url()}")

@@ -1,0 +1,268 @@
+"""The vision agent: ``<ns>.camera.frames`` -> ``<ns>.detections`` + camera tiles.
+
+Glue only: the analytics are ``vision.pipeline.CameraAnalyzer``; this module moves
+bytes between Kafka and it.
+
+- Frames are taken in batches (``stream.take_events(cameras.batch_size,
+  within=cameras.batch_within_s)``), grouped by camera and analysed in a small thread
+  pool, one task per camera so each camera's frames stay in order (OpenCV releases
+  the GIL, so two cameras use two cores).
+- One ``CameraAnalyzer`` per camera lives in this worker. **State lives with the
+  partition**: when a rebalance moves a camera's partition to another worker, this
+  worker drops the analyzer and the new owner starts a fresh one, which warms up
+  again (background model, tamper reference, tracks: see docs/cameras.md for the
+  number of frames). Line totals restart from zero after such a move.
+- A bad frame (corrupt/truncated JPEG, zero or odd size, random bytes) never crashes
+  the agent: the analyzer returns ``skipped=<reason>``; the result is still published
+  to ``<ns>.detections`` (so the reason is visible and stored) and counted in
+  ``CameraRuntime.skipped``. A message without a usable key is counted as ``bad_key``.
+- Every analysed frame's ``FrameResult.to_json()`` goes to ``<ns>.detections`` (key:
+  camera id). When the analyzer rendered a thumbnail (its configured rate), a tile
+  ``camera:<id>`` of kind ``camera`` goes to ``<ns>.wall.tiles`` with the thumbnail as
+  its image and ``time`` = the frame's capture time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import weakref
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import faust
+import orjson
+
+from ioc.config import Settings
+from ioc.tiles import Tile, encode_tile
+from ioc.topics import spec, topic_name
+
+from .agent_spec import AgentSpec
+
+__all__ = ["VISION", "CameraRuntime", "camera_tile", "runtime_for"]
+
+log = logging.getLogger(__name__)
+
+_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+MAX_CAMERAS = 1000  # per worker: a flood of random keys must not grow memory
+
+
+def camera_tile(
+    camera: str,
+    *,
+    ts: float,
+    version: int,
+    width: int,
+    height: int,
+    motion: float,
+    counts: dict[str, int],
+    health: str,
+    fps: float,
+    image: bytes | None,
+) -> Tile:
+    """A ``camera`` tile as ioc/tiles.py defines its payload."""
+    return Tile(
+        id=f"camera:{camera}",
+        kind="camera",
+        version=version,
+        time=ts,
+        payload={
+            "camera": camera,
+            "width": width,
+            "height": height,
+            "motion": round(float(motion), 4),
+            "counts": counts,
+            "health": health,
+            "fps": round(float(fps), 2),
+        },
+        image=image,
+    )
+
+
+def _counts(result: Any) -> dict[str, int]:
+    """Tile counters: people (total and per zone) and cumulative line in/out."""
+    out: dict[str, int] = {}
+    people = getattr(result, "people", None)
+    if people is not None:
+        out["people"] = int(people.total)
+        for zone, n in people.zones.items():
+            out[f"people:{zone}"] = int(n)
+    for line, c in getattr(result, "counts", {}).items():
+        out[f"{line}:in"] = int(c.in_)
+        out[f"{line}:out"] = int(c.out)
+    return out
+
+
+@dataclass
+class _LastTile:
+    ts: float = 0.0
+    version: int = 0
+    payload: dict[str, Any] = field(default_factory=dict)
+    image: bytes | None = None
+
+
+@dataclass
+class CameraRuntime:
+    """Per-worker camera state shared by the vision and camera-health agents."""
+
+    settings: Settings
+    analyzers: dict[str, Any] = field(default_factory=dict)
+    partition_of: dict[str, int] = field(default_factory=dict)
+    last_tile: dict[str, _LastTile] = field(default_factory=dict)
+    skipped: Counter[str] = field(default_factory=Counter)
+    frames: int = 0
+    tiles: int = 0
+    health: Any = None  # vision.health.CameraHealthTracker when that agent runs
+    broken: dict[str, str] = field(default_factory=dict)  # camera -> why no analyzer
+
+    def analyzer(self, camera: str) -> Any | None:
+        a = self.analyzers.get(camera)
+        if a is not None or camera in self.broken:
+            return a
+        if len(self.analyzers) >= MAX_CAMERAS:
+            return None
+        from ioc.errors import IOCError
+        from vision.pipeline import CameraAnalyzer
+
+        cfg = self.settings.cameras.effective(camera).analytics
+        try:
+            a = self.analyzers[camera] = CameraAnalyzer(camera, cfg)
+        except (IOCError, OSError, ValueError) as exc:
+            self.broken[camera] = str(exc)
+            log.error("camera %s: cannot build its analyzer: %s", camera, exc)
+            return None
+        log.info("camera %s: new analyzer (warming up)", camera)
+        return a
+
+    def next_tile(self, camera: str, ts: float) -> _LastTile:
+        lt = self.last_tile.setdefault(camera, _LastTile())
+        # Versions grow with capture time, and always by at least one.
+        lt.version = max(lt.version + 1, int(ts * 1000))
+        return lt
+
+    def health_of(self, camera: str) -> tuple[str, float]:
+        """(state, fps) from the health tracker; "online" when it is not running here."""
+        if self.health is None:
+            return "online", 0.0
+        return self.health.state(camera) or "online", self.health.fps(camera)
+
+    def drop_unassigned(self, assigned: set[int]) -> list[str]:
+        """Forget cameras whose frames partition left this worker (after a rebalance)."""
+        gone = [c for c, p in self.partition_of.items() if p not in assigned]
+        for c in gone:
+            self.partition_of.pop(c, None)
+            if self.analyzers.pop(c, None) is not None:
+                log.info("camera %s: partition moved away; analyzer dropped", c)
+            if self.health is not None:
+                self.health.forget(c)
+        return gone
+
+
+_RUNTIMES: weakref.WeakKeyDictionary[faust.App, CameraRuntime] = weakref.WeakKeyDictionary()
+
+
+def runtime_for(app: faust.App, settings: Settings) -> CameraRuntime:
+    """The one ``CameraRuntime`` of ``app`` (created on first use)."""
+    rt = _RUNTIMES.get(app)
+    if rt is None:
+        rt = _RUNTIMES[app] = CameraRuntime(settings)
+    return rt
+
+
+def assigned_partitions(app: faust.App, topic: str) -> set[int] | None:
+    """Partitions of ``topic`` assigned to this worker; None before the first assignment."""
+    try:
+        tps = app.consumer.assignment()
+    except Exception:  # consumer not started yet
+        return None
+    return {tp.partition for tp in tps if tp.topic == topic}
+
+
+def _analyze(analyzer: Any, items: list[tuple[bytes, float, int]]) -> list[Any]:
+    out = []
+    for value, ts, seq in items:
+        r = analyzer.process_jpeg(value, ts)
+        r.seq = seq
+        out.append(r)
+    return out
+
+
+def _register(app: faust.App, settings: Settings) -> None:
+    from vision.capture import parse_frame_headers
+
+    ns = settings.namespace
+    cs = settings.cameras
+    rt = runtime_for(app, settings)
+    frames_name = topic_name(ns, "camera.frames")
+    frames = app.topic(frames_name, value_serializer="raw", key_serializer="raw",
+                       partitions=spec("camera.frames").partitions)
+    detections = app.topic(topic_name(ns, "detections"), value_serializer="raw",
+                           key_serializer="raw")
+    tiles = app.topic(topic_name(ns, "wall.tiles"), value_serializer="raw", key_serializer="raw")
+    pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="vision")
+
+    @app.agent(frames, name=f"{ns}.vision")
+    async def vision(stream):  # type: ignore[no-untyped-def]
+        loop = asyncio.get_running_loop()
+        async for events in stream.take_events(cs.batch_size, within=cs.batch_within_s):
+            by_cam: dict[str, list[tuple[bytes, float, int]]] = {}
+            for ev in events:
+                key = ev.key
+                try:
+                    cam = key.decode("utf-8") if isinstance(key, bytes) else None
+                except UnicodeDecodeError:
+                    cam = None
+                if cam is None or not _ID_RE.match(cam):
+                    rt.skipped["bad_key"] += 1
+                    continue
+                msg = ev.message
+                meta = parse_frame_headers(ev.headers, fallback_ts=(msg.timestamp or 0) / 1000)
+                if meta.problem:
+                    rt.skipped["bad_headers"] += 1
+                rt.partition_of[cam] = msg.partition
+                value = ev.value if isinstance(ev.value, bytes) else b""
+                by_cam.setdefault(cam, []).append((value, meta.ts, meta.seq))
+            rt.frames += len(events)
+            jobs = []
+            for cam, items in by_cam.items():
+                a = rt.analyzer(cam)
+                if a is None:
+                    rt.skipped["no_analyzer"] += len(items)
+                    continue
+                jobs.append(loop.run_in_executor(pool, _analyze, a, items))
+            for results in await asyncio.gather(*jobs):
+                for r in results:
+                    await _publish(r)
+
+    async def _publish(r: Any) -> None:
+        key = r.camera.encode()
+        if r.skipped is not None:
+            rt.skipped[r.skipped] += 1
+        await detections.send(key=key, value=orjson.dumps(r.to_json()))
+        if r.skipped is None and r.thumbnail is not None:
+            health, fps = rt.health_of(r.camera)
+            lt = rt.next_tile(r.camera, r.ts)
+            tile = camera_tile(r.camera, ts=r.ts, version=lt.version, width=r.width,
+                               height=r.height, motion=r.motion.ratio, counts=_counts(r),
+                               health=health, fps=fps, image=r.thumbnail)
+            lt.ts, lt.payload, lt.image = r.ts, tile.payload, r.thumbnail
+            await tiles.send(key=tile.id.encode(), value=encode_tile(tile))
+            rt.tiles += 1
+
+    @app.timer(interval=5.0, name=f"{ns}.vision.housekeeping")
+    async def housekeeping() -> None:
+        assigned = assigned_partitions(app, frames_name)
+        if assigned is not None:
+            rt.drop_unassigned(assigned)
+        if rt.frames:
+            log.info("vision: frames=%d tiles=%d cameras=%d skipped=%s", rt.frames, rt.tiles,
+                     len(rt.analyzers), dict(rt.skipped))
+
+
+VISION = AgentSpec(
+    "vision", _register,
+    "camera.frames -> detections (motion, people, lines, tamper) + camera tiles",
+)
