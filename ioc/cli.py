@@ -226,6 +226,9 @@ def _register_domain_commands() -> None:
     from .storage.sink_cli import sink
 
     main.add_command(sink)
+    from .cameras_cli import camera
+
+    main.add_command(camera)
     pass
 
 

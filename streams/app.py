@@ -81,9 +81,11 @@ def run_worker(settings: Settings, agents: Sequence[AgentSpec] | None = None, *,
 
 def _default_agents() -> list[AgentSpec]:
     # The explicit list of agents a plain `ioc worker` runs. Add new agents here.
+    from .camera_health_agent import CAMERA_HEALTH
     from .probe import PROBE
+    from .vision_agent import VISION
 
-    return [PROBE]
+    return [PROBE, VISION, CAMERA_HEALTH]
 
 
 DEFAULT_AGENTS: list[AgentSpec] = _default_agents()
