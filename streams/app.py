@@ -83,9 +83,10 @@ def _default_agents() -> list[AgentSpec]:
     # The explicit list of agents a plain `ioc worker` runs. Add new agents here.
     from .camera_health_agent import CAMERA_HEALTH
     from .probe import PROBE
+    from .validate import VALIDATE
     from .vision_agent import VISION
 
-    return [PROBE, VISION, CAMERA_HEALTH]
+    return [PROBE, VALIDATE, VISION, CAMERA_HEALTH]
 
 
 DEFAULT_AGENTS: list[AgentSpec] = _default_agents()

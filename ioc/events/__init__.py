@@ -15,15 +15,20 @@ from ._envelope import (
     encode_events,
     validate_event,
 )
+from ._raw import MAX_RAW_BATCH_BYTES, MAX_RAW_BATCH_EVENTS, chunk_events, split_raw
 
 __all__ = [
     "LIMITS",
+    "MAX_RAW_BATCH_BYTES",
+    "MAX_RAW_BATCH_EVENTS",
     "REASONS",
     "TYPE_ATTRIBUTE_RULES",
     "AttributeValue",
     "Event",
+    "chunk_events",
     "decode_event",
     "encode_event",
     "encode_events",
+    "split_raw",
     "validate_event",
 ]

@@ -1,0 +1,94 @@
+"""Routing of raw records: canonical events or dead letters (pure, no Kafka here).
+
+``route_raw`` is what the validate agent does for each record of ``<ns>.events.raw``;
+it is a plain function so it is tested without a broker.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from ..errors import InvalidEvent
+from ._envelope import encode_event, validate_event
+from ._raw import split_raw
+
+__all__ = ["DLQ_HEADERS", "RouteCounts", "Routed", "route_raw"]
+
+# Headers added to every dead letter (after the original record's headers).
+DLQ_HEADERS = ("dlq.reason", "dlq.message", "dlq.field", "dlq.topic", "dlq.partition",
+               "dlq.offset", "dlq.index")
+
+
+@dataclass(frozen=True, slots=True)
+class Routed:
+    """One output record: to ``events`` (valid) or ``dlq`` (rejected)."""
+
+    suffix: str
+    key: bytes | None
+    value: bytes
+    headers: list[tuple[str, bytes]]
+
+
+@dataclass
+class RouteCounts:
+    """Events seen, valid and dead-lettered (by reason)."""
+
+    valid: int = 0
+    dead: int = 0
+    reasons: dict[str, int] = field(default_factory=dict)
+
+    def add(self, routed: Sequence[Routed]) -> None:
+        for r in routed:
+            if r.suffix == "events":
+                self.valid += 1
+            else:
+                self.dead += 1
+                reason = dict(r.headers).get("dlq.reason", b"?").decode()
+                self.reasons[reason] = self.reasons.get(reason, 0) + 1
+
+
+def _dead(value: bytes, key: bytes | None, headers: Sequence[tuple[str, bytes]],
+          exc: InvalidEvent, topic: str, partition: int, offset: int, index: int | None
+          ) -> Routed:
+    ours = [
+        ("dlq.reason", exc.reason.encode()),
+        ("dlq.message", str(exc).encode()[:1000]),
+        ("dlq.field", (exc.field or "").encode()),
+        ("dlq.topic", topic.encode()),
+        ("dlq.partition", str(partition).encode()),
+        ("dlq.offset", str(offset).encode()),
+        ("dlq.index", b"" if index is None else str(index).encode()),
+    ]
+    return Routed("dlq", key, value, [*headers, *ours])
+
+
+def route_raw(value: bytes | None, key: bytes | None, headers: Sequence[tuple[str, bytes]],
+              *, topic: str, partition: int, offset: int, now: float | None = None
+              ) -> list[Routed]:
+    """Validate one raw record (one event or a JSON array of events).
+
+    Each valid event becomes a canonical record keyed by entity; each invalid one a
+    dead letter carrying its original bytes and, in headers, the reason, message,
+    field, source topic, partition, offset and index in the batch.
+    """
+    if value is None:
+        exc = InvalidEvent("not_json", "not_json: empty record (tombstone)")
+        return [_dead(b"", key, headers, exc, topic, partition, offset, None)]
+    try:
+        items = split_raw(value)
+    except InvalidEvent as exc:
+        return [_dead(value, key, headers, exc, topic, partition, offset, None)]
+    now = time.time() if now is None else now
+    single = len(items) == 1 and value.lstrip()[:1] == b"{"
+    out: list[Routed] = []
+    for i, raw in enumerate(items):
+        try:
+            e = validate_event(raw, now=now)
+        except InvalidEvent as exc:
+            out.append(_dead(raw, key, headers, exc, topic, partition, offset,
+                             None if single else i))
+            continue
+        out.append(Routed("events", e.entity.encode(), encode_event(e), []))
+    return out
