@@ -223,9 +223,11 @@ def health(c: Ctx, timeout: float, no_worker: bool) -> None:
 
 def _register_domain_commands() -> None:
     # Domain command groups, listed explicitly (no discovery). Each issue adds its line.
+    from .gateway.cli import gateway
     from .storage.sink_cli import sink
 
     main.add_command(sink)
+    main.add_command(gateway)
     from .cameras_cli import camera
 
     main.add_command(camera)

@@ -1,0 +1,325 @@
+"""The HTTP gateway: aiohttp handlers that validate, authorise and produce to Kafka.
+
+Why aiohttp: faust-streaming already depends on it (no second web stack), it is
+asyncio-native like aiokafka, and it enforces a request body limit
+(``client_max_size``) before reading the body into memory.
+
+Endpoints (JSON in, JSON out)::
+
+    POST /v1/events                           a JSON array of envelopes, {"events": [...]},
+                                              or one envelope
+    POST /ngsi-ld/v1/entityOperations/upsert  a JSON array of NGSI-LD entities
+    POST /ngsi-ld/v1/entityOperations/create  (same)
+    POST /ngsi-ld/v1/entities                 one NGSI-LD entity
+    GET  /healthz                             200 when the broker connection is up, else 503
+
+Responses list every item: ``{"index", "id", "status": "accepted"}`` or
+``{"index", "id", "status": "rejected", "reason", "message", "field"}``. Status codes:
+200 all accepted; 207 some accepted; 422 none valid; 403 none allowed for this
+publisher; 401 no or unknown key; 400 body not JSON; 413 body or batch too large;
+503 + Retry-After when the broker did not acknowledge (then accepted events are listed
+as ``not_acknowledged``: resending the whole request is safe, the sink de-duplicates).
+Accepted events go to ``<ns>.events.raw`` as JSON-array records keyed by source.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+import msgspec
+from aiohttp import web
+
+from ..config import Settings
+from ..errors import AuthError, InvalidEvent
+from ..events import Event, chunk_events, validate_event
+from ..events._ngsi import ngsi_to_event
+from ..kafka.clients import aiokafka_kwargs
+from ..topics import topic_name
+from ._auth import Caller, KeyRing
+
+__all__ = ["GatewayMetrics", "create_gateway_app"]
+
+log = logging.getLogger(__name__)
+
+_SETTINGS: web.AppKey[Settings] = web.AppKey("settings", Settings)
+_STATE: web.AppKey[_Gateway] = web.AppKey("gateway", object)  # type: ignore[arg-type]
+
+
+class GatewayMetrics(msgspec.Struct):
+    """Counters of one gateway process (``GET /healthz`` shows them)."""
+
+    requests: int = 0
+    accepted: int = 0
+    rejected: int = 0
+    unauthorized: int = 0
+    too_large: int = 0
+    unavailable: int = 0
+
+
+class _BrokerDown(Exception):
+    pass
+
+
+class _Gateway:
+    """The producer (started lazily, restarted after failures) and counters."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.g = settings.gateway
+        self.keys = KeyRing(self.g.publishers)
+        self.topic = topic_name(settings.namespace, "events.raw")
+        self.metrics = GatewayMetrics()
+        self._producer: Any = None
+        self._lock = asyncio.Lock()
+        self._failed_at = 0.0
+
+    async def producer(self) -> Any:
+        from aiokafka import AIOKafkaProducer
+        from aiokafka.errors import KafkaError as AIOKafkaError
+
+        if self._producer is not None:
+            return self._producer
+        async with self._lock:
+            if self._producer is not None:
+                return self._producer
+            # Don't hammer a dead broker: one connection attempt per Retry-After period.
+            if time.monotonic() - self._failed_at < self.g.retry_after_s:
+                raise _BrokerDown("the broker was unreachable moments ago")
+            kw = aiokafka_kwargs(self.settings.kafka)
+            kw["request_timeout_ms"] = int(self.g.ack_timeout_s * 1000)
+            p = AIOKafkaProducer(acks="all", enable_idempotence=True, linger_ms=2,
+                                 max_request_size=1024 * 1024, **kw)
+            try:
+                await asyncio.wait_for(p.start(), self.g.ack_timeout_s)
+            except (AIOKafkaError, OSError, TimeoutError) as exc:
+                self._failed_at = time.monotonic()
+                await _quiet_stop(p)
+                raise _BrokerDown(f"{type(exc).__name__}: {exc}") from exc
+            self._producer = p
+            return p
+
+    async def produce(self, events: list[Event]) -> None:
+        """Send ``events`` and wait for every acknowledgement; _BrokerDown otherwise."""
+        if not events:
+            return
+        p = await self.producer()
+        by_source: dict[str, list[Event]] = {}
+        for e in events:
+            by_source.setdefault(e.source, []).append(e)
+        try:
+            async with asyncio.timeout(self.g.ack_timeout_s):
+                futs = [await p.send(self.topic, value=record, key=source.encode())
+                        for source, evs in by_source.items()
+                        for record, _ in chunk_events(evs)]
+                await asyncio.gather(*futs)
+        except Exception as exc:
+            # The producer may be wedged on a dead connection: start afresh next time.
+            self._producer = None
+            self._failed_at = time.monotonic()
+            await _quiet_stop(p)
+            raise _BrokerDown(f"{type(exc).__name__}: {exc}") from exc
+
+    async def close(self) -> None:
+        if self._producer is not None:
+            await _quiet_stop(self._producer)
+            self._producer = None
+
+
+async def _quiet_stop(p: Any) -> None:
+    try:
+        await asyncio.wait_for(p.stop(), 5)
+    except Exception as exc:  # closing a broken producer: nothing more to do
+        log.debug("producer stop: %s", exc)
+
+
+def _key_of(request: web.Request) -> str | None:
+    auth = request.headers.get("Authorization", "")
+    if auth[:7].lower() == "bearer ":
+        return auth[7:].strip()
+    return request.headers.get("X-API-Key")
+
+
+def _error(status: int, reason: str, message: str, **headers: str) -> web.Response:
+    return web.json_response({"error": reason, "message": message}, status=status,
+                             headers=headers or None)
+
+
+async def _read_json(request: web.Request, gw: _Gateway) -> Any:
+    try:
+        body = await request.read()
+    except web.HTTPRequestEntityTooLarge as exc:
+        gw.metrics.too_large += 1
+        raise _Reply(_error(413, "body_too_large", f"request body is larger than "
+                            f"{gw.g.max_body_bytes} bytes (gateway.max_body_bytes)")) from exc
+    try:
+        return msgspec.json.decode(body)
+    except msgspec.DecodeError as exc:
+        raise _Reply(_error(400, "not_json", f"request body is not JSON: {exc}")) from exc
+
+
+class _Reply(Exception):
+    def __init__(self, response: web.Response) -> None:
+        self.response = response
+
+
+def _authenticate(request: web.Request, gw: _Gateway) -> Caller:
+    try:
+        return gw.keys.authenticate(_key_of(request))
+    except AuthError as exc:
+        gw.metrics.unauthorized += 1
+        raise _Reply(web.json_response(
+            {"error": "unauthorized", "message": str(exc)}, status=401,
+            headers={"WWW-Authenticate": 'Bearer realm="ioc-gateway"'})) from exc
+
+
+def _check_batch(items: list[Any], gw: _Gateway) -> None:
+    if len(items) > gw.g.max_batch_events:
+        gw.metrics.too_large += 1
+        raise _Reply(_error(413, "batch_too_large", f"{len(items)} events in one request; "
+                            f"the limit is {gw.g.max_batch_events} (gateway.max_batch_events)"))
+    if not items:
+        raise _Reply(_error(422, "empty_batch", "the request holds no events"))
+
+
+def _rejected(i: int, item: Any, exc: InvalidEvent) -> dict[str, Any]:
+    eid = item.get("id") if isinstance(item, dict) else None
+    return {"index": i, "id": eid if isinstance(eid, str) else None, "status": "rejected",
+            "reason": exc.reason, "message": str(exc), "field": exc.field}
+
+
+async def _finish(gw: _Gateway, events: list[tuple[int, Event]],
+                  results: list[dict[str, Any]]) -> web.Response:
+    try:
+        await gw.produce([e for _, e in events])
+    except _BrokerDown as exc:
+        gw.metrics.unavailable += 1
+        log.warning("gateway: broker did not acknowledge %d event(s): %s", len(events), exc)
+        for i, e in events:
+            results.append({"index": i, "id": e.id, "status": "rejected",
+                            "reason": "not_acknowledged",
+                            "message": "the broker did not acknowledge this event; retry "
+                                       "later (resending is safe)", "field": None})
+        results.sort(key=lambda r: r["index"])
+        return web.json_response(
+            {"accepted": 0, "rejected": len(results), "error": "kafka_unavailable",
+             "message": f"Kafka did not acknowledge within {gw.g.ack_timeout_s:.0f} s",
+             "results": results},
+            status=503, headers={"Retry-After": str(gw.g.retry_after_s)})
+    for i, e in events:
+        results.append({"index": i, "id": e.id, "status": "accepted"})
+    results.sort(key=lambda r: r["index"])
+    n_ok = len(events)
+    n_bad = len(results) - n_ok
+    gw.metrics.accepted += n_ok
+    gw.metrics.rejected += n_bad
+    if n_bad == 0:
+        status = 200
+    elif n_ok:
+        status = 207
+    elif all(r["reason"] == "source_not_allowed" for r in results):
+        status = 403
+    else:
+        status = 422
+    return web.json_response({"accepted": n_ok, "rejected": n_bad, "results": results},
+                             status=status)
+
+
+def _admit(caller: Caller, i: int, item: Any, now: float) -> Event:
+    """Authorise the source, then validate; InvalidEvent otherwise."""
+    if isinstance(item, dict):
+        if "source" not in item and caller.default_source is not None:
+            item = {**item, "source": caller.default_source}
+        src = item.get("source")
+        if isinstance(src, str) and not caller.may_publish(src):
+            raise InvalidEvent("source_not_allowed", f"source_not_allowed at source: publisher "
+                               f"{caller.publisher!r} may not publish for source {src!r}",
+                               field="source")
+    return validate_event(item, now=now)
+
+
+async def _post_events(request: web.Request) -> web.Response:
+    gw = request.app[_STATE]
+    gw.metrics.requests += 1
+    try:
+        caller = _authenticate(request, gw)
+        body = await _read_json(request, gw)
+        if isinstance(body, dict) and isinstance(body.get("events"), list):
+            items = body["events"]
+        elif isinstance(body, list):
+            items = body
+        else:
+            items = [body]
+        _check_batch(items, gw)
+    except _Reply as r:
+        return r.response
+    now = time.time()
+    ok: list[tuple[int, Event]] = []
+    results: list[dict[str, Any]] = []
+    for i, item in enumerate(items):
+        try:
+            ok.append((i, _admit(caller, i, item, now)))
+        except InvalidEvent as exc:
+            results.append(_rejected(i, item, exc))
+    return await _finish(gw, ok, results)
+
+
+async def _post_ngsi(request: web.Request) -> web.Response:
+    gw = request.app[_STATE]
+    gw.metrics.requests += 1
+    try:
+        caller = _authenticate(request, gw)
+        source = (request.query.get("source") or request.headers.get("X-IOC-Source")
+                  or caller.default_source)
+        if not source:
+            raise _Reply(_error(400, "source_required", "this publisher may publish for "
+                                "several sources: name one with ?source= or X-IOC-Source"))
+        body = await _read_json(request, gw)
+        items = body if isinstance(body, list) else [body]
+        _check_batch(items, gw)
+    except _Reply as r:
+        return r.response
+    now = time.time()
+    ok: list[tuple[int, Event]] = []
+    results: list[dict[str, Any]] = []
+    for i, item in enumerate(items):
+        try:
+            ok.append((i, _admit(caller, i, ngsi_to_event(item, source=source), now)))
+        except InvalidEvent as exc:
+            results.append(_rejected(i, item, exc))
+    return await _finish(gw, ok, results)
+
+
+async def _healthz(request: web.Request) -> web.Response:
+    gw = request.app[_STATE]
+    try:
+        await gw.producer()
+        up = True
+    except _BrokerDown:
+        up = False
+    body = {"kafka": "up" if up else "down", "metrics": msgspec.to_builtins(gw.metrics)}
+    if up:
+        return web.json_response(body)
+    return web.json_response(body, status=503, headers={"Retry-After": str(gw.g.retry_after_s)})
+
+
+def create_gateway_app(settings: Settings) -> web.Application:
+    """The aiohttp application (run it with ``run_gateway`` or aiohttp's runners)."""
+    app = web.Application(client_max_size=settings.gateway.max_body_bytes)
+    app[_SETTINGS] = settings
+    gw = _Gateway(settings)
+    app[_STATE] = gw
+    app.router.add_post("/v1/events", _post_events)
+    for path in ("/ngsi-ld/v1/entityOperations/upsert", "/ngsi-ld/v1/entityOperations/create",
+                 "/ngsi-ld/v1/entities"):
+        app.router.add_post(path, _post_ngsi)
+    app.router.add_get("/healthz", _healthz)
+
+    async def _close(_: web.Application) -> None:
+        log.info("gateway stopped: %s", msgspec.to_builtins(gw.metrics))
+        await gw.close()
+
+    app.on_cleanup.append(_close)
+    return app

@@ -1,0 +1,63 @@
+"""``ioc gateway``: run the HTTP gateway; ``ioc gateway key``: make a publisher key."""
+
+from __future__ import annotations
+
+import click
+
+__all__ = ["gateway"]
+
+
+@click.group("gateway", invoke_without_command=True)
+@click.option("--host", default=None, help="Bind address (default: gateway.host, 127.0.0.1).")
+@click.option("--port", default=None, type=click.IntRange(0, 65535),
+              help="Port (default: gateway.port, 8080).")
+@click.pass_context
+def gateway(ctx: click.Context, host: str | None, port: int | None) -> None:
+    """Run the HTTP gateway: POST events (JSON envelopes or NGSI-LD) into Kafka.
+
+    Publishers authenticate with API keys whose SHA-256 is in gateway.publishers;
+    create one with 'ioc gateway key'. Binds to loopback unless told otherwise.
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    import logging
+
+    from aiohttp import web
+
+    from ._app import create_gateway_app
+
+    s = ctx.obj.settings
+    h = host or s.gateway.host
+    p = s.gateway.port if port is None else port
+    if not s.gateway.publishers:
+        logging.getLogger(__name__).warning(
+            "gateway.publishers is empty: every request will get 401 (see 'ioc gateway key')")
+    click.echo(f"gateway on http://{h}:{p} -> {s.namespace}.events.raw "
+               f"({len(s.gateway.publishers)} publisher(s))")
+    web.run_app(create_gateway_app(s), host=h, port=p, print=None,
+                access_log=None, handle_signals=True)
+
+
+@gateway.command("key")
+@click.option("--publisher", required=True, help="Publisher id (e.g. traffic-center).")
+@click.option("--sources", required=True,
+              help="Comma-separated sources the publisher may publish for ('*' for any).")
+def key(publisher: str, sources: str) -> None:
+    """Print a new API key (give it to the publisher) and the settings entry to add.
+
+    Only the SHA-256 of the key goes into the settings; the key itself is shown once.
+    """
+    import yaml
+
+    from ._auth import hash_key, new_key
+
+    srcs = [x.strip() for x in sources.split(",") if x.strip()]
+    if not srcs:
+        raise click.BadParameter("name at least one source", param_hint="--sources")
+    k = new_key()
+    click.echo(f"API key for {publisher} (shown once; send it as 'Authorization: Bearer <key>'):")
+    click.echo(f"  {k}")
+    click.echo("Add to your settings file:")
+    entry = {"gateway": {"publishers": {publisher: {"key_sha256": hash_key(k),
+                                                    "sources": srcs}}}}
+    click.echo(yaml.safe_dump(entry, sort_keys=False).rstrip())
