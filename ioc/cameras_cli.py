@@ -114,6 +114,11 @@ def run_cameras(
         click.BadParameter: an unknown camera id was asked for.
         KafkaError: the broker cannot be reached.
     """
+    stop = stop_event or threading.Event()
+    if threading.current_thread() is threading.main_thread():
+        # Before the heavy imports below, so an early SIGTERM still stops cleanly.
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: stop.set())
     from vision.capture import CameraCapture, LatestQueue
 
     from .topics import topic_name
@@ -129,10 +134,6 @@ def run_cameras(
         chosen = [c.id for c in cs.cameras if c.enabled]
     if not chosen:
         raise click.UsageError("no cameras to capture: configure cameras.cameras (see docs/cameras.md)")
-    stop = stop_event or threading.Event()
-    if threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, lambda *_: stop.set())
     producer = _producer(settings)
     topic = topic_name(settings.namespace, "camera.frames")
     captures = []
