@@ -69,10 +69,9 @@ def camera_thumbnail(name: str, t: float, *, width: int = 640, height: int = 360
         cv2.rectangle(img, (x, y - 34), (x + 12, y), (170, 150, 120), -1)
         cv2.rectangle(img, (x - 4, y - 38), (x + 16, y + 4), (90, 255, 90), 2)
         counts["people"] += 1
-    label = f"{name}  {time.strftime('%H:%M:%S', time.localtime(t))}"
-    cv2.rectangle(img, (0, 0), (width, 26), (0, 0, 0), -1)
-    cv2.putText(img, label, (8, 19), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (255, 255, 255), 1,
-                cv2.LINE_AA)
+    stamp = time.strftime("%H:%M:%S", time.localtime(t))
+    cv2.putText(img, stamp, (width - 98, height - 12), cv2.FONT_HERSHEY_SIMPLEX, 0.55,
+                (255, 255, 255), 1, cv2.LINE_AA)
     ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, quality])
     if not ok:  # pragma: no cover - cv2 encodes any uint8 image
         raise RuntimeError("JPEG encoding failed")
