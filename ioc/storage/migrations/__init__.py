@@ -6,7 +6,7 @@ Version ranges by owner, so parallel work does not collide:
 """
 
 from .._migrate import Migration
-from . import m0001_namespace, m0100_events, m0200_cameras
+from . import m0001_namespace, m0100_events, m0200_cameras, m0400_runs
 
 __all__ = ["MIGRATIONS"]
 
@@ -14,4 +14,5 @@ MIGRATIONS: list[Migration] = [
     m0001_namespace.MIGRATION,
     m0100_events.MIGRATION,
     m0200_cameras.MIGRATION,
+    m0400_runs.MIGRATION,
 ]
