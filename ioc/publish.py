@@ -60,8 +60,6 @@ class Publisher:
         batch_size: producer batch size in bytes.
         ack_timeout_s: how long ``send``/``send_many`` wait for acknowledgements.
         compression: ``None``, ``gzip``, ``lz4``, ``zstd``... (kafka-python names).
-        topic_suffix: ``events.raw`` (default) or ``events`` for already canonical
-            producers that skip the validate agent (tests, replays).
 
     Raises:
         KafkaError: no broker answered.
@@ -69,13 +67,13 @@ class Publisher:
 
     def __init__(self, settings: Settings, *, source: str | None = None, linger_ms: int = 5,
                  batch_size: int = 256 * 1024, ack_timeout_s: float = 30.0,
-                 compression: str | None = None, topic_suffix: str = "events.raw") -> None:
+                 compression: str | None = None) -> None:
         from kafka import KafkaProducer
         from kafka.errors import KafkaError as _KE
 
         self.settings = settings
         self.source = source
-        self.topic = topic_name(settings.namespace, topic_suffix)
+        self.topic = topic_name(settings.namespace, "events.raw")
         self.ack_timeout_s = ack_timeout_s
         try:
             self._producer = KafkaProducer(
