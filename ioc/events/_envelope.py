@@ -146,7 +146,7 @@ def decode_event(data: bytes) -> Event:
         raise _from_msgspec(exc, data) from exc
 
 
-_PATH = re.compile(r" - at `\$\.?([^`]*)`$")
+_PATH = re.compile(r" - at (?:`key` in )?`\$\.?([^`]*)`$")
 _FIELD = re.compile(r"field `([^`]+)`")
 
 
@@ -154,6 +154,8 @@ def _from_msgspec(exc: msgspec.MsgspecError, raw: bytes | dict[str, Any] | None)
     msg = str(exc)
     m = _PATH.search(msg)
     field = m.group(1) if m else None
+    if m and "`key` in" in m.group(0):
+        field = f"{field}[...]"  # a bad key of values/attributes: name it below
     text = msg[: m.start()] if m else msg
     if isinstance(exc, msgspec.ValidationError):
         if "missing required field" in text:
