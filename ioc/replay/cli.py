@@ -85,9 +85,17 @@ def record_cmd(c: Ctx, output: str, topics: tuple[str, ...], from_: str | None, 
     except KeyError as exc:
         raise click.BadParameter(str(exc.args[0]), param_hint="--topic") from None
     cfg = s.replay
+
+    def ready(rng: Any) -> None:
+        until = "until SIGINT/SIGTERM" if end_s is None else \
+            f"until {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(end_s))}"
+        click.echo(f"recording {len(names)} topic(s) ({sum(rng.partitions.values())} partitions) "
+                   f"of {s.namespace!r} into {output} {until}", err=True)
+
     result = _run_with_signals(lambda stop: record(
         s, output, names, start_s=start_s, end_s=end_s, stop=stop, progress=not no_progress,
-        compression=compression or cfg.compression, chunk_size=cfg.chunk_size_bytes))
+        compression=compression or cfg.compression, chunk_size=cfg.chunk_size_bytes,
+        on_ready=ready))
     click.echo(result.line())
     for t, n in sorted(result.per_topic.items()):
         if n:

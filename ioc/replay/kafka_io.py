@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,7 +40,8 @@ class TopicRange:
 async def consume_range(settings: Settings, topics: Iterable[str], *, start_s: float | None,
                         end_s: float | None, stop: asyncio.Event | None = None,
                         grace_s: float = 1.0, info: TopicRange | None = None,
-                        max_batch: int = 2000) -> AsyncIterator[KafkaRecord]:
+                        max_batch: int = 2000,
+                        on_ready: Callable[[TopicRange], None] | None = None) -> AsyncIterator[KafkaRecord]:
     """Records of ``topics`` (full names) with Kafka timestamps in ``[start_s, end_s)``.
 
     ``start_s=None`` starts at the log end (live); otherwise at the first offset whose
@@ -48,7 +49,8 @@ async def consume_range(settings: Settings, topics: Iterable[str], *, start_s: f
     ``offsets_for_times(end_s)``; in the future, live records are taken until the clock
     passes ``end_s + grace_s`` and then up to the log end; ``None`` runs until ``stop``
     is set. Records at or after ``end_s`` (out-of-order timestamps) are skipped and
-    counted in ``info.skipped_after_end``. Per-partition order is kept.
+    counted in ``info.skipped_after_end``. Per-partition order is kept. ``on_ready`` is
+    called once every partition is positioned (a live recording misses nothing after it).
 
     Raises:
         KafkaError: a topic does not exist or the broker is unreachable.
@@ -92,6 +94,10 @@ async def consume_range(settings: Settings, topics: Iterable[str], *, start_s: f
             found = await consumer.offsets_for_times({tp: end_ms for tp in tps})
             stops = {tp: (found[tp].offset if found.get(tp) else ends[tp]) for tp in tps}
         positions = {tp: max(starts[tp], begins[tp]) for tp in tps}
+        for tp in tps:  # resolve lazy positions now, so "ready" means ready
+            await consumer.position(tp)
+        if on_ready is not None:
+            on_ready(info)
         while True:
             if stops is None and end_s is not None and time.time() >= end_s + grace_s:
                 stops = dict(await consumer.end_offsets(tps))

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -76,7 +76,8 @@ def topic_partitions(settings: Settings, topics: Sequence[str]) -> dict[str, int
 
 async def record(settings: Settings, path: str, topics: Sequence[str], *, start_s: float | None,
                  end_s: float | None, stop: asyncio.Event | None = None, progress: bool = True,
-                 compression: str = "zstd", chunk_size: int = 1 << 20) -> RecordResult:
+                 compression: str = "zstd", chunk_size: int = 1 << 20,
+                 on_ready: Callable[[TopicRange], None] | None = None) -> RecordResult:
     """Record ``topics`` (full names) of ``settings.namespace`` into ``path``.
 
     The file is closed properly (index and footer written) when the range ends, when
@@ -97,7 +98,7 @@ async def record(settings: Settings, path: str, topics: Sequence[str], *, start_
     try:
         n = 0
         async for rec in consume_range(settings, topics, start_s=start_s, end_s=end_s, stop=stop,
-                                       info=rng):
+                                       info=rng, on_ready=on_ready):
             writer.write(rec)
             n += 1
             if n % 256 == 0:
