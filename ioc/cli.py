@@ -231,6 +231,12 @@ def _register_domain_commands() -> None:
     from .cameras_cli import camera
 
     main.add_command(camera)
+    from .wall.cli import wall
+
+    main.add_command(wall)
+    from .replay.cli import register as register_replay
+
+    register_replay(main)
     pass
 
 

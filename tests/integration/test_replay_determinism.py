@@ -1,0 +1,131 @@
+"""Determinism: a live run and the replay of its recording give the same results.
+
+Real `ioc worker` processes (faust-streaming) with the real aggregate, KPI and rule
+agents: one on a "live" namespace fed by a publisher, one started by `ioc runs start`
+on a replay namespace fed by `ioc replay --speed max` of the live recording. Window
+aggregates, KPI values and alerts (latest value per key) must be identical.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+import pytest
+
+from ioc.aggregate import EntityWindows
+from ioc.events import Event
+from ioc.replay.compare import _topic_latest, compare_namespaces, format_report
+from ioc.replay.runs import resolve_run
+from tests.integration.pipeline_fixtures import publish, wait_for
+from tests.integration.test_replay_kafka import ioc
+
+AGENTS = "aggregate,kpis,rules"
+T0 = 1_700_000_000.0
+SIZES, LATENESS = [10, 60, 3600], 30.0
+
+
+def make_events() -> list[Event]:
+    """PM2.5 sensors that cross 55 for > 10 min (pm25_high raises and clears), traffic
+    sensors whose speed falls fast (speed_drop), e-government dossiers (KPIs), a few late
+    events, and an end marker per sensor that closes every earlier window."""
+    out: list[Event] = []
+    for i in range(400):  # one event per 5 s per sensor, ~33 min of event time
+        t = T0 + 5 * i
+        for k in range(6):
+            pm = 80.0 if 100 <= i < 260 and k % 2 == 0 else float(10 + (i * 7 + k) % 30)
+            tt = t + k * 0.01 - (120 if i % 150 == 149 else 0)  # every 150th is late
+            out.append(Event(id=f"pm{k}-{i}", source="det", type="air.quality", entity=f"pm-{k}",
+                             time=tt, values={"pm25": pm}))
+        for k in range(3):
+            speed = 90.0 - (60.0 if i % 40 >= 38 else 0.0) + k
+            out.append(Event(id=f"tr{k}-{i}", source="det", type="traffic.flow", entity=f"tr-{k}",
+                             time=t + 0.5 + k * 0.01, values={"speed": speed, "count": float(i % 9)}))
+        if i % 2 == 0:
+            out.append(Event(id=f"d-{i}", source="det", type="egov.dossier", entity=f"agency-{i % 4}",
+                             time=t + 1, attributes={"channel": "online" if i % 3 else "counter"}))
+    for k in range(6):
+        out.append(Event(id=f"pm-end{k}", source="det", type="air.quality", entity=f"pm-{k}",
+                         time=T0 + 5 * 400 + 7200, values={"pm25": 1.0}))
+    return out
+
+
+def closed_windows(events: list[Event]) -> int:
+    states: dict[str, EntityWindows] = {}
+    keys = set()
+    for e in events:
+        st = states.setdefault(e.entity, EntityWindows(e.entity))
+        st.add(e.time, e.values, SIZES, LATENESS)
+        keys.update(r.key for r in st.close_due(LATENESS))
+    return len(keys)
+
+
+def snapshot(s: Any) -> dict[str, dict[str, Any]]:
+    return {name: _topic_latest(s, f"{s.namespace}.{name}") or {} for name in ("rollups", "kpis", "alerts")}
+
+
+def settled(s: Any, want_closed: int, alive: Any) -> dict[str, dict[str, Any]]:
+    """Wait until every window closed and two snapshots 2 s apart are equal."""
+    last: list[Any] = [None]
+
+    def check() -> Any:
+        snap = snapshot(s)
+        closed = sum(1 for v in snap["rollups"].values() if v.get("state") == "closed")
+        done = closed >= want_closed and snap["kpis"] and snap["alerts"] and snap == last[0]
+        last[0] = snap
+        return snap if done else None
+
+    return wait_for(check, timeout=120, every=2, alive=alive,
+                    what=f"{s.namespace}: {want_closed} closed windows and stable results")  # type: ignore[no-any-return]
+
+
+@pytest.mark.timeout(300)
+def test_replay_of_a_live_run_gives_identical_aggregates_kpis_and_alerts(
+        settings, fresh_namespace, spawn, tmp_path):
+    live, rep = fresh_namespace("dl"), fresh_namespace("dr")
+    events = make_events()
+    want_closed = closed_windows(events)
+    assert want_closed > 500
+
+    w_live = spawn(["worker", "--agents", AGENTS], settings=live, name="live-worker")
+    # the run on the replay namespace, registered in the session namespace's registry
+    w_run = spawn(["runs", "start", "--namespace", rep.namespace, "--agents", AGENTS,
+                   "--label", "determinism"], settings=settings, name="run-worker")
+
+    t_from = time.time() - 1
+    t_start = time.monotonic()
+    n, _ = publish(live, events)
+    assert n == len(events)
+    live_snap = settled(live, want_closed, w_live.alive)
+    print(f"live run settled after {time.monotonic() - t_start:.1f} s")
+
+    f = tmp_path / "live.mcap"
+    r = ioc(["record", str(f), "-t", "events", "--from", f"{t_from:.3f}", "--to", "now",
+             "--no-progress"], live)
+    assert f"{n} messages" in r.stdout, r.stdout + r.stderr
+    r = ioc(["replay", str(f), "--into", rep.namespace, "--speed", "max", "--no-progress"], live)
+    assert f"{n} messages" in r.stdout, r.stdout + r.stderr
+    t_start = time.monotonic()
+    rep_snap = settled(rep, want_closed, w_run.alive)
+    print(f"replay run settled after {time.monotonic() - t_start:.1f} s")
+
+    sections = {s.name: s for s in compare_namespaces(settings, live.namespace, rep.namespace)}
+    report = "\n".join(format_report(live.namespace, rep.namespace, list(sections.values())))
+    print(report)
+    for name in ("rollups", "kpis", "alerts"):
+        sec = sections[name]
+        assert sec.absent == [] and sec.error == "", report
+        assert sec.rows == [], report
+        assert sec.count_a == sec.count_b > 0, report
+    assert live_snap == rep_snap
+    raised = [a for a in rep_snap["alerts"].values() if a.get("rule") == "pm25_high"]
+    assert raised and all(math.isfinite(a["start"]) for a in raised)
+    assert {a.get("rule") for a in rep_snap["alerts"].values()} >= {"pm25_high", "speed_drop"}
+
+    r = ioc(["runs", "compare", live.namespace, rep.namespace], settings)  # exit 0: all same
+    assert "difference" not in r.stdout and "ABSENT" not in r.stdout, r.stdout
+
+    assert w_run.stop() in (0, -15), w_run.output()[-3000:]
+    assert resolve_run(settings, rep.namespace).status in ("finished", "failed")
+    w_live.stop()
