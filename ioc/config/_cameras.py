@@ -161,7 +161,8 @@ class CamerasSettings(Section):
         32, ge=1, le=1000, description="worker: frames taken from Kafka per batch"
     )
     batch_within_s: float = Field(
-        0.05, gt=0, le=10, description="worker: longest wait to fill a batch (adds to delay)"
+        0.02, gt=0, le=10,
+        description="worker: how long a batch collects frames (adds up to this to the delay)",
     )
 
     @field_validator("cameras")
