@@ -1,4 +1,4 @@
-"""Motion: MOG2 background subtraction on a downscaled gray frame, ratios per zone.
+"""Motion: MOG2 background subtraction on a downscaled frame, ratios per zone.
 
 The detector keeps one background model per camera. Two situations would flood the
 foreground mask without anything moving, and both return an empty mask instead:
@@ -37,47 +37,53 @@ class MotionOutput:
 
 
 class MotionDetector:
-    """MOG2 on a gray frame already downscaled to ``cfg.width`` by the caller."""
+    """MOG2 on a frame already downscaled to ``cfg.width`` by the caller."""
 
     def __init__(self, cfg: MotionConfig) -> None:
         self.cfg = cfg
         self.frames = 0
         self.relearn_count = 0
         self._mog = self._new_model()
-        k = cfg.open_kernel
+        k = cfg.close_kernel
         self._kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)) if k > 1 else None
-        self._blur = cfg.blur if cfg.blur % 2 == 1 else cfg.blur + 1
+        self._median = 0 if cfg.median <= 1 else cfg.median | 1  # medianBlur needs odd sizes
 
     def _new_model(self) -> cv2.BackgroundSubtractorMOG2:
-        mog = cv2.createBackgroundSubtractorMOG2(
+        return cv2.createBackgroundSubtractorMOG2(
             history=self.cfg.history,
             varThreshold=self.cfg.var_threshold,
             detectShadows=self.cfg.detect_shadows,
         )
-        return mog
 
     def reset(self) -> None:
         """Forget the background model (the next frames warm it up again)."""
         self._mog = self._new_model()
         self.frames = 0
 
-    def detect(self, gray: np.ndarray, scene: SceneRasters) -> MotionOutput:
-        """Update the model with ``gray`` and return this frame's foreground and ratios."""
-        if self.cfg.blur > 1:
-            gray = cv2.GaussianBlur(gray, (self._blur, self._blur), 0)
+    def detect(self, image: np.ndarray, scene: SceneRasters) -> MotionOutput:
+        """Update the model with ``image`` and return this frame's foreground and ratios.
+
+        ``image`` is BGR when ``cfg.color`` else gray, already ``cfg.width`` wide (the
+        caller shares the downscaled frame with other stages).
+        """
+        if not self.cfg.color and image.ndim == 3:
+            image = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
         self.frames += 1
-        raw = self._mog.apply(gray)
+        raw = self._mog.apply(image)
         warming = self.frames <= self.cfg.warmup_frames
         _, fg = cv2.threshold(raw, _FG, 255, cv2.THRESH_BINARY)
+        if self._median:
+            # Removes speckle noise without eroding thin objects the way opening does.
+            fg = cv2.medianBlur(fg, self._median)
         if self._kernel is not None:
-            fg = cv2.morphologyEx(fg, cv2.MORPH_OPEN, self._kernel)
+            fg = cv2.morphologyEx(fg, cv2.MORPH_CLOSE, self._kernel)
         fg = cv2.bitwise_and(fg, scene.valid)
         moving = cv2.countNonZero(fg)
         ratio = moving / scene.valid_count if scene.valid_count else 0.0
         relearned = False
         if not warming and ratio > self.cfg.lighting_ratio:
             # Most of the view changed at once: lighting, not motion. Relearn from here.
-            self._mog.apply(gray, learningRate=1.0)
+            self._mog.apply(image, learningRate=1.0)
             self.relearn_count += 1
             relearned = True
         if warming or relearned:

@@ -20,6 +20,10 @@ from .result import Box
 __all__ = ["DnnPeopleDetector", "HogPeopleDetector", "PeopleDetector", "make_people_detector"]
 
 
+_MARGIN_X = 0.2  # share of the HOG window's width left and right of the person
+_MARGIN_Y = 0.1  # share of its height above the head and below the feet
+
+
 class PeopleDetector(ABC):
     """One method: boxes of the people in a BGR frame."""
 
@@ -72,13 +76,20 @@ class HogPeopleDetector(PeopleDetector):
             return []
         boxes = [tuple(int(v) for v in r) for r in np.asarray(rects).reshape(-1, 4)]
         scores = [float(v) for v in np.asarray(weights).reshape(-1)]
-        keep = _nms(boxes, scores, self.cfg.min_score, self.cfg.nms_iou)  # type: ignore[arg-type]
+        # NMSBoxes wants scores >= 0, SVM distances may be negative: shift both.
+        lo = min(0.0, self.cfg.hit_threshold, self.cfg.min_score)
+        keep = _nms(boxes, [v - lo for v in scores],  # type: ignore[arg-type]
+                    self.cfg.min_score - lo, self.cfg.nms_iou)
         out = []
         iw, ih = img.shape[1], img.shape[0]
         for i in keep:
             x, y, bw, bh = boxes[i]
-            x0, y0 = max(0, x), max(0, y)
-            x1, y1 = min(iw, x + bw), min(ih, y + bh)
+            # The 64x128 window holds a ~38x102 person with a margin (Dalal-Triggs):
+            # report the person, so boxes compare with annotations and feet are right.
+            fx, fy = x + bw * _MARGIN_X, y + bh * _MARGIN_Y
+            fw, fh = bw * (1 - 2 * _MARGIN_X), bh * (1 - 2 * _MARGIN_Y)
+            x0, y0 = max(0.0, fx), max(0.0, fy)
+            x1, y1 = min(float(iw), fx + fw), min(float(ih), fy + fh)
             if x1 <= x0 or y1 <= y0:
                 continue
             out.append(Box(x0 / iw, y0 / ih, (x1 - x0) / iw, (y1 - y0) / ih, scores[i]))

@@ -194,15 +194,15 @@ class CameraAnalyzer:
         self._seq += 1
         res = FrameResult(camera=self.camera_id, ts=ts, seq=self._seq, width=w, height=h)
         warming = False
-        gray_full = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
-        mw = min(cfg.motion.width, w)
-        gray = fit_width(gray_full, mw)
+        # One downscale shared by motion and tamper; converting the small frame is cheap.
+        small = fit_width(frame, cfg.motion.width)
+        gray = cv2.cvtColor(small, cv2.COLOR_BGR2GRAY)
         if self._scene is None or self._scene.width != gray.shape[1]:
             self._scene = SceneRasters.build(cfg, gray.shape[1], gray.shape[0])
         scene = self._scene
 
         if self.motion is not None:
-            mo = self.motion.detect(gray, scene)
+            mo = self.motion.detect(small if cfg.motion.color else gray, scene)
             warming |= mo.warming_up
             res.motion = MotionResult(mo.ratio, mo.zones, mo.active)
             if self.tracker is not None and self.counter is not None:

@@ -34,6 +34,7 @@ from .result import TamperEvent, TamperState
 __all__ = ["TamperDetector", "TamperMeasures", "measure"]
 
 _BLOCK = 8
+_K5 = np.ones((5, 5), np.uint8)
 _KINDS = ("covered", "defocused", "moved")
 
 
@@ -67,6 +68,12 @@ def _smooth(gray: np.ndarray) -> np.ndarray:
     return cv2.GaussianBlur(gray.astype(np.float32), (0, 0), 2.0)
 
 
+def _edges(smooth: np.ndarray) -> np.ndarray:
+    gx = cv2.Sobel(smooth, cv2.CV_32F, 1, 0)
+    gy = cv2.Sobel(smooth, cv2.CV_32F, 0, 1)
+    return cv2.magnitude(gx, gy)
+
+
 def _ncc(a: np.ndarray, b: np.ndarray) -> float:
     am, bm = a - a.mean(), b - b.mean()
     den = float(np.sqrt((am * am).sum() * (bm * bm).sum()))
@@ -82,10 +89,17 @@ def measure(gray: np.ndarray, ref: np.ndarray | None, window: np.ndarray | None,
     sm = _smooth(gray)
     shift, sim = 0.0, 1.0
     if ref is not None:
-        (dx, dy), _resp = cv2.phaseCorrelate(ref, sm, window)
+        # phaseCorrelate multiplies its inputs by the window in place (OpenCV 4.14):
+        # hand it copies, or the reference fades a little more every frame.
+        (dx, dy), _ = cv2.phaseCorrelate(ref.copy(), sm.copy(), window)
         shift = float((dx * dx + dy * dy) ** 0.5) / gray.shape[1]
-        sim = _ncc(ref, sm)
-    return TamperMeasures(_flat_share(gray, cfg.covered_std_max), _sharpness(gray), shift, sim), sm
+        # Edges of the smoothed images: a few pixels of misalignment (a small turn of
+        # the camera) decorrelate edges far more than lighting, blur or passing traffic.
+        # Clipped pixels (strong light, auto exposure) lose their edges: leave them out.
+        keep = cv2.erode((gray < 245).astype(np.uint8), _K5).astype(bool)
+        sim = _ncc(_edges(ref)[keep], _edges(sm)[keep]) if keep.mean() > 0.3 else 0.0
+    flat_max = cfg.covered_std_max * max(float(gray.mean()), 16.0) / 128.0
+    return TamperMeasures(_flat_share(gray, flat_max), _sharpness(gray), shift, sim), sm
 
 
 class TamperDetector:
@@ -101,6 +115,7 @@ class TamperDetector:
         self._ref: np.ndarray | None = None
         self._ref_flat = 0.0
         self._ref_sharp = 0.0
+        self._ref_sim: float | None = None
         self._window: np.ndarray | None = None
         self.state = {k: False for k in _KINDS}
         self._pos = dict.fromkeys(_KINDS, 0)
@@ -135,17 +150,24 @@ class TamperDetector:
             self._ref_sharp += (m.sharpness - self._ref_sharp) / n
             return TamperState(ready=False)
 
-        covered = m.flat >= cfg.covered_area and m.flat - self._ref_flat >= 0.25
+        covered = (m.flat >= cfg.covered_area and m.flat - self._ref_flat >= 0.25
+                   and m.similarity < cfg.covered_max_similarity)
         # A covered lens is also blurry and unaligned: report only 'covered' then.
         defocused = (not covered) and m.sharpness < cfg.defocus_ratio * self._ref_sharp
-        moved = (not covered) and (m.shift > cfg.moved_min_shift
-                                   or m.similarity < cfg.moved_max_similarity)
+        if self._ref_sim is None:
+            self._ref_sim = m.similarity
+        # Blur weakens edges too; a defocused view is reported as that, not as moved.
+        moved = (not covered) and (
+            m.shift > cfg.moved_min_shift
+            or (not defocused and m.similarity < cfg.moved_similarity_ratio * self._ref_sim)
+        )
         changed = []
         for kind, now in (("covered", covered), ("defocused", defocused), ("moved", moved)):
             if now:
                 self._pos[kind] += 1
                 self._neg[kind] = 0
-                if not self.state[kind] and self._pos[kind] >= cfg.confirm_frames:
+                need = cfg.moved_confirm_frames if kind == "moved" else cfg.confirm_frames
+                if not self.state[kind] and self._pos[kind] >= need:
                     self.state[kind] = True
                     changed.append(TamperEvent(kind, True, ts, _value(kind, m)))
             else:
@@ -160,6 +182,8 @@ class TamperDetector:
             cv2.accumulateWeighted(sm, self._ref, r)
             self._ref_flat += (m.flat - self._ref_flat) * r
             self._ref_sharp += (m.sharpness - self._ref_sharp) * r
+            # The usual similarity follows faster: it only sets the scale of 'moved'.
+            self._ref_sim += (m.similarity - self._ref_sim) * min(1.0, 5 * r)
         return TamperState(
             covered=self.state["covered"],
             defocused=self.state["defocused"],
