@@ -162,6 +162,11 @@ class WallSettings(Section):
         256 * 1024, ge=4096, le=64 * 1024 * 1024,
         description="per-client send buffer high-water mark before latest-wins takes over",
     )
+    socket_send_buffer_bytes: int = Field(
+        128 * 1024, ge=0, le=64 * 1024 * 1024,
+        description="kernel send buffer per client socket (0: autotune, up to MBs per client); "
+                    "small keeps memory bounded and lets latest-wins start early",
+    )
     compression: Literal["off", "deflate"] = Field(
         "off", description="permessage-deflate costs 2x server CPU per delivery; off for tiles"
     )
