@@ -1,0 +1,205 @@
+"""Sustained events/s from publish to durable rows, next to the same run's baselines.
+
+    .venv/bin/python bench/bench_events.py [--quick] [--events N]
+
+Stages measured together (each a real process, as deployed):
+
+    Publisher (kafka-python, this process) -> <ns>.events.raw
+      -> `ioc worker --agents validate` (Faust) -> <ns>.events
+      -> `ioc sink --tables events` (aiokafka + COPY) -> PostgreSQL <ns>.events
+
+Baselines, same events, same machine, same run:
+
+    kafka:  aiokafka produce one record per event, then consume them all back
+    copy:   binary COPY of the same rows into a table without the unique key
+
+The figure is N / (time from the first publish to the last row visible in
+PostgreSQL). Uses a namespace of its own (topics and schema dropped at the end).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import secrets
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from psycopg import sql  # noqa: E402
+
+from ioc.config import Settings, load_settings  # noqa: E402
+from ioc.events import Event, encode_event  # noqa: E402
+from ioc.kafka import aiokafka_kwargs, delete_namespace_topics, ensure_topics  # noqa: E402
+from ioc.storage import connect, drop_schema, migrate  # noqa: E402
+
+
+def make_events(n: int, run: str) -> list[dict]:
+    t0 = time.time() - 600
+    types = [("air.quality", ("pm25", "pm10", "no2")), ("traffic.flow", ("intensity", "speed")),
+             ("noise.level", ("laeq",))]
+    out = []
+    for i in range(n):
+        t, metrics = types[i % 3]
+        out.append({"id": f"{run}-{i}", "source": "bench", "type": t, "entity": f"sensor-{i % 500}",
+                    "time": t0 + i * 0.001, "values": {m: float(i % 97) + 0.5 for m in metrics},
+                    "attributes": {"district": f"d{i % 12}"}})
+    return out
+
+
+async def kafka_baseline(s: Settings, payloads: list[tuple[bytes, bytes]]) -> float:
+    """Seconds to produce every event as its own record (acks=all) and consume them back."""
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+    from kafka.admin import NewTopic
+
+    from ioc.kafka import admin_client
+
+    topic = f"{s.namespace}.bench.baseline"
+    admin = admin_client(s.kafka)
+    admin.create_topics([NewTopic(topic, 4, 1)])
+    admin.close()
+    kw = aiokafka_kwargs(s.kafka)
+    prod = AIOKafkaProducer(acks="all", enable_idempotence=True, linger_ms=5,
+                            max_batch_size=256 * 1024, **kw)
+    await prod.start()
+    cons = AIOKafkaConsumer(topic, auto_offset_reset="earliest", enable_auto_commit=False,
+                            group_id=None, max_poll_records=10000, **kw)
+    t0 = time.perf_counter()
+    futs = [await prod.send(topic, value=v, key=k) for k, v in payloads]
+    await asyncio.gather(*futs)
+    await prod.stop()
+    await cons.start()
+    got = 0
+    while got < len(payloads):
+        for recs in (await cons.getmany(timeout_ms=1000, max_records=10000)).values():
+            got += len(recs)
+    dt = time.perf_counter() - t0
+    await cons.stop()
+    return dt
+
+
+def copy_baseline(s: Settings, rows: list[tuple]) -> float:
+    """Seconds to binary-COPY ``rows`` (5,000 per committed batch) into a plain table."""
+    from ioc.events._storage import EVENTS_SINK
+
+    cols, types = EVENTS_SINK.columns, EVENTS_SINK.types
+    tbl = sql.Identifier(s.db_schema, "bench_copy")
+    with connect(s.database) as c:
+        c.execute(sql.SQL("create table {} (like {} including defaults)").format(
+            tbl, sql.Identifier(s.db_schema, "events")))
+        c.commit()
+        import orjson
+        from psycopg.types.json import set_json_dumps
+
+        set_json_dumps(orjson.dumps, context=c)
+        t0 = time.perf_counter()
+        for i in range(0, len(rows), 5000):
+            with c.cursor().copy(sql.SQL("copy {} ({}) from stdin (format binary)").format(
+                    tbl, sql.SQL(",").join(map(sql.Identifier, cols)))) as cp:
+                cp.set_types(list(types))
+                for r in rows[i:i + 5000]:
+                    cp.write_row(r)
+            c.commit()
+        return time.perf_counter() - t0
+
+
+def count_rows(s: Settings) -> int:
+    with connect(s.database, autocommit=True) as c:
+        row = c.execute(sql.SQL("select count(*) from {}").format(
+            sql.Identifier(s.db_schema, "events"))).fetchone()
+        return int(row[0]) if row else 0
+
+
+def spawn(args: list[str], s: Settings, log: Path) -> subprocess.Popen[bytes]:
+    env = dict(os.environ, IOC_NAMESPACE=s.namespace,
+               IOC_KAFKA__BOOTSTRAP_SERVERS=",".join(s.kafka.bootstrap_servers),
+               IOC_DATABASE__DSN=s.database.dsn.get_secret_value())
+    return subprocess.Popen([sys.executable, "-m", "ioc", *args], env=env, cwd=ROOT,
+                            stdout=open(log, "wb"), stderr=subprocess.STDOUT)
+
+
+def pipeline(s: Settings, events: list[dict], logdir: Path) -> tuple[float, float]:
+    """(seconds publish->last durable row, seconds the publisher alone took)."""
+    from ioc.publish import Publisher
+
+    procs = [spawn(["worker", "--agents", "validate"], s, logdir / "worker.log"),
+             spawn(["sink", "--tables", "events", "--batch-rows", "5000", "--linger", "0.2"],
+                   s, logdir / "sink.log")]
+    try:
+        with Publisher(s, source="bench") as pub:
+            # Warm up: wait until one event has gone all the way (group joins, connections).
+            warm = make_events(1, "warm")
+            pub.send_many(warm)
+            end = time.monotonic() + 120
+            while count_rows(s) < 1:
+                if time.monotonic() > end or any(p.poll() is not None for p in procs):
+                    raise SystemExit(f"pipeline did not start; see {logdir}")
+                time.sleep(0.2)
+            t0 = time.perf_counter()
+            for i in range(0, len(events), 5000):
+                res = pub.send_many(events[i:i + 5000])
+                assert not res.rejected, res.rejected[:3]
+            t_pub = time.perf_counter() - t0
+        want = len(events) + 1
+        while (n := count_rows(s)) < want:
+            if any(p.poll() is not None for p in procs):
+                raise SystemExit(f"a stage died; see {logdir}")
+            if time.perf_counter() - t0 > 600:
+                raise SystemExit(f"only {n} of {want} rows after 600 s")
+            time.sleep(0.05)
+        return time.perf_counter() - t0, t_pub
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="50,000 events instead of 300,000")
+    ap.add_argument("--events", type=int, default=None, help="number of events")
+    ap.add_argument("--logdir", default="/tmp/ioc-bench-events", help="stage logs")
+    a = ap.parse_args()
+    n = a.events or (50_000 if a.quick else 300_000)
+    logdir = Path(a.logdir)
+    logdir.mkdir(parents=True, exist_ok=True)
+    s = load_settings().with_namespace(f"bench{secrets.token_hex(3)}")
+    assert ensure_topics(s).success
+    migrate(s)
+    try:
+        run = secrets.token_hex(3)
+        events = make_events(n, run)
+        canon = [Event(**e) for e in events]
+        payloads = [(e.entity.encode(), encode_event(e)) for e in canon]
+        rows = [(datetime.fromtimestamp(e.time, UTC), e.source, e.id, e.type, e.entity,
+                 e.values, e.attributes) for e in canon]
+        print(f"events: {n:,}  (~{sum(len(v) for _, v in payloads) // n} bytes each)  "
+              f"cores: {os.cpu_count()}  load: {os.getloadavg()[0]:.1f}")
+        t_kafka = asyncio.run(kafka_baseline(s, payloads))
+        t_copy = copy_baseline(s, rows)
+        t_pipe, t_pub = pipeline(s, events, logdir)
+        r_kafka, r_copy, r_pipe = n / t_kafka, n / t_copy, n / t_pipe
+        print(f"baseline kafka produce+consume (aiokafka, 1 record/event): {r_kafka:>10,.0f} ev/s")
+        print(f"baseline COPY binary, 5k rows/commit, no unique key:      {r_copy:>10,.0f} rows/s")
+        print(f"publisher alone (validate + kafka-python, acks=all):      {n / t_pub:>10,.0f} ev/s")
+        print(f"PIPELINE publish -> validate -> events -> sink -> rows:   {r_pipe:>10,.0f} ev/s")
+        print(f"ratios: pipeline/kafka = {r_pipe / r_kafka:.2f}   pipeline/copy = "
+              f"{r_pipe / r_copy:.2f}   target 10,000 ev/s: "
+              f"{'MET' if r_pipe >= 10_000 else 'NOT MET'}")
+    finally:
+        delete_namespace_topics(s)
+        drop_schema(s)
+
+
+if __name__ == "__main__":
+    main()
