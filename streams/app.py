@@ -65,6 +65,8 @@ def create_app(settings: Settings, agents: Sequence[AgentSpec] | None = None) ->
         stream_wait_empty=False,
         broker_commit_every=1000,
         broker_commit_interval=1.0,
+        broker_session_timeout=s.session_timeout_s,
+        broker_heartbeat_interval=min(3.0, s.session_timeout_s / 3),
     )
     for spec in agents:
         spec.register(app, settings)
@@ -81,12 +83,16 @@ def run_worker(settings: Settings, agents: Sequence[AgentSpec] | None = None, *,
 
 def _default_agents() -> list[AgentSpec]:
     # The explicit list of agents a plain `ioc worker` runs. Add new agents here.
+    from .aggregate import AGGREGATE
     from .camera_health_agent import CAMERA_HEALTH
+    from .kpis import KPIS
     from .probe import PROBE
+    from .rules import RULES
+    from .tiles import TILES
     from .validate import VALIDATE
     from .vision_agent import VISION
 
-    return [PROBE, VALIDATE, VISION, CAMERA_HEALTH]
+    return [PROBE, VALIDATE, VISION, CAMERA_HEALTH, AGGREGATE, KPIS, RULES, TILES]
 
 
 DEFAULT_AGENTS: list[AgentSpec] = _default_agents()

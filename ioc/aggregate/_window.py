@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 import orjson
 
-__all__ = ["Agg", "EntityWindows", "Rollup", "rollup_key", "window_start"]
+__all__ = ["Agg", "EntityWindows", "Rollup", "WindowId", "rollup_key", "window_start"]
 
 
 def window_start(t: float, size: int) -> int:

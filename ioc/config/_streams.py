@@ -25,6 +25,9 @@ class AggregateSettings(Section):
     update_sizes_s: list[int] | None = Field(
         None, description="window sizes whose open windows emit 'updated' rollups after each batch "
                           "(default: the smallest size); every size emits 'closed'")
+    update_interval_s: float = Field(
+        0.2, ge=0, le=60, description="an open window's 'updated' rollup is sent at most this often "
+                                      "(latest wins); 'closed' rollups are never held back")
     batch_max: int = Field(500, ge=1, le=100_000, description="events taken per agent batch")
     batch_within_s: float = Field(0.05, gt=0, le=10, description="longest wait to fill a batch")
 
@@ -142,6 +145,9 @@ class StreamsSettings(Section):
     web_port: int = Field(6066, ge=1, le=65535)
     data_dir: Path | None = Field(None, description="Faust's data folder; default in the state dir")
     log_level: str = Field("WARNING", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")
+    session_timeout_s: float = Field(
+        10.0, ge=6, le=300,
+        description="consumer group session timeout: how soon a killed worker's partitions move")
     aggregate: AggregateSettings = Field(default_factory=AggregateSettings)
     timezone: str = Field("UTC", description="IANA zone of KPI calendar periods (day/month/year)")
     kpis: list[KpiSpec] = Field(default_factory=_egov_kpis)

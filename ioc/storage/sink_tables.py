@@ -13,11 +13,17 @@ __all__ = ["sink_tables"]
 
 def sink_tables() -> list[TableSink]:
     """Every ``TableSink`` a plain ``ioc sink`` runs, in order."""
+    from ..aggregate._storage import ROLLUPS_SINK
     from ..camera_storage import CAMERA_HEALTH_SINK, DETECTIONS_SINK
     from ..events._storage import EVENTS_SINK
+    from ..kpi._storage import KPI_VALUES_SINK
+    from ..rules._storage import ALERTS_SINK
 
     return [
         EVENTS_SINK,
         DETECTIONS_SINK,
         CAMERA_HEALTH_SINK,
+        ROLLUPS_SINK,
+        KPI_VALUES_SINK,
+        ALERTS_SINK,
     ]

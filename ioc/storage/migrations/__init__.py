@@ -6,13 +6,14 @@ Version ranges by owner, so parallel work does not collide:
 """
 
 from .._migrate import Migration
-from . import m0001_namespace, m0100_events, m0200_cameras, m0400_runs
+from . import m0001_namespace, m0100_events, m0150_aggregates, m0200_cameras, m0400_runs
 
 __all__ = ["MIGRATIONS"]
 
 MIGRATIONS: list[Migration] = [
     m0001_namespace.MIGRATION,
     m0100_events.MIGRATION,
+    m0150_aggregates.MIGRATION,
     m0200_cameras.MIGRATION,
     m0400_runs.MIGRATION,
 ]

@@ -1,0 +1,95 @@
+"""The KPI agent: ``<ns>.events`` -> ratio KPIs per entity (group) and period -> ``<ns>.kpis``.
+
+State: one ``KpiCounts`` per entity (an agency) in the Faust table ``kpi-counts``,
+co-partitioned with ``<ns>.events``; redelivered records are skipped by offset, as in
+the aggregate agent. Every changed (kpi, group, period, period key) is published with
+its full numerator and denominator to the compacted ``<ns>.kpis`` topic. All groups
+of one KPI go to the same partition (chosen from the KPI id), so one reader sees
+every group of a KPI and can rank them and sum the overall group.
+"""
+
+from __future__ import annotations
+
+import logging
+import zlib
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import faust
+
+from ioc.config import Settings
+from ioc.errors import InvalidEvent
+from ioc.events import decode_event
+from ioc.kpi import KpiCounts
+from ioc.kpi._ratio import CountKey
+from ioc.topics import spec, topic_name
+
+from .agent_spec import AgentSpec
+from .aggregate import Sender, StateCache
+
+__all__ = ["KPIS", "kpi_partition"]
+
+log = logging.getLogger(__name__)
+
+
+def kpi_partition(kpi: str, partitions: int | None = None) -> int:
+    """The ``<ns>.kpis`` partition of every value of KPI ``kpi`` (stable across processes)."""
+    return zlib.crc32(kpi.encode()) % (partitions or spec("kpis").partitions)
+
+
+def _register(app: faust.App, settings: Settings) -> None:
+    ns = settings.namespace
+    s = settings.streams
+    specs = list(s.kpis)
+    by_id = {k.id: k for k in specs}
+    types = {k.event_type for k in specs}
+    tz = ZoneInfo(s.timezone)
+    raw: dict[str, Any] = {"value_serializer": "raw", "key_serializer": "raw"}
+    events = app.topic(topic_name(ns, "events"), **raw)
+    kpis = topic_name(ns, "kpis")
+    out = Sender(app, "kpis")
+    cache = StateCache()
+    table = app.Table("kpi-counts", default=None, partitions=spec("events").partitions,
+                      key_type=bytes, value_type=bytes, help="KPI counts per entity and period")
+
+    async def process(batch: list[Any]) -> None:
+        states: dict[bytes, KpiCounts] = {}
+        where: dict[bytes, int] = {}
+        touched: dict[bytes, set[CountKey]] = {}
+        for ev in batch:
+            msg = ev.message
+            try:
+                e = decode_event(ev.value)
+            except InvalidEvent as exc:
+                # the aggregate agent dead-letters undecodable records; count only once
+                log.debug("kpis: undecodable record at %s/%s/%s: %s", msg.topic, msg.partition,
+                          msg.offset, exc)
+                continue
+            if e.type not in types:
+                continue
+            key = e.entity.encode()
+            st = states.get(key)
+            if st is None:
+                st = states[key] = cache.get(table, key, KpiCounts.from_bytes,
+                                             KpiCounts, e.entity)
+            if st.seen(msg.partition, msg.offset):
+                continue
+            hit = st.add(specs, tz, type=e.type, t=e.time, values=e.values, attributes=e.attributes)
+            st.mark(msg.partition, msg.offset)
+            where[key] = msg.partition
+            touched.setdefault(key, set()).update(hit)
+        for key, st in states.items():
+            if key not in where:
+                continue
+            for ck in sorted(touched.get(key, ())):
+                v = st.value(ck, by_id[ck[0]])
+                await out.send(kpis, v.key.encode(), v.to_bytes(), partition=kpi_partition(v.kpi))
+            cache.put(table, key, st, st.to_bytes(), where[key])
+
+    @app.agent(events, name=f"{ns}.kpis")
+    async def kpi_agent(stream):  # type: ignore[no-untyped-def]
+        async for batch in stream.take_events(s.aggregate.batch_max, within=s.aggregate.batch_within_s):
+            await process(batch)
+
+
+KPIS = AgentSpec("kpis", _register, "events -> ratio KPIs per group and calendar period -> kpis")

@@ -1,0 +1,115 @@
+"""The rules agent: ``<ns>.events`` (+ wall-clock ticks) -> alerts -> ``<ns>.alerts``.
+
+State: one ``EntityRules`` per entity in the Faust table ``rule-states``, co-partitioned
+with ``<ns>.events``. Threshold and rate rules run on each event in event time.
+
+Absence rules need a clock that runs when no data arrives: the leader's timer sends,
+every ``absence_check_every_s``, one tick per partition to the internal topic
+``<app id>-rules-ticks`` (as many partitions as ``<ns>.events``). The agent reads events
+and ticks from one stream, so a tick for partition p is handled where partition p's
+states live and can update them (a Faust table can only be changed from a stream).
+
+Alerts are keyed by their deterministic id on the compacted ``<ns>.alerts`` topic, in
+the partition of their scope, so one reader sees a whole alert list.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import zlib
+from typing import Any
+
+import faust
+import orjson
+
+from ioc.config import Settings
+from ioc.errors import InvalidEvent
+from ioc.events import decode_event
+from ioc.rules import Alert, EntityRules
+from ioc.topics import spec, topic_name
+
+from .agent_spec import AgentSpec
+from .aggregate import Sender, StateCache, save_state
+
+__all__ = ["RULES", "alert_partition"]
+
+log = logging.getLogger(__name__)
+
+
+def alert_partition(scope: str, partitions: int | None = None) -> int:
+    """The ``<ns>.alerts`` partition of every alert of ``scope``."""
+    return zlib.crc32(scope.encode()) % (partitions or spec("alerts").partitions)
+
+
+def _register(app: faust.App, settings: Settings) -> None:
+    ns = settings.namespace
+    s = settings.streams
+    rules = list(s.rules)
+    absence = [r for r in rules if r.kind == "absence"]
+    nparts = spec("events").partitions
+    raw: dict[str, Any] = {"value_serializer": "raw", "key_serializer": "raw"}
+    ticks_name = f"{app.conf.id}-rules-ticks"
+    ticks = app.topic(ticks_name, partitions=nparts, internal=True, retention=3600.0, **raw)
+    source = app.topic(topic_name(ns, "events"), ticks_name, **raw)
+    alerts = topic_name(ns, "alerts")
+    out = Sender(app, "rules")
+    cache = StateCache()
+    table = app.Table("rule-states", default=None, partitions=nparts,
+                      key_type=bytes, value_type=bytes, help="alert rule state per entity")
+
+    async def emit(found: list[Alert]) -> None:
+        for a in found:
+            await out.send(alerts, a.id.encode(), a.to_bytes(), partition=alert_partition(a.scope))
+
+    async def on_tick(msg: Any, now: float) -> None:
+        for key, value in list(table.data.items()):
+            er = EntityRules.from_bytes(value)
+            if er.partition != msg.partition:
+                continue
+            found = er.check_absence(absence, now)
+            if found:
+                await emit(found)
+                save_state(table, key, er.to_bytes(), msg.partition)
+
+    async def process(batch: list[Any]) -> None:
+        states: dict[bytes, EntityRules] = {}
+        now = time.time()
+        for ev in batch:
+            msg = ev.message
+            if msg.topic == ticks_name:
+                if absence:
+                    for key, er in states.items():  # flush first: the tick reads the table
+                        save_state(table, key, er.to_bytes(), er.partition)
+                    states.clear()
+                    await on_tick(msg, orjson.loads(ev.value)["now"])
+                continue
+            try:
+                e = decode_event(ev.value)
+            except InvalidEvent:
+                continue  # dead-lettered by the aggregate agent
+            key = e.entity.encode()
+            cur = states.get(key)
+            if cur is None:
+                cur = states[key] = cache.get(table, key, EntityRules.from_bytes,
+                                              EntityRules, e.entity)
+            er = cur
+            er.partition = msg.partition
+            await emit(er.evaluate(rules, t=e.time, values=e.values, type=e.type, now=now))
+        for key, er in states.items():
+            cache.put(table, key, er, er.to_bytes(), er.partition)
+
+    @app.agent(source, name=f"{ns}.rules")
+    async def rules_agent(stream):  # type: ignore[no-untyped-def]
+        async for batch in stream.take_events(s.aggregate.batch_max, within=s.aggregate.batch_within_s):
+            await process(batch)
+
+    if absence:
+        @app.timer(s.absence_check_every_s, on_leader=True, name=f"{ns}.rules.tick")
+        async def tick() -> None:
+            body = orjson.dumps({"now": time.time()})
+            for p in range(nparts):
+                await ticks.send(key=str(p).encode(), value=body, partition=p)
+
+
+RULES = AgentSpec("rules", _register, "events -> alert rules (threshold, absence, rate) -> alerts")

@@ -1,0 +1,90 @@
+"""Helpers of the pipeline tests: publish canonical events fast, read topics back, wait."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+
+from ioc.config import Settings
+from ioc.events import Event, encode_event
+from ioc.kafka import kafka_python_kwargs
+from ioc.topics import topic_name
+
+PIPELINE_AGENTS = "aggregate,kpis,rules,tiles"
+
+
+def publish(settings: Settings, events: Iterable[Event], *, suffix: str = "events") -> tuple[int, float]:
+    """Produce canonical events keyed by entity (acks=all, batched); return (count, seconds)."""
+    producer = KafkaProducer(acks="all", linger_ms=20, batch_size=256 * 1024,
+                             compression_type=None, **kafka_python_kwargs(settings.kafka))
+    topic = topic_name(settings.namespace, suffix)
+    t0 = time.perf_counter()
+    n = 0
+    try:
+        for e in events:
+            producer.send(topic, key=e.entity.encode(), value=encode_event(e))
+            n += 1
+        producer.flush(timeout=120)
+    finally:
+        producer.close(timeout=10)
+    return n, time.perf_counter() - t0
+
+
+def read_topic(settings: Settings, suffix: str, *, timeout: float = 5.0) -> list[Any]:
+    """Every record currently in ``<ns>.<suffix>`` (from the start to the current end)."""
+    kw = kafka_python_kwargs(settings.kafka)
+    consumer = KafkaConsumer(enable_auto_commit=False, **kw)
+    topic = topic_name(settings.namespace, suffix)
+    try:
+        parts = consumer.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, p) for p in parts]
+        consumer.assign(tps)
+        consumer.seek_to_beginning(*tps)
+        ends = consumer.end_offsets(tps)
+        out: list[Any] = []
+        deadline = time.monotonic() + timeout
+        while any(consumer.position(tp) < ends[tp] for tp in tps) and time.monotonic() < deadline:
+            for records in consumer.poll(timeout_ms=200, max_records=50_000).values():
+                out.extend(records)
+        return out
+    finally:
+        consumer.close()
+
+
+def wait_for(check: Callable[[], Any], *, timeout: float, every: float = 1.0,
+             alive: Callable[[], bool] | None = None, what: str = "condition") -> Any:
+    """Poll ``check`` until it returns something truthy; fail with ``what`` after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        if alive is not None and not alive():
+            raise AssertionError(f"worker died while waiting for {what}")
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}; last check gave {last!r}")
+
+
+class TopicTail:
+    """Reads a topic from the start, incrementally: ``poll()`` returns only new records."""
+
+    def __init__(self, settings: Settings, suffix: str) -> None:
+        self.topic = topic_name(settings.namespace, suffix)
+        self.consumer = KafkaConsumer(enable_auto_commit=False, **kafka_python_kwargs(settings.kafka))
+        parts = self.consumer.partitions_for_topic(self.topic) or set()
+        self.tps = [TopicPartition(self.topic, p) for p in sorted(parts)]
+        self.consumer.assign(self.tps)
+        self.consumer.seek_to_beginning(*self.tps)
+
+    def poll(self, timeout_ms: int = 300) -> list[Any]:
+        out: list[Any] = []
+        for records in self.consumer.poll(timeout_ms=timeout_ms, max_records=100_000).values():
+            out.extend(records)
+        return out
+
+    def close(self) -> None:
+        self.consumer.close()
