@@ -16,6 +16,11 @@ bytes between Kafka and it.
   the agent: the analyzer returns ``skipped=<reason>``; the result is still published
   to ``<ns>.detections`` (so the reason is visible and stored) and counted in
   ``CameraRuntime.skipped``. A message without a usable key is counted as ``bad_key``.
+- **Load shedding**: when the worker falls behind (a batch holds several frames of a
+  camera), frames older than ``cameras.max_lag_s`` are not analysed; they are
+  published as ``skipped="stale"`` and counted. The newest frame of each camera in a
+  batch is always analysed. So the wall stays live at a lower analysed fps instead of
+  drifting seconds behind.
 - Every analysed frame's ``FrameResult.to_json()`` goes to ``<ns>.detections`` (key:
   camera id). When the analyzer rendered a thumbnail (its configured rate), a tile
   ``camera:<id>`` of kind ``camera`` goes to ``<ns>.wall.tiles`` with the thumbnail as
@@ -27,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import time
 import weakref
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -42,7 +48,7 @@ from ioc.topics import spec, topic_name
 
 from .agent_spec import AgentSpec
 
-__all__ = ["VISION", "CameraRuntime", "camera_tile", "runtime_for"]
+__all__ = ["VISION", "CameraRuntime", "camera_tile", "runtime_for", "shed_stale"]
 
 log = logging.getLogger(__name__)
 
@@ -181,6 +187,26 @@ def assigned_partitions(app: faust.App, topic: str) -> set[int] | None:
     return {tp.partition for tp in tps if tp.topic == topic}
 
 
+Item = tuple[bytes, float, int]  # (JPEG, capture ts, seq)
+
+
+def shed_stale(items: list[Item], now: float, max_lag_s: float | None) -> tuple[list[Item], list[Item]]:
+    """Split one camera's batch into (to analyse, stale).
+
+    A frame is stale when it is older than ``max_lag_s`` and a newer frame of the camera
+    is in the batch. The newest frame is always analysed, so a clock skew between the
+    capture host and the worker can only thin a backlog, never starve a camera.
+    """
+    if max_lag_s is None or len(items) < 2:
+        return items, []
+    keep: list[Item] = []
+    stale: list[Item] = []
+    for it in items[:-1]:
+        (stale if now - it[1] > max_lag_s else keep).append(it)
+    keep.append(items[-1])
+    return keep, stale
+
+
 def _analyze(analyzer: Any, items: list[tuple[bytes, float, int]]) -> list[Any]:
     """Run one camera's frames in order (in a pool thread); None for a frame that broke it.
 
@@ -202,6 +228,7 @@ def _analyze(analyzer: Any, items: list[tuple[bytes, float, int]]) -> list[Any]:
 
 def _register(app: faust.App, settings: Settings) -> None:
     from vision.capture import parse_frame_headers
+    from vision.result import FrameResult
 
     ns = settings.namespace
     cs = settings.cameras
@@ -237,7 +264,11 @@ def _register(app: faust.App, settings: Settings) -> None:
                 by_cam.setdefault(cam, []).append((value, meta.ts, meta.seq))
             rt.frames += len(events)
             jobs = []
-            for cam, items in by_cam.items():
+            now = time.time()
+            for cam, all_items in by_cam.items():
+                items, stale = shed_stale(all_items, now, cs.max_lag_s)
+                for _, ts, seq in stale:
+                    await _publish(FrameResult(camera=cam, ts=ts, seq=seq, skipped="stale"))
                 a = rt.analyzer(cam)
                 if a is None:
                     rt.skipped["no_analyzer"] += len(items)

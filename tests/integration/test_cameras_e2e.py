@@ -225,6 +225,28 @@ def test_bad_frames_are_skipped_with_reason_and_worker_survives(env):
     assert env.worker.alive()
 
 
+def test_backlog_of_old_frames_is_shed_as_stale(env):
+    """A backlog (frames 10 s old, as after a stall) is thinned; the newest is analysed."""
+    from kafka import KafkaProducer
+
+    c = env.collector
+    c.wait("det", lambda d: d["camera"] == "cam-a", 120, [env.worker])
+    good = cv2.imencode(".jpg", np.full((240, 320, 3), 60, np.uint8))[1].tobytes()
+    prod = KafkaProducer(bootstrap_servers=env.s.kafka.bootstrap_servers, linger_ms=50)
+    topic = f"{env.s.namespace}.camera.frames"
+    old = time.time() - 10
+    for i in range(20):
+        prod.send(topic, key=b"cam-lag", value=good,
+                  headers=[("seq", str(i).encode()), ("ts", repr(old + i * 0.01).encode())])
+    prod.flush()
+    prod.close()
+    c.wait("det", lambda d: d["camera"] == "cam-lag" and d["seq"] == 19, 60, [env.worker])
+    got = {d["seq"]: d["skipped"] for _, d in c.items("det") if d["camera"] == "cam-lag"}
+    assert sorted(got) == list(range(20)), "every frame is accounted for, analysed or stale"
+    assert got[19] is None, "the newest frame is analysed"
+    assert sum(1 for v in got.values() if v == "stale") >= 10, got
+
+
 def test_health_offline_on_kill9_online_on_restart(env):
     c = env.collector
     c.wait("health", lambda h: h["camera"] == "cam-a" and h["state"] == "online", 120,
@@ -300,7 +322,6 @@ def test_sink_stores_detections_and_health(env):
         assert writer.write(rows) == 0
     finally:
         writer.close()
-    assert counts()["det"] == got["det"] or counts()["det"] > got["det"]  # others may land
 
 
 def test_capture_stops_cleanly_and_reports_stats(env):

@@ -126,3 +126,16 @@ def test_sink_rows_from_detection_and_health_json():
     assert row[1:5] == ("c", "offline", "online", "no frame") and row[7] is None
     with pytest.raises(ValueError, match="expected a JSON object"):
         detection_rows(b"c", b"[1]", [])
+
+
+def test_shed_stale_keeps_newest_and_fresh_frames():
+    from streams.vision_agent import shed_stale
+
+    items = [(b"", ts, i) for i, ts in enumerate([90.0, 95.0, 99.5, 100.0])]
+    keep, stale = shed_stale(items, now=100.2, max_lag_s=2.0)
+    assert [s for _, _, s in stale] == [0, 1] and [s for _, _, s in keep] == [2, 3]
+    # Clock skew: every frame looks old, the newest is still analysed.
+    keep, stale = shed_stale(items, now=1000.0, max_lag_s=2.0)
+    assert [s for _, _, s in keep] == [3] and len(stale) == 3
+    assert shed_stale(items[:1], now=1000.0, max_lag_s=2.0) == (items[:1], [])
+    assert shed_stale(items, now=1000.0, max_lag_s=None) == (items, [])
