@@ -4,8 +4,10 @@ Sections, each from whatever exists in each namespace:
 
 - ``detections``: per camera and per camera/zone counts from the ``detections`` table
   (frames, analysed, motion-active frames per zone, people summed per zone, tamper).
-- ``rollups``, ``kpis``, ``alerts``: the table of that name when the schema has one,
-  else the latest value per key on the ``<ns>.<name>`` topic (compacted/keyed results).
+- ``rollups``, ``kpi_values``, ``alerts``: the sink's tables (key = their unique key;
+  ``updated_at``-like columns ignored).
+- ``rollups@topic``, ``kpis@topic``, ``alerts@topic``: the latest value per key on the
+  agents' output topics, which exist whether or not a sink writes the tables.
 - ``events``: rows in the ``events`` table (what the run was fed).
 
 ``diff_maps`` is the pure core: two ``key -> value`` maps in, differences out.
@@ -197,31 +199,33 @@ def compare_namespaces(base: Settings, ns_a: str, ns_b: str) -> list[SectionDiff
                 sec.error = f"query failed: {exc}"
         out.append(sec)
 
-        for name in ("rollups", "kpis", "alerts"):
-            ta, tb = tables(name)
-            if ta and tb:
-                sec = SectionDiff(name, f"table {name}")
+        for table in ("rollups", "kpi_values", "alerts"):
+            ta, tb = tables(table)
+            sec = SectionDiff(table, f"table {table}")
+            sec.absent = [n for n, has in ((ns_a, ta), (ns_b, tb)) if not has]
+            if not sec.absent:
                 try:
-                    ma, mb = _table_rows(conn, ns_a, name), _table_rows(conn, ns_b, name)
+                    ma, mb = _table_rows(conn, ns_a, table), _table_rows(conn, ns_b, table)
                     sec.count_a, sec.count_b = len(ma), len(mb)
                     sec.rows = diff_maps(ma, mb)
                 except Exception as exc:
                     sec.error = f"query failed: {exc}"
-                out.append(sec)
-                continue
-            sec = SectionDiff(name, f"no {name} table; topic <ns>.{name}, latest value per key")
-            try:
-                ma2 = _topic_latest(sa, f"{ns_a}.{name}")
-                mb2 = _topic_latest(sb, f"{ns_b}.{name}")
-            except Exception as exc:
-                sec.error = f"reading topics failed: {exc}"
-                out.append(sec)
-                continue
-            sec.absent = [n for n, m in ((ns_a, ma2), (ns_b, mb2)) if m is None]
-            if ma2 is not None and mb2 is not None:
-                sec.count_a, sec.count_b = len(ma2), len(mb2)
-                sec.rows = diff_maps(ma2, mb2)
             out.append(sec)
+    # The topics hold the agents' results even where no sink writes the tables.
+    for suffix in ("rollups", "kpis", "alerts"):
+        sec = SectionDiff(f"{suffix}@topic", f"topic <ns>.{suffix}, latest value per key")
+        try:
+            ma2 = _topic_latest(sa, f"{ns_a}.{suffix}")
+            mb2 = _topic_latest(sb, f"{ns_b}.{suffix}")
+        except Exception as exc:
+            sec.error = f"reading topics failed: {exc}"
+            out.append(sec)
+            continue
+        sec.absent = [n for n, m in ((ns_a, ma2), (ns_b, mb2)) if m is None]
+        if ma2 is not None and mb2 is not None:
+            sec.count_a, sec.count_b = len(ma2), len(mb2)
+            sec.rows = diff_maps(ma2, mb2)
+        out.append(sec)
     return out
 
 
@@ -232,7 +236,7 @@ def _short(v: Any, width: int = 38) -> str:
 
 def format_report(ns_a: str, ns_b: str, sections: list[SectionDiff], *, max_rows: int = 40) -> list[str]:
     """The printed table: a summary line per section, then differing keys."""
-    lines = [f"compare A={ns_a} B={ns_b}", f"{'section':11} {'A':>8} {'B':>8}  result   [source]"]
+    lines = [f"compare A={ns_a} B={ns_b}", f"{'section':14} {'A':>8} {'B':>8}  result   [source]"]
     for s in sections:
         if s.error:
             status = f"ERROR {s.error}"
@@ -242,13 +246,16 @@ def format_report(ns_a: str, ns_b: str, sections: list[SectionDiff], *, max_rows
             status = f"{len(s.rows)} difference(s)"
         else:
             status = "same"
-        lines.append(f"{s.name:11} {s.count_a:>8} {s.count_b:>8}  {status}   [{s.source}]")
+        lines.append(f"{s.name:14} {s.count_a:>8} {s.count_b:>8}  {status}   [{s.source}]")
     diffs = [(s.name, *r) for s in sections for r in s.rows]
     if diffs:
         lines.append("")
-        lines.append(f"{'section':11} {'key':44} {'A':>38} {'B':>38}")
+        lines.append(f"{'section':14} {'key':44} {'A':>38} {'B':>38}")
         for name, k, a, b in diffs[:max_rows]:
-            lines.append(f"{name:11} {_short(k, 44):44} {_short(a):>38} {_short(b):>38}")
+            if isinstance(a, dict) and isinstance(b, dict):  # only the fields that differ
+                fields = [f for f in sorted(set(a) | set(b)) if not _close(a.get(f), b.get(f))]
+                a, b = {f: a.get(f) for f in fields}, {f: b.get(f) for f in fields}
+            lines.append(f"{name:14} {_short(k, 44):44} {_short(a):>38} {_short(b):>38}")
         if len(diffs) > max_rows:
             lines.append(f"... and {len(diffs) - max_rows} more difference(s)")
     return lines

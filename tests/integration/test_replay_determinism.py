@@ -113,7 +113,7 @@ def test_replay_of_a_live_run_gives_identical_aggregates_kpis_and_alerts(
     sections = {s.name: s for s in compare_namespaces(settings, live.namespace, rep.namespace)}
     report = "\n".join(format_report(live.namespace, rep.namespace, list(sections.values())))
     print(report)
-    for name in ("rollups", "kpis", "alerts"):
+    for name in ("rollups@topic", "kpis@topic", "alerts@topic"):
         sec = sections[name]
         assert sec.absent == [] and sec.error == "", report
         assert sec.rows == [], report

@@ -21,8 +21,10 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def ioc(args: list[str], s: Settings, *, ok: bool = True, timeout: float = 90) -> subprocess.CompletedProcess[str]:
+    t0 = time.monotonic()
     r = subprocess.run([sys.executable, "-m", "ioc", *args], capture_output=True, text=True,
                        env=settings_env(s), cwd=ROOT, timeout=timeout)
+    print(f"ioc {' '.join(args[:2])}: {time.monotonic() - t0:.1f} s")
     if ok:
         assert r.returncode == 0, f"ioc {' '.join(args)} exited {r.returncode}:\n{r.stdout}\n{r.stderr}"
     return r
