@@ -147,7 +147,7 @@ class HogPeopleConfig(Section):
     padding: int = Field(8, ge=0, le=64, description="padding in px around the image")
     scale: float = Field(1.05, gt=1.0, le=1.5, description="image pyramid scale step")
     hit_threshold: float = Field(0.0, ge=-2, le=5, description="SVM distance threshold")
-    min_score: float = Field(0.3, ge=-2, le=10, description="drop detections weaker than this")
+    min_score: float = Field(0.6, ge=-2, le=10, description="drop detections weaker than this")
     nms_iou: float = Field(0.4, gt=0, le=1, description="non-maximum suppression IoU")
 
 
