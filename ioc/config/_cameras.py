@@ -161,7 +161,7 @@ class CamerasSettings(Section):
         32, ge=1, le=1000, description="worker: frames taken from Kafka per batch"
     )
     max_lag_s: float | None = Field(
-        2.0, gt=0, le=3600,
+        1.0, gt=0, le=3600,
         description="worker: a frame older than this (worker clock minus capture time) is "
         "skipped as 'stale' when a newer frame of its camera is in the same batch, so a "
         "worker that falls behind sheds load instead of delaying the wall; None: analyse all",
