@@ -5,7 +5,7 @@ with ``<ns>.events``. Threshold and rate rules run on each event in event time.
 
 Absence rules need a clock that runs when no data arrives: the leader's timer sends,
 every ``absence_check_every_s``, one tick per partition to the internal topic
-``<app id>-rules-ticks`` (as many partitions as ``<ns>.events``). The agent reads events
+``<ns>.rules.ticks`` (created at start) (as many partitions as ``<ns>.events``). The agent reads events
 and ticks from one stream, so a tick for partition p is handled where partition p's
 states live and can update them (a Faust table can only be changed from a stream).
 
@@ -24,15 +24,16 @@ import faust
 import orjson
 
 from ioc.config import Settings
-from ioc.errors import InvalidEvent
+from ioc.errors import InvalidEvent, KafkaError
 from ioc.events import decode_event
+from ioc.kafka import ensure_topics
 from ioc.rules import Alert, EntityRules
-from ioc.topics import spec, topic_name
+from ioc.topics import TopicSpec, spec, topic_name
 
 from .agent_spec import AgentSpec
 from .aggregate import Sender, StateCache, save_state
 
-__all__ = ["RULES", "alert_partition"]
+__all__ = ["RULES", "TICKS", "alert_partition"]
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,25 @@ def alert_partition(scope: str, partitions: int | None = None) -> int:
     return zlib.crc32(scope.encode()) % (partitions or spec("alerts").partitions)
 
 
+# Wall-clock ticks of the absence rules; as many partitions as <ns>.events (co-partitioned).
+TICKS = TopicSpec("rules.ticks", spec("events").partitions, "partition number", "JSON {now}",
+                  "delete", 3600 * 1000, "wall-clock ticks of the absence rules")
+
+
+def _ensure_ticks(settings: Settings) -> None:
+    # The worker subscribes at start and ignores topics that do not exist yet, so the
+    # ticks topic must exist before the app runs (Faust does not declare a topic that
+    # only appears inside a multi-topic channel).
+    try:
+        report = ensure_topics(settings, [TICKS])
+    except KafkaError as exc:
+        log.warning("rules: could not create %s (absence rules will not tick): %s",
+                    TICKS.name(settings.namespace), exc)
+        return
+    if not report.success:
+        log.warning("rules: %s", "; ".join(report.lines()))
+
+
 def _register(app: faust.App, settings: Settings) -> None:
     ns = settings.namespace
     s = settings.streams
@@ -49,8 +69,10 @@ def _register(app: faust.App, settings: Settings) -> None:
     absence = [r for r in rules if r.kind == "absence"]
     nparts = spec("events").partitions
     raw: dict[str, Any] = {"value_serializer": "raw", "key_serializer": "raw"}
-    ticks_name = f"{app.conf.id}-rules-ticks"
-    ticks = app.topic(ticks_name, partitions=nparts, internal=True, retention=3600.0, **raw)
+    ticks_name = TICKS.name(ns)
+    if absence:
+        _ensure_ticks(settings)
+    ticks = app.topic(ticks_name, **raw)
     source = app.topic(topic_name(ns, "events"), ticks_name, **raw)
     alerts = topic_name(ns, "alerts")
     out = Sender(app, "rules")

@@ -88,3 +88,18 @@ class TopicTail:
 
     def close(self) -> None:
         self.consumer.close()
+
+
+def consumed_all(settings: Settings, suffix: str = "events") -> bool:
+    """True when the workers' consumer group has committed every record of ``<ns>.<suffix>``."""
+    topic = topic_name(settings.namespace, suffix)
+    group = settings.streams.app_id or f"{settings.namespace}-streams"
+    # a consumer of the group that never joins it: it only reads the committed offsets
+    consumer = KafkaConsumer(group_id=group, enable_auto_commit=False,
+                             **kafka_python_kwargs(settings.kafka))
+    try:
+        tps = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        ends = consumer.end_offsets(tps)
+        return all((consumer.committed(tp) or 0) >= end for tp, end in ends.items())
+    finally:
+        consumer.close()
