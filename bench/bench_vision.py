@@ -32,7 +32,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from vision import AnalyticsConfig, CameraAnalyzer  # noqa: E402
-from vision.frames import fit_width  # noqa: E402
 from vision.geometry import SceneRasters  # noqa: E402
 from vision.motion import MotionDetector  # noqa: E402
 from vision.people import make_people_detector  # noqa: E402
@@ -147,7 +146,7 @@ def camera_jpegs(data: Path, per_camera: int) -> list[list[bytes]]:
         jpgs = []
         for _, f in frames_of(data / rel, step=step, limit=per_camera):
             f = cv2.resize(f, (640, 360), interpolation=cv2.INTER_AREA)
-            ok, buf = cv2.imencode(".jpg", f, [cv2.IMWRITE_JPEG_QUALITY, 80])
+            _, buf = cv2.imencode(".jpg", f, [cv2.IMWRITE_JPEG_QUALITY, 80])
             jpgs.append(buf.tobytes())
         out.append(jpgs)
     return out
