@@ -44,7 +44,8 @@ def frames_of(path: Path, *, step: int = 1, limit: int | None = None) -> list[tu
     cap = cv2.VideoCapture(str(path))
     if not cap.isOpened():
         raise SystemExit(f"cannot open {path}")
-    out, n = [], 0
+    out: list[tuple[int, Any]] = []
+    n = 0
     while limit is None or len(out) < limit:
         ok, f = cap.read()
         if not ok:
@@ -106,7 +107,10 @@ def motion_accuracy(data: Path) -> None:
     """Motion P/R/F1 on CDnet highway with the default motion settings."""
     d = data / "video/cdnet_highway"
     first, last = (int(v) for v in (d / "temporalROI.txt").read_text().split())
-    roi = cv2.imread(str(d / "ROI.bmp"), cv2.IMREAD_GRAYSCALE) > 0
+    roi_img = cv2.imread(str(d / "ROI.bmp"), cv2.IMREAD_GRAYSCALE)
+    if roi_img is None:
+        raise SystemExit(f"cannot read {d / 'ROI.bmp'}")
+    roi = roi_img > 0
     cfg = AnalyticsConfig()
     md = MotionDetector(cfg.motion)
     scene = None
@@ -114,6 +118,8 @@ def motion_accuracy(data: Path) -> None:
     secs = 0.0
     for i in range(1, last + 1):
         f = cv2.imread(str(d / f"input/in{i:06d}.jpg"), cv2.IMREAD_COLOR)
+        if f is None:
+            raise SystemExit(f"cannot read input frame {i} in {d}")
         if scene is None:
             scene = SceneRasters.build(cfg, f.shape[1], f.shape[0])
         t0 = time.process_time()
@@ -122,6 +128,8 @@ def motion_accuracy(data: Path) -> None:
         if i < first:
             continue
         gt = cv2.imread(str(d / f"groundtruth/gt{i:06d}.png"), cv2.IMREAD_GRAYSCALE)
+        if gt is None:
+            raise SystemExit(f"cannot read ground truth {i} in {d}")
         ok = roi & (gt != 170) & (gt != 85)
         pred, pos = out.mask > 0, gt == 255
         tp += int(np.count_nonzero(pred & pos & ok))
@@ -157,13 +165,20 @@ def _interleaved(cams: list[list[bytes]]) -> list[tuple[int, bytes]]:
     return [(ci, cams[ci][i]) for i in range(n) for ci in range(len(cams))]
 
 
+def _imdecode(data: bytes, flag: int) -> np.ndarray:
+    img = cv2.imdecode(np.frombuffer(data, np.uint8), flag)
+    if img is None:
+        raise SystemExit("a benchmark JPEG did not decode")
+    return img
+
+
 def run_raw_full(cams: list[list[bytes]]) -> tuple[float, int]:
     """Raw loop as the issue defines it: full JPEG decode + default MOG2 on that frame."""
     mogs = [cv2.createBackgroundSubtractorMOG2() for _ in cams]
     seq = _interleaved(cams)
     t0 = time.process_time()
     for ci, data in seq:
-        mogs[ci].apply(cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR))
+        mogs[ci].apply(_imdecode(data, cv2.IMREAD_COLOR))
     return time.process_time() - t0, len(seq)
 
 
@@ -173,7 +188,7 @@ def run_raw_same_size(cams: list[list[bytes]]) -> tuple[float, int]:
     seq = _interleaved(cams)
     t0 = time.process_time()
     for ci, data in seq:
-        mogs[ci].apply(cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_REDUCED_COLOR_2))
+        mogs[ci].apply(_imdecode(data, cv2.IMREAD_REDUCED_COLOR_2))
     return time.process_time() - t0, len(seq)
 
 
