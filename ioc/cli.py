@@ -237,6 +237,9 @@ def _register_domain_commands() -> None:
     from .replay.cli import register as register_replay
 
     register_replay(main)
+    from .feeds.cli import feeds
+
+    main.add_command(feeds)
     pass
 
 

@@ -1,0 +1,123 @@
+"""``ioc feeds``: the demo feed simulator."""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import click
+
+from ..events import Event
+
+__all__ = ["feeds"]
+
+log = logging.getLogger("ioc.feeds")
+
+
+@click.group()
+def feeds() -> None:
+    """Demo feeds: recorded sensor series and e-government events, live."""
+
+
+def _series(data: Path | None, synthetic: bool) -> tuple[list, str]:  # type: ignore[type-arg]
+    from . import data_dir, load_series, synthetic_series
+
+    root = data or data_dir()
+    if not synthetic:
+        if root.is_dir():
+            found = load_series(root)
+            if found:
+                return found, f"recorded series from {root}"
+        why = f"no sensor series under {root}"
+    else:
+        why = "--synthetic given"
+    return synthetic_series(), f"SYNTHETIC series ({why}); set IOC_DATA_DIR to use recordings"
+
+
+@feeds.command("list")
+@click.option("--data-dir", "data", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Folder with sensors/air, sensors/nab, sensors/noise (default: $IOC_DATA_DIR "
+                   "or ../shared/data next to the repository).")
+def feeds_list(data: Path | None) -> None:
+    """Show the series a feed run would replay."""
+    series, origin = _series(data, False)
+    click.echo(origin)
+    for s in series:
+        metrics = sorted({m for _, v in s.points for m in v})
+        click.echo(f"  {s.entity:16} {s.type:13} {len(s.points):6} points over "
+                   f"{s.span_s / 86400:6.1f} days  {','.join(metrics)}")
+
+
+@feeds.command("run")
+@click.option("--speed", default=300.0, show_default=True, type=click.FloatRange(min=0.001),
+              help="Seconds of recording replayed per second of wall time.")
+@click.option("--egov-rate", default=5.0, show_default=True, type=click.FloatRange(min=0),
+              help="E-government events (dossiers, results, documents) per second, all agencies.")
+@click.option("--duration", default=0.0, show_default=True, type=click.FloatRange(min=0),
+              help="Stop after this many seconds (0: until Ctrl-C / SIGTERM).")
+@click.option("--data-dir", "data", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Folder with the recordings (default: $IOC_DATA_DIR or ../shared/data).")
+@click.option("--synthetic", is_flag=True, help="Use synthetic series even if recordings exist.")
+@click.option("--batch", default=200, show_default=True, type=click.IntRange(1, 100_000),
+              help="Most events sent (and acknowledged) per batch.")
+@click.pass_obj
+def feeds_run(c, speed: float, egov_rate: float, duration: float, data: Path | None,  # type: ignore[no-untyped-def]
+              synthetic: bool, batch: int) -> None:
+    """Replay sensor series as live events (event time = now) plus e-government events.
+
+    Events go through ioc.publish.Publisher to <ns>.events.raw (validated, idempotent
+    producer), so a worker running the 'validate' agent must be up for them to reach
+    <ns>.events. Prints one status line every 10 s.
+    """
+    from ..publish import Publisher
+    from . import EgovGenerator, FeedPlan
+
+    settings = c.settings
+    series, origin = _series(data, synthetic)
+    click.echo(f"feeds: {origin}; {len(series)} sensors, speed x{speed:g}, "
+               f"e-government {egov_rate:g}/s -> {settings.namespace}.events.raw")
+    if origin.startswith("SYNTHETIC"):
+        log.warning("feeds: %s", origin)
+
+    def _stop(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _stop)
+    start = time.time()
+    streams: list[Iterator[tuple[float, Event]]] = [FeedPlan(series, speed=speed).events(start)]
+    if egov_rate > 0:
+        streams.append(EgovGenerator(rate=egov_rate).events(start))
+    merged = heapq.merge(*streams, key=lambda x: x[0])
+    sent = rejected = 0
+    last_report = time.monotonic()
+    pending: list[Event] = []
+    with Publisher(settings, linger_ms=5) as pub:
+        try:
+            for due, event in merged:
+                if duration and due - start > duration:
+                    break
+                wait = due - time.time()
+                if wait > 0 or len(pending) >= batch:
+                    if pending:
+                        res = pub.send_many(pending)
+                        sent += len(res.accepted)
+                        rejected += len(res.rejected)
+                        pending = []
+                    if (wait := due - time.time()) > 0:
+                        time.sleep(wait)
+                pending.append(event)
+                if time.monotonic() - last_report >= 10:
+                    last_report = time.monotonic()
+                    click.echo(f"feeds: sent={sent} rejected={rejected} "
+                               f"elapsed={time.time() - start:.0f}s")
+            if pending:
+                res = pub.send_many(pending)
+                sent += len(res.accepted)
+                rejected += len(res.rejected)
+        except KeyboardInterrupt:
+            pass
+    click.echo(f"feeds: done, sent={sent} rejected={rejected}")
