@@ -124,8 +124,16 @@ def spawn(args: list[str], s: Settings, log: Path) -> subprocess.Popen[bytes]:
                             stdout=open(log, "wb"), stderr=subprocess.STDOUT)
 
 
-def pipeline(s: Settings, events: list[dict], logdir: Path) -> tuple[float, float]:
-    """(seconds publish->last durable row, seconds the publisher alone took)."""
+def cpu_seconds(pid: int) -> float:
+    """User+system CPU seconds a process has used (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def pipeline(s: Settings, events: list[dict], logdir: Path
+             ) -> tuple[float, float, dict[str, float]]:
+    """(seconds publish->last durable row, seconds the publisher alone took,
+    CPU seconds per stage during the measured run)."""
     from ioc.publish import Publisher
 
     procs = [spawn(["worker", "--agents", "validate"], s, logdir / "worker.log"),
@@ -141,11 +149,14 @@ def pipeline(s: Settings, events: list[dict], logdir: Path) -> tuple[float, floa
                 if time.monotonic() > end or any(p.poll() is not None for p in procs):
                     raise SystemExit(f"pipeline did not start; see {logdir}")
                 time.sleep(0.2)
+            cpu0 = [cpu_seconds(p.pid) for p in procs]
+            pub0 = time.process_time()
             t0 = time.perf_counter()
             for i in range(0, len(events), 5000):
                 res = pub.send_many(events[i:i + 5000])
                 assert not res.rejected, res.rejected[:3]
             t_pub = time.perf_counter() - t0
+            cpu_pub = time.process_time() - pub0
         want = len(events) + 1
         while (n := count_rows(s)) < want:
             if any(p.poll() is not None for p in procs):
@@ -153,7 +164,12 @@ def pipeline(s: Settings, events: list[dict], logdir: Path) -> tuple[float, floa
             if time.perf_counter() - t0 > 600:
                 raise SystemExit(f"only {n} of {want} rows after 600 s")
             time.sleep(0.05)
-        return time.perf_counter() - t0, t_pub
+        elapsed = time.perf_counter() - t0
+        cpu = {"publisher": cpu_pub,
+               **{name: cpu_seconds(p.pid) - c0
+                  for name, p, c0 in zip(("validate worker", "sink"), procs, cpu0,
+                                         strict=True)}}
+        return elapsed, t_pub, cpu
     finally:
         for p in procs:
             p.terminate()
@@ -187,12 +203,15 @@ def main() -> None:
               f"cores: {os.cpu_count()}  load: {os.getloadavg()[0]:.1f}")
         t_kafka = asyncio.run(kafka_baseline(s, payloads))
         t_copy = copy_baseline(s, rows)
-        t_pipe, t_pub = pipeline(s, events, logdir)
+        t_pipe, t_pub, cpu = pipeline(s, events, logdir)
         r_kafka, r_copy, r_pipe = n / t_kafka, n / t_copy, n / t_pipe
         print(f"baseline kafka produce+consume (aiokafka, 1 record/event): {r_kafka:>10,.0f} ev/s")
         print(f"baseline COPY binary, 5k rows/commit, no unique key:      {r_copy:>10,.0f} rows/s")
         print(f"publisher alone (validate + kafka-python, acks=all):      {n / t_pub:>10,.0f} ev/s")
         print(f"PIPELINE publish -> validate -> events -> sink -> rows:   {r_pipe:>10,.0f} ev/s")
+        print("CPU per event by stage (µs): " + ", ".join(
+            f"{k} {v / n * 1e6:.0f}" for k, v in cpu.items())
+              + f"  (broker and PostgreSQL not counted); load after: {os.getloadavg()[0]:.1f}")
         print(f"ratios: pipeline/kafka = {r_pipe / r_kafka:.2f}   pipeline/copy = "
               f"{r_pipe / r_copy:.2f}   target 10,000 ev/s: "
               f"{'MET' if r_pipe >= 10_000 else 'NOT MET'}")
