@@ -127,6 +127,9 @@ def main() -> int:
     ap.add_argument("--thumb-every", type=int, default=None,
                     help="thumbnail (and tile) every n-th frame (default: the setting's, 5)")
     ap.add_argument("--people", action="store_true", help="also run HOG people detection")
+    ap.add_argument("--worker-nice", type=int, default=None,
+                    help="experiment: set the worker's nice value (negative needs root) to "
+                         "see how much of the tail is CPU scheduling")
     ap.add_argument("--within", type=float, default=None,
                     help="cameras.batch_within_s of the worker (default: the setting's)")
     ap.add_argument("--data", default=os.environ.get("IOC_DATA_DIR") or str(ROOT.parent / "shared/data"))
@@ -155,6 +158,8 @@ def main() -> int:
                                    "vision,camera_health"], env=env, cwd=ROOT,
                                   stdout=worker_log, stderr=subprocess.STDOUT)
         procs.append(worker)
+        if args.worker_nice is not None:
+            os.setpriority(os.PRIO_PROCESS, worker.pid, args.worker_nice)
         time.sleep(3)
         capture_log = open(logdir / "capture.log", "wb")  # noqa: SIM115 - lives with the process
         capture = subprocess.Popen([sys.executable, "-m", "ioc", "camera", "run"], env=env, cwd=ROOT,
@@ -199,6 +204,7 @@ def main() -> int:
         result = {
             "cameras": args.cameras, "fps": args.fps, "seconds": seconds,
             "people": args.people, "thumb_every": args.thumb_every,
+            "worker_nice": args.worker_nice,
             "e2e_capture_to_tile": _pct(e2e),
             "baseline_kafka_frames": _pct(base),
             "capture_to_detection": _pct(det),

@@ -64,7 +64,8 @@ def _register(app: faust.App, settings: Settings) -> None:
     configured = {c.id: partition_for(c.id, n_parts) for c in cs.cameras if c.enabled}
 
     async def publish(ev: HealthEvent) -> None:
-        log.warning("camera %s: %s -> %s (%s)", ev.camera, ev.previous, ev.state, ev.reason)
+        level = logging.INFO if ev.state == "online" else logging.WARNING
+        log.log(level, "camera %s: %s -> %s (%s)", ev.camera, ev.previous, ev.state, ev.reason)
         await health_topic.send(key=ev.camera.encode(), value=orjson.dumps(ev.to_json()))
         lt = rt.next_tile(ev.camera, ev.time)
         payload = dict(lt.payload) or {"camera": ev.camera, "width": 0, "height": 0,

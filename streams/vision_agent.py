@@ -121,6 +121,10 @@ class CameraRuntime:
     skipped: Counter[str] = field(default_factory=Counter)
     frames: int = 0
     tiles: int = 0
+    # Since the last housekeeping log: the oldest frame's age when its batch was taken
+    # (delay before the agent) and the longest batch (the agent's own time).
+    intake_lag_max_ms: float = 0.0
+    batch_max_ms: float = 0.0
     health: Any = None  # vision.health.CameraHealthTracker when that agent runs
     broken: dict[str, str] = field(default_factory=dict)  # camera -> why no analyzer
 
@@ -239,7 +243,7 @@ def _register(app: faust.App, settings: Settings) -> None:
     detections = app.topic(topic_name(ns, "detections"), value_serializer="raw",
                            key_serializer="raw")
     tiles = app.topic(topic_name(ns, "wall.tiles"), value_serializer="raw", key_serializer="raw")
-    pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="vision")
+    pool = ThreadPoolExecutor(max_workers=cs.analysis_threads, thread_name_prefix="vision")
 
     @app.agent(frames, name=f"{ns}.vision")
     async def vision(stream):  # type: ignore[no-untyped-def]
@@ -265,6 +269,8 @@ def _register(app: faust.App, settings: Settings) -> None:
             rt.frames += len(events)
             jobs = []
             now = time.time()
+            oldest = min((ts for items in by_cam.values() for _, ts, _ in items), default=now)
+            rt.intake_lag_max_ms = max(rt.intake_lag_max_ms, (now - oldest) * 1000)
             for cam, all_items in by_cam.items():
                 items, stale = shed_stale(all_items, now, cs.max_lag_s)
                 for _, ts, seq in stale:
@@ -282,6 +288,7 @@ def _register(app: faust.App, settings: Settings) -> None:
                         rt.skipped["error"] += 1
                     else:
                         await _publish(r)
+            rt.batch_max_ms = max(rt.batch_max_ms, (time.time() - now) * 1000)
 
     async def _publish(r: Any) -> None:
         key = r.camera.encode()
@@ -304,8 +311,10 @@ def _register(app: faust.App, settings: Settings) -> None:
         if assigned is not None:
             rt.drop_unassigned(assigned)
         if rt.frames:
-            log.info("vision: frames=%d tiles=%d cameras=%d skipped=%s", rt.frames, rt.tiles,
-                     len(rt.analyzers), dict(rt.skipped))
+            log.info("vision: frames=%d tiles=%d cameras=%d skipped=%s max_intake_lag_ms=%.0f "
+                     "max_batch_ms=%.0f", rt.frames, rt.tiles, len(rt.analyzers),
+                     dict(rt.skipped), rt.intake_lag_max_ms, rt.batch_max_ms)
+            rt.intake_lag_max_ms = rt.batch_max_ms = 0.0
 
 
 VISION = AgentSpec(

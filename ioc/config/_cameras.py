@@ -166,6 +166,10 @@ class CamerasSettings(Section):
         "skipped as 'stale' when a newer frame of its camera is in the same batch, so a "
         "worker that falls behind sheds load instead of delaying the wall; None: analyse all",
     )
+    analysis_threads: int = Field(
+        2, ge=1, le=32,
+        description="worker: threads analysing cameras in parallel (OpenCV releases the GIL)",
+    )
     batch_within_s: float = Field(
         0.02, gt=0, le=10,
         description="worker: how long a batch collects frames (adds up to this to the delay)",
