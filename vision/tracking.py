@@ -1,7 +1,8 @@
 """Moving-blob tracking (centroid tracker) and counting across lines with a direction.
 
 Blobs are the external contours of the motion foreground. Tracks are matched to blobs
-greedily by centroid distance. Each track remembers, per line, the side it was last
+greedily by the distance between a blob's centroid and the track's predicted position
+(constant velocity). Each track remembers, per line, the side it was last
 seen on *outside* a hysteresis band around the line; a crossing is a change of that
 remembered side. So an object that stops on the line, or whose centroid jitters around
 it, does not produce a crossing per jitter, and each track counts at most once per line.
@@ -41,6 +42,8 @@ class Track:
     box: tuple[float, float, float, float]
     hits: int = 1
     missed: int = 0
+    vx: float = 0.0  # per-frame velocity, for predicting where to look next
+    vy: float = 0.0
     sides: dict[str, int] = field(default_factory=dict)  # line -> -1 left, +1 right
     counted: set[str] = field(default_factory=set)  # lines this track has been counted on
 
@@ -84,8 +87,12 @@ class BlobTracker:
         maxd = self.cfg.max_distance
         pairs = []
         for tid, t in self.tracks.items():
+            # Constant-velocity prediction: at 5 fps a car moves further between frames
+            # than the gap to its neighbour, so match against where it should be now.
+            k = t.missed + 1
+            px, py = t.cx + t.vx * k, t.cy + t.vy * k
             for bi, b in enumerate(blobs):
-                d = ((t.cx - b.cx) ** 2 + (t.cy - b.cy) ** 2) ** 0.5
+                d = ((px - b.cx) ** 2 + (py - b.cy) ** 2) ** 0.5
                 if d <= maxd:
                     pairs.append((d, tid, bi))
         pairs.sort()
@@ -98,6 +105,12 @@ class BlobTracker:
             used_t.add(tid)
             used_b.add(bi)
             t, b = self.tracks[tid], blobs[bi]
+            k = t.missed + 1
+            vx, vy = (b.cx - t.cx) / k, (b.cy - t.cy) / k
+            if t.hits == 1:
+                t.vx, t.vy = vx, vy
+            else:
+                t.vx, t.vy = 0.5 * (t.vx + vx), 0.5 * (t.vy + vy)
             t.cx, t.cy, t.box = b.cx, b.cy, b.box
             t.hits += 1
             t.missed = 0
