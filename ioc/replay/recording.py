@@ -27,7 +27,9 @@ import itertools
 import os
 import struct
 import zlib
+from collections import deque
 from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, NamedTuple
@@ -71,6 +73,7 @@ _MAGIC = bytes([137, 77, 67, 65, 80, 48, 13, 10])
 _KNOWN_OPCODES = {int(o) for o in Opcode}
 _REC_HDR = struct.Struct("<BQ")
 _MSG_HDR = struct.Struct("<HIQQ")  # channel id, sequence, log time, publish time
+_PREFETCH = 2
 _COMPRESSION = {"zstd": CompressionType.ZSTD, "lz4": CompressionType.LZ4, "none": CompressionType.NONE}
 
 
@@ -202,6 +205,7 @@ class RecordingInfo:
     end_ns: int = 0
     verified: bool = False
     damage: RecordingDamaged | None = None
+    data_end: int = 0  # offset of the DataEnd record (indexed files)
 
     @property
     def namespace(self) -> str | None:
@@ -399,6 +403,7 @@ def _read_index(path: str, fh: BinaryIO, size: int) -> RecordingInfo | None:
             if zlib.crc32(tail, zlib.crc32(summary)) != footer.summary_crc:
                 return None
         info = RecordingInfo(path=path, size=size, mode="indexed")
+        info.data_end = footer.summary_start - 13  # the DataEnd record precedes the summary
         md_offsets: list[int] = []
         stats = None
         pos = 0
@@ -457,7 +462,8 @@ class Recording:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _load(self, ref: ChunkRef) -> list[tuple[int, int, int, bytes]]:
+    def _payload(self, ref: ChunkRef) -> bytes:
+        """Read, decompress and CRC-check one chunk (C calls that release the GIL)."""
         self._fh.seek(ref.offset)
         raw = self._fh.read(ref.length)
         if len(raw) != ref.length:
@@ -467,15 +473,25 @@ class Recording:
             op, length = _REC_HDR.unpack_from(raw)
             if op != Opcode.CHUNK:
                 raise ValueError(f"expected a CHUNK record (opcode 0x06), found opcode {op:#04x}")
-            payload = _chunk_payload(Chunk.read(_body_stream(raw[9:9 + length])))
+            return _chunk_payload(Chunk.read(_body_stream(raw[9:9 + length])))
+        except (ValueError, struct.error) as exc:
+            raise RecordingDamaged(self.path, ref.offset, -1, 0, f"chunk: {exc}") from None
+
+    def _parse(self, ref: ChunkRef, payload: bytes) -> list[tuple[int, int, int, bytes]]:
+        """The chunk's messages as ``(log time, publish time, channel id, data)``."""
+        try:
             out = []
+            unpack = _MSG_HDR.unpack_from
             for cop, rec in _iter_chunk_records(payload):
-                if cop == Opcode.MESSAGE:
-                    cid, _seq, log_t, pub_t = _MSG_HDR.unpack_from(rec)
+                if cop == 5:  # Opcode.MESSAGE
+                    cid, _seq, log_t, pub_t = unpack(rec)
                     out.append((log_t, pub_t, cid, bytes(rec[22:])))
             return out
         except (ValueError, struct.error) as exc:
             raise RecordingDamaged(self.path, ref.offset, -1, 0, f"chunk: {exc}") from None
+
+    def _load(self, ref: ChunkRef) -> list[tuple[int, int, int, bytes]]:
+        return self._parse(ref, self._payload(ref))
 
     def messages(self, *, start_ns: int | None = None, end_ns: int | None = None,
                  topics: Iterable[str] | None = None) -> Iterator[RawMessage]:
@@ -506,16 +522,32 @@ class Recording:
         lo = -1 if start_ns is None else start_ns
         hi = (1 << 64) if end_ns is None else end_ns
 
+        def pick(msgs: list[tuple[int, int, int, bytes]]) -> list[tuple[int, int, int, bytes]]:
+            return [m for m in msgs if m[2] in cids and lo <= m[0] < hi]
+
         def load(ref: ChunkRef) -> list[tuple[int, int, int, bytes]]:
-            return [m for m in self._load(ref) if m[2] in cids and lo <= m[0] < hi]
+            return pick(self._load(ref))
 
         disjoint = all(a.end_ns <= b.start_ns for a, b in itertools.pairwise(refs))
         if disjoint:
-            for ref in refs:
-                msgs = load(ref)
-                msgs.sort(key=_log_time)  # stable: keeps file order among equal times
-                for log_t, pub_t, cid, data in msgs:
-                    yield RawMessage(log_t, pub_t, topic_of[cid], schema_of[cid], data, ref.offset)
+            # One reader thread reads, decompresses and CRC-checks the next chunks while
+            # this one hands messages out. It runs only C calls that release the GIL
+            # (Python work there would fight the event loop for the GIL); the parsing
+            # stays here. At most ``_PREFETCH`` chunks are loaded ahead (bounded memory).
+            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="mcap-read") as pool:
+                ahead: deque[tuple[ChunkRef, Future[bytes]]] = deque()
+                it = iter(refs)
+                for ref in itertools.islice(it, _PREFETCH):
+                    ahead.append((ref, pool.submit(self._payload, ref)))
+                while ahead:
+                    ref, fut = ahead.popleft()
+                    nxt = next(it, None)
+                    if nxt is not None:
+                        ahead.append((nxt, pool.submit(self._payload, nxt)))
+                    msgs = pick(self._parse(ref, fut.result()))
+                    msgs.sort(key=_log_time)  # stable: keeps file order among equal times
+                    for log_t, pub_t, cid, data in msgs:
+                        yield RawMessage(log_t, pub_t, topic_of[cid], schema_of[cid], data, ref.offset)
             return
         heap: list[tuple[int, int, int, Any]] = [(r.start_ns, r.offset, -1, r) for r in refs]
         heapq.heapify(heap)
@@ -531,6 +563,28 @@ class Recording:
 
 def _log_time(m: tuple[int, int, int, bytes]) -> int:
     return m[0]
+
+
+def _data_crc_ok(fh: BinaryIO, data_end: int) -> bool:
+    """True when the DataEnd record at ``data_end`` carries a CRC that matches the bytes
+    before it (the whole data section, magic included)."""
+    fh.seek(data_end)
+    head = fh.read(13)
+    if len(head) != 13:
+        return False
+    op, length = _REC_HDR.unpack_from(head)
+    expected = struct.unpack_from("<I", head, 9)[0]
+    if op != Opcode.DATA_END or length != 4 or expected == 0:
+        return False
+    fh.seek(0)
+    crc, left = 0, data_end
+    while left:
+        block = fh.read(min(left, 4 << 20))
+        if not block:
+            return False
+        crc = zlib.crc32(block, crc)
+        left -= len(block)
+    return crc == expected
 
 
 def open_recording(path: str | os.PathLike[str], *, verify: bool = True) -> Recording:
@@ -551,6 +605,11 @@ def open_recording(path: str | os.PathLike[str], *, verify: bool = True) -> Reco
         raise RecordingError(f"{p}: cannot open recording: {exc.strerror}") from exc
     indexed = _read_index(p, fh, size)
     if indexed is not None and not verify:
+        return Recording(p, fh, indexed)
+    if indexed is not None and indexed.data_end and _data_crc_ok(fh, indexed.data_end):
+        # Every byte before the index is as written, so every chunk is: no need to
+        # decompress the file twice. Only a mismatch needs the scan that finds the place.
+        indexed.verified = True
         return Recording(p, fh, indexed)
     scanned = _Scanner(p, fh, size).run()
     if indexed is not None and scanned.damage is None:
