@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable
 
 import cv2
@@ -172,7 +173,7 @@ def test_one_track_counts_at_most_once_per_line(path: list[float]) -> None:
     sides = [x > 0.5 for x in path if abs(x - 0.5) > 0.0101]
     ambiguous = any(0.0099 <= abs(x - 0.5) <= 0.0101 for x in path)
     if not ambiguous:
-        expected = int(any(a != b for a, b in zip(sides, sides[1:], strict=False)))
+        expected = int(any(a != b for a, b in itertools.pairwise(sides)))
         assert lc.totals["g"].in_ + lc.totals["g"].out == expected
 
 
