@@ -82,13 +82,12 @@ class EncodedTile:
     tile: Tile
     text: bytes
     frame: bytes | None
-    text_str: str  # the same JSON as str, for websockets.broadcast() (sends str as text)
 
     @classmethod
     def of(cls, tile: Tile) -> EncodedTile:
         text = encode_message({"type": "tile", "tile": tile.header()})
         frame = encode_image_frame(tile.id, tile.version, tile.image) if tile.image is not None else None
-        return cls(tile, text, frame, text.decode())
+        return cls(tile, text, frame)
 
     @property
     def id(self) -> str:

@@ -91,7 +91,7 @@ class ClientConn:
             text, frame = enc.text, enc.frame
         if self.direct:
             if self.ws.transport.get_write_buffer_size() <= self.high_water:
-                broadcast((self.ws,), text.decode() if enc is None else enc.text_str)
+                broadcast((self.ws,), text, text=True)
                 if frame is not None:
                     broadcast((self.ws,), frame)
                 self.queue.delivered += 1
@@ -322,8 +322,11 @@ class WallServer:
         await self.ready.wait()
         if cfg.socket_send_buffer_bytes:
             sock = ws.transport.get_extra_info("socket")
-            if sock is not None:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, cfg.socket_send_buffer_bytes)
+            try:
+                if sock is not None:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, cfg.socket_send_buffer_bytes)
+            except OSError:  # the peer left while we were busy; its socket is gone
+                return
         client = ClientConn(ws, hello.screen, claims.subject,
                             LatestWinsQueue(max_keys=len(layout.tiles) + 8),
                             high_water=cfg.write_buffer_bytes)
