@@ -55,10 +55,17 @@ class FramePublisher(threading.Thread):
             stats.published += 1
             self._in_flight.release()
 
+        last_warned = [0.0]
+
         def failed(exc: BaseException) -> None:
             stats.drop("publish_failed")
             self._in_flight.release()
-            log.warning("camera %s: publish failed: %s", self.capture.cam.id, exc)
+            now = time.monotonic()
+            if now - last_warned[0] >= 10:  # one line per 10 s, not one per frame
+                last_warned[0] = now
+                log.warning("camera %s: publish to %s failed (%d so far): %s",
+                            self.capture.cam.id, self.topic,
+                            stats.dropped["publish_failed"], exc)
 
         while not self._stop_evt.is_set():
             if not self._in_flight.acquire(timeout=0.2):

@@ -62,6 +62,12 @@ def _register(app: faust.App, settings: Settings) -> None:
                              key_serializer="raw")
     tiles = app.topic(topic_name(ns, "wall.tiles"), value_serializer="raw", key_serializer="raw")
     configured = {c.id: partition_for(c.id, n_parts) for c in cs.cameras if c.enabled}
+    target_fps: dict[str, float] = {}  # per camera; settings are frozen, so cache them
+
+    def fps_of(cam: str) -> float:
+        if cam not in target_fps and len(target_fps) < 10_000:
+            target_fps[cam] = cs.effective(cam).fps
+        return target_fps.get(cam, cs.fps)
 
     async def publish(ev: HealthEvent) -> None:
         level = logging.INFO if ev.state == "online" else logging.WARNING
@@ -91,7 +97,7 @@ def _register(app: faust.App, settings: Settings) -> None:
                 msg = ev.message
                 meta = parse_frame_headers(ev.headers, fallback_ts=(msg.timestamp or 0) / 1000)
                 rt.partition_of[cam] = msg.partition
-                for change in tracker.observe(cam, meta.ts, now, cs.effective(cam).fps):
+                for change in tracker.observe(cam, meta.ts, now, fps_of(cam)):
                     await publish(change)
 
     @app.timer(interval=hs.check_interval_s, name=f"{ns}.camera_health.check")
@@ -103,7 +109,7 @@ def _register(app: faust.App, settings: Settings) -> None:
             for cam, part in configured.items():
                 if part in assigned and tracker.state(cam) is None:
                     rt.partition_of.setdefault(cam, part)
-                    tracker.expect(cam, cs.effective(cam).fps, now)
+                    tracker.expect(cam, fps_of(cam), now)
         for change in tracker.check(now):
             await publish(change)
 
