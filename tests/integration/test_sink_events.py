@@ -20,7 +20,7 @@ from ioc.events import Event, encode_event
 from ioc.kafka import kafka_python_kwargs
 from ioc.storage import connect, migrate
 from ioc.topics import topic_name
-from tests.fixtures.events import private_postgres, wait_for  # noqa: F401 (fixture)
+from tests.fixtures.events import private_postgres, read_topic, wait_for  # noqa: F401
 
 
 def _produce(s: Settings, ids: range, *, rate: float | None = None) -> None:
@@ -83,7 +83,17 @@ def test_sink_kill9_and_redelivery_store_each_event_once(fresh_namespace, spawn)
     s = fresh_namespace("sk")
     n = 20_000
     _produce(s, range(n))
-    args = ["-v", "sink", "--batch-rows", "1500", "--linger", "0.2"]
+    # Two records the sink cannot store: unreadable, and refused by PostgreSQL (NUL in text).
+    from kafka import KafkaProducer
+
+    p = KafkaProducer(acks="all", **kafka_python_kwargs(s.kafka))
+    topic = topic_name(s.namespace, "events")
+    nul = Event(id="nul", source="sink-test", type="noise.level", entity="bad\x00entity",
+                time=time.time() - 60, values={"db": 1.0})
+    metas = [p.send(topic, key=b"x", value=b"not an event").get(10),
+             p.send(topic, key=b"y", value=encode_event(nul)).get(10)]
+    p.close()
+    args = ["-v", "sink", "--tables", "events", "--batch-rows", "1500", "--linger", "0.2"]
     first = spawn(args, settings=s, name="sink1")
     got = wait_for(lambda: _counts(s), until=lambda c: c[0] >= 3000, timeout=60, every=0.05)
     first.kill9()  # mid-stream: some batches written, their offsets maybe not committed
@@ -91,16 +101,24 @@ def test_sink_kill9_and_redelivery_store_each_event_once(fresh_namespace, spawn)
     second = spawn(args, settings=s, name="sink2")
     got = wait_for(lambda: _counts(s), until=lambda c: c[0] >= n, timeout=90)
     assert got == (n, n), second.output()[-2000:]
+    dead = read_topic(s, "dlq", expect=2, timeout=30)
+    assert sorted(dict(d.headers)["dlq.reason"] for d in dead) == [b"db_refused",
+                                                                    b"sink_unreadable"]
+    for d in dead:
+        h = dict(d.headers)
+        meta = metas[0] if h["dlq.reason"] == b"sink_unreadable" else metas[1]
+        assert (int(h["dlq.partition"]), int(h["dlq.offset"])) == (meta.partition, meta.offset)
+        assert d.value in (b"not an event", encode_event(nul))
     assert second.stop() == 0, second.output()[-2000:]
     # Full redelivery: every event comes again; none may be stored twice.
     _rewind_group(s, f"{s.namespace}-sink-events")
     third = spawn(args, settings=s, name="sink3")
     group = f"{s.namespace}-sink-events"
-    done = wait_for(lambda: _committed(s, group), until=lambda c: c >= n, timeout=60)
-    assert done == n, third.output()[-2000:]
+    done = wait_for(lambda: _committed(s, group), until=lambda c: c >= n + 2, timeout=60)
+    assert done == n + 2, third.output()[-2000:]
     assert third.stop() == 0
     assert _counts(s) == (n, n)
-    assert f"messages={n} rows_inserted=0 duplicates={n}" in third.output(), \
+    assert f"messages={n + 2} rows_inserted=0 duplicates={n}" in third.output(), \
         third.output()[-2000:]
 
 
@@ -112,8 +130,8 @@ def test_sink_survives_20s_database_outage(fresh_namespace, spawn, private_postg
                                  "kafka": {"bootstrap_servers": shared.kafka.bootstrap_servers},
                                  "database": {"dsn": pg.dsn, "passfile": None}})
     migrate(s)
-    sink = spawn(["-v", "sink", "--batch-rows", "2000", "--linger", "0.2", "--retry-max", "2"],
-                 settings=s, name="sink")
+    sink = spawn(["-v", "sink", "--tables", "events", "--batch-rows", "2000", "--linger", "0.2",
+                  "--retry-max", "2"], settings=s, name="sink")
     total = 14_000
     producer = threading.Thread(target=_produce, args=(s, range(total)),
                                 kwargs={"rate": 400.0})
