@@ -66,7 +66,7 @@ def snapshot(s: Any) -> dict[str, dict[str, Any]]:
 
 
 def settled(s: Any, want_closed: int, alive: Any) -> dict[str, dict[str, Any]]:
-    """Wait until every window closed and two snapshots 2 s apart are equal."""
+    """Wait until every window closed and two snapshots (about a second apart) are equal."""
     last: list[Any] = [None]
 
     def check() -> Any:
@@ -76,7 +76,7 @@ def settled(s: Any, want_closed: int, alive: Any) -> dict[str, dict[str, Any]]:
         last[0] = snap
         return snap if done else None
 
-    return wait_for(check, timeout=120, every=2, alive=alive,
+    return wait_for(check, timeout=120, every=1, alive=alive,
                     what=f"{s.namespace}: {want_closed} closed windows and stable results")  # type: ignore[no-any-return]
 
 
