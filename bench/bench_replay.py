@@ -134,11 +134,11 @@ async def bench_replay(s: Settings, path: Path, topic_map: dict[str, str]) -> fl
     return time.perf_counter() - t0
 
 
-def row(name: str, times: list[float], n: int, size: int) -> float:
+def row(name: str, times: list[float], n: int, size: int) -> tuple[float, float]:
     best, med = min(times), statistics.median(times)
     print(f"  {name:9} {n:>8} msgs  best {best:6.2f} s {n / best:>9,.0f} msg/s {size / 1e6 / best:7.1f} MB/s"
-          f"   (median {n / med:>9,.0f} msg/s of {len(times)})")
-    return n / best
+          f"   (median {n / med:>9,.0f} msg/s {size / 1e6 / med:6.1f} MB/s of {len(times)})")
+    return n / best, n / med
 
 
 def run_case(label: str, recs: list[KafkaRecord], suffix: str, tmp: Path, base: Settings,
@@ -163,12 +163,14 @@ def run_case(label: str, recs: list[KafkaRecord], suffix: str, tmp: Path, base: 
             times["produce"].append(asyncio.run(bench_produce(ns_p, recs, sp.name(ns_p.namespace))))
             times["replay"].append(asyncio.run(bench_replay(ns_r, f, tmap)))
         rates = {k: row(k, v, n, nbytes) for k, v in times.items()}
-        slower = min(rates["read"], rates["produce"])
-        which = "read" if rates["read"] < rates["produce"] else "produce"
-        ratio = rates["replay"] / slower
+        best = {k: v[0] for k, v in rates.items()}
+        med = {k: v[1] for k, v in rates.items()}
+        which = "read" if best["read"] < best["produce"] else "produce"
+        ratio = best["replay"] / min(best["read"], best["produce"])
+        ratio_med = med["replay"] / min(med["read"], med["produce"])
         ok = ratio >= 0.70
-        print(f"  replay = {ratio:.0%} of the slower baseline ({which}); "
-              f"target >= 70%: {'MET' if ok else 'NOT MET'}")
+        print(f"  replay = {ratio:.0%} of the slower baseline ({which}), best vs best "
+              f"(medians: {ratio_med:.0%}); target >= 70%: {'MET' if ok else 'NOT MET'}")
         return ok
     finally:
         for s in (ns_p, ns_r):
