@@ -201,6 +201,12 @@ def _find_bad_key(container: str, raw: bytes | dict[str, Any]) -> str | None:
     return None
 
 
+def _has_nul(r: _RawEvent) -> bool:
+    strings = [r.id, r.source, r.type, r.entity, *r.values, *r.attributes,
+               *(v for v in r.attributes.values() if isinstance(v, str))]
+    return any("\x00" in x for x in strings)
+
+
 def validate_event(raw: bytes | dict[str, Any], *, now: float | None = None) -> Event:
     """Check an event from outside and return it in canonical form.
 
@@ -226,6 +232,10 @@ def validate_event(raw: bytes | dict[str, Any], *, now: float | None = None) -> 
                                f"{type(raw).__name__}")
     except msgspec.MsgspecError as exc:
         raise _from_msgspec(exc, raw if isinstance(raw, (bytes, dict)) else None) from exc
+    # PostgreSQL text and jsonb cannot hold NUL: refuse it here, not at the sink.
+    if (b"\\u0000" in raw) if from_bytes else _has_nul(r):  # type: ignore[operator]
+        raise InvalidEvent("bad_value", "bad_value: a string contains the NUL character "
+                           "(\\u0000), which storage cannot hold")
     t = r.time.timestamp() if isinstance(r.time, datetime) else float(r.time)
     if not (_MIN_TIME <= t <= (now if now is not None else _time.time()) + _MAX_AHEAD_S):
         raise InvalidEvent("bad_time", f"bad_time at time: expected unix seconds between "

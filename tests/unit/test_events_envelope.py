@@ -24,13 +24,14 @@ GOOD = {"id": "a1", "source": "air", "type": "air.quality", "entity": "s-1", "ti
         "values": {"pm25": 12.5, "no2": 40}, "attributes": {"unit": "ugm3", "calibrated": True}}
 
 names = st.from_regex(r"[a-z][a-z0-9_]{0,10}", fullmatch=True)
+texts = st.text(alphabet=st.characters(blacklist_characters="\x00"), max_size=50)
 events = st.builds(
-    Event, id=st.text(min_size=1, max_size=50), source=names,
+    Event, id=texts.filter(bool), source=names,
     type=st.sampled_from(["air.quality", "traffic.flow", "noise.level", "flood.level"]),
-    entity=st.text(min_size=1, max_size=50),
+    entity=texts.filter(bool),
     time=st.floats(min_value=1e9, max_value=NOW, allow_nan=False),
     values=st.dictionaries(names, st.floats(allow_nan=False, allow_infinity=False), max_size=5),
-    attributes=st.dictionaries(names, st.one_of(st.text(max_size=20), st.booleans(),
+    attributes=st.dictionaries(names, st.one_of(texts, st.booleans(),
                                                 st.integers(-(2**53), 2**53)), max_size=5))
 
 
@@ -81,6 +82,14 @@ def test_missing_field_and_bad_bytes():
         with pytest.raises(InvalidEvent) as ei:
             validate_event(raw, now=NOW)
         assert ei.value.reason == reason
+
+
+def test_nul_characters_are_refused_before_storage():
+    for body in ({**GOOD, "entity": "a\x00b"}, {**GOOD, "attributes": {"k": "x\x00"}}):
+        for raw in (body, orjson.dumps(body)):
+            with pytest.raises(InvalidEvent) as ei:
+                validate_event(raw, now=NOW)
+            assert ei.value.reason == "bad_value" and "NUL" in str(ei.value)
 
 
 def test_egov_examples_are_valid():
