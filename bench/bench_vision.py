@@ -300,7 +300,7 @@ def main() -> None:
                         25 if args.quick else 10, {"upscale": 1.5})
         people_accuracy("TUD-Campus people", tud / "TUD-Campus.mp4", tud / "gt.txt",
                         3 if args.quick else 1,
-                        {"upscale": 1.0, "hit_threshold": -0.3, "min_score": -0.3})
+                        {"upscale": 1.0, "hit_threshold": -0.5, "min_score": -0.5})
         motion_accuracy(data)
         line_count_consistency(data)
     print("(b) throughput, one core, 640x360 JPEG q80, 5 fps per camera, 3 cameras interleaved")
