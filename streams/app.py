@@ -66,6 +66,7 @@ def create_app(settings: Settings, agents: Sequence[AgentSpec] | None = None) ->
         broker_commit_every=1000,
         broker_commit_interval=1.0,
         broker_session_timeout=s.session_timeout_s,
+        producer_linger=s.producer_linger_s,
         broker_heartbeat_interval=min(3.0, s.session_timeout_s / 3),
     )
     for spec in agents:

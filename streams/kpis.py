@@ -84,7 +84,7 @@ def _register(app: faust.App, settings: Settings) -> None:
             for ck in sorted(touched.get(key, ())):
                 v = st.value(ck, by_id[ck[0]])
                 await out.send(kpis, v.key.encode(), v.to_bytes(), partition=kpi_partition(v.kpi))
-            cache.put(table, key, st, st.to_bytes(), where[key])
+            await cache.put(table, key, st, st.to_bytes(), where[key], out)
 
     @app.agent(events, name=f"{ns}.kpis")
     async def kpi_agent(stream):  # type: ignore[no-untyped-def]

@@ -92,7 +92,7 @@ def _register(app: faust.App, settings: Settings) -> None:
             found = er.check_absence(absence, now)
             if found:
                 await emit(found)
-                save_state(table, key, er.to_bytes(), msg.partition)
+                await save_state(table, key, er.to_bytes(), msg.partition, out)
 
     async def process(batch: list[Any]) -> None:
         states: dict[bytes, EntityRules] = {}
@@ -102,7 +102,7 @@ def _register(app: faust.App, settings: Settings) -> None:
             if msg.topic == ticks_name:
                 if absence:
                     for key, er in states.items():  # flush first: the tick reads the table
-                        save_state(table, key, er.to_bytes(), er.partition)
+                        await save_state(table, key, er.to_bytes(), er.partition, out)
                     states.clear()
                     await on_tick(msg, orjson.loads(ev.value)["now"])
                 continue
@@ -119,7 +119,7 @@ def _register(app: faust.App, settings: Settings) -> None:
             er.partition = msg.partition
             await emit(er.evaluate(rules, t=e.time, values=e.values, type=e.type, now=now))
         for key, er in states.items():
-            cache.put(table, key, er, er.to_bytes(), er.partition)
+            await cache.put(table, key, er, er.to_bytes(), er.partition, out)
 
     @app.agent(source, name=f"{ns}.rules")
     async def rules_agent(stream):  # type: ignore[no-untyped-def]

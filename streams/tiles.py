@@ -33,7 +33,7 @@ from ioc.tiles import Tile, encode_tile
 from ioc.topics import spec, topic_name
 
 from .agent_spec import AgentSpec
-from .aggregate import save_state
+from .aggregate import Sender, save_state
 
 __all__ = ["TILES", "UNITS"]
 
@@ -59,6 +59,7 @@ def _register(app: faust.App, settings: Settings) -> None:
                           key_type=bytes, value_type=bytes, help="latest KPI values for tiles")
     alert_table = app.Table("tile-alerts", default=None, partitions=spec("alerts").partitions,
                             key_type=bytes, value_type=bytes, help="latest alert states for tiles")
+    sender = Sender(app, "tiles")
     coalescer = TileCoalescer(min_interval_s=ts.min_interval_s, max_pending=ts.max_pending)
     series: dict[tuple[str, str], SensorSeries] = {}
     kpi_board = KpiBoard(s.kpis, trend_points=ts.trend_points)
@@ -100,7 +101,7 @@ def _register(app: faust.App, settings: Settings) -> None:
             ids: set[str] = set()
             for ev in batch:
                 v = KpiValue.from_bytes(ev.value)
-                save_state(kpi_table, ev.key, ev.value, ev.message.partition)
+                await save_state(kpi_table, ev.key, ev.value, ev.message.partition, sender)
                 ids.update(kpi_board.update(v))
             for tid in ids:
                 offer(kpi_board.tile(tid))
@@ -114,7 +115,7 @@ def _register(app: faust.App, settings: Settings) -> None:
                     alert_board.update(Alert.from_bytes(value))
             ids: set[str] = set()
             for ev in batch:
-                save_state(alert_table, ev.key, ev.value, ev.message.partition)
+                await save_state(alert_table, ev.key, ev.value, ev.message.partition, sender)
                 ids.update(alert_board.update(Alert.from_bytes(ev.value)))
             for tid in ids:
                 offer(alert_board.tile(tid))

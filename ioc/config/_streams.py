@@ -148,6 +148,9 @@ class StreamsSettings(Section):
     session_timeout_s: float = Field(
         10.0, ge=6, le=300,
         description="consumer group session timeout: how soon a killed worker's partitions move")
+    producer_linger_s: float = Field(
+        0.005, ge=0, le=1, description="the workers' producer waits this long to batch records "
+                                       "(0 sends one request per record: far more CPU per record)")
     aggregate: AggregateSettings = Field(default_factory=AggregateSettings)
     timezone: str = Field("UTC", description="IANA zone of KPI calendar periods (day/month/year)")
     kpis: list[KpiSpec] = Field(default_factory=_egov_kpis)

@@ -74,7 +74,10 @@ def test_dossiers_make_the_kpi_tile_show_26_3_percent(fresh_namespace, spawn, tm
             t = decode_tile(r.value)
             latest[t.id] = t
         t = latest.get("kpi:dossiers_online")
-        return t if t is not None and t.payload["denominator"] == TOTAL else None
+        groups = sum(x.payload["denominator"] for k, x in latest.items()
+                     if k.startswith("kpi:dossiers_online:"))
+        # group tiles are rate-limited separately: wait until they, too, are complete
+        return t if t is not None and t.payload["denominator"] == TOTAL and groups == TOTAL else None
 
     tile = wait_for(overall_done, timeout=150, every=0.2, what=f"the overall KPI tile to count {TOTAL}")
     print(f"KPI tile complete {time.perf_counter() - t0:.1f} s after the first publish")
