@@ -155,8 +155,10 @@ class DnnPeopleConfig(Section):
     """An operator-supplied ONNX detector run by cv2.dnn; nothing is downloaded."""
 
     model: Path = Field(description="path of the ONNX file (must exist at start-up)")
-    output: Literal["yolov8", "ssd"] = Field(
-        "yolov8", description="output layout: YOLOv5/v8 rows or SSD [1,1,N,7] detections"
+    output: Literal["yolov8", "yolov5", "ssd"] = Field(
+        "yolov8",
+        description="output layout: yolov8 [1, 4+classes, N]; yolov5 [1, N, 5+classes] "
+        "(objectness first); ssd [1, 1, N, 7] normalized corners",
     )
     input_width: int = Field(640, ge=32, le=2048, description="network input width")
     input_height: int = Field(640, ge=32, le=2048, description="network input height")

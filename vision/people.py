@@ -135,9 +135,10 @@ class DnnPeopleDetector(PeopleDetector):
                               round((y1 - y0) * h)))
                 scores.append(float(det[2]))
         else:
-            # YOLOv8: [1, 4 + classes, N]; YOLOv5: [1, N, 5 + classes] (objectness first)
-            rows = out.reshape(out.shape[-2], out.shape[-1]) if out.ndim == 3 else out
-            v5 = rows.shape[0] > rows.shape[1]
+            # YOLOv8: [1, 4 + classes, N]; YOLOv5: [1, N, 5 + classes] (objectness first).
+            # Centre-size boxes in input pixels.
+            v5 = c.output == "yolov5"
+            rows = out.reshape(out.shape[-2], out.shape[-1])
             if not v5:
                 rows = rows.T
             sx, sy = w / c.input_width, h / c.input_height

@@ -1,0 +1,106 @@
+"""The DNN people detector's output parsing, on tiny ONNX graphs built here (no download).
+
+Each graph ignores its input (adds 0 x its mean) and returns a fixed detection tensor in
+one of the supported layouts, so the expected boxes are known exactly.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from vision import AnalyticsConfig, CameraAnalyzer
+from vision.config import PeopleConfig
+from vision.people import make_people_detector
+
+SIZE = 64
+
+
+def _onnx(det: np.ndarray, path: Path) -> Path:
+    inp = helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, SIZE, SIZE])
+    out = helper.make_tensor_value_info("out", TensorProto.FLOAT, list(det.shape))
+    nodes = [
+        helper.make_node("ReduceMean", ["images"], ["m"], keepdims=0),
+        helper.make_node("Mul", ["m", "zero"], ["z"]),
+        helper.make_node("Add", ["z", "det"], ["out"]),
+    ]
+    graph = helper.make_graph(nodes, "fixed", [inp], [out], initializer=[
+        numpy_helper.from_array(np.zeros((1,), np.float32), "zero"),
+        numpy_helper.from_array(det.astype(np.float32), "det"),
+    ])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+def _detector(path: Path, output: str):
+    cfg = PeopleConfig.model_validate({
+        "enabled": True, "detector": "dnn",
+        "dnn": {"model": str(path), "output": output, "input_width": SIZE,
+                "input_height": SIZE, "score_threshold": 0.5},
+    })
+    det = make_people_detector(cfg)
+    assert det is not None
+    return det
+
+
+def _close(box, expected: tuple[float, float, float, float]) -> bool:
+    return bool(np.allclose([box.x, box.y, box.w, box.h], expected, atol=1e-3))
+
+
+def test_yolov8_layout(tmp_path: Path) -> None:
+    det = np.zeros((1, 6, 4), np.float32)  # 4 box values + 2 classes, 4 candidates
+    det[0, :, 0] = [32, 32, 16, 32, 0.9, 0.1]  # person
+    det[0, :, 1] = [10, 10, 8, 8, 0.1, 0.95]   # another class
+    det[0, :, 2] = [33, 32, 16, 32, 0.8, 0.0]  # the same person again: NMS drops it
+    det[0, :, 3] = [50, 50, 10, 20, 0.3, 0.0]  # under the score threshold
+    boxes = _detector(_onnx(det, tmp_path / "v8.onnx"), "yolov8").detect(
+        np.zeros((128, 256, 3), np.uint8))
+    assert len(boxes) == 1
+    assert _close(boxes[0], (0.375, 0.25, 0.25, 0.5)) and boxes[0].score == pytest.approx(0.9)
+
+
+def test_yolov5_layout(tmp_path: Path) -> None:
+    det = np.zeros((1, 3, 7), np.float32)  # box, objectness, 2 classes
+    det[0, 0] = [16, 16, 8, 16, 0.9, 0.9, 0.0]   # person 0.81
+    det[0, 1] = [48, 40, 16, 16, 0.9, 0.5, 0.5]  # 0.45: under the threshold
+    det[0, 2] = [48, 40, 16, 16, 0.2, 0.0, 1.0]  # not a person
+    boxes = _detector(_onnx(det, tmp_path / "v5.onnx"), "yolov5").detect(
+        np.zeros((64, 64, 3), np.uint8))
+    assert len(boxes) == 1
+    assert _close(boxes[0], (12 / 64, 8 / 64, 8 / 64, 16 / 64))
+    assert boxes[0].score == pytest.approx(0.81, abs=1e-4)
+
+
+def test_ssd_layout(tmp_path: Path) -> None:
+    det = np.zeros((1, 1, 2, 7), np.float32)
+    det[0, 0, 0] = [0, 0, 0.7, 0.1, 0.2, 0.3, 0.6]  # person, normalized corners
+    det[0, 0, 1] = [0, 3, 0.9, 0.5, 0.5, 0.6, 0.6]  # class 3
+    boxes = _detector(_onnx(det, tmp_path / "ssd.onnx"), "ssd").detect(
+        np.zeros((100, 200, 3), np.uint8))
+    assert len(boxes) == 1
+    assert _close(boxes[0], (0.1, 0.2, 0.2, 0.4))
+
+
+def test_dnn_people_counted_per_zone_by_foot_point(tmp_path: Path) -> None:
+    det = np.zeros((1, 6, 2), np.float32)
+    det[0, :, 0] = [16, 32, 8, 32, 0.9, 0.0]  # feet at (0.25, 0.75): in zone 'left'
+    det[0, :, 1] = [48, 32, 8, 32, 0.9, 0.0]  # feet at (0.75, 0.75): right half
+    path = _onnx(det, tmp_path / "zones.onnx")
+    cfg = AnalyticsConfig.model_validate({
+        "zones": [{"name": "left", "polygon": [[0, 0], [0.5, 0], [0.5, 1], [0, 1]]}],
+        "people": {"enabled": True, "detector": "dnn", "every_n_frames": 2,
+                   "dnn": {"model": str(path), "input_width": SIZE, "input_height": SIZE}},
+    })
+    an = CameraAnalyzer("cam", cfg)
+    r1 = an.process(np.zeros((120, 160, 3), np.uint8), 0.0)
+    r2 = an.process(np.zeros((120, 160, 3), np.uint8), 0.2)
+    assert r1.people is not None and r2.people is not None
+    assert (r1.people.total, r1.people.zones, r1.people.fresh) == (2, {"left": 1}, True)
+    assert (r2.people.total, r2.people.fresh, r2.people.age_frames) == (2, False, 1)
+    assert an.stats.people_runs == 1
