@@ -37,6 +37,7 @@ import orjson
 from ..errors import RecordingError
 
 __all__ = [
+    "FORMAT_VERSION",
     "IMAGE_SCHEMA",
     "IMAGE_SUFFIXES",
     "MESSAGE_ENCODING",
@@ -51,6 +52,7 @@ __all__ = [
     "schema_json",
 ]
 
+FORMAT_VERSION = "ioc-recording/1"
 MESSAGE_ENCODING = "json"
 SCHEMA_ENCODING = "jsonschema"
 RECORD_SCHEMA = "ioc.KafkaRecord"
