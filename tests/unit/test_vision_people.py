@@ -104,3 +104,18 @@ def test_dnn_people_counted_per_zone_by_foot_point(tmp_path: Path) -> None:
     assert (r1.people.total, r1.people.zones, r1.people.fresh) == (2, {"left": 1}, True)
     assert (r2.people.total, r2.people.fresh, r2.people.age_frames) == (2, False, 1)
     assert an.stats.people_runs == 1
+
+
+def test_masked_feet_are_not_counted(tmp_path: Path) -> None:
+    det = np.zeros((1, 6, 2), np.float32)
+    det[0, :, 0] = [16, 32, 8, 32, 0.9, 0.0]  # feet at (0.25, 0.75)
+    det[0, :, 1] = [48, 32, 8, 32, 0.9, 0.0]  # feet at (0.75, 0.75): masked
+    path = _onnx(det, tmp_path / "mask.onnx")
+    cfg = AnalyticsConfig.model_validate({
+        "masks": [{"name": "bus-stop", "polygon": [[0.5, 0], [1, 0], [1, 1], [0.5, 1]]}],
+        "people": {"enabled": True, "detector": "dnn",
+                   "dnn": {"model": str(path), "input_width": SIZE, "input_height": SIZE}},
+    })
+    r = CameraAnalyzer("cam", cfg).process(np.zeros((120, 160, 3), np.uint8), 0.0)
+    assert r.people is not None and r.people.total == 1
+    assert r.people.boxes[0].x < 0.5

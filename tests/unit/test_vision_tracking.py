@@ -184,3 +184,15 @@ def test_bad_lines_are_rejected(bad: dict[str, list[float]]) -> None:
     with pytest.raises(ValidationError) as err:
         CountingLine.model_validate({"name": "x", **bad})
     assert "line" in str(err.value)
+
+
+def test_masked_area_reports_no_motion_and_no_crossing() -> None:
+    cfg = AnalyticsConfig.model_validate({
+        **_cfg().model_dump(),
+        "masks": [{"name": "all-but-top", "polygon": [[0, 0.2], [1, 0.2], [1, 1], [0, 1]]}],
+    })
+    an = _run(cfg, _scene(np.linspace(0.1, 0.9, 30)))  # the box moves at y = 0.5: masked
+    assert an.counter is not None
+    assert (an.counter.totals["gate"].in_, an.counter.totals["gate"].out) == (0, 0)
+    r = an.process(_scene([0.3], warm=0)[0], 99.0)
+    assert r.motion.ratio == 0.0
