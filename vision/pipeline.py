@@ -161,8 +161,12 @@ class CameraAnalyzer:
         return FrameResult(camera=self.camera_id, ts=ts, skipped=reason, elapsed_ms=ms)
 
     def _analyze(self, frame: np.ndarray, ts: float, t0: float) -> FrameResult:
-        if not isinstance(ts, int | float) or not math.isfinite(ts):
-            return self._skip("bad_ts", f"timestamp {ts!r} is not a finite number", 0.0, t0)
+        try:
+            ts = float(ts)  # numpy scalars and ints are fine
+        except (TypeError, ValueError):
+            ts = math.nan
+        if not math.isfinite(ts):
+            return self._skip("bad_ts", "timestamp is not a finite number", 0.0, t0)
         if ts < self._last_ts:
             return self._skip("out_of_order", f"timestamp {ts} is older than {self._last_ts}",
                               ts, t0)

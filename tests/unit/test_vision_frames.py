@@ -140,3 +140,10 @@ def test_any_array_never_raises(analyzer: CameraAnalyzer, frame: np.ndarray) -> 
     r = analyzer.process(frame, 1.0)
     assert r.skipped is None or r.skipped in SKIP_REASONS
     assert r.skipped != "error"
+
+
+def test_numpy_and_bad_timestamps(analyzer: CameraAnalyzer) -> None:
+    frame = np.zeros((48, 64, 3), np.uint8)
+    assert analyzer.process(frame, np.int64(3)).ts == 3.0  # type: ignore[arg-type]
+    assert analyzer.process(frame, "soon").skipped == "bad_ts"  # type: ignore[arg-type]
+    assert analyzer.process(frame, float("inf")).skipped == "bad_ts"
