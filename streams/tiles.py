@@ -54,7 +54,7 @@ def _register(app: faust.App, settings: Settings) -> None:
     rollups = app.topic(topic_name(ns, "rollups"), **raw)
     kpis = app.topic(topic_name(ns, "kpis"), **raw)
     alerts = app.topic(topic_name(ns, "alerts"), **raw)
-    out = app.topic(topic_name(ns, "wall.tiles"), **raw)
+    out = topic_name(ns, "wall.tiles")
     kpi_table = app.Table("tile-kpis", default=None, partitions=spec("kpis").partitions,
                           key_type=bytes, value_type=bytes, help="latest KPI values for tiles")
     alert_table = app.Table("tile-alerts", default=None, partitions=spec("alerts").partitions,
@@ -125,7 +125,7 @@ def _register(app: faust.App, settings: Settings) -> None:
         now = time.monotonic()
         for tile in coalescer.due(now):
             try:
-                await out.send(key=tile.id.encode(), value=encode_tile(tile))
+                await sender.send(out, tile.id.encode(), encode_tile(tile))
                 stats["sent"] += 1
             except Exception:  # a produce error must not stop the flusher; counted
                 stats["errors"] += 1
