@@ -2,8 +2,10 @@
 
 Real `ioc worker` processes (faust-streaming) with the real aggregate, KPI and rule
 agents: one on a "live" namespace fed by a publisher, one started by `ioc runs start`
-on a replay namespace fed by `ioc replay --speed max` of the live recording. Window
-aggregates, KPI values and alerts (latest value per key) must be identical.
+on a replay namespace fed by `ioc replay --speed max` of the live recording, and an
+`ioc sink` per namespace. Window aggregates, KPI values and alerts must be identical:
+latest value per key on the topics, and the rows of the rollups, kpi_values and alerts
+tables.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from tests.integration.pipeline_fixtures import publish, wait_for
 from tests.integration.test_replay_kafka import ioc
 
 AGENTS = "aggregate,kpis,rules"
+SINKS = "events,rollups,kpi_values,alerts"
 T0 = 1_700_000_000.0
 SIZES, LATENESS = [10, 60, 3600], 30.0
 
@@ -89,6 +92,8 @@ def test_replay_of_a_live_run_gives_identical_aggregates_kpis_and_alerts(
     assert want_closed > 500
 
     w_live = spawn(["worker", "--agents", AGENTS], settings=live, name="live-worker")
+    sinks = [spawn(["sink", "--tables", SINKS, "--linger", "0.2"], settings=s, name=f"sink-{s.namespace}")
+             for s in (live, rep)]
     # the run on the replay namespace, registered in the session namespace's registry
     w_run = spawn(["runs", "start", "--namespace", rep.namespace, "--agents", AGENTS,
                    "--label", "determinism"], settings=settings, name="run-worker")
@@ -110,10 +115,20 @@ def test_replay_of_a_live_run_gives_identical_aggregates_kpis_and_alerts(
     rep_snap = settled(rep, want_closed, w_run.alive)
     print(f"replay run settled after {time.monotonic() - t_start:.1f} s")
 
-    sections = {s.name: s for s in compare_namespaces(settings, live.namespace, rep.namespace)}
+    def tables_caught_up() -> Any:
+        secs = {s.name: s for s in compare_namespaces(settings, live.namespace, rep.namespace)}
+        want = {"events": n, "rollups": len(live_snap["rollups"]),
+                "kpi_values": len(live_snap["kpis"]), "alerts": len(live_snap["alerts"])}
+        ok = all(secs[t].count_a == secs[t].count_b == c for t, c in want.items()
+                 if t != "events") and secs["events"].count_a == secs["events"].count_b == n
+        return secs if ok and all(sk.alive() for sk in sinks) else None
+
+    # the sinks write the same results into each namespace's tables
+    sections = wait_for(tables_caught_up, timeout=60, every=1, what="sink tables caught up")
     report = "\n".join(format_report(live.namespace, rep.namespace, list(sections.values())))
     print(report)
-    for name in ("rollups@topic", "kpis@topic", "alerts@topic"):
+    for name in ("events", "rollups", "kpi_values", "alerts",
+                 "rollups@topic", "kpis@topic", "alerts@topic"):
         sec = sections[name]
         assert sec.absent == [] and sec.error == "", report
         assert sec.rows == [], report
@@ -129,3 +144,5 @@ def test_replay_of_a_live_run_gives_identical_aggregates_kpis_and_alerts(
     assert w_run.stop() in (0, -15), w_run.output()[-3000:]
     assert resolve_run(settings, rep.namespace).status in ("finished", "failed")
     w_live.stop()
+    for sk in sinks:
+        sk.stop()
