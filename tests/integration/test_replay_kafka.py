@@ -246,3 +246,32 @@ def test_replay_from_the_database(fresh_namespace):
         by_entity.setdefault(e.entity, []).append(e.time)
     assert all(ts == sorted(ts) for ts in by_entity.values())
     assert len({p for p, e in events if e.entity == "agency-0"}) == 1
+
+
+def test_loop_replays_again_until_sigterm(recorded, fresh_namespace, spawn):
+    s, f = recorded
+    target = fresh_namespace("loop")
+    proc = spawn(["replay", str(f), "--into", target.namespace, "--speed", "max", "--loop",
+                  "-t", "events", "--no-progress"], settings=s, name="loop")
+
+    def count() -> int:
+        c = KafkaConsumer(enable_auto_commit=False, **kafka_python_kwargs(target.kafka))
+        try:
+            topic = f"{target.namespace}.events"
+            tps = [TopicPartition(topic, p) for p in range(4)]
+            return sum(c.end_offsets(tps).values())
+        finally:
+            c.close()
+
+    deadline = time.monotonic() + 60
+    while count() < 2 * 3000 + 1:
+        assert proc.alive() and time.monotonic() < deadline, proc.output()[-2000:]
+        time.sleep(0.5)
+    assert proc.stop() == 0, proc.output()[-2000:]
+    out = proc.output()
+    loops = int(out.split("loops ")[1].split(",")[0])
+    assert loops >= 3 and "stopped" in out, out[-500:]
+    # each pass is the recording again, in order: partition 0 repeats its sequence
+    p0 = topic_dump(target, "events")[0]
+    src0 = topic_dump(s, "events")[0]
+    assert p0[: 2 * len(src0)] == src0 + src0
