@@ -131,6 +131,7 @@ class SinkMetrics:
     messages_rejected: int = 0
     paused_s: float = 0.0
     commit_failures: int = 0
+    write_s: float = 0.0  # time spent in database writes (COPY + merge + commit)
 
     @property
     def rows_duplicate(self) -> int:
@@ -140,7 +141,8 @@ class SinkMetrics:
         return (f"messages={self.messages} rows_inserted={self.rows_inserted} "
                 f"duplicates={self.rows_duplicate} batches={self.batches} "
                 f"rejected={self.messages_rejected} db_failures={self.db_failures} "
-                f"paused_s={self.paused_s:.1f} commit_failures={self.commit_failures}")
+                f"paused_s={self.paused_s:.1f} commit_failures={self.commit_failures} "
+                f"write_s={self.write_s:.1f}")
 
 
 class _Unavailable(Exception):
@@ -338,11 +340,13 @@ class _TableSinkRunner:
         delay = self.options.retry_initial_s
         down_since = None
         while True:
+            w0 = time.perf_counter()
             try:
                 if batch.isolate:
                     inserted = await asyncio.to_thread(self._write_one_by_one, batch)
                 else:
                     inserted = await asyncio.to_thread(self.writer.write, batch.rows)
+                self.metrics.write_s += time.perf_counter() - w0
                 break
             except _Unavailable as exc:
                 self.metrics.db_failures += 1
