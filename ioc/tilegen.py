@@ -8,6 +8,7 @@ turns their changes into ``Tile``s with the builders below and passes them throu
 
 from __future__ import annotations
 
+import time as _time
 from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -120,13 +121,16 @@ class KpiBoard:
 
 
 def kpi_tile(spec: KpiSpec, group: str, period_key: str, v: KpiValue | None,
-             trend: list[float], rank: list[dict[str, object]]) -> Tile:
+             trend: list[float], rank: list[dict[str, object]], *, now: float | None = None) -> Tile:
     """``kpi:<id>`` (overall group) or ``kpi:<id>:<group>`` (kind ``kpi``)."""
     overall = group == spec.overall_group
     tid = f"kpi:{spec.id}" if overall else f"kpi:{spec.id}:{group}"
     denominator = v.denominator if v else 0
+    # A KPI is "as of now"; a new period restarts its counts, so the version is the
+    # build time, not a count (a version must only grow).
+    now = _time.time() if now is None else now
     return Tile(
-        id=tid, kind="kpi", version=int(denominator), time=0.0,
+        id=tid, kind="kpi", version=int(now * 1000), time=now,
         payload={"label": spec.label, "value": v.value if v else None, "unit": spec.unit,
                  "period": f"{spec.tile_period}:{period_key}", "group": group, "trend": trend,
                  "ranking": rank, "numerator": v.numerator if v else 0,
@@ -162,13 +166,14 @@ class AlertBoard:
 _SEVERITY = {"critical": 0, "warning": 1, "info": 2}
 
 
-def alerts_tile(scope: str, alerts: list[Alert]) -> Tile:
+def alerts_tile(scope: str, alerts: list[Alert], *, now: float | None = None) -> Tile:
     """``alerts:<scope>`` (kind ``alerts``): raised alerts by severity, then cleared ones."""
     ordered = sorted(alerts, key=lambda a: (a.state != "raised", _SEVERITY.get(a.severity, 3),
                                             -a.raised_at))
-    newest = max((a.cleared_at or a.raised_at for a in alerts), default=0.0)
+    # the list is the state as of now (an empty list is news too): stamped with build time
+    now = _time.time() if now is None else now
     return Tile(
-        id=f"alerts:{scope}", kind="alerts", version=int(newest * 1000), time=newest,
+        id=f"alerts:{scope}", kind="alerts", version=int(now * 1000), time=now,
         payload={"scope": scope, "items": [
             {"id": a.id, "severity": a.severity, "entity": a.entity, "message": a.message,
              "raised_at": a.raised_at, "state": a.state} for a in ordered]})
