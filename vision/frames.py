@@ -41,6 +41,7 @@ SKIP_REASONS: Final = (
     "bad_ts",         # timestamp not a finite number
     "out_of_order",   # timestamp older than the previous frame's
     "error",          # an analyzer failed unexpectedly (logged with the camera id)
+    "stale",          # shed by the stream agent before analysis: older than its max lag
 )
 
 _REDUCE_FLAGS: Final = {
