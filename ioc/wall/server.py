@@ -19,6 +19,7 @@ import mimetypes
 import socket
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -75,31 +76,26 @@ class ClientConn:
     closing: tuple[int, str] | None = None
 
     high_water: int = 2**16
-    direct: bool = False  # sender idle, queue empty: write without a task switch
+    direct: bool = False  # sender idle, queue empty: tiles may be written without the queue
+
+    def enqueue(self, key: str, item: _Out) -> None:
+        """Latest-wins: park ``item`` for the sender task (replacing a pending one)."""
+        self.direct = False
+        self.queue.put(key, item)
+        self.wakeup.set()
 
     def offer(self, enc: EncodedTile | None, tile_id: str) -> None:
-        """Store listener: send or queue the newest version (or a removal) of ``tile_id``.
-
-        Fast path: while the sender is idle and the socket's buffer is below the high-water
-        mark, write at once (what ``broadcast()`` does, minus the missing backpressure).
-        Otherwise the version waits in the latest-wins queue for the sender task.
-        """
+        """Send or queue the newest version (or a removal) of ``tile_id`` to this client."""
         if enc is None:
-            text = encode_message({"type": "remove", "id": tile_id})
-            frame = None
+            self.enqueue(tile_id, (encode_message({"type": "remove", "id": tile_id}), None))
+        elif self.direct and self.ws.transport.get_write_buffer_size() <= self.high_water:
+            broadcast((self.ws,), enc.text, text=True)
+            if enc.frame is not None:
+                broadcast((self.ws,), enc.frame)
+            self.queue.delivered += 1
+            self.bytes_sent += len(enc.text) + (len(enc.frame) if enc.frame is not None else 0)
         else:
-            text, frame = enc.text, enc.frame
-        if self.direct:
-            if self.ws.transport.get_write_buffer_size() <= self.high_water:
-                broadcast((self.ws,), text, text=True)
-                if frame is not None:
-                    broadcast((self.ws,), frame)
-                self.queue.delivered += 1
-                self.bytes_sent += len(text) + (len(frame) if frame is not None else 0)
-                return
-            self.direct = False
-        self.queue.put(tile_id, (text, frame))
-        self.wakeup.set()
+            self.enqueue(tile_id, (enc.text, enc.frame))
 
     def control(self, key: str, msg: dict[str, Any]) -> None:
         """Queue a control message (ping/pong) ahead of tiles; a newer one replaces it."""
@@ -134,6 +130,8 @@ class WallServer:
         self._closers: set[asyncio.Task[None]] = set()
         self._server: Server | None = None
         self._static = self._load_static(static_root())
+        self._by_tile: dict[str, set[ClientConn]] = {}
+        self._unsubscribe: dict[str, Callable[[], None]] = {}
         self.source: Any = None
         self.started_at = time.time()
 
@@ -333,7 +331,7 @@ class WallServer:
         self.clients.add(client)
         ids = layout.tile_ids()
         # Subscribe before the snapshot is built (no await between): nothing is missed.
-        unsubscribe = self.store.subscribe(ids, client.offer)
+        self._register(client, ids)
         snap = build_snapshot(hello.screen, layout, self.store.select(ids), hello,
                               now=time.time(), heartbeat_s=cfg.heartbeat_s)
         self.counters["snapshots_full" if snap.full else "snapshots_resume"] += 1
@@ -351,7 +349,7 @@ class WallServer:
         except WallError as exc:
             await self._close(client, exc.code, exc.reason)
         finally:
-            unsubscribe()
+            self._unregister(client, ids)
             if sender is not None:
                 sender.cancel()
             self.clients.discard(client)
@@ -361,6 +359,53 @@ class WallServer:
             if client.queue.drops:
                 log.info("wall: %s left %s; %d update(s) dropped (latest-wins)",
                          ws.remote_address, client.screen, client.queue.drops)
+
+    def _register(self, client: ClientConn, ids: frozenset[str]) -> None:
+        for tid in ids:
+            group = self._by_tile.get(tid)
+            if group is None:
+                group = self._by_tile[tid] = set()
+                self._unsubscribe[tid] = self.store.subscribe(frozenset({tid}), self._fanout)
+            group.add(client)
+
+    def _unregister(self, client: ClientConn, ids: frozenset[str]) -> None:
+        for tid in ids:
+            group = self._by_tile.get(tid)
+            if group is not None:
+                group.discard(client)
+                if not group:
+                    del self._by_tile[tid]
+                    self._unsubscribe.pop(tid)()
+
+    def _fanout(self, enc: EncodedTile | None, tile_id: str) -> None:
+        """Store listener: one new version to every client showing ``tile_id``.
+
+        Clients that keep up get it in one ``broadcast()`` call (the bytes are shared);
+        the others get it in their latest-wins queue.
+        """
+        group = self._by_tile.get(tile_id)
+        if not group:
+            return
+        if enc is None:
+            for c in group:
+                c.offer(None, tile_id)
+            return
+        ready = []
+        item = (enc.text, enc.frame)
+        for c in group:
+            if c.direct and c.ws.transport.get_write_buffer_size() <= c.high_water:
+                ready.append(c)
+            else:
+                c.enqueue(tile_id, item)
+        if ready:
+            conns = [c.ws for c in ready]
+            broadcast(conns, enc.text, text=True)
+            if enc.frame is not None:
+                broadcast(conns, enc.frame)
+            size = len(enc.text) + (len(enc.frame) if enc.frame is not None else 0)
+            for c in ready:
+                c.queue.delivered += 1
+                c.bytes_sent += size
 
     async def _send(self, client: ClientConn, data: bytes, *, text: bool) -> None:
         client.blocked_since = time.monotonic()
