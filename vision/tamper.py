@@ -2,23 +2,30 @@
 
 Measures on each frame (gray, downscaled to ``cfg.width``):
 
-- **flat share**: the share of 8x8 blocks (of the whole view) whose gray std-dev is under
-  ``covered_std_max``. Covered when it reaches ``covered_area`` *and* exceeds the
-  reference's flat share by 0.25, so a scene that is naturally flat (night sky, a wall)
-  does not alarm.
+- **flat share**: the share of 8x8 blocks whose std-dev is under ``covered_std_max``
+  (scaled by the frame's mean brightness / 128, so a darker scene is not "flat").
 - **sharpness**: variance of the Laplacian divided by the variance of the gray image.
-  Dividing by contrast makes it indifferent to global brightness and gain changes;
-  defocused when it falls under ``defocus_ratio`` of the reference's.
-- **alignment**: phase correlation (shift) and zero-mean normalized correlation of the
-  blurred frame with the reference image. Moved when the shift exceeds
-  ``moved_min_shift`` of the width, or the correlation falls under
-  ``moved_max_similarity``. Blurring first keeps a defocused view from looking moved.
+  Dividing by contrast makes it indifferent to global brightness and gain changes.
+- **shift**: phase correlation of the smoothed frame with the reference image.
+- **similarity**: zero-mean normalized correlation of the edge maps (Sobel magnitude of
+  the smoothed images) of frame and reference, clipped pixels left out. A few pixels of
+  misalignment (a small turn) decorrelate edges far more than lighting, blur or
+  passing traffic do.
 
-A condition is raised after ``confirm_frames`` consecutive positive frames and cleared
-after ``clear_frames`` negative ones. The reference (image and the two statistics) is
-the mean of the first ``reference_frames`` frames (the warm-up: nothing is raised
-before), then follows the scene at ``reference_rate`` per frame while nothing is raised
-or pending, so slow changes (dusk, seasons) never alarm.
+Decisions:
+
+- covered: flat share >= ``covered_area``, at least 0.25 above the reference's (a
+  naturally flat scene does not alarm) and similarity < ``covered_max_similarity``;
+- defocused (when not covered): sharpness < ``defocus_ratio`` x the reference's;
+- moved (when not covered): shift > ``moved_min_shift`` of the width, or (when not
+  defocused) similarity < ``moved_similarity_ratio`` x its usual value.
+
+A condition is raised after ``confirm_frames`` (moved: ``moved_confirm_frames``)
+consecutive positive frames and cleared after ``clear_frames`` negative ones. The
+reference (image, flat share, sharpness) is the mean of the first ``reference_frames``
+frames (the warm-up: nothing is raised before), then follows the scene at
+``reference_rate`` per frame while nothing is raised or pending, so slow changes (dusk,
+seasons) never alarm; the usual similarity follows at 5x that rate.
 """
 
 from __future__ import annotations
