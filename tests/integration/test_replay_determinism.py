@@ -86,7 +86,7 @@ def settled(s: Any, want_closed: int, alive: Any) -> dict[str, dict[str, Any]]:
 @pytest.mark.timeout(300)
 def test_replay_of_a_live_run_gives_identical_aggregates_kpis_and_alerts(
         settings, fresh_namespace, spawn, tmp_path):
-    live, rep = fresh_namespace("dl"), fresh_namespace("dr")
+    live, rep, alt = fresh_namespace("dl"), fresh_namespace("dr"), fresh_namespace("da")
     events = make_events()
     want_closed = closed_windows(events)
     assert want_closed > 500
@@ -97,6 +97,15 @@ def test_replay_of_a_live_run_gives_identical_aggregates_kpis_and_alerts(
     # the run on the replay namespace, registered in the session namespace's registry
     w_run = spawn(["runs", "start", "--namespace", rep.namespace, "--agents", AGENTS,
                    "--label", "determinism"], settings=settings, name="run-worker")
+    # a second run over the same recording with another rule set: PM2.5 threshold 30, no
+    # speed_drop rule (rules agent only)
+    rules = tmp_path / "rules30.yaml"
+    rules.write_text(
+        "streams:\n  rules:\n"
+        "    - {id: pm25_high, kind: threshold, metric: pm25, op: '>', value: 30, for_s: 600,\n"
+        "       severity: critical, message: 'PM2.5 {value:.0f} > 30 for 10 min at {entity}'}\n")
+    w_alt = spawn(["runs", "start", "--namespace", alt.namespace, "--config", str(rules),
+                   "--agents", "rules", "--label", "pm25 > 30"], settings=settings, name="alt-worker")
 
     t_from = time.time() - 1
     t_start = time.monotonic()
@@ -140,6 +149,33 @@ def test_replay_of_a_live_run_gives_identical_aggregates_kpis_and_alerts(
 
     r = ioc(["runs", "compare", live.namespace, rep.namespace], settings)  # exit 0: all same
     assert "difference" not in r.stdout and "ABSENT" not in r.stdout, r.stdout
+
+    # the other rule set over the same recording: its alerts differ, and compare says how
+    r = ioc(["replay", str(f), "--into", alt.namespace, "--speed", "max", "--no-progress"], live)
+    assert f"{n} messages" in r.stdout, r.stdout + r.stderr
+    last: list[Any] = [None]
+
+    def alt_alerts() -> Any:
+        a = _topic_latest(alt, f"{alt.namespace}.alerts") or {}
+        done = a and a == last[0]
+        last[0] = a
+        return a if done else None
+
+    alt_snap = wait_for(alt_alerts, timeout=60, every=1, alive=w_alt.alive, what="alt run alerts")
+    assert {a["rule"] for a in alt_snap.values()} == {"pm25_high"}
+    r = ioc(["runs", "compare", live.namespace, alt.namespace], settings, ok=False)
+    print("\n".join(r.stdout.splitlines()[:12]))
+    assert r.returncode == 1
+    line = next(x for x in r.stdout.splitlines() if x.startswith("alerts@topic"))
+    assert "difference(s)" in line, r.stdout
+    rows = {k: (a, b) for k, a, b in next(
+        x for x in compare_namespaces(settings, live.namespace, alt.namespace)
+        if x.name == "alerts@topic").rows}
+    speed_keys = {k for k, a in live_snap["alerts"].items() if a["rule"] == "speed_drop"}
+    assert speed_keys and all(k in rows and rows[k][1] is None for k in speed_keys)  # live only
+    assert any(b is not None and "> 30 for 10 min" in b["message"] for _a, b in rows.values())
+    assert resolve_run(settings, alt.namespace).settings_diff  # the rule change is on record
+    w_alt.stop()
 
     assert w_run.stop() in (0, -15), w_run.output()[-3000:]
     assert resolve_run(settings, rep.namespace).status in ("finished", "failed")
