@@ -79,6 +79,9 @@ def run_worker(settings: Settings, agents: Sequence[AgentSpec] | None = None, *,
     """Run a Faust worker in this process until SIGTERM/SIGINT."""
     app = create_app(settings, agents)
     worker = faust.Worker(app, loglevel=(loglevel or settings.streams.log_level).lower(), quiet=True)
+    # Faust's terminal spinner sets the root logger to DEBUG (so every library builds a
+    # record for every debug call: ~5-8% of a busy worker's CPU) and writes escape codes.
+    worker.spinner = None
     worker.execute_from_commandline()
 
 
