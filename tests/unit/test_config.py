@@ -49,7 +49,7 @@ def test_env_overrides_file_and_names_variable(tmp_path):
     assert s.kafka.bootstrap_servers == ["b:2", "c:3"]
     assert s.namespace == "x1"
     with pytest.raises(ConfigError) as ei:
-        load_settings(p, env={"IOC_WALL__PORT": "0"})
+        load_settings(p, env={"IOC_WALL__PORT": "70000"})
     assert "IOC_WALL__PORT" in str(ei.value)
 
 
