@@ -7,8 +7,10 @@ binary frame) and 12 data tiles at 1 Hz. Three processes per run, all on loopbac
 - the server: ``WallServer`` (latest-wins queues, tokens, heartbeats; tiles fed straight
   into its store by a generator in its event loop, Kafka left out so only the fan-out is
   measured) or the baseline: a bare websockets server calling ``broadcast()``;
-- one client process holding all N connections (asyncio, websockets client);
-- this driver, which starts them, collects the figures and prints the table.
+- one client process holding all N connections (a minimal asyncio websocket client,
+  a few µs per frame, the same for both servers);
+- this driver, which starts them, holds the stalled client of the stall runs, collects
+  the figures and prints the table.
 
 Latency: ``time.time()`` at production (in the tile's ``produced_at``) to arrival at the
 client (the image frame's arrival for camera tiles); one host, one clock.
@@ -443,7 +445,13 @@ def main() -> None:
           f"{[r['drops'] for r in stls]}")
     if five is not None:
         print(f"target p99 <= 250 ms at 500 clients: {five:.1f} ms -> "
-              f"{'met' if five <= 250 else 'NOT met'}")
+              f"{'met' if five <= 250 else 'NOT met'} (median of the size-table runs)")
+    all500 = [r["p99_ms"] for r in results
+              if r["impl"] == "wall" and r["clients"] == 500 and not r["stalled"]]
+    if len(all500) > 1:
+        print(f"all wall runs at 500 clients without a stalled client: p99 "
+              f"{[round(v) for v in all500]} ms, median {statistics.median(all500):.1f}, "
+              f"{sum(v <= 250 for v in all500)} of {len(all500)} within 250 ms")
     if a.json:
         Path(a.json).write_text(json.dumps(results, indent=2))
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import subprocess
 import sys
@@ -193,6 +194,9 @@ def test_page_reconnects_by_itself_after_server_restart(browser, wall_proc, prod
     page.wait_for_function(VERSION_IS, arg=[KPI, str(version)], timeout=5000)
     stats = page.evaluate("window.__wall.conn.stats")
     assert stats["connects"] >= 2, stats
+    # The page sent what it held, and the restarted server answered with only the changes.
+    health = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{wall_proc.port}/healthz").read())
+    assert health["counters"].get("snapshots_resume", 0) >= 1, health["counters"]
     page.close()
 
 
