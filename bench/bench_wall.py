@@ -47,6 +47,7 @@ sys.path.insert(0, str(ROOT))
 
 CAMERAS = [f"camera:bench{i}" for i in range(4)]
 DATA = [f"kpi:bench{i}" for i in range(12)]
+STALL_TIMEOUT = 60.0
 IMAGE_BYTES = 12_000  # a 480x270 JPEG thumbnail at quality 70 is ~10-15 KB
 CAMERA_FPS = 2.0
 DATA_HZ = 1.0
@@ -96,13 +97,13 @@ async def _generate(emit) -> None:  # type: ignore[no-untyped-def]
 # -- server roles ------------------------------------------------------------------------
 
 
-async def _serve_wall(port: int, key: str) -> None:
+async def _serve_wall(port: int, key: str, stall_timeout: float) -> None:
     from ioc.config import load_settings
     from ioc.wall.server import WallServer
 
     s = load_settings(env={}, overrides={"namespace": "bench", "wall": {
         "port": port, "secret": key, "max_clients": 5000, "screens": {"bench": _screen()},
-        "auth_timeout_s": 30, "heartbeat_s": 10}})
+        "auth_timeout_s": 30, "heartbeat_s": 10, "stall_timeout_s": stall_timeout}})
     server = WallServer(s, kafka=False)
     await server.start()
     await _generate(server.store.apply)
@@ -302,7 +303,8 @@ def _run(impl: str, n: int, seconds: float, warmup: float, stalled: int = 0) -> 
     token = TokenSigner(key.encode()).issue(["bench"], 3600)
     port = _free_port()
     me = [sys.executable, __file__]
-    server = subprocess.Popen([*me, "--role", f"server-{impl}", "--port", str(port), "--key", key])
+    server = subprocess.Popen([*me, "--role", f"server-{impl}", "--port", str(port), "--key", key,
+                               "--stall-timeout", str(STALL_TIMEOUT)])
     out = f"/tmp/bench_wall_{os.getpid()}_{impl}_{n}_{stalled}.json"
     stack = contextlib.ExitStack()
     try:
@@ -379,6 +381,9 @@ def main() -> None:
     ap.add_argument("--stall-seconds", type=float, default=None,
                     help="measured seconds in stall runs (default 10; the stalled client's buffers "
                          "fill after ~5 s, and it is disconnected at wall.stall_timeout_s=15)")
+    ap.add_argument("--stall-timeout", type=float, default=60.0,
+                    help="wall.stall_timeout_s of the server (default 60: the stalled client is "
+                         "measured while stalled; with 15, its 4029 close can fall in the window)")
     ap.add_argument("--json", help="also write all results to this file")
     ap.add_argument("--role", help=argparse.SUPPRESS)
     ap.add_argument("--port", type=int, help=argparse.SUPPRESS)
@@ -388,11 +393,13 @@ def main() -> None:
     ap.add_argument("--out", help=argparse.SUPPRESS)
     a = ap.parse_args()
     _raise_fd_limit()
+    global STALL_TIMEOUT
+    STALL_TIMEOUT = a.stall_timeout
     if a.role and a.role.startswith("server"):
         # Writes to clients that the bench aborted at the end are expected; not news.
         logging.getLogger("asyncio").setLevel(logging.ERROR)
     if a.role == "server-wall":
-        asyncio.run(_serve_wall(a.port, a.key))
+        asyncio.run(_serve_wall(a.port, a.key, a.stall_timeout))
         return
     if a.role == "server-bare":
         asyncio.run(_serve_bare(a.port))
