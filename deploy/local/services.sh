@@ -22,7 +22,7 @@ export IOC_CONFIG="${IOC_CONFIG:-$HERE/demo.yaml}"
 SERVICES=(
   "worker|worker"
   "sink|sink"
-  "gateway|gateway serve"
+  "gateway|gateway"
   "wall|wall serve"
   "feeds|feeds run"
   "cameras|camera run"

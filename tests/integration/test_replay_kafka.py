@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import itertools
+import secrets
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -81,8 +83,18 @@ def topic_dump(s: Settings, suffix: str) -> dict[int, list[tuple]]:
 
 
 @pytest.fixture(scope="module")
-def recorded(settings: Settings, tmp_path_factory) -> tuple[Settings, Path]:
-    """The session namespace with mixed traffic, recorded over a closed time range."""
+def recorded(stack: Settings, tmp_path_factory) -> Iterator[tuple[Settings, Path]]:
+    """A namespace of its own with mixed traffic, recorded over a closed time range.
+
+    Not the session namespace: other tests write camera frames and events there, which
+    would change what a byte-exact comparison of whole topics sees.
+    """
+    from ioc.kafka import delete_namespace_topics, ensure_topics
+    from ioc.storage import drop_schema, migrate
+
+    settings = stack.with_namespace(f"trec{secrets.token_hex(4)}")
+    assert ensure_topics(settings).success
+    migrate(settings)
     t_from = time.time() - 120
     produce_mixed(settings)
     f = tmp_path_factory.mktemp("rec") / "mixed.mcap"
@@ -90,7 +102,9 @@ def recorded(settings: Settings, tmp_path_factory) -> tuple[Settings, Path]:
              "--to", "now", "--no-progress"], settings,
             env={"IOC_REPLAY__CHUNK_SIZE_BYTES": "65536"})  # many chunks: damage tests cut one
     assert "3040 messages" in r.stdout, r.stdout + r.stderr
-    return settings, f
+    yield settings, f
+    delete_namespace_topics(settings)
+    drop_schema(settings)
 
 
 def test_recording_holds_what_the_topics_hold(recorded):
