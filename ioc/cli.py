@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import sys
-import time
 import uuid
 
 import click
@@ -181,15 +180,12 @@ def db_status(c: Ctx) -> None:
 @pass_ctx
 def worker(c: Ctx, agents: str, loglevel: str | None) -> None:
     """Run a Faust stream worker (scale out by starting more; one consumer group)."""
-    from streams.app import AGENTS_BY_NAME, run_worker
+    from streams.app import run_worker, select_agents
 
-    chosen = None
-    if agents:
-        names = [a.strip() for a in agents.split(",") if a.strip()]
-        unknown = [n for n in names if n not in AGENTS_BY_NAME]
-        if unknown:
-            raise click.BadParameter(f"unknown agent(s) {unknown}; known: {sorted(AGENTS_BY_NAME)}")
-        chosen = [AGENTS_BY_NAME[n] for n in names]
+    try:
+        chosen = select_agents(agents)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from exc
     sys.argv = [sys.argv[0]]  # faust's Worker reads argv; give it none of ours
     run_worker(c.settings, chosen, loglevel=loglevel)
 
@@ -222,30 +218,20 @@ def health(c: Ctx, timeout: float, no_worker: bool) -> None:
 
 
 def _register_domain_commands() -> None:
-    # Domain command groups, listed explicitly (no discovery). Each issue adds its line.
-    from .gateway.cli import gateway
-    from .storage.sink_cli import sink
-
-    main.add_command(sink)
-    main.add_command(gateway)
+    # Domain command groups, listed explicitly (no discovery). Each domain adds its line.
     from .cameras_cli import camera
-
-    main.add_command(camera)
+    from .feeds.cli import feeds
+    from .gateway.cli import gateway
+    from .replay.cli import register as register_replay
+    from .storage.sink_cli import sink
     from .wall.cli import wall
 
-    main.add_command(wall)
-    from .replay.cli import register as register_replay
-
-    register_replay(main)
-    from .feeds.cli import feeds
-
-    main.add_command(feeds)
-    pass
+    for group in (gateway, sink, feeds, camera, wall):
+        main.add_command(group)
+    register_replay(main)  # record, replay, runs
 
 
 _register_domain_commands()
 
 if __name__ == "__main__":  # pragma: no cover
     main()
-
-_ = time  # keep import for subcommands that time things

@@ -15,7 +15,7 @@ from ioc.config import Settings, default_state_dir
 
 from .agent_spec import AgentSpec
 
-__all__ = ["AGENTS_BY_NAME", "DEFAULT_AGENTS", "AgentSpec", "create_app", "faust_broker_url", "run_worker"]
+__all__ = ["AGENTS_BY_NAME", "DEFAULT_AGENTS", "AgentSpec", "create_app", "faust_broker_url", "run_worker", "select_agents"]
 
 log = logging.getLogger(__name__)
 
@@ -102,3 +102,18 @@ def _default_agents() -> list[AgentSpec]:
 DEFAULT_AGENTS: list[AgentSpec] = _default_agents()
 
 AGENTS_BY_NAME: dict[str, AgentSpec] = {a.name: a for a in DEFAULT_AGENTS}
+
+
+def select_agents(names: str) -> list[AgentSpec] | None:
+    """The agents named in a comma-separated list; None (all) for an empty one.
+
+    Raises:
+        ValueError: naming the unknown agents and the known ones.
+    """
+    wanted = [n.strip() for n in names.split(",") if n.strip()]
+    if not wanted:
+        return None
+    unknown = [n for n in wanted if n not in AGENTS_BY_NAME]
+    if unknown:
+        raise ValueError(f"unknown agent(s) {unknown}; known: {sorted(AGENTS_BY_NAME)}")
+    return [AGENTS_BY_NAME[n] for n in wanted]

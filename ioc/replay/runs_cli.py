@@ -47,15 +47,12 @@ def runs_start(c: Ctx, run_ns: str, run_config: str | None, label: str, no_worke
         click.echo(f"  setting {k}: {a!r} -> {b!r}")
     if no_worker:
         return
-    from streams.app import AGENTS_BY_NAME, run_worker
+    from streams.app import run_worker, select_agents
 
-    chosen = None
-    if agents:
-        names = [a.strip() for a in agents.split(",") if a.strip()]
-        unknown = [n for n in names if n not in AGENTS_BY_NAME]
-        if unknown:
-            raise click.BadParameter(f"unknown agent(s) {unknown}; known: {sorted(AGENTS_BY_NAME)}")
-        chosen = [AGENTS_BY_NAME[n] for n in names]
+    try:
+        chosen = select_agents(agents)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from exc
     status = "failed"
     try:
         sys.argv = [sys.argv[0]]  # faust's Worker reads argv
