@@ -128,20 +128,20 @@ kafka_up() {
   pkill -f -- "kafka.Kafka $KCONF" 2>/dev/null && sleep 2 || true
   log "starting kafka on 127.0.0.1:$KAFKA_PORT (log: $LOGS/kafka-server.log)"
   : >"$LOGS/kafka-stdout.log"
-  local start_marker; start_marker="$(wc -l <"$LOGS/kafka-server.log" 2>/dev/null || echo 0)"
   setsid java -Xms256m -Xmx1g -XX:+UseG1GC -XX:MaxGCPauseMillis=20 \
     -Dlog4j2.configurationFile="$HERE/log4j2.xml" -Dkafka.logs.dir="$LOGS" \
     -cp "$JARS/*" kafka.Kafka "$KCONF" >>"$LOGS/kafka-stdout.log" 2>&1 </dev/null &
   echo $! >"$KPID"
+  # Ready when the broker listener accepts connections: it opens only once the broker has
+  # caught up with the controller (just before the log's "Kafka Server started", which a
+  # log rotation during start-up could hide from a grep).
   local i
   for ((i = 0; i < 240; i++)); do
-    if tail -n +"$((start_marker + 1))" "$LOGS/kafka-server.log" 2>/dev/null | grep -q "Kafka Server started"; then
-      log "kafka ready after $((i / 2)) s"; return
-    fi
+    if port_open "$KAFKA_PORT"; then log "kafka ready after $((i / 2)) s"; return; fi
     pid_alive "$(cat "$KPID")" || die "kafka exited during start-up: see $LOGS/kafka-server.log and $LOGS/kafka-stdout.log"
     sleep 0.5
   done
-  die "kafka did not report 'Kafka Server started' within 120 s: $LOGS/kafka-server.log"
+  die "kafka did not open 127.0.0.1:$KAFKA_PORT within 120 s: $LOGS/kafka-server.log"
 }
 
 kafka_down() {
