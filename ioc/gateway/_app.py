@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -240,6 +241,21 @@ def _admit(caller: Caller, i: int, item: Any, now: float) -> Event:
     return validate_event(item, now=now)
 
 
+def _admit_all(caller: Caller, items: list[Any], convert: Callable[[Any], Any] | None = None,
+               ) -> tuple[list[tuple[int, Event]], list[dict[str, Any]]]:
+    """Admit each item (after ``convert``, e.g. NGSI-LD to envelope): (index, event) pairs
+    for the admitted ones, and a rejection result for each of the others."""
+    now = time.time()
+    ok: list[tuple[int, Event]] = []
+    results: list[dict[str, Any]] = []
+    for i, item in enumerate(items):
+        try:
+            ok.append((i, _admit(caller, i, convert(item) if convert else item, now)))
+        except InvalidEvent as exc:
+            results.append(_rejected(i, item, exc))
+    return ok, results
+
+
 async def _post_events(request: web.Request) -> web.Response:
     gw = request.app[_STATE]
     gw.metrics.requests += 1
@@ -255,15 +271,7 @@ async def _post_events(request: web.Request) -> web.Response:
         _check_batch(items, gw)
     except _Reply as r:
         return r.response
-    now = time.time()
-    ok: list[tuple[int, Event]] = []
-    results: list[dict[str, Any]] = []
-    for i, item in enumerate(items):
-        try:
-            ok.append((i, _admit(caller, i, item, now)))
-        except InvalidEvent as exc:
-            results.append(_rejected(i, item, exc))
-    return await _finish(gw, ok, results)
+    return await _finish(gw, *_admit_all(caller, items))
 
 
 async def _post_ngsi(request: web.Request) -> web.Response:
@@ -281,15 +289,7 @@ async def _post_ngsi(request: web.Request) -> web.Response:
         _check_batch(items, gw)
     except _Reply as r:
         return r.response
-    now = time.time()
-    ok: list[tuple[int, Event]] = []
-    results: list[dict[str, Any]] = []
-    for i, item in enumerate(items):
-        try:
-            ok.append((i, _admit(caller, i, ngsi_to_event(item, source=source), now)))
-        except InvalidEvent as exc:
-            results.append(_rejected(i, item, exc))
-    return await _finish(gw, ok, results)
+    return await _finish(gw, *_admit_all(caller, items, lambda item: ngsi_to_event(item, source=source)))
 
 
 async def _healthz(request: web.Request) -> web.Response:
