@@ -10,15 +10,14 @@ set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "$HERE/../.." && pwd)"
-if [[ $(id -u) -eq 0 ]]; then DEFAULT_STATE=/var/lib/ioc-local; else DEFAULT_STATE="${XDG_STATE_HOME:-$HOME/.local/state}/ioc"; fi
-STATE="${IOC_STATE_DIR:-$DEFAULT_STATE}"
+# shellcheck source=deploy/local/paths.sh
+source "$HERE/paths.sh"
 RUN="$STATE/run"
-LOGS="$STATE/logs"
 VENV="${VENV:-$ROOT/.venv}"
 IOC="$VENV/bin/ioc"
 export IOC_CONFIG="${IOC_CONFIG:-$HERE/demo.yaml}"
 
-# name | ioc arguments. Only services whose command exists in this build are started.
+# name | ioc arguments.
 SERVICES=(
   "worker|worker"
   "sink|sink"
@@ -29,11 +28,6 @@ SERVICES=(
 )
 
 log() { printf '[services] %s\n' "$*" >&2; }
-
-has_command() {  # does `ioc <group> [<sub>]` exist?
-  local args=($1)
-  "$IOC" "${args[@]}" --help >/dev/null 2>&1
-}
 
 pid_of() {
   local f="$RUN/$1.pid" pid
@@ -52,7 +46,6 @@ up() {
   for entry in "${SERVICES[@]}"; do
     name="${entry%%|*}"; args="${entry#*|}"
     if pid="$(pid_of "$name")"; then log "$name already running (pid $pid)"; continue; fi
-    if ! has_command "$args"; then log "$name: 'ioc $args' not in this build, skipped"; continue; fi
     # shellcheck disable=SC2086
     setsid "$IOC" $args >>"$LOGS/$name.log" 2>&1 </dev/null &
     echo $! >"$RUN/$name.pid"

@@ -14,13 +14,12 @@
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-if [[ $(id -u) -eq 0 ]]; then DEFAULT_STATE=/var/lib/ioc-local; else DEFAULT_STATE="${XDG_STATE_HOME:-$HOME/.local/state}/ioc"; fi
-STATE="${IOC_STATE_DIR:-$DEFAULT_STATE}"
+# shellcheck source=deploy/local/paths.sh
+source "$HERE/paths.sh"
 CACHE="${IOC_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/ioc}"
 KAFKA_PORT="${IOC_KAFKA_PORT:-19092}"
 CTRL_PORT="$((KAFKA_PORT + 1))"
 PG_PORT="${IOC_PG_PORT:-55432}"
-LOGS="$STATE/logs"
 JARS="$CACHE/kafka-jars"
 KDATA="$STATE/kafka/data"
 KCONF="$STATE/kafka/server.properties"

@@ -4,9 +4,5 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 IOC="${VENV:-$ROOT/.venv}/bin/ioc"
 export IOC_CONFIG="${IOC_CONFIG:-$ROOT/deploy/local/demo.yaml}"
-if "$IOC" wall token --help >/dev/null 2>&1; then
-  echo; echo "Video wall (main screen, token valid 12 h):"
-  echo "  $("$IOC" wall token --screen main --ttl 12h --url)"; echo
-else
-  echo "(the wall server is not part of this build yet)"
-fi
+echo; echo "Video wall (main screen, token valid 12 h):"
+echo "  $("$IOC" wall token --screen main --ttl 12h --url)"; echo
