@@ -201,10 +201,23 @@ def _find_bad_key(container: str, raw: bytes | dict[str, Any]) -> str | None:
     return None
 
 
-def _has_nul(r: _RawEvent) -> bool:
+def _bad_text(r: _RawEvent) -> str | None:
+    """Why a string of an event built in Python cannot be stored or sent, or None.
+
+    JSON input cannot carry lone surrogates (the decoder refuses them); Python strings
+    can (e.g. file names read with ``surrogateescape``) and would fail later, at encode.
+    """
     strings = [r.id, r.source, r.type, r.entity, *r.values, *r.attributes,
                *(v for v in r.attributes.values() if isinstance(v, str))]
-    return any("\x00" in x for x in strings)
+    for x in strings:
+        if "\x00" in x:
+            return "a string contains the NUL character (\\u0000), which storage cannot hold"
+        if not x.isascii():
+            try:
+                x.encode("utf-8")
+            except UnicodeEncodeError:
+                return f"a string is not valid Unicode text (lone surrogate): {x!r}"
+    return None
 
 
 def validate_event(raw: bytes | dict[str, Any], *, now: float | None = None) -> Event:
@@ -233,9 +246,12 @@ def validate_event(raw: bytes | dict[str, Any], *, now: float | None = None) -> 
     except msgspec.MsgspecError as exc:
         raise _from_msgspec(exc, raw if isinstance(raw, (bytes, dict)) else None) from exc
     # PostgreSQL text and jsonb cannot hold NUL: refuse it here, not at the sink.
-    if (b"\\u0000" in raw) if from_bytes else _has_nul(r):  # type: ignore[operator]
-        raise InvalidEvent("bad_value", "bad_value: a string contains the NUL character "
-                           "(\\u0000), which storage cannot hold")
+    if from_bytes:
+        if b"\\u0000" in raw:  # type: ignore[operator]
+            raise InvalidEvent("bad_value", "bad_value: a string contains the NUL character "
+                               "(\\u0000), which storage cannot hold")
+    elif (why := _bad_text(r)) is not None:
+        raise InvalidEvent("bad_value", f"bad_value: {why}")
     t = r.time.timestamp() if isinstance(r.time, datetime) else float(r.time)
     if not (_MIN_TIME <= t <= (now if now is not None else _time.time()) + _MAX_AHEAD_S):
         raise InvalidEvent("bad_time", f"bad_time at time: expected unix seconds between "

@@ -24,7 +24,9 @@ GOOD = {"id": "a1", "source": "air", "type": "air.quality", "entity": "s-1", "ti
         "values": {"pm25": 12.5, "no2": 40}, "attributes": {"unit": "ugm3", "calibrated": True}}
 
 names = st.from_regex(r"[a-z][a-z0-9_]{0,10}", fullmatch=True)
-texts = st.text(alphabet=st.characters(blacklist_characters="\x00"), max_size=50)
+# Canonical events travel as UTF-8 JSON: no NUL (storage) and no lone surrogates (Cs).
+texts = st.text(alphabet=st.characters(blacklist_characters="\x00",
+                                       blacklist_categories=("Cs",)), max_size=50)
 events = st.builds(
     Event, id=texts.filter(bool), source=names,
     type=st.sampled_from(["air.quality", "traffic.flow", "noise.level", "flood.level"]),
@@ -40,6 +42,12 @@ def test_round_trip_and_validation_accept_every_canonical_event(e):
     b = encode_event(e)
     assert decode_event(b) == e
     assert validate_event(b, now=NOW) == e
+
+
+def test_python_strings_that_are_not_unicode_text_are_refused_with_a_reason():
+    with pytest.raises(InvalidEvent) as exc:
+        validate_event({**GOOD, "entity": "s-\ud800"}, now=NOW)
+    assert exc.value.reason == "bad_value" and "lone surrogate" in str(exc.value)
 
 
 def test_iso_time_with_zone_and_int_values_are_normalised():
