@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time as _time
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from .aggregate import Rollup
@@ -183,14 +183,16 @@ class TileCoalescer:
     """Per-tile rate limit: each id is released at most once per ``min_interval_s``.
 
     ``offer`` replaces a pending tile of the same id (latest wins, counted in
-    ``coalesced``). The pending set is bounded by ``max_pending``: a tile of a *new* id
-    offered when it is full is dropped and counted in ``dropped``.
+    ``coalesced``). ``offer_lazy`` queues a builder instead, called only when the id is
+    released, so a tile whose inputs change 100 times between two releases is built
+    once (from the latest state). The pending set is bounded by ``max_pending``: a tile
+    of a *new* id offered when it is full is dropped and counted in ``dropped``.
     """
 
     def __init__(self, *, min_interval_s: float = 0.25, max_pending: int = 10_000) -> None:
         self.min_interval_s = min_interval_s
         self.max_pending = max_pending
-        self.pending: dict[str, Tile] = {}
+        self.pending: dict[str, Tile | Callable[[], Tile | None]] = {}
         self.last_sent: dict[str, float] = {}
         self.coalesced = 0
         self.dropped = 0
@@ -198,12 +200,16 @@ class TileCoalescer:
 
     def offer(self, tile: Tile) -> bool:
         """Queue ``tile``; False when it was dropped because the pending set is full."""
-        if tile.id in self.pending:
+        return self.offer_lazy(tile.id, tile)
+
+    def offer_lazy(self, tid: str, build: Tile | Callable[[], Tile | None]) -> bool:
+        """Queue tile ``tid``, built by ``build()`` when released (None: nothing to send)."""
+        if tid in self.pending:
             self.coalesced += 1
         elif len(self.pending) >= self.max_pending:
             self.dropped += 1
             return False
-        self.pending[tile.id] = tile
+        self.pending[tid] = build
         return True
 
     def due(self, now: float) -> list[Tile]:
@@ -211,7 +217,10 @@ class TileCoalescer:
         out = []
         for tid in list(self.pending):
             if now - self.last_sent.get(tid, -1e18) >= self.min_interval_s:
-                out.append(self.pending.pop(tid))
+                item = self.pending.pop(tid)
+                tile = item if isinstance(item, Tile) else item()
+                if tile is not None:
+                    out.append(tile)
                 self.last_sent[tid] = now
         if len(self.last_sent) > 4 * self.max_pending:
             horizon = now - self.min_interval_s

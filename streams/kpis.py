@@ -1,7 +1,7 @@
 """The KPI agent: ``<ns>.events`` -> ratio KPIs per entity (group) and period -> ``<ns>.kpis``.
 
-State: one ``KpiCounts`` per entity (an agency) in the Faust table ``kpi-counts``,
-co-partitioned with ``<ns>.events``; redelivered records are skipped by offset, as in
+A batch stage (``streams.batch``). State: one ``KpiCounts`` per entity (an agency) in
+the ``StateTable`` ``kpi-counts``, co-partitioned with ``<ns>.events``; redelivered records are skipped by offset, as in
 the aggregate agent. Every changed (kpi, group, period, period key) is published with
 its full numerator and denominator to the compacted ``<ns>.kpis`` topic. All groups
 of one KPI go to the same partition (chosen from the KPI id), so one reader sees
@@ -25,7 +25,8 @@ from ioc.kpi._ratio import CountKey
 from ioc.topics import spec, topic_name
 
 from .agent_spec import AgentSpec
-from .aggregate import Sender, StateCache
+from .aggregate import StateCache
+from .batch import Outbox, Stage, StateTable, host_stage
 
 __all__ = ["KPIS", "kpi_partition"]
 
@@ -44,22 +45,17 @@ def _register(app: faust.App, settings: Settings) -> None:
     by_id = {k.id: k for k in specs}
     types = {k.event_type for k in specs}
     tz = ZoneInfo(s.timezone)
-    raw: dict[str, Any] = {"value_serializer": "raw", "key_serializer": "raw"}
-    events = app.topic(topic_name(ns, "events"), **raw)
     kpis = topic_name(ns, "kpis")
-    out = Sender(app, "kpis")
     cache = StateCache()
-    table = app.Table("kpi-counts", default=None, partitions=spec("events").partitions,
-                      key_type=bytes, value_type=bytes, help="KPI counts per entity and period")
+    table = StateTable("kpi-counts", topic_name(ns, "events"), spec("events").partitions)
 
-    async def process(batch: list[Any]) -> None:
+    def process(batch: list[Any], out: Outbox) -> None:
         states: dict[bytes, KpiCounts] = {}
         where: dict[bytes, int] = {}
         touched: dict[bytes, set[CountKey]] = {}
-        for ev in batch:
-            msg = ev.message
+        for msg in batch:
             try:
-                e = decode_event(ev.value)
+                e = decode_event(msg.value)
             except InvalidEvent as exc:
                 # the aggregate agent dead-letters undecodable records; count only once
                 log.debug("kpis: undecodable record at %s/%s/%s: %s", msg.topic, msg.partition,
@@ -83,13 +79,12 @@ def _register(app: faust.App, settings: Settings) -> None:
                 continue
             for ck in sorted(touched.get(key, ())):
                 v = st.value(ck, by_id[ck[0]])
-                await out.send(kpis, v.key.encode(), v.to_bytes(), partition=kpi_partition(v.kpi))
-            await cache.put(table, key, st, st.to_bytes(), where[key], out)
+                out.add(kpis, v.key.encode(), v.to_bytes(), partition=kpi_partition(v.kpi))
+            cache.put(table, key, st, st.to_bytes(), where[key], out)
 
-    @app.agent(events, name=f"{ns}.kpis")
-    async def kpi_agent(stream):  # type: ignore[no-untyped-def]
-        async for batch in stream.take_events(s.aggregate.batch_max, within=s.aggregate.batch_within_s):
-            await process(batch)
+    host_stage(app, settings, Stage("kpis", [topic_name(ns, "events")], process, tables=[table],
+                                    batch_max=s.aggregate.batch_max,
+                                    within_s=s.aggregate.batch_within_s))
 
 
 KPIS = AgentSpec("kpis", _register, "events -> ratio KPIs per group and calendar period -> kpis")

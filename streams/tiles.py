@@ -4,19 +4,23 @@
   size: the latest value and a bounded sparkline of window means. The sparkline lives
   in memory; after a restart it refills from new rollups.
 * ``kpi:<id>`` (overall group) and ``kpi:<id>:<group>`` (kind ``kpi``) from
-  ``<ns>.kpis``, with trend and ranking. The latest KPI values are kept in the Faust
-  table ``tile-kpis`` (changelog), so the overall sum and ranking survive a restart.
+  ``<ns>.kpis``, with trend and ranking. The latest KPI values are kept in the
+  ``StateTable`` ``tile-kpis`` (changelog), so the overall sum and ranking survive a
+  restart.
 * ``alerts:<scope>`` and ``alerts:all`` (kind ``alerts``) from ``<ns>.alerts``, kept in
   the table ``tile-alerts``.
 
+One batch stage (``streams.batch``) reads the three topics.
+
 All tiles pass through one ``TileCoalescer``: each tile id is produced at most once per
 ``tiles.min_interval_s`` (latest wins), so a 10k events/s stream makes at most
-(number of tiles / min_interval_s) tiles per second. A timer sends what is due every
-``tiles.flush_every_s``.
+(number of tiles / min_interval_s) tiles per second. The stage's tick sends what is due
+every ``tiles.flush_every_s``.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from typing import Any
@@ -33,7 +37,7 @@ from ioc.tiles import Tile, encode_tile
 from ioc.topics import spec, topic_name
 
 from .agent_spec import AgentSpec
-from .aggregate import Sender, save_state
+from .batch import Outbox, Stage, StateTable, host_stage
 
 __all__ = ["TILES", "UNITS"]
 
@@ -50,33 +54,32 @@ def _register(app: faust.App, settings: Settings) -> None:
     s = settings.streams
     ts = s.tiles
     series_size = s.aggregate.window_sizes_s[0]
-    raw: dict[str, Any] = {"value_serializer": "raw", "key_serializer": "raw"}
-    rollups = app.topic(topic_name(ns, "rollups"), **raw)
-    kpis = app.topic(topic_name(ns, "kpis"), **raw)
-    alerts = app.topic(topic_name(ns, "alerts"), **raw)
-    out = topic_name(ns, "wall.tiles")
-    kpi_table = app.Table("tile-kpis", default=None, partitions=spec("kpis").partitions,
-                          key_type=bytes, value_type=bytes, help="latest KPI values for tiles")
-    alert_table = app.Table("tile-alerts", default=None, partitions=spec("alerts").partitions,
-                            key_type=bytes, value_type=bytes, help="latest alert states for tiles")
-    sender = Sender(app, "tiles")
+    rollups = topic_name(ns, "rollups")
+    kpis = topic_name(ns, "kpis")
+    alerts = topic_name(ns, "alerts")
+    out_topic = topic_name(ns, "wall.tiles")
+    kpi_table = StateTable("tile-kpis", kpis, spec("kpis").partitions)
+    alert_table = StateTable("tile-alerts", alerts, spec("alerts").partitions)
     coalescer = TileCoalescer(min_interval_s=ts.min_interval_s, max_pending=ts.max_pending)
     series: dict[tuple[str, str], SensorSeries] = {}
     kpi_board = KpiBoard(s.kpis, trend_points=ts.trend_points)
     alert_board = AlertBoard(items=ts.alert_items)
-    loaded = {"kpi": False, "alert": False}
-    stats = {"sent": 0, "errors": 0, "last_log": time.monotonic()}
+    stats = {"sent": 0, "last_log": time.monotonic()}
 
-    def offer(tile: Tile | None) -> None:
-        if tile is not None:
-            coalescer.offer(tile)
+    def on_assigned(_tps: set[Any]) -> None:
+        # the tables were just restored from their changelogs: rebuild the boards
+        for value in list(kpi_table.data.values()):
+            kpi_board.update(KpiValue.from_bytes(value))
+        for value in list(alert_table.data.values()):
+            alert_board.update(Alert.from_bytes(value))
 
-    @app.agent(rollups, name=f"{ns}.tiles.rollups")
-    async def tiles_rollups(stream):  # type: ignore[no-untyped-def]
-        async for batch in stream.take_events(1000, within=0.02):
-            changed: set[tuple[str, str]] = set()
-            for ev in batch:
-                r = Rollup.from_dict(orjson.loads(ev.value))
+    def process(batch: list[Any], out: Outbox) -> None:
+        changed: set[tuple[str, str]] = set()
+        kpi_ids: set[str] = set()
+        alert_ids: set[str] = set()
+        for msg in batch:
+            if msg.topic == rollups:
+                r = Rollup.from_dict(orjson.loads(msg.value))
                 if r.size != series_size:
                     continue
                 k = (r.entity, r.metric)
@@ -88,54 +91,36 @@ def _register(app: faust.App, settings: Settings) -> None:
                     ss = series[k] = SensorSeries(r.entity, r.metric, points=ts.series_points)
                 if ss.update(r):
                     changed.add(k)
-            for k in changed:
-                offer(sensor_tile(series[k], unit=UNITS.get(k[1], "")))
+            elif msg.topic == kpis:
+                kpi_table.put(msg.key, msg.value, msg.partition, out)
+                kpi_ids.update(kpi_board.update(KpiValue.from_bytes(msg.value)))
+            elif msg.topic == alerts:
+                alert_table.put(msg.key, msg.value, msg.partition, out)
+                alert_ids.update(alert_board.update(Alert.from_bytes(msg.value)))
+        for k in changed:
+            coalescer.offer_lazy(f"sensor:{k[0]}:{k[1]}", functools.partial(build_sensor, k))
+        for tid in kpi_ids:
+            coalescer.offer_lazy(tid, functools.partial(kpi_board.tile, tid))
+        for tid in alert_ids:
+            coalescer.offer_lazy(tid, functools.partial(alert_board.tile, tid))
 
-    @app.agent(kpis, name=f"{ns}.tiles.kpis")
-    async def tiles_kpis(stream):  # type: ignore[no-untyped-def]
-        async for batch in stream.take_events(1000, within=0.02):
-            if not loaded["kpi"]:  # the table was recovered from its changelog before this
-                loaded["kpi"] = True
-                for value in list(kpi_table.data.values()):
-                    kpi_board.update(KpiValue.from_bytes(value))
-            ids: set[str] = set()
-            for ev in batch:
-                v = KpiValue.from_bytes(ev.value)
-                await save_state(kpi_table, ev.key, ev.value, ev.message.partition, sender)
-                ids.update(kpi_board.update(v))
-            for tid in ids:
-                offer(kpi_board.tile(tid))
+    def build_sensor(k: tuple[str, str]) -> Tile:
+        return sensor_tile(series[k], unit=UNITS.get(k[1], ""))
 
-    @app.agent(alerts, name=f"{ns}.tiles.alerts")
-    async def tiles_alerts(stream):  # type: ignore[no-untyped-def]
-        async for batch in stream.take_events(1000, within=0.02):
-            if not loaded["alert"]:
-                loaded["alert"] = True
-                for value in list(alert_table.data.values()):
-                    alert_board.update(Alert.from_bytes(value))
-            ids: set[str] = set()
-            for ev in batch:
-                await save_state(alert_table, ev.key, ev.value, ev.message.partition, sender)
-                ids.update(alert_board.update(Alert.from_bytes(ev.value)))
-            for tid in ids:
-                offer(alert_board.tile(tid))
-
-    @app.timer(ts.flush_every_s, name=f"{ns}.tiles.flush")
-    async def flush() -> None:
+    def flush(_now: float, out: Outbox) -> None:
         now = time.monotonic()
         for tile in coalescer.due(now):
-            try:
-                await sender.send(out, tile.id.encode(), encode_tile(tile))
-                stats["sent"] += 1
-            except Exception:  # a produce error must not stop the flusher; counted
-                stats["errors"] += 1
-                log.exception("tiles: could not send %s", tile.id)
+            out.add(out_topic, tile.id.encode(), encode_tile(tile))
+            stats["sent"] += 1
         if now - stats["last_log"] > 60:
             stats["last_log"] = now
-            log.info("tiles: sent=%s coalesced=%s dropped=%s errors=%s", stats["sent"],
-                     coalescer.coalesced, coalescer.dropped, stats["errors"])
+            log.info("tiles: sent=%s coalesced=%s dropped=%s", stats["sent"],
+                     coalescer.coalesced, coalescer.dropped)
 
-
+    host_stage(app, settings, Stage(
+        "tiles", [rollups, kpis, alerts], process, tables=[kpi_table, alert_table],
+        tick=flush, tick_every_s=ts.flush_every_s, on_assigned=on_assigned,
+        batch_max=5000, within_s=min(0.02, ts.flush_every_s)))
 
 
 TILES = AgentSpec("tiles", _register, "rollups/kpis/alerts -> rate-limited wall tiles")

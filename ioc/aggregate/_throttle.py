@@ -1,4 +1,4 @@
-"""Rate limit of 'updated' rollups: latest wins per window, bounded."""
+"""Rate limit of 'updated' rollups: latest wins per window, bounded in keys and in rate."""
 
 from __future__ import annotations
 
@@ -14,23 +14,57 @@ class UpdateThrottle(Generic[T]):
 
     ``offer`` returns the item when it may go now, else keeps it pending (replacing an
     older pending item of the same key). ``due`` returns the pending items whose interval
-    has passed. At most ``max_pending`` keys wait; beyond that an item is let through at
-    once (counted in ``overflow``) rather than dropped, since a rollup must not be lost.
+    has passed, oldest key first.
+
+    Two bounds:
+
+    * ``max_per_s`` (None: none): at most this many items a second in total, over all
+      keys (a token bucket holding one second's worth). When many keys are busy the
+      items wait longer instead (latest wins, counted in ``coalesced``): the update rate
+      of a window then stretches beyond ``min_interval_s``, so the cost downstream
+      (rollups produced, tiles rebuilt, rows upserted) stays bounded however many
+      windows are open. Closed windows do not pass through here.
+    * ``max_pending``: at most this many keys wait; beyond that an item is let through
+      at once (counted in ``overflow``) rather than dropped, since a rollup must not be
+      lost.
     """
 
-    def __init__(self, *, min_interval_s: float = 0.2, max_pending: int = 100_000) -> None:
+    def __init__(self, *, min_interval_s: float = 0.2, max_pending: int = 100_000,
+                 max_per_s: float | None = None) -> None:
         self.min_interval_s = min_interval_s
         self.max_pending = max_pending
+        self.max_per_s = max_per_s
+        self.tokens = max_per_s or 0.0
+        self.refilled = -1e18
         self.pending: dict[str, T] = {}
         self.last: dict[str, float] = {}
         self.overflow = 0
         self.coalesced = 0
+        self.budget_held = 0
+
+    def _refill(self, now: float) -> None:
+        if self.max_per_s is not None:
+            self.tokens = min(self.max_per_s,
+                              self.tokens + (now - self.refilled) * self.max_per_s)
+            self.refilled = now
+
+    def _take(self, now: float) -> bool:
+        if self.max_per_s is None:
+            return True
+        if self.tokens < 1:
+            self._refill(now)
+            if self.tokens < 1:
+                return False
+        self.tokens -= 1
+        return True
 
     def offer(self, key: str, item: T, now: float) -> T | None:
         if now - self.last.get(key, -1e18) >= self.min_interval_s:
-            self.last[key] = now
-            self.pending.pop(key, None)
-            return item
+            if self._take(now):
+                self.last[key] = now
+                self.pending.pop(key, None)
+                return item
+            self.budget_held += 1
         if key in self.pending:
             self.coalesced += 1
         elif len(self.pending) >= self.max_pending:
@@ -41,7 +75,10 @@ class UpdateThrottle(Generic[T]):
 
     def due(self, now: float) -> list[T]:
         out = []
+        self._refill(now)
         for key in [k for k in self.pending if now - self.last.get(k, -1e18) >= self.min_interval_s]:
+            if not self._take(now):
+                break
             out.append(self.pending.pop(key))
             self.last[key] = now
         return out

@@ -26,10 +26,19 @@ class AggregateSettings(Section):
         None, description="window sizes whose open windows emit 'updated' rollups after each batch "
                           "(default: the smallest size); every size emits 'closed'")
     update_interval_s: float = Field(
-        0.2, ge=0, le=60, description="an open window's 'updated' rollup is sent at most this often "
+        0.1, ge=0, le=60, description="an open window's 'updated' rollup is sent at most this often "
                                       "(latest wins); 'closed' rollups are never held back")
-    batch_max: int = Field(500, ge=1, le=100_000, description="events taken per agent batch")
-    batch_within_s: float = Field(0.05, gt=0, le=10, description="longest wait to fill a batch")
+    max_updates_per_s: float = Field(
+        2000.0, gt=0, le=1_000_000,
+        description="at most this many 'updated' rollups a second in total per worker; when more "
+                    "windows are busy their updates come less often (latest wins), so rollups, "
+                    "tiles and upserts stay bounded however many sensors report")
+    batch_max: int = Field(5000, ge=1, le=100_000,
+                           description="most events a stage takes per batch (also bounds its outbox)")
+    batch_within_s: float = Field(
+        0.01, gt=0, le=10,
+        description="how long a stage waits for records when none are buffered (it takes what "
+                    "is there at once otherwise); also the finest step of its timers")
 
     @field_validator("window_sizes_s")
     @classmethod

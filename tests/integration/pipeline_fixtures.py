@@ -91,15 +91,25 @@ class TopicTail:
 
 
 def consumed_all(settings: Settings, suffix: str = "events") -> bool:
-    """True when the workers' consumer group has committed every record of ``<ns>.<suffix>``."""
+    """True when every stage group of the worker app that reads ``<ns>.<suffix>`` has
+    committed its end (stage groups are named ``<app id>.<stage names>``)."""
+    from ioc.kafka.clients import admin_client
+
     topic = topic_name(settings.namespace, suffix)
-    group = settings.streams.app_id or f"{settings.namespace}-streams"
-    # a consumer of the group that never joins it: it only reads the committed offsets
-    consumer = KafkaConsumer(group_id=group, enable_auto_commit=False,
-                             **kafka_python_kwargs(settings.kafka))
+    app_id = settings.streams.app_id or f"{settings.namespace}-streams"
+    admin = admin_client(settings.kafka)
+    consumer = KafkaConsumer(enable_auto_commit=False, **kafka_python_kwargs(settings.kafka))
     try:
+        groups = [g["group_id"] for g in admin.list_groups()
+                  if str(g["group_id"]).startswith(f"{app_id}.")]
+        offsets = admin.list_group_offsets(groups) if groups else {}
+        readers = [o for o in offsets.values() if any(tp.topic == topic for tp in o)]
+        if not readers:
+            return False
         tps = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
         ends = consumer.end_offsets(tps)
-        return all((consumer.committed(tp) or 0) >= end for tp, end in ends.items())
+        return all((o[tp].offset if tp in o else 0) >= end
+                   for o in readers for tp, end in ends.items())
     finally:
         consumer.close()
+        admin.close()
