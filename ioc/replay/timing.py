@@ -82,7 +82,7 @@ class ReplayPacer:
             self._last = record_ns
         due = self._wall0 + (self._last - self._rec0 - self._skipped_ns) / 1e9 / self.speed
         wait = due - now
-        if wait <= 0:
+        if wait <= 1e-6:  # float rounding after a sleep of exactly the wait: due
             self.max_lag_s = max(self.max_lag_s, -wait)
             return 0.0
         return wait
