@@ -2,13 +2,14 @@
 same run's baseline: a raw Kafka produce -> consume of the same events.
 
     .venv/bin/python bench/bench_latency.py [--quick] [--rate 2000] [--seconds 30]
-                                             [--sensors 50] [--via-raw]
+                                             [--sensors 50] [--via-raw | --full]
 
 Path measured (real processes, as deployed):
 
     producer (kafka-python, this process) -> <ns>.events      (or <ns>.events.raw with --via-raw)
       [-> validate agent -> <ns>.events]
-      -> `ioc worker --agents aggregate,tiles[,validate]` (Faust):
+      -> `ioc worker --agents aggregate,tiles[,validate]` (batch stages in the Faust worker;
+         --full: validate,aggregate,kpis,rules,tiles plus `ioc sink` of the event tables):
          aggregate: 10 s windows, 'updated' rollups (throttled) -> <ns>.rollups
          tiles: sensor:<entity>:<metric> series tiles, coalesced per tile -> <ns>.wall.tiles
       -> consumer (kafka-python, this process)
@@ -41,6 +42,7 @@ from kafka import KafkaConsumer, KafkaProducer, TopicPartition  # noqa: E402
 from ioc.config import Settings, load_settings  # noqa: E402
 from ioc.events import Event, encode_event  # noqa: E402
 from ioc.kafka import delete_namespace_topics, ensure_topics, kafka_python_kwargs  # noqa: E402
+from ioc.storage import drop_schema, migrate  # noqa: E402
 from ioc.tiles import decode_tile  # noqa: E402
 from ioc.topics import TopicSpec  # noqa: E402
 
@@ -110,10 +112,21 @@ def run(args: argparse.Namespace) -> int:
     assert ensure_topics(s).success and ensure_topics(s, [BASELINE]).success
     env = dict(os.environ, IOC_NAMESPACE=s.namespace,
                IOC_KAFKA__BOOTSTRAP_SERVERS=",".join(s.kafka.bootstrap_servers))
-    agents = "aggregate,tiles" + (",validate" if args.via_raw else "")
+    if args.full:
+        args.via_raw = True
+        agents = "validate,aggregate,kpis,rules,tiles"
+    else:
+        agents = "aggregate,tiles" + (",validate" if args.via_raw else "")
     log = open(Path(os.environ.get("TMPDIR", "/tmp")) / f"{s.namespace}-worker.log", "wb")  # noqa: SIM115
     worker = subprocess.Popen([sys.executable, "-m", "ioc", "worker", "--agents", agents],
                               env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+    sink = None
+    if args.full:
+        migrate(s)
+        env["IOC_DATABASE__DSN"] = s.database.dsn.get_secret_value()
+        sink = subprocess.Popen([sys.executable, "-m", "ioc", "sink", "--tables",
+                                 "events,rollups,kpi_values,alerts"],
+                                env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
     producer = KafkaProducer(acks="all", linger_ms=2, **kafka_python_kwargs(s.kafka))
     src = f"{s.namespace}.events.raw" if args.via_raw else f"{s.namespace}.events"
     try:
@@ -181,7 +194,8 @@ def run(args: argparse.Namespace) -> int:
             lat.append(series[i][1] - t_send)
         n_tiles = len(tiles.got) - mark
         span = (tiles.got[-1][0] - t_first) if n_tiles else 1.0
-        print(f"rate {args.rate:g} ev/s for {args.seconds:g} s, {args.sensors} sensors, agents {agents}")
+        print(f"rate {args.rate:g} ev/s for {args.seconds:g} s, {args.sensors} sensors, agents {agents}"
+              + (" + sink events,rollups,kpi_values,alerts" if sink else ""))
         print(f"events sent {len(sent)} (achieved {len(sent) / args.seconds:,.0f}/s), "
               f"tiles received {n_tiles} ({n_tiles / span:,.0f}/s), "
               f"events without a tile {missing}")
@@ -203,14 +217,19 @@ def run(args: argparse.Namespace) -> int:
         return 0
     finally:
         producer.close(timeout=5)
-        worker.terminate()
-        try:
-            worker.wait(20)
-        except subprocess.TimeoutExpired:
-            worker.kill()
+        for proc in (worker, sink):
+            if proc is None:
+                continue
+            proc.terminate()
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
         log.close()
         if not args.keep:
             delete_namespace_topics(s)
+            if sink is not None:
+                drop_schema(s)
 
 
 def orjson_time(value: bytes) -> float:
@@ -227,6 +246,10 @@ def main() -> int:
     ap.add_argument("--baseline-seconds", type=float, default=10.0)
     ap.add_argument("--sensors", type=int, default=50, help="distinct entities (tiles)")
     ap.add_argument("--via-raw", action="store_true", help="publish to events.raw through validate")
+    ap.add_argument("--full", action="store_true",
+                    help="every stage of the events path: --via-raw, the worker with validate, "
+                         "aggregate, kpis, rules and tiles, and the sink of events, rollups, "
+                         "kpi_values and alerts")
     ap.add_argument("--drain-timeout", type=float, default=120.0,
                     help="seconds to wait after the last send for tiles to catch up")
     ap.add_argument("--keep", action="store_true", help="keep the namespace's topics")

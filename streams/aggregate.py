@@ -30,11 +30,10 @@ import faust
 from ioc.aggregate import EntityWindows, Rollup, UpdateThrottle, WindowId
 from ioc.config import Settings
 from ioc.errors import InvalidEvent
-from ioc.events import decode_event
 from ioc.topics import spec, topic_name
 
 from .agent_spec import AgentSpec
-from .batch import Outbox, Stage, StateTable, host_stage
+from .batch import Outbox, Stage, StateTable, decoded_events, host_stage
 
 __all__ = ["AGGREGATE", "AggregateMetrics", "StateCache", "dlq_headers"]
 
@@ -115,13 +114,11 @@ def _register(app: faust.App, settings: Settings) -> None:
         states: dict[bytes, EntityWindows] = {}
         where: dict[bytes, int] = {}
         touched: dict[bytes, set[WindowId]] = {}
-        for msg in batch:
+        for msg, e in zip(batch, decoded_events(batch), strict=True):
             m.events += 1
-            try:
-                e = decode_event(msg.value)
-            except InvalidEvent as exc:
+            if isinstance(e, InvalidEvent):
                 m.undecodable += 1
-                out.add(dlq, msg.key, msg.value, headers=dlq_headers(exc.reason, msg, str(exc)))
+                out.add(dlq, msg.key, msg.value, headers=dlq_headers(e.reason, msg, str(e)))
                 continue
             key = e.entity.encode()
             st = states.get(key)
@@ -157,6 +154,7 @@ def _register(app: faust.App, settings: Settings) -> None:
                         out.add(rollups, r.key.encode(), r.to_bytes(), partition=p)
                         m.rollups_updated += 1
             cache.put(table, key, st, st.to_bytes(), p, out)
+        send_due(0.0, out)  # held-back updates that are due now go with this batch
         m.batches += 1
         m.busy_s += time.perf_counter() - t0
         if time.monotonic() - last_log[0] > 60:

@@ -46,11 +46,13 @@ from aiokafka.errors import KafkaError as AIOKafkaError
 from aiokafka.partitioner import murmur2
 
 from ioc.config import Settings
+from ioc.errors import InvalidEvent
+from ioc.events import decode_event
 from ioc.kafka import ensure_topics
 from ioc.kafka.clients import aiokafka_kwargs
 from ioc.topics import TopicSpec
 
-__all__ = ["Outbox", "Stage", "StageMetrics", "StateTable", "combine", "host_stage"]
+__all__ = ["Outbox", "Stage", "StageMetrics", "StateTable", "combine", "decoded_events", "host_stage"]
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +113,31 @@ class Outbox:
                                          f"an empty batch for {topic}[{part}]")
             futs.append(await producer.send_batch(batch, topic, partition=part))
         await asyncio.gather(*futs)
+
+
+class _DecodedBatch:
+    """The events of the batch last decoded, so stages sharing a consumer decode once."""
+
+    records: list[Any] | None = None
+    decoded: list[Any] = []
+
+
+def decoded_events(records: list[Any]) -> list[Any]:
+    """``decode_event`` of each record's value (an ``Event`` or the ``InvalidEvent``).
+
+    Combined stages get the very same list object, so the second and third stage of
+    ``aggregate+kpis+rules`` reuse the first one's work (one decode per event, not three).
+    """
+    if _DecodedBatch.records is records:
+        return _DecodedBatch.decoded
+    out: list[Any] = []
+    for r in records:
+        try:
+            out.append(decode_event(r.value))
+        except InvalidEvent as exc:
+            out.append(exc)
+    _DecodedBatch.records, _DecodedBatch.decoded = records, out
+    return out
 
 
 class StateTable:

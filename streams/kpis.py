@@ -19,14 +19,13 @@ import faust
 
 from ioc.config import Settings
 from ioc.errors import InvalidEvent
-from ioc.events import decode_event
 from ioc.kpi import KpiCounts
 from ioc.kpi._ratio import CountKey
 from ioc.topics import spec, topic_name
 
 from .agent_spec import AgentSpec
 from .aggregate import StateCache
-from .batch import Outbox, Stage, StateTable, host_stage
+from .batch import Outbox, Stage, StateTable, decoded_events, host_stage
 
 __all__ = ["KPIS", "kpi_partition"]
 
@@ -53,13 +52,11 @@ def _register(app: faust.App, settings: Settings) -> None:
         states: dict[bytes, KpiCounts] = {}
         where: dict[bytes, int] = {}
         touched: dict[bytes, set[CountKey]] = {}
-        for msg in batch:
-            try:
-                e = decode_event(msg.value)
-            except InvalidEvent as exc:
+        for msg, e in zip(batch, decoded_events(batch), strict=True):
+            if isinstance(e, InvalidEvent):
                 # the aggregate agent dead-letters undecodable records; count only once
                 log.debug("kpis: undecodable record at %s/%s/%s: %s", msg.topic, msg.partition,
-                          msg.offset, exc)
+                          msg.offset, e)
                 continue
             if e.type not in types:
                 continue

@@ -24,13 +24,12 @@ import faust
 
 from ioc.config import Settings
 from ioc.errors import InvalidEvent
-from ioc.events import decode_event
 from ioc.rules import Alert, EntityRules
 from ioc.topics import spec, topic_name
 
 from .agent_spec import AgentSpec
 from .aggregate import StateCache
-from .batch import Outbox, Stage, StateTable, host_stage
+from .batch import Outbox, Stage, StateTable, decoded_events, host_stage
 
 __all__ = ["RULES", "alert_partition"]
 
@@ -67,10 +66,8 @@ def _register(app: faust.App, settings: Settings) -> None:
     def process(batch: list[Any], out: Outbox) -> None:
         states: dict[bytes, EntityRules] = {}
         now = time.time()
-        for msg in batch:
-            try:
-                e = decode_event(msg.value)
-            except InvalidEvent:
+        for msg, e in zip(batch, decoded_events(batch), strict=True):
+            if isinstance(e, InvalidEvent):
                 continue  # dead-lettered by the aggregate agent
             key = e.entity.encode()
             er = states.get(key)

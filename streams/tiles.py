@@ -103,6 +103,7 @@ def _register(app: faust.App, settings: Settings) -> None:
             coalescer.offer_lazy(tid, functools.partial(kpi_board.tile, tid))
         for tid in alert_ids:
             coalescer.offer_lazy(tid, functools.partial(alert_board.tile, tid))
+        flush(0.0, out)  # what may go now goes now, not at the next tick
 
     def build_sensor(k: tuple[str, str]) -> Tile:
         return sensor_tile(series[k], unit=UNITS.get(k[1], ""))
