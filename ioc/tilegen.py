@@ -219,9 +219,9 @@ class TileCoalescer:
             if now - self.last_sent.get(tid, -1e18) >= self.min_interval_s:
                 item = self.pending.pop(tid)
                 tile = item if isinstance(item, Tile) else item()
-                if tile is not None:
+                if tile is not None:  # nothing sent: the next tile of tid need not wait
                     out.append(tile)
-                self.last_sent[tid] = now
+                    self.last_sent[tid] = now
         if len(self.last_sent) > 4 * self.max_pending:
             horizon = now - self.min_interval_s
             self.last_sent = {k: t for k, t in self.last_sent.items() if t >= horizon}

@@ -35,7 +35,7 @@ class UpdateThrottle(Generic[T]):
         self.max_pending = max_pending
         self.max_per_s = max_per_s
         self.tokens = max_per_s or 0.0
-        self.refilled = -1e18
+        self.refilled: float | None = None
         self.pending: dict[str, T] = {}
         self.last: dict[str, float] = {}
         self.overflow = 0
@@ -44,17 +44,18 @@ class UpdateThrottle(Generic[T]):
 
     def _refill(self, now: float) -> None:
         if self.max_per_s is not None:
+            if self.refilled is None:  # the bucket starts full, credited from now on
+                self.refilled = now
             self.tokens = min(self.max_per_s,
-                              self.tokens + (now - self.refilled) * self.max_per_s)
+                              self.tokens + max(0.0, now - self.refilled) * self.max_per_s)
             self.refilled = now
 
     def _take(self, now: float) -> bool:
         if self.max_per_s is None:
             return True
+        self._refill(now)
         if self.tokens < 1:
-            self._refill(now)
-            if self.tokens < 1:
-                return False
+            return False
         self.tokens -= 1
         return True
 

@@ -291,3 +291,14 @@ def test_key_partition_matches_aiokafka_default_partitioner(partitions: int):
 def test_key_partition_spreads_keys_and_sends_keyless_records_to_0():
     assert {key_partition(f"entity-{i}".encode(), 6) for i in range(200)} == set(range(6))
     assert key_partition(None, 6) == 0 and key_partition(None, 1) == 0
+
+
+def test_update_budget_never_lets_more_than_one_seconds_worth_through_at_once():
+    from ioc.aggregate import UpdateThrottle
+
+    t: UpdateThrottle[int] = UpdateThrottle(min_interval_s=0.2, max_per_s=10)
+    passed = [k for k in range(30) if t.offer(f"k{k}", k, 0.0) is not None]
+    assert len(passed) == 10  # a fresh throttle: one second's worth, not two
+    t.due(0.5)
+    later = [k for k in range(100, 150) if t.offer(f"k{k}", k, 5.0) is not None]
+    assert len(later) <= 10  # after an idle gap the bucket is full, never fuller
