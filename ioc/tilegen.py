@@ -13,7 +13,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from .aggregate import Rollup
+from .aggregate import Rollup, TokenBucket
 from .config._streams import KpiSpec
 from .kpi import KpiValue, combine, ranking
 from .rules import Alert
@@ -187,11 +187,18 @@ class TileCoalescer:
     released, so a tile whose inputs change 100 times between two releases is built
     once (from the latest state). The pending set is bounded by ``max_pending``: a tile
     of a *new* id offered when it is full is dropped and counted in ``dropped``.
+    ``max_per_s`` (None: none) caps the tiles released per second in total (a token
+    bucket): when more tiles are busy, each waits longer, oldest first, latest wins,
+    so the tiles topic, the wall servers and the screens see a bounded rate however
+    many sensors report (``held`` counts the releases put off by it).
     """
 
-    def __init__(self, *, min_interval_s: float = 0.25, max_pending: int = 10_000) -> None:
+    def __init__(self, *, min_interval_s: float = 0.25, max_pending: int = 10_000,
+                 max_per_s: float | None = None) -> None:
         self.min_interval_s = min_interval_s
         self.max_pending = max_pending
+        self.bucket = TokenBucket(max_per_s) if max_per_s is not None else None
+        self.held = 0
         self.pending: dict[str, Tile | Callable[[], Tile | None]] = {}
         self.last_sent: dict[str, float] = {}
         self.coalesced = 0
@@ -217,6 +224,9 @@ class TileCoalescer:
         out = []
         for tid in list(self.pending):
             if now - self.last_sent.get(tid, -1e18) >= self.min_interval_s:
+                if self.bucket is not None and not self.bucket.take(now):
+                    self.held += 1
+                    break
                 item = self.pending.pop(tid)
                 tile = item if isinstance(item, Tile) else item()
                 if tile is not None:  # nothing sent: the next tile of tid need not wait

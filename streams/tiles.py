@@ -60,7 +60,8 @@ def _register(app: faust.App, settings: Settings) -> None:
     out_topic = topic_name(ns, "wall.tiles")
     kpi_table = StateTable("tile-kpis", kpis, spec("kpis").partitions)
     alert_table = StateTable("tile-alerts", alerts, spec("alerts").partitions)
-    coalescer = TileCoalescer(min_interval_s=ts.min_interval_s, max_pending=ts.max_pending)
+    coalescer = TileCoalescer(min_interval_s=ts.min_interval_s, max_pending=ts.max_pending,
+                              max_per_s=ts.max_per_s)
     series: dict[tuple[str, str], SensorSeries] = {}
     kpi_board = KpiBoard(s.kpis, trend_points=ts.trend_points)
     alert_board = AlertBoard(items=ts.alert_items)
@@ -115,8 +116,8 @@ def _register(app: faust.App, settings: Settings) -> None:
             stats["sent"] += 1
         if now - stats["last_log"] > 60:
             stats["last_log"] = now
-            log.info("tiles: sent=%s coalesced=%s dropped=%s", stats["sent"],
-                     coalescer.coalesced, coalescer.dropped)
+            log.info("tiles: sent=%s coalesced=%s dropped=%s held=%s", stats["sent"],
+                     coalescer.coalesced, coalescer.dropped, coalescer.held)
 
     host_stage(app, settings, Stage(
         "tiles", [rollups, kpis, alerts], process, tables=[kpi_table, alert_table],

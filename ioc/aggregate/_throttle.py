@@ -4,9 +4,31 @@ from __future__ import annotations
 
 from typing import Generic, TypeVar
 
-__all__ = ["UpdateThrottle"]
+__all__ = ["TokenBucket", "UpdateThrottle"]
 
 T = TypeVar("T")
+
+
+class TokenBucket:
+    """At most ``per_s`` takes a second, with bursts of at most one second's worth.
+
+    Starts full at the first call; refills continuously with the ``now`` it is given.
+    """
+
+    def __init__(self, per_s: float) -> None:
+        self.per_s = per_s
+        self.tokens = per_s
+        self.refilled: float | None = None
+
+    def take(self, now: float) -> bool:
+        if self.refilled is None:
+            self.refilled = now
+        self.tokens = min(self.per_s, self.tokens + max(0.0, now - self.refilled) * self.per_s)
+        self.refilled = now
+        if self.tokens < 1:
+            return False
+        self.tokens -= 1
+        return True
 
 
 class UpdateThrottle(Generic[T]):
@@ -34,30 +56,15 @@ class UpdateThrottle(Generic[T]):
         self.min_interval_s = min_interval_s
         self.max_pending = max_pending
         self.max_per_s = max_per_s
-        self.tokens = max_per_s or 0.0
-        self.refilled: float | None = None
+        self.bucket = TokenBucket(max_per_s) if max_per_s is not None else None
         self.pending: dict[str, T] = {}
         self.last: dict[str, float] = {}
         self.overflow = 0
         self.coalesced = 0
         self.budget_held = 0
 
-    def _refill(self, now: float) -> None:
-        if self.max_per_s is not None:
-            if self.refilled is None:  # the bucket starts full, credited from now on
-                self.refilled = now
-            self.tokens = min(self.max_per_s,
-                              self.tokens + max(0.0, now - self.refilled) * self.max_per_s)
-            self.refilled = now
-
     def _take(self, now: float) -> bool:
-        if self.max_per_s is None:
-            return True
-        self._refill(now)
-        if self.tokens < 1:
-            return False
-        self.tokens -= 1
-        return True
+        return self.bucket is None or self.bucket.take(now)
 
     def offer(self, key: str, item: T, now: float) -> T | None:
         if now - self.last.get(key, -1e18) >= self.min_interval_s:
@@ -76,7 +83,6 @@ class UpdateThrottle(Generic[T]):
 
     def due(self, now: float) -> list[T]:
         out = []
-        self._refill(now)
         for key in [k for k in self.pending if now - self.last.get(k, -1e18) >= self.min_interval_s]:
             if not self._take(now):
                 break

@@ -140,6 +140,10 @@ class TileSettings(Section):
 
     min_interval_s: float = Field(0.25, ge=0, le=60, description="a tile id is produced at most this often (latest wins)")
     max_pending: int = Field(10_000, ge=1, le=1_000_000, description="tiles waiting; beyond it new ids are dropped and counted")
+    max_per_s: float = Field(
+        1000.0, gt=0, le=1_000_000,
+        description="at most this many tiles a second in total per worker; when more tiles are "
+                    "busy each is sent less often (latest wins, oldest waiting first)")
     series_points: int = Field(60, ge=2, le=10_000, description="points in a sensor tile's sparkline")
     trend_points: int = Field(12, ge=1, le=1000, description="past periods in a KPI tile's trend")
     alert_items: int = Field(50, ge=1, le=1000, description="items in an alert-list tile")

@@ -302,3 +302,16 @@ def test_update_budget_never_lets_more_than_one_seconds_worth_through_at_once():
     t.due(0.5)
     later = [k for k in range(100, 150) if t.offer(f"k{k}", k, 5.0) is not None]
     assert len(later) <= 10  # after an idle gap the bucket is full, never fuller
+
+
+def test_tile_budget_caps_releases_per_second_oldest_first_latest_wins():
+    c = TileCoalescer(min_interval_s=0.0, max_pending=1000, max_per_s=10)
+    for i in range(30):
+        c.offer_lazy(f"t{i}", lambda i=i: Tile(id=f"t{i}", kind="text", version=1, time=0.0,
+                                                  payload={"v": i}))
+    c.offer_lazy("t0", lambda: Tile(id="t0", kind="text", version=2, time=0.0, payload={"v": "new"}))
+    first = c.due(0.0)
+    assert [t.id for t in first] == [f"t{i}" for i in range(10)]  # one second's worth, oldest first
+    assert first[0].payload == {"v": "new"} and c.held == 1
+    assert [t.id for t in c.due(0.5)] == [f"t{i}" for i in range(10, 15)]  # refilled half
+    assert len(c.due(10.0)) == 10 and len(c.due(20.0)) == 5 and not c.pending  # nothing lost
