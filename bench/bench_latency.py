@@ -2,14 +2,15 @@
 same run's baseline: a raw Kafka produce -> consume of the same events.
 
     .venv/bin/python bench/bench_latency.py [--quick] [--rate 2000] [--seconds 30]
-                                             [--sensors 50] [--via-raw | --full]
+                                             [--sensors 50] [--partial [--via-raw]]
 
 Path measured (real processes, as deployed):
 
-    producer (kafka-python, this process) -> <ns>.events      (or <ns>.events.raw with --via-raw)
-      [-> validate agent -> <ns>.events]
-      -> `ioc worker --agents aggregate,tiles[,validate]` (batch stages in the Faust worker;
-         --full: validate,aggregate,kpis,rules,tiles plus `ioc sink` of the event tables):
+    producer (kafka-python, this process) -> <ns>.events.raw  (--partial: <ns>.events,
+      -> validate stage -> <ns>.events                           or events.raw with --via-raw)
+      -> `ioc worker --agents validate,aggregate,kpis,rules,tiles` (batch stages in the
+         Faust worker) and `ioc sink` of the event tables (--partial: aggregate,tiles
+         [,validate], no sink):
          aggregate: 10 s windows, 'updated' rollups (throttled) -> <ns>.rollups
          tiles: sensor:<entity>:<metric> series tiles, coalesced per tile -> <ns>.wall.tiles
       -> consumer (kafka-python, this process)
@@ -112,6 +113,7 @@ def run(args: argparse.Namespace) -> int:
     assert ensure_topics(s).success and ensure_topics(s, [BASELINE]).success
     env = dict(os.environ, IOC_NAMESPACE=s.namespace,
                IOC_KAFKA__BOOTSTRAP_SERVERS=",".join(s.kafka.bootstrap_servers))
+    args.full = not args.partial
     if args.full:
         args.via_raw = True
         agents = "validate,aggregate,kpis,rules,tiles"
@@ -247,9 +249,12 @@ def main() -> int:
     ap.add_argument("--sensors", type=int, default=50, help="distinct entities (tiles)")
     ap.add_argument("--via-raw", action="store_true", help="publish to events.raw through validate")
     ap.add_argument("--full", action="store_true",
-                    help="every stage of the events path: --via-raw, the worker with validate, "
-                         "aggregate, kpis, rules and tiles, and the sink of events, rollups, "
-                         "kpi_values and alerts")
+                    help="(the default) every stage of the events path: publish to events.raw, "
+                         "the worker with validate, aggregate, kpis, rules and tiles, and the "
+                         "sink of events, rollups, kpi_values and alerts")
+    ap.add_argument("--partial", action="store_true",
+                    help="only the aggregate and tiles stages, publishing to events "
+                         "(with --via-raw: to events.raw, plus validate); no sink")
     ap.add_argument("--drain-timeout", type=float, default=120.0,
                     help="seconds to wait after the last send for tiles to catch up")
     ap.add_argument("--keep", action="store_true", help="keep the namespace's topics")
