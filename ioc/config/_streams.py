@@ -153,7 +153,9 @@ class TileSettings(Section):
 class StreamsSettings(Section):
     """The Faust workers."""
 
-    app_id: str | None = Field(None, description="consumer group id; default '<namespace>-streams'")
+    app_id: str | None = Field(
+        None, description="Faust app id and consumer group of the Faust agents (default "
+                          "'<namespace>-streams'); batch stages use '<app id>.<stage names>'")
     web_enabled: bool = Field(False, description="Faust's own web server (127.0.0.1 only)")
     web_port: int = Field(6066, ge=1, le=65535)
     data_dir: Path | None = Field(None, description="Faust's data folder; default in the state dir")
