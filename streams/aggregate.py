@@ -30,6 +30,7 @@ import faust
 from ioc.aggregate import EntityWindows, Rollup, UpdateThrottle, WindowId
 from ioc.config import Settings
 from ioc.errors import InvalidEvent
+from ioc.events import origin_mark, origin_seen, raw_origin
 from ioc.topics import spec, topic_name
 
 from .agent_spec import AgentSpec
@@ -125,11 +126,13 @@ def _register(app: faust.App, settings: Settings) -> None:
             if st is None:
                 st = states[key] = cache.get(table, key, EntityWindows.from_bytes,
                                              EntityWindows, e.entity)
-            if st.seen(msg.partition, msg.offset):
+            origin = raw_origin(msg.headers)
+            if st.seen(msg.partition, msg.offset) or origin_seen(st.raw, origin):
                 m.redelivered += 1
                 continue
             hit = st.add(e.time, e.values, sizes, lateness)
             st.mark(msg.partition, msg.offset)
+            origin_mark(st.raw, origin)
             where[key] = msg.partition
             if hit is None:
                 m.late += 1

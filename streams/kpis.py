@@ -19,6 +19,7 @@ import faust
 
 from ioc.config import Settings
 from ioc.errors import InvalidEvent
+from ioc.events import origin_mark, origin_seen, raw_origin
 from ioc.kpi import KpiCounts
 from ioc.kpi._ratio import CountKey
 from ioc.topics import spec, topic_name
@@ -65,10 +66,12 @@ def _register(app: faust.App, settings: Settings) -> None:
             if st is None:
                 st = states[key] = cache.get(table, key, KpiCounts.from_bytes,
                                              KpiCounts, e.entity)
-            if st.seen(msg.partition, msg.offset):
+            origin = raw_origin(msg.headers)
+            if st.seen(msg.partition, msg.offset) or origin_seen(st.raw, origin):
                 continue
             hit = st.add(specs, tz, type=e.type, t=e.time, values=e.values, attributes=e.attributes)
             st.mark(msg.partition, msg.offset)
+            origin_mark(st.raw, origin)
             where[key] = msg.partition
             touched.setdefault(key, set()).update(hit)
         for key, st in states.items():

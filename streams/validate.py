@@ -4,9 +4,9 @@ A batch stage (``streams.batch``): the routing is ``ioc.events.route_raw`` (pure
 batch's input offsets are committed only after every output record of the batch has
 been acknowledged by the broker; a failed send is retried (with backoff), so nothing
 is lost. Delivery is at-least-once: after a crash a batch may be re-emitted, which the
-sink absorbs (unique on source, id, time); the window and KPI states would count such
-re-emitted events again (they dedupe by ``events`` offset, and a re-emitted event has a
-new one): a known gap, see docs/aggregation.md.
+sink absorbs (unique on source, id, time); each valid event carries its raw origin in
+the header ``ioc.raw`` (``ioc.events.raw_origin``), by which the window and KPI states
+recognise re-emitted events and skip them (docs/aggregation.md).
 """
 
 from __future__ import annotations

@@ -128,7 +128,8 @@ class EntityWindows:
     """Open windows of one entity, its watermark and counters; serialisable as a whole.
 
     ``partition``/``offset`` remember the last applied source record so a redelivery
-    after a crash (at-least-once Kafka) is skipped instead of counted twice.
+    after a crash (at-least-once Kafka) is skipped instead of counted twice; ``raw``
+    does the same for events that validate re-emitted (``ioc.events.origin_seen``).
     """
 
     entity: str
@@ -138,6 +139,7 @@ class EntityWindows:
     applied: int = 0
     partition: int = -1
     offset: int = -1
+    raw: dict[int, tuple[int, int]] = field(default_factory=dict)  # ioc.events.origin_mark
 
     def seen(self, partition: int, offset: int) -> bool:
         """True when the record at ``partition``/``offset`` was already applied."""
@@ -184,6 +186,7 @@ class EntityWindows:
         return orjson.dumps({
             "e": self.entity, "wm": self.watermark if math.isfinite(self.watermark) else None,
             "late": self.late, "n": self.applied, "p": self.partition, "o": self.offset,
+            "r": [[p, o, i] for p, (o, i) in self.raw.items()],
             "w": [[m, s, st, a.count, a.sum, a.min, a.max, a.last, a.last_time]
                   for (m, s, st), a in self.windows.items()],
         })
@@ -192,7 +195,7 @@ class EntityWindows:
     def from_bytes(cls, data: bytes) -> EntityWindows:
         d = orjson.loads(data)
         ew = cls(d["e"], -math.inf if d["wm"] is None else d["wm"], {}, d["late"], d["n"],
-                 d["p"], d["o"])
+                 d["p"], d["o"], {p: (o, i) for p, o, i in d.get("r", ())})
         for m, s, st, c, sm, mn, mx, last, lt in d["w"]:
             ew.windows[(m, s, st)] = Agg(c, sm, mn, mx, last, lt)
         return ew

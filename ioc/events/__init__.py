@@ -16,11 +16,13 @@ from ._envelope import (
     validate_event,
 )
 from ._raw import MAX_RAW_BATCH_BYTES, MAX_RAW_BATCH_EVENTS, chunk_events, split_raw
+from ._route import RAW_ORIGIN, origin_mark, origin_seen, raw_origin
 
 __all__ = [
     "LIMITS",
     "MAX_RAW_BATCH_BYTES",
     "MAX_RAW_BATCH_EVENTS",
+    "RAW_ORIGIN",
     "REASONS",
     "TYPE_ATTRIBUTE_RULES",
     "AttributeValue",
@@ -29,6 +31,9 @@ __all__ = [
     "decode_event",
     "encode_event",
     "encode_events",
+    "origin_mark",
+    "origin_seen",
+    "raw_origin",
     "split_raw",
     "validate_event",
 ]

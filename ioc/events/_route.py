@@ -14,7 +14,7 @@ from ..errors import InvalidEvent
 from ._envelope import encode_event, validate_event
 from ._raw import split_raw
 
-__all__ = ["DLQ_HEADERS", "RouteCounts", "Routed", "route_raw"]
+__all__ = ["DLQ_HEADERS", "RAW_ORIGIN", "Origin", "RouteCounts", "Routed", "origin_mark", "origin_seen", "raw_origin", "route_raw"]
 
 # Headers added to every dead letter (after the original record's headers).
 DLQ_HEADERS = ("dlq.reason", "dlq.message", "dlq.field", "dlq.topic", "dlq.partition",
@@ -90,5 +90,40 @@ def route_raw(value: bytes | None, key: bytes | None, headers: Sequence[tuple[st
             out.append(_dead(raw, key, headers, exc, topic, partition, offset,
                              None if single else i))
             continue
-        out.append(Routed("events", e.entity.encode(), encode_event(e), []))
+        out.append(Routed("events", e.entity.encode(), encode_event(e),
+                          [(RAW_ORIGIN, b"%d:%d:%d" % (partition, offset, i))]))
     return out
+
+
+# Header of every canonical event: where validate found it ("<raw partition>:<raw
+# offset>:<index in the record>"). Stateful stages remember the newest origin per raw
+# partition, so events that validate re-emits after a crash (same origin, new offset on
+# <ns>.events) are recognised and not counted twice.
+RAW_ORIGIN = "ioc.raw"
+
+Origin = tuple[int, int, int]
+
+
+def raw_origin(headers: Sequence[tuple[str, bytes]] | None) -> Origin | None:
+    """The ``ioc.raw`` origin of a canonical event record, or None (not via validate)."""
+    for k, v in headers or ():
+        if k == RAW_ORIGIN:
+            try:
+                p, o, i = v.split(b":")
+                return int(p), int(o), int(i)
+            except ValueError:
+                return None
+    return None
+
+
+def origin_seen(marks: dict[int, tuple[int, int]], origin: Origin | None) -> bool:
+    """True when an event from ``origin`` or later in its raw partition was applied."""
+    if origin is None:
+        return False
+    last = marks.get(origin[0])
+    return last is not None and (origin[1], origin[2]) <= last
+
+
+def origin_mark(marks: dict[int, tuple[int, int]], origin: Origin | None) -> None:
+    if origin is not None:
+        marks[origin[0]] = (origin[1], origin[2])

@@ -85,6 +85,7 @@ class KpiCounts:
     partition: int = -1
     offset: int = -1
     keep: int = 400
+    raw: dict[int, tuple[int, int]] = field(default_factory=dict)  # ioc.events.origin_mark
 
     def seen(self, partition: int, offset: int) -> bool:
         return partition == self.partition and offset <= self.offset
@@ -125,12 +126,13 @@ class KpiCounts:
 
     def to_bytes(self) -> bytes:
         return orjson.dumps({"g": self.group, "p": self.partition, "o": self.offset,
+                             "r": [[p, o, i] for p, (o, i) in self.raw.items()],
                              "c": [[*k, *v] for k, v in self.counts.items()]})
 
     @classmethod
     def from_bytes(cls, data: bytes) -> KpiCounts:
         d = orjson.loads(data)
-        kc = cls(d["g"], {}, d["p"], d["o"])
+        kc = cls(d["g"], {}, d["p"], d["o"], raw={p: (o, i) for p, o, i in d.get("r", ())})
         for kpi, period, pk, num, den in d["c"]:
             kc.counts[(kpi, period, pk)] = [num, den]
         return kc

@@ -45,3 +45,32 @@ def test_single_event_record_has_no_index():
     out = route_raw(orjson.dumps(_ev(0, type="Bad")), b"s", [], topic="t", partition=0,
                     offset=1, now=NOW)
     assert out[0].suffix == "dlq" and dict(out[0].headers)["dlq.index"] == b""
+
+
+def test_valid_events_carry_their_raw_origin_and_stages_recognise_re_emitted_ones():
+    from ioc.aggregate import EntityWindows
+    from ioc.events import origin_mark, origin_seen, raw_origin
+    from ioc.kpi import KpiCounts
+
+    value = orjson.dumps([_ev(0), {"bad": 1}, _ev(2)])
+    out = route_raw(value, None, [], topic="t.events.raw", partition=3, offset=41, now=NOW)
+    events = [r for r in out if r.suffix == "events"]
+    assert [raw_origin(r.headers) for r in events] == [(3, 41, 0), (3, 41, 2)]
+    assert raw_origin([("other", b"x")]) is None and raw_origin([("ioc.raw", b"junk")]) is None
+
+    marks: dict[int, tuple[int, int]] = {}
+    assert not origin_seen(marks, (3, 41, 0))
+    origin_mark(marks, (3, 41, 2))
+    assert origin_seen(marks, (3, 41, 0)) and origin_seen(marks, (3, 41, 2))  # re-emitted
+    assert origin_seen(marks, (3, 40, 9))  # an earlier raw record of the same partition
+    assert not origin_seen(marks, (3, 41, 3)) and not origin_seen(marks, (3, 42, 0))
+    assert not origin_seen(marks, (2, 0, 0))  # another raw partition has its own order
+    assert not origin_seen(marks, None)  # not via validate (replays, direct producers)
+
+    ew = EntityWindows("s-1", raw=dict(marks))
+    assert EntityWindows.from_bytes(ew.to_bytes()).raw == {3: (41, 2)}
+    kc = KpiCounts("agency", raw=dict(marks))
+    assert KpiCounts.from_bytes(kc.to_bytes()).raw == {3: (41, 2)}
+    old = orjson.loads(ew.to_bytes())
+    del old["r"]  # state written before origins existed still loads
+    assert EntityWindows.from_bytes(orjson.dumps(old)).raw == {}
