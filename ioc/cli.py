@@ -179,7 +179,12 @@ def db_status(c: Ctx) -> None:
 @click.option("--loglevel", default=None, help="Faust log level (default: streams.log_level).")
 @pass_ctx
 def worker(c: Ctx, agents: str, loglevel: str | None) -> None:
-    """Run a Faust stream worker (scale out by starting more; one consumer group)."""
+    """Run the stream worker: Faust agents (probe, vision, camera_health) and batch stages
+    (validate, aggregate, kpis, rules, tiles). Scale out by starting more: each agent and
+    stage group shares its partitions among the workers.
+
+    Agents: probe, validate, vision, camera_health, aggregate, kpis, rules, tiles.
+    """
     from streams.app import run_worker, select_agents
 
     try:
