@@ -105,7 +105,8 @@ def _register(app: faust.App, settings: Settings) -> None:
     throttle: UpdateThrottle[tuple[Rollup, int]] = UpdateThrottle(
         min_interval_s=cfg.update_interval_s, max_pending=100_000,
         max_per_s=cfg.max_updates_per_s)
-    table = StateTable("agg-windows", topic_name(ns, "events"), spec("events").partitions)
+    events = topic_name(ns, "events")
+    table = StateTable("agg-windows", events, spec("events").partitions)
     m = AggregateMetrics()
     last_log = [time.monotonic()]
 
@@ -170,8 +171,17 @@ def _register(app: faust.App, settings: Settings) -> None:
             out.add(rollups, r.key.encode(), r.to_bytes(), partition=p)
             m.rollups_updated += 1
 
+    def on_revoked(tps: set[Any]) -> None:
+        # Held-back updates of windows that another worker now owns must not be sent
+        # later: they could land after that worker's 'closed' rollup of the window.
+        gone = {tp.partition for tp in tps if tp.topic == events}
+        dropped = throttle.drop_where(lambda item: item[1] in gone)
+        if dropped:
+            log.info("aggregate: dropped %d held update(s) of revoked partitions %s",
+                     dropped, sorted(gone))
+
     host_stage(app, settings, Stage(
-        "aggregate", [topic_name(ns, "events")], process, tables=[table], tick=send_due,
+        "aggregate", [events], process, tables=[table], tick=send_due, on_revoked=on_revoked,
         tick_every_s=max(0.02, cfg.update_interval_s / 4), batch_max=cfg.batch_max,
         within_s=cfg.batch_within_s))
 

@@ -241,7 +241,9 @@ class Stage:
     ``process(records, out)`` gets aiokafka ``ConsumerRecord``s (per partition in
     offset order) and queues outputs; ``tick(now, out)`` runs every ``tick_every_s``
     between batches (wall-clock timers); ``on_assigned(topic partitions)`` after the
-    tables of newly assigned partitions are restored.
+    tables of newly assigned partitions are restored; ``on_revoked(topic partitions)``
+    after the batch in flight is committed, so the stage can forget what it holds for
+    partitions that now belong to another worker (held-back outputs included).
     """
 
     name: str
@@ -251,6 +253,7 @@ class Stage:
     tick: Callable[[float, Outbox], None] | None = None
     tick_every_s: float = 0.05
     on_assigned: Callable[[set[TopicPartition]], None] | None = None
+    on_revoked: Callable[[set[TopicPartition]], None] | None = None
     batch_max: int = 5000
     within_s: float = 0.01
     commit_every_s: float = 0.2
@@ -306,6 +309,8 @@ class StageRunner:
             for t in self.stage.tables:
                 t.drop(tp.partition for tp in tps if tp.topic == t.source)
             self.owned -= tps
+            if self.stage.on_revoked is not None:
+                self.stage.on_revoked(set(tps))
 
     async def flush(self, out: Outbox) -> None:
         """Send the outbox until every record is acknowledged (backoff while refused)."""
@@ -441,12 +446,18 @@ def combine(stages: Sequence[Stage]) -> Stage:
             if st.on_assigned is not None:
                 st.on_assigned(tps)
 
+    def on_revoked(tps: set[TopicPartition]) -> None:
+        for st in stages:
+            if st.on_revoked is not None:
+                st.on_revoked(tps)
+
     ticking = [st.tick_every_s for st in stages if st.tick is not None]
     return Stage(
         "+".join(st.name for st in stages), list(stages[0].topics), process,
         tables=[t for st in stages for t in st.tables],
         tick=tick if ticking else None, tick_every_s=min(ticking, default=1.0),
-        on_assigned=on_assigned, batch_max=max(st.batch_max for st in stages),
+        on_assigned=on_assigned, on_revoked=on_revoked,
+        batch_max=max(st.batch_max for st in stages),
         within_s=min(st.within_s for st in stages),
         commit_every_s=min(st.commit_every_s for st in stages))
 

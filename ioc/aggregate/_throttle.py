@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Generic, TypeVar
 
 __all__ = ["TokenBucket", "UpdateThrottle"]
@@ -89,6 +90,13 @@ class UpdateThrottle(Generic[T]):
             out.append(self.pending.pop(key))
             self.last[key] = now
         return out
+
+    def drop_where(self, pred: Callable[[T], bool]) -> int:
+        """Drop the held items for which ``pred`` is true (and their timers); how many."""
+        keys = [k for k, item in self.pending.items() if pred(item)]
+        for k in keys:
+            self.forget(k)
+        return len(keys)
 
     def forget(self, key: str) -> None:
         """The key is finished (window closed): drop its pending item and its timer."""

@@ -379,8 +379,9 @@ def test_stage_state_moves_while_events_flow(fresh_namespace, spawn):
     assert moved <= restored(w1.output()) and joined <= restored(w3.output()), (
         f"moved {sorted(moved)} to the survivor, {sorted(joined)} to the new worker; restored:\n"
         + "\n".join(ln for w in (w1, w3) for ln in w.output().splitlines() if "restored" in ln))
-    # Not checked here: no 'updated' rollup after a window's close. The revoked worker's
-    # held-back updates (UpdateThrottle in streams/aggregate.py) are still sent by its
-    # tick after the rebalance, and can land after the new owner closed the window.
+    # The revoked worker drops its held-back updates of the partitions it lost
+    # (streams/aggregate.py on_revoked), so none can land after the new owner's close.
+    assert rollups.after_close == [], (
+        f"'updated' rollups after the window closed: {rollups.after_close[:5]}")
     assert w3.stop(timeout=30) in (0, -15) and w1.stop(timeout=30) in (0, -15)
     print(f"{len(rollups.closed)} closed windows checked; total {time.monotonic() - t_start:.1f} s")

@@ -315,3 +315,12 @@ def test_tile_budget_caps_releases_per_second_oldest_first_latest_wins():
     assert first[0].payload == {"v": "new"} and c.held == 1
     assert [t.id for t in c.due(0.5)] == [f"t{i}" for i in range(10, 15)]  # refilled half
     assert len(c.due(10.0)) == 10 and len(c.due(20.0)) == 5 and not c.pending  # nothing lost
+
+
+def test_held_updates_of_revoked_partitions_can_be_dropped():
+    t: UpdateThrottle[tuple[str, int]] = UpdateThrottle(min_interval_s=1.0)
+    for key, part in (("a", 0), ("b", 1), ("c", 0)):
+        assert t.offer(key, (key, part), 0.0) is not None  # first goes at once
+        assert t.offer(key, (key + "2", part), 0.1) is None  # held
+    assert t.drop_where(lambda item: item[1] == 0) == 2
+    assert t.due(5.0) == [("b2", 1)]
