@@ -17,6 +17,7 @@ source, as the topic catalogue says: a publisher's events are validated in order
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,6 +27,8 @@ from .errors import InvalidEvent, KafkaError
 from .events import Event, chunk_events, encode_event, validate_event
 from .kafka.clients import kafka_python_kwargs
 from .topics import topic_name
+
+log = logging.getLogger(__name__)
 
 __all__ = ["PublishResult", "Publisher", "Rejected"]
 
@@ -163,7 +166,10 @@ class Publisher:
 
         if not futures:
             return []
-        self._producer.flush(timeout=self.ack_timeout_s)
+        try:
+            self._producer.flush(timeout=self.ack_timeout_s)
+        except _KE as exc:  # e.g. KafkaTimeoutError: the futures below say which failed
+            log.warning("publisher: flush did not complete: %s", exc)
         ok: list[str] = []
         failed: list[tuple[str, str]] = []
         total = sum(n for n, _, _ in futures)

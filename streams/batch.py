@@ -312,22 +312,59 @@ class StageRunner:
             if self.stage.on_revoked is not None:
                 self.stage.on_revoked(set(tps))
 
+    def _new_producer(self) -> AIOKafkaProducer:
+        return AIOKafkaProducer(acks="all", enable_idempotence=True,
+                                **aiokafka_kwargs(self.settings.kafka))
+
+    async def _replace_producer(self) -> None:
+        """Stop the producer and start a new one (a new idempotent producer id).
+
+        After a broker restart an idempotent producer can keep failing with
+        OutOfOrderSequenceNumber forever; a new producer id starts clean. Re-sending the
+        outbox is at-least-once: the sink's keys and the states' origin/offset marks
+        absorb what was already written.
+        """
+        old, self.producer = self.producer, None
+        if old is not None:
+            try:
+                await asyncio.wait_for(old.stop(), 10)
+            except (Exception, asyncio.CancelledError) as exc:  # it failed already
+                log.debug("stage %s: stopping the old producer: %r", self.stage.name, exc)
+        producer = self._new_producer()
+        try:
+            await producer.start()
+        except (TimeoutError, AIOKafkaError, OSError):
+            await producer.stop()
+            raise
+        self.producer = producer
+
     async def flush(self, out: Outbox) -> None:
-        """Send the outbox until every record is acknowledged (backoff while refused)."""
-        assert self.producer is not None
+        """Send the outbox until every record is acknowledged (backoff while refused).
+
+        A failed attempt replaces the producer before the next one, so a producer that
+        the broker no longer accepts (after a restart, say) does not stall the stage.
+        """
         delay = 0.2
         while True:
             try:
+                if self.producer is None:
+                    await self._replace_producer()
+                assert self.producer is not None
                 await out.send(self.producer)
                 self.stage.metrics.outputs += len(out)
                 out.records.clear()
                 return
             except (TimeoutError, AIOKafkaError, OSError) as exc:
                 self.stage.metrics.flush_retries += 1
-                log.warning("stage %s: sending %d record(s) failed (%s: %s); retrying in %.1f s",
-                            self.stage.name, len(out), type(exc).__name__, exc, delay)
+                log.warning("stage %s: sending %d record(s) failed (%s: %s); new producer, "
+                            "retrying in %.1f s", self.stage.name, len(out),
+                            type(exc).__name__, exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
+                try:
+                    await self._replace_producer()
+                except (TimeoutError, AIOKafkaError, OSError) as exc2:
+                    log.warning("stage %s: no new producer yet (%s)", self.stage.name, exc2)
 
     async def commit(self, *, force: bool = False) -> None:
         if not self.pending or self.consumer is None:
@@ -351,7 +388,7 @@ class StageRunner:
             report = await asyncio.to_thread(ensure_topics, self.settings, self.specs)
             if not report.success:
                 raise RuntimeError(f"stage {st.name}: " + "; ".join(report.lines()))
-        self.producer = AIOKafkaProducer(acks="all", enable_idempotence=True, **kw)
+        self.producer = self._new_producer()
         self.consumer = AIOKafkaConsumer(
             group_id=self.group, enable_auto_commit=False, auto_offset_reset="earliest",
             max_poll_records=st.batch_max, fetch_max_wait_ms=max(1, int(st.within_s * 1000)),
@@ -411,7 +448,8 @@ class StageRunner:
             except (Exception, asyncio.CancelledError) as exc:  # shutting down: best effort
                 log.warning("stage %s: final flush/commit failed: %r", st.name, exc)
             await self.consumer.stop()
-            await self.producer.stop()
+            if self.producer is not None:
+                await self.producer.stop()
             log.info("stage %s stopped: %s", st.name, m.line())
 
 

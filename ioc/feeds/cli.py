@@ -8,9 +8,11 @@ import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import click
 
+from ..errors import KafkaError
 from ..events import Event
 
 __all__ = ["feeds"]
@@ -50,6 +52,22 @@ def feeds_list(data: Path | None) -> None:
         metrics = sorted({m for _, v in s.points for m in v})
         click.echo(f"  {s.entity:16} {s.type:13} {len(s.points):6} points over "
                    f"{s.span_s / 86400:6.1f} days  {','.join(metrics)}")
+
+
+def _send_retrying(pub: Any, events: list[Event]) -> Any:
+    """``pub.send_many(events)``, retried with backoff while the broker does not answer.
+
+    Resending is safe (the sink keeps one row per event id). The feed falls behind
+    meanwhile and catches up after (its events keep their planned times).
+    """
+    delay = 1.0
+    while True:
+        try:
+            return pub.send_many(events)
+        except KafkaError as exc:
+            log.warning("feeds: %d event(s) not sent (%s); retrying in %.0f s", len(events), exc, delay)
+            time.sleep(delay)
+            delay = min(delay * 2, 30.0)
 
 
 @feeds.command("run")
@@ -103,7 +121,7 @@ def feeds_run(c, speed: float, egov_rate: float, duration: float, data: Path | N
                 wait = due - time.time()
                 if wait > 0 or len(pending) >= batch:
                     if pending:
-                        res = pub.send_many(pending)
+                        res = _send_retrying(pub, pending)
                         sent += len(res.accepted)
                         rejected += len(res.rejected)
                         pending = []
@@ -115,7 +133,7 @@ def feeds_run(c, speed: float, egov_rate: float, duration: float, data: Path | N
                     click.echo(f"feeds: sent={sent} rejected={rejected} "
                                f"elapsed={time.time() - start:.0f}s")
             if pending:
-                res = pub.send_many(pending)
+                res = _send_retrying(pub, pending)
                 sent += len(res.accepted)
                 rejected += len(res.rejected)
         except KeyboardInterrupt:
