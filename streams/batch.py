@@ -11,7 +11,8 @@ worker`` and the app factory are unchanged), with a consumer of its own, and thi
     stage.process(records, outbox)         (pure work; outputs go to the outbox)
     stage.tick(now, outbox)                (timers: throttled updates, absence checks)
     outbox.flush()                         (one produce batch per partition; wait for acks;
-                                            retry with backoff while the broker refuses)
+                                            retry with backoff and a new producer while the
+                                            broker refuses)
     consumer.commit(offsets of the batch)  (only now, at most every commit_every_s)
 
 State lives in ``StateTable``s: a dict per stage whose every change is also written,
