@@ -6,6 +6,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
+import orjson
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
 from ioc.config import Settings
@@ -88,6 +89,33 @@ class TopicTail:
 
     def close(self) -> None:
         self.consumer.close()
+
+
+class ClosedWindows:
+    """Closed windows seen on ``<ns>.rollups``: rollup key -> (count, sum, min, max).
+
+    ``conflicts`` lists every window closed twice with different totals.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.tail = TopicTail(settings, "rollups")
+        self.got: dict[str, tuple[int, float, float, float]] = {}
+        self.conflicts: list[object] = []
+
+    def collect(self) -> int:
+        """Read what is new; return how many windows have closed so far."""
+        from ioc.aggregate import rollup_key
+
+        for r in self.tail.poll():
+            d = orjson.loads(r.value)
+            if d["state"] != "closed":
+                continue
+            k = rollup_key(d["entity"], d["metric"], d["size"], d["start"])
+            v = (d["count"], d["sum"], d["min"], d["max"])
+            if k in self.got and self.got[k] != v:
+                self.conflicts.append((k, self.got[k], v))
+            self.got[k] = v
+        return len(self.got)
 
 
 def consumed_all(settings: Settings, suffix: str = "events") -> bool:

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import time
 
-import orjson
 import pytest
 
-from ioc.aggregate import EntityWindows, rollup_key
+from ioc.aggregate import EntityWindows
 from ioc.events import Event
-from tests.integration.pipeline_fixtures import TopicTail, publish, read_topic, wait_for
+from tests.integration.pipeline_fixtures import ClosedWindows, publish, read_topic, wait_for
 
 SIZES = [10, 60, 3600]
 LATENESS = 30.0
@@ -58,21 +57,8 @@ def test_kill9_mid_stream_and_restart_gives_the_same_totals(fresh_namespace, spa
 
     env = {"IOC_STREAMS__AGGREGATE__WINDOW_SIZES_S": "[10, 60, 3600]",
            "IOC_STREAMS__AGGREGATE__ALLOWED_LATENESS_S": str(LATENESS)}
-    tail = TopicTail(s, "rollups")
-    got: dict[str, tuple[int, float, float, float]] = {}
-    conflicts: list[object] = []
-
-    def collect() -> int:
-        for r in tail.poll():
-            d = orjson.loads(r.value)
-            if d["state"] != "closed":
-                continue
-            k = rollup_key(d["entity"], d["metric"], d["size"], d["start"])
-            v = (d["count"], d["sum"], d["min"], d["max"])
-            if k in got and got[k] != v:
-                conflicts.append((k, got[k], v))
-            got[k] = v
-        return len(got)
+    closed = ClosedWindows(s)
+    got, conflicts, collect = closed.got, closed.conflicts, closed.collect
 
     w1 = spawn(["worker", "--agents", "aggregate"], settings=s, env=env, name="worker1")
     # kill -9 once a part (not all) of the windows is closed
@@ -84,7 +70,7 @@ def test_kill9_mid_stream_and_restart_gives_the_same_totals(fresh_namespace, spa
     w2 = spawn(["worker", "--agents", "aggregate"], settings=s, env=env, name="worker2")
     wait_for(lambda: collect() >= len(want), timeout=150, every=0.5, alive=w2.alive,
              what=f"all {len(want)} windows closed")
-    tail.close()
+    closed.tail.close()
     print(f"killed after {seen} closed windows; restart caught up in {time.monotonic() - t_kill:.1f} s")
     assert conflicts == [], conflicts[:3]
     assert set(got) == set(want), sorted(set(got) ^ set(want))[:5]

@@ -17,18 +17,16 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-import orjson
 import pytest
 from kafka import KafkaConsumer, TopicPartition
 
-from ioc.aggregate import rollup_key
 from ioc.config import Settings
 from ioc.events import Event, decode_event, raw_origin
 from ioc.kafka import kafka_python_kwargs
 from ioc.kafka.clients import admin_client
 from ioc.publish import Publisher
 from ioc.topics import topic_name
-from tests.integration.pipeline_fixtures import TopicTail, read_topic, wait_for
+from tests.integration.pipeline_fixtures import ClosedWindows, read_topic, wait_for
 from tests.integration.test_pipeline_aggregate import LATENESS, T0, expected
 
 pytestmark = pytest.mark.kafka
@@ -42,8 +40,6 @@ KILL_AT = (0.25, 0.5, 0.7)  # fractions of the stream validated when a kill is t
 ENV = {"IOC_STREAMS__AGGREGATE__WINDOW_SIZES_S": "[10, 60, 3600]",
        "IOC_STREAMS__AGGREGATE__ALLOWED_LATENESS_S": str(LATENESS),
        "IOC_STREAMS__SESSION_TIMEOUT_S": "6"}  # a killed worker's partitions move in 6 s
-
-Window = tuple[int, float, float, float]
 
 
 def make_rows() -> list[list[Event]]:
@@ -221,21 +217,8 @@ def test_validate_kill9_mid_stream_does_not_double_count_windows(fresh_namespace
         with Publisher(s) as pub:  # the end markers close every window
             assert len(pub.send_many(rows[-1]).accepted) == N_ENTITIES
 
-        tail = TopicTail(s, "rollups")
-        got: dict[str, Window] = {}
-        conflicts: list[object] = []
-
-        def collect() -> int:
-            for r in tail.poll():
-                d = orjson.loads(r.value)
-                if d["state"] != "closed":
-                    continue
-                k = rollup_key(d["entity"], d["metric"], d["size"], d["start"])
-                v = (d["count"], d["sum"], d["min"], d["max"])
-                if k in got and got[k] != v:
-                    conflicts.append((k, got[k], v))
-                got[k] = v
-            return len(got)
+        closed = ClosedWindows(s)
+        got, conflicts, collect = closed.got, closed.conflicts, closed.collect
 
         try:
             wait_for(lambda: collect() >= len(want), timeout=90, every=0.3, alive=running,
@@ -243,7 +226,7 @@ def test_validate_kill9_mid_stream_does_not_double_count_windows(fresh_namespace
             time.sleep(1.0)
             collect()  # more closed windows than expected would be a bug to see
         finally:
-            tail.close()
+            closed.tail.close()
         print(f"all windows closed {time.monotonic() - t_start:.1f} s after the start")
     finally:
         feeder.stop = True
