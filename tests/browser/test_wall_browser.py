@@ -217,6 +217,11 @@ def test_no_object_url_leak_over_many_camera_updates(browser, wall_proc, produce
     producer.p.flush()
     time.sleep(1.5)
     live = page.evaluate("window.__urls")
-    assert live <= 2, f"expected at most 2 live object URLs per camera tile, got {live}"
+    # Counted from the patch on: the snapshot's images of the screen's other camera tiles
+    # may still be arriving then, so the bound is per camera tile on the screen (a leak
+    # over these 30 updates would leave ~30).
+    cameras = len(demo.placements("camera"))
+    assert live <= 2 * cameras, (f"expected at most 2 live object URLs per camera tile "
+                                 f"({cameras} on the screen), got {live}")
     page.close()
 
