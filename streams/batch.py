@@ -39,7 +39,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import faust
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
@@ -163,9 +163,6 @@ class StateTable:
         return TopicSpec(f"state.{app}.{self.name}", self.partitions, "state key",
                          "state bytes", "compact", None, f"changelog of the stage state {self.name}")
 
-    def get(self, key: bytes) -> bytes | None:
-        return self.data.get(key)
-
     def put(self, key: bytes, value: bytes, partition: int, out: Outbox) -> None:
         self.data[key] = value
         self.where[key] = partition
@@ -212,10 +209,6 @@ class StateTable:
         finally:
             await c.stop()
         return n
-
-
-class StageLogic(Protocol):
-    def process(self, records: list[Any], out: Outbox) -> None: ...
 
 
 @dataclass
@@ -282,7 +275,6 @@ class StageRunner:
         self.specs = [t.topic_spec(settings.namespace, app_id) for t in stage.tables]
         for t, ts in zip(stage.tables, self.specs, strict=True):
             t.topic = ts.name(settings.namespace)
-        self.app_id = app_id
         self.lock = asyncio.Lock()
         self.owned: set[TopicPartition] = set()
         self.pending: dict[TopicPartition, int] = {}

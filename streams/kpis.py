@@ -1,8 +1,8 @@
 """The KPI agent: ``<ns>.events`` -> ratio KPIs per entity (group) and period -> ``<ns>.kpis``.
 
 A batch stage (``streams.batch``). State: one ``KpiCounts`` per entity (an agency) in
-the ``StateTable`` ``kpi-counts``, co-partitioned with ``<ns>.events``; redelivered records are skipped by offset, as in
-the aggregate agent. Every changed (kpi, group, period, period key) is published with
+the ``StateTable`` ``kpi-counts``, co-partitioned with ``<ns>.events``; redelivered and
+re-emitted records are skipped by offset and raw origin, as in the aggregate agent. Every changed (kpi, group, period, period key) is published with
 its full numerator and denominator to the compacted ``<ns>.kpis`` topic. All groups
 of one KPI go to the same partition (chosen from the KPI id), so one reader sees
 every group of a KPI and can rank them and sum the overall group.
@@ -47,7 +47,8 @@ def _register(app: faust.App, settings: Settings) -> None:
     tz = ZoneInfo(s.timezone)
     kpis = topic_name(ns, "kpis")
     cache = StateCache()
-    table = StateTable("kpi-counts", topic_name(ns, "events"), spec("events").partitions)
+    events = topic_name(ns, "events")
+    table = StateTable("kpi-counts", events, spec("events").partitions)
 
     def process(batch: list[Any], out: Outbox) -> None:
         states: dict[bytes, KpiCounts] = {}
@@ -82,7 +83,7 @@ def _register(app: faust.App, settings: Settings) -> None:
                 out.add(kpis, v.key.encode(), v.to_bytes(), partition=kpi_partition(v.kpi))
             cache.put(table, key, st, st.to_bytes(), where[key], out)
 
-    host_stage(app, settings, Stage("kpis", [topic_name(ns, "events")], process, tables=[table],
+    host_stage(app, settings, Stage("kpis", [events], process, tables=[table],
                                     batch_max=s.aggregate.batch_max,
                                     within_s=s.aggregate.batch_within_s))
 

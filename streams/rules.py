@@ -48,7 +48,8 @@ def _register(app: faust.App, settings: Settings) -> None:
     absence = [r for r in rules if r.kind == "absence"]
     alerts = topic_name(ns, "alerts")
     cache = StateCache()
-    table = StateTable("rule-states", topic_name(ns, "events"), spec("events").partitions)
+    events = topic_name(ns, "events")
+    table = StateTable("rule-states", events, spec("events").partitions)
 
     def emit(found: list[Alert], out: Outbox) -> None:
         for a in found:
@@ -80,7 +81,7 @@ def _register(app: faust.App, settings: Settings) -> None:
             cache.put(table, key, er, er.to_bytes(), er.partition, out)
 
     host_stage(app, settings, Stage(
-        "rules", [topic_name(ns, "events")], process, tables=[table],
+        "rules", [events], process, tables=[table],
         tick=check_absence if absence else None, tick_every_s=s.absence_check_every_s,
         batch_max=s.aggregate.batch_max, within_s=s.aggregate.batch_within_s))
 
