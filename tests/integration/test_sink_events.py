@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 
@@ -120,6 +121,45 @@ def test_sink_kill9_and_redelivery_store_each_event_once(fresh_namespace, spawn)
     assert _counts(s) == (n, n)
     assert f"messages={n + 2} rows_inserted=0 duplicates={n}" in third.output(), \
         third.output()[-2000:]
+    # The redelivered batches took the merge path after the direct COPY was refused.
+    assert re.search(r"direct_fallbacks=[1-9]", third.output()), third.output()[-2000:]
+
+
+def test_direct_copy_falls_back_to_merge_on_duplicates(fresh_namespace):
+    """First-write-wins tables COPY straight into the target; a batch holding a stored
+    row is rolled back and merged instead, and the fast path returns once a merged
+    batch is all new."""
+    from ioc.events._storage import EVENTS_SINK, event_rows
+    from ioc.storage.sink import TableWriter
+
+    s = fresh_namespace("dc")
+    t0 = time.time() - 600
+
+    def rows(ids: range) -> list[tuple]:
+        out: list[tuple] = []
+        for i in ids:
+            e = Event(id=f"d{i}", source="sink-test", type="noise.level", entity="m",
+                      time=t0 + i, values={"db": float(i)})
+            out.extend(event_rows(None, encode_event(e), ()))
+        return out
+
+    w = TableWriter(s, EVENTS_SINK)
+    try:
+        assert w.write(rows(range(0, 100))) == 100
+        assert w.direct_fallbacks == 0
+        # Half already stored, and one row twice within the batch: merged, nothing doubled.
+        assert w.write(rows(range(50, 150)) + rows(range(149, 150))) == 50
+        assert w.direct_fallbacks == 1
+        # The last batch had duplicates: the next one is merged too; it is all new...
+        assert w.write(rows(range(150, 200))) == 50
+        # ...so the one after takes the direct path again (a duplicate there falls back once more).
+        assert w.write(rows(range(200, 250))) == 50
+        assert w.direct_fallbacks == 1
+        assert w.write(rows(range(240, 260))) == 10
+        assert w.direct_fallbacks == 2
+    finally:
+        w.close()
+    assert _counts(s) == (260, 260)
 
 
 @pytest.mark.timeout(240)
