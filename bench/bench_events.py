@@ -80,8 +80,10 @@ def make_events(n: int, run: str, *, storm: bool = False) -> list[dict]:
     return out
 
 
-async def kafka_baseline(s: Settings, payloads: list[tuple[bytes, bytes]]) -> float:
-    """Seconds to produce every event as its own record (acks=all) and consume them back."""
+async def kafka_baseline(s: Settings, payloads: list[tuple[bytes, bytes]]
+                         ) -> tuple[float, dict[str, float]]:
+    """Seconds to produce every event as its own record (acks=all) and consume them back,
+    and the CPU seconds that took in this process (producer + consumer) and the broker."""
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
     from kafka.admin import NewTopic
 
@@ -98,6 +100,7 @@ async def kafka_baseline(s: Settings, payloads: list[tuple[bytes, bytes]]) -> fl
     cons = AIOKafkaConsumer(topic, auto_offset_reset="earliest", enable_auto_commit=False,
                             group_id=None, max_poll_records=10000, **kw)
     t0 = time.perf_counter()
+    cpu0, broker0 = time.process_time(), infra_cpu()["broker"]
     futs = [await prod.send(topic, value=v, key=k) for k, v in payloads]
     await asyncio.gather(*futs)
     await prod.stop()
@@ -107,12 +110,14 @@ async def kafka_baseline(s: Settings, payloads: list[tuple[bytes, bytes]]) -> fl
         for recs in (await cons.getmany(timeout_ms=1000, max_records=10000)).values():
             got += len(recs)
     dt = time.perf_counter() - t0
+    cpu = {"client": time.process_time() - cpu0, "broker": infra_cpu()["broker"] - broker0}
     await cons.stop()
-    return dt
+    return dt, cpu
 
 
-def copy_baseline(s: Settings, rows: list[tuple]) -> float:
-    """Seconds to binary-COPY ``rows`` (5,000 per committed batch) into a plain table."""
+def copy_baseline(s: Settings, rows: list[tuple]) -> tuple[float, dict[str, float]]:
+    """Seconds to binary-COPY ``rows`` (5,000 per committed batch) into a plain table,
+    and the CPU seconds of this process and of PostgreSQL meanwhile."""
     from ioc.events._storage import EVENTS_SINK
 
     cols, types = EVENTS_SINK.columns, EVENTS_SINK.types
@@ -126,6 +131,7 @@ def copy_baseline(s: Settings, rows: list[tuple]) -> float:
 
         set_json_dumps(orjson.dumps, context=c)
         t0 = time.perf_counter()
+        cpu0, pg0 = time.process_time(), infra_cpu()["postgresql"]
         for i in range(0, len(rows), 5000):
             with c.cursor().copy(sql.SQL("copy {} ({}) from stdin (format binary)").format(
                     tbl, sql.SQL(",").join(map(sql.Identifier, cols)))) as cp:
@@ -133,7 +139,9 @@ def copy_baseline(s: Settings, rows: list[tuple]) -> float:
                 for r in rows[i:i + 5000]:
                     cp.write_row(r)
             c.commit()
-        return time.perf_counter() - t0
+        dt = time.perf_counter() - t0
+        return dt, {"client": time.process_time() - cpu0,
+                    "postgresql": infra_cpu()["postgresql"] - pg0}
 
 
 def count_rows(s: Settings, table: str = "events") -> int:
@@ -218,13 +226,15 @@ def infra_cpu() -> dict[str, float]:
     return out
 
 
-def pipeline(s: Settings, events: list[dict], logdir: Path
+def pipeline(s: Settings, events: list[dict], logdir: Path, *, split: bool = False
              ) -> tuple[float, float, float, dict[str, float]]:
     """(seconds publish->last durable event row, seconds until every stage caught up,
     seconds the publisher alone took, CPU seconds per process during the measured run)."""
     from ioc.publish import Publisher
 
-    procs = [spawn(["worker", "--agents", ",".join(STAGES)], s, logdir / "worker.log"),
+    workers = ([STAGES[:1], STAGES[1:]] if split else [STAGES])
+    procs = [*(spawn(["worker", "--agents", ",".join(w)], s, logdir / f"worker{i}.log")
+               for i, w in enumerate(workers)),
              spawn(["sink", "--tables", ",".join(SINKS), "--batch-rows", "5000",
                     "--linger", "0.2"], s, logdir / "sink.log")]
     try:
@@ -274,7 +284,9 @@ def pipeline(s: Settings, events: list[dict], logdir: Path
                                                    sorted(caught.items(), key=lambda x: x[1])))
         cpu = {"publisher": cpu_pub,
                **{name: cpu_seconds(p.pid) - c0
-                  for name, p, c0 in zip(("worker", "sink"), procs, cpu0, strict=True)},
+                  for name, p, c0 in zip((*(("worker",) if not split else
+                                              ("worker validate", "worker others")), "sink"),
+                                            procs, cpu0, strict=True)},
                **{k: v - infra0[k] for k, v in infra_cpu().items()}}
         return elapsed, drained, t_pub, cpu
     finally:
@@ -294,6 +306,8 @@ def main() -> None:
     ap.add_argument("--logdir", default="/tmp/ioc-bench-events", help="stage logs")
     ap.add_argument("--alert-storm", action="store_true",
                     help="sawtooth values: nearly every traffic event raises or clears an alert")
+    ap.add_argument("--split-worker", action="store_true",
+                    help="two worker processes: validate, and aggregate+kpis+rules+tiles")
     a = ap.parse_args()
     n = a.events or (50_000 if a.quick else 300_000)
     logdir = Path(a.logdir)
@@ -310,12 +324,16 @@ def main() -> None:
                  e.values, e.attributes) for e in canon]
         print(f"events: {n:,}  (~{sum(len(v) for _, v in payloads) // n} bytes each)  "
               f"cores: {os.cpu_count()}  load: {os.getloadavg()[0]:.1f}")
-        t_kafka = asyncio.run(kafka_baseline(s, payloads))
-        t_copy = copy_baseline(s, rows)
-        t_pipe, t_all, t_pub, cpu = pipeline(s, events, logdir)
+        t_kafka, cpu_kafka = asyncio.run(kafka_baseline(s, payloads))
+        t_copy, cpu_copy = copy_baseline(s, rows)
+        t_pipe, t_all, t_pub, cpu = pipeline(s, events, logdir, split=a.split_worker)
         r_kafka, r_copy, r_pipe, r_all = n / t_kafka, n / t_copy, n / t_pipe, n / t_all
         print(f"baseline kafka produce+consume (aiokafka, 1 record/event): {r_kafka:>10,.0f} ev/s")
         print(f"baseline COPY binary, 5k rows/commit, no unique key:      {r_copy:>10,.0f} rows/s")
+        print("baseline CPU per event (µs): kafka hop " + ", ".join(
+            f"{k} {v / n * 1e6:.0f}" for k, v in cpu_kafka.items())
+              + f" (total {sum(cpu_kafka.values()) / n * 1e6:.0f}); COPY " + ", ".join(
+            f"{k} {v / n * 1e6:.0f}" for k, v in cpu_copy.items()))
         print(f"publisher alone (validate + kafka-python, acks=all):      {n / t_pub:>10,.0f} ev/s")
         print(f"PIPELINE publish -> validate -> events -> sink -> rows:   {r_pipe:>10,.0f} ev/s")
         print("PIPELINE every stage caught up (aggregate, kpis, rules,")

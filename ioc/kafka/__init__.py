@@ -1,7 +1,7 @@
 """Kafka plumbing: admin (topic catalogue) and client factories built from settings."""
 
 from .admin import TopicReport, delete_namespace_topics, ensure_topics
-from .clients import admin_client, aiokafka_kwargs, kafka_python_kwargs
+from .clients import admin_client, aiokafka_kwargs, kafka_python_kwargs, rdkafka_conf
 
 __all__ = [
     "TopicReport",
@@ -10,4 +10,5 @@ __all__ = [
     "delete_namespace_topics",
     "ensure_topics",
     "kafka_python_kwargs",
+    "rdkafka_conf",
 ]

@@ -1,13 +1,46 @@
-"""Client options from settings, in the shapes kafka-python and aiokafka expect."""
+"""Client options from settings, in the shapes kafka-python, aiokafka and librdkafka expect."""
 
 from __future__ import annotations
 
-from typing import Any
+import logging
+from typing import Any, Literal
 
 from ..config import KafkaSettings
 from ..errors import KafkaError
 
-__all__ = ["admin_client", "aiokafka_kwargs", "kafka_python_kwargs"]
+__all__ = ["admin_client", "aiokafka_kwargs", "kafka_python_kwargs", "rdkafka_conf"]
+
+_RDKAFKA_LOG = logging.getLogger("ioc.rdkafka")
+
+
+def rdkafka_conf(k: KafkaSettings, role: Literal["consumer", "producer"]) -> dict[str, Any]:
+    """librdkafka properties (``confluent_kafka.Consumer``/``Producer``) from settings.
+
+    librdkafka's log lines (a broker that went away, say) go to the ``ioc.rdkafka``
+    logger, so they are formatted and filtered like ours.
+    """
+    conf: dict[str, Any] = {
+        "bootstrap.servers": ",".join(k.bootstrap_servers),
+        "client.id": k.client_id,
+        "security.protocol": k.security_protocol.lower(),
+        "logger": _RDKAFKA_LOG,
+    }
+    if role == "producer":
+        conf["request.timeout.ms"] = int(k.request_timeout_s * 1000)
+        # The partitioner of the Java client, kafka-python and aiokafka: a key lands in
+        # the same partition whoever writes it (co-partitioned topics rely on it).
+        conf["partitioner"] = "murmur2_random"
+    if k.sasl_mechanism:
+        conf["sasl.mechanism"] = k.sasl_mechanism
+        conf["sasl.username"] = k.sasl_username or ""
+        conf["sasl.password"] = k.sasl_password.get_secret_value() if k.sasl_password else ""
+    if k.ssl_cafile:
+        conf["ssl.ca.location"] = str(k.ssl_cafile)
+    if k.ssl_certfile:
+        conf["ssl.certificate.location"] = str(k.ssl_certfile)
+    if k.ssl_keyfile:
+        conf["ssl.key.location"] = str(k.ssl_keyfile)
+    return conf
 
 
 def kafka_python_kwargs(k: KafkaSettings) -> dict[str, Any]:
