@@ -1,19 +1,25 @@
-"""Batch stages: the event-rate agents on plain aiokafka consumers, hosted by the Faust worker.
+"""Batch stages: the event-rate agents on librdkafka consumers, hosted by the Faust worker.
 
 Faust's per-message path (consumer-thread hand-off, one ``Event`` and one ack per
 record, the stream iterator) capped a worker at ~1,300-1,750 events/s on this 2-core
 machine however the agent batched its own work (docs/performance.md). The agents that
 see every event (validate, aggregate, kpis, rules) and the tiles agent therefore run as
-*stages*: one task of the Faust worker each (started and stopped with it, so ``ioc
-worker`` and the app factory are unchanged), with a consumer of its own, and this loop::
+*stages*: each started and stopped with the Faust worker (so ``ioc worker`` and the app
+factory are unchanged), with a consumer and a producer of its own (confluent-kafka:
+librdkafka moves a record for a seventh of aiokafka's CPU, docs/dependencies.md), in a
+thread of its own running this loop::
 
-    records = consumer.getmany(max batch_max, waiting at most within_s)
+    records = consumer.consume(max batch_max, waiting at most within_s)
     stage.process(records, outbox)         (pure work; outputs go to the outbox)
     stage.tick(now, outbox)                (timers: throttled updates, absence checks)
-    outbox.flush()                         (one produce batch per partition; wait for acks;
-                                            retry with backoff and a new producer while the
-                                            broker refuses)
+    outbox.send(producer)                  (produce every record, then flush: wait for
+                                            every acknowledgement; retry with backoff and
+                                            a new producer while the broker refuses)
     consumer.commit(offsets of the batch)  (only now, at most every commit_every_s)
+
+librdkafka's blocking calls release the GIL, so the stages' Kafka I/O runs beside the
+Faust event loop, and the rebalance callbacks (state restore, final commit) run in the
+stage's own thread, between two batches.
 
 State lives in ``StateTable``s: a dict per stage whose every change is also written,
 in the same flush as the outputs, to a compacted changelog topic
@@ -36,42 +42,73 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import faust
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.errors import KafkaError as AIOKafkaError
 from aiokafka.partitioner import murmur2
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer
+from confluent_kafka import TopicPartition as RdTopicPartition
 
 from ioc.config import Settings
 from ioc.errors import InvalidEvent
 from ioc.events import decode_event
-from ioc.kafka import ensure_topics
-from ioc.kafka.clients import aiokafka_kwargs
+from ioc.kafka import ensure_topics, rdkafka_conf
 from ioc.topics import TopicSpec
 
-__all__ = ["Outbox", "Stage", "StageMetrics", "StateTable", "combine", "decoded_events", "host_stage"]
+__all__ = ["Outbox", "Record", "SendFailed", "Stage", "StageMetrics", "StateTable", "TopicPartition", "combine",
+           "decoded_events", "host_stage", "stage_producer"]
 
 log = logging.getLogger(__name__)
 
 Headers = list[tuple[str, bytes]]
 
 
+class TopicPartition(NamedTuple):
+    """A topic partition as the stages see it (hashable, comparable)."""
+
+    topic: str
+    partition: int
+
+
+class Record:
+    """A consumed record, with the attributes the stages read (like aiokafka's)."""
+
+    __slots__ = ("headers", "key", "offset", "partition", "topic", "value")
+
+    def __init__(self, topic: str, partition: int, offset: int, key: bytes | None,
+                 value: bytes | None, headers: Sequence[tuple[str, bytes]]) -> None:
+        self.topic = topic
+        self.partition = partition
+        self.offset = offset
+        self.key = key
+        self.value = value
+        self.headers = headers
+
+    @classmethod
+    def of(cls, m: Any) -> Record:
+        return cls(m.topic(), m.partition(), m.offset(), m.key(), m.value(), m.headers() or ())
+
+
 @functools.lru_cache(maxsize=65536)
 def key_partition(key: bytes | None, partitions: int) -> int:
-    """The partition aiokafka's default partitioner gives ``key`` (murmur2), cached.
+    """The partition the Java client's default partitioner gives ``key`` (murmur2), cached.
 
-    aiokafka's murmur2 is pure Python (~10 µs) and entities repeat. Keyless records go
-    to partition 0.
+    kafka-python, aiokafka and librdkafka's ``murmur2_random`` agree on it. Keyless
+    records go to partition 0.
     """
     return (murmur2(key) & 0x7FFFFFFF) % partitions if key is not None else 0
 
 
+class SendFailed(Exception):
+    """Some records of an outbox were not acknowledged (the reason is the message)."""
+
+
 class Outbox:
-    """Output records of one batch, sent together by ``flush``."""
+    """Output records of one batch, sent together by ``send``."""
 
     __slots__ = ("records",)
 
@@ -86,41 +123,59 @@ class Outbox:
     def __len__(self) -> int:
         return len(self.records)
 
-    async def send(self, producer: AIOKafkaProducer) -> None:
-        """Send every record, one aiokafka batch per (topic, partition); wait for all acks.
+    def send(self, producer: Producer, *, timeout_s: float = 30.0,
+             partitions: dict[str, int] | None = None) -> None:
+        """Produce every record and wait until the broker acknowledged all of them.
 
-        Building batches directly costs a few µs a record, against a few hundred µs
-        through Faust's ``producer.send`` on a busy machine.
+        Raises:
+            SendFailed: a record was refused, or not acknowledged within ``timeout_s``.
+            KafkaException: the producer is unusable (a fatal idempotence error, say).
         """
-        groups: dict[tuple[str, int], list[tuple[bytes | None, bytes | None, Headers | None]]] = {}
-        counts: dict[str, int] = {}
+        counts = partitions if partitions is not None else {}
+        errors: list[str] = []
+
+        def failed(err: Any, _msg: Any) -> None:
+            if err is not None:
+                errors.append(str(err))
+
+        produce = producer.produce
         for topic, key, value, part, headers in self.records:
             if part is None:
                 n = counts.get(topic)
                 if n is None:
-                    n = counts[topic] = len(await producer.partitions_for(topic))
+                    md = producer.list_topics(topic, timeout=10).topics.get(topic)
+                    if md is None or md.error is not None or not md.partitions:
+                        raise SendFailed(f"topic {topic} has no partitions "
+                                         f"({md.error if md is not None else 'unknown'})")
+                    n = counts[topic] = len(md.partitions)
                 part = key_partition(key, n)
-            groups.setdefault((topic, part), []).append((key, value, headers))
-        futs = []
-        for (topic, part), recs in groups.items():
-            batch = producer.create_batch()
-            for key, value, headers in recs:
-                if batch.append(key=key, value=value, timestamp=None, headers=headers or []) is None:
-                    futs.append(await producer.send_batch(batch, topic, partition=part))
-                    batch = producer.create_batch()
-                    if batch.append(key=key, value=value, timestamp=None,
-                                    headers=headers or []) is None:
-                        raise ValueError(f"a record of {len(value or b'')} bytes does not fit in "
-                                         f"an empty batch for {topic}[{part}]")
-            futs.append(await producer.send_batch(batch, topic, partition=part))
-        await asyncio.gather(*futs)
+            while True:
+                try:
+                    if headers:
+                        produce(topic, value, key, part, on_delivery=failed,
+                                headers=headers)  # type: ignore[arg-type]
+                    else:
+                        produce(topic, value, key, part, on_delivery=failed)
+                    break
+                except BufferError:  # librdkafka's queue is full: let it drain
+                    producer.poll(0.05)
+        left = producer.flush(timeout_s)
+        if left:
+            raise SendFailed(f"{left} record(s) not acknowledged within {timeout_s:.0f} s")
+        if errors:
+            raise SendFailed(f"{len(errors)} record(s) refused, first: {errors[0]}")
 
 
-class _DecodedBatch:
-    """The events of the batch last decoded, so stages sharing a consumer decode once."""
+def stage_producer(settings: Settings) -> Producer:
+    """An idempotent, acks=all producer that reports only failed deliveries."""
+    conf = rdkafka_conf(settings.kafka, "producer")
+    conf.update({"enable.idempotence": True, "acks": "all", "linger.ms": 2,
+                 "delivery.report.only.error": True,
+                 "batch.size": 1 << 20, "queue.buffering.max.messages": 200_000})
+    return Producer(conf)
 
-    records: list[Any] | None = None
-    decoded: list[Any] = []
+
+_decoded = threading.local()
 
 
 def decoded_events(records: list[Any]) -> list[Any]:
@@ -128,16 +183,17 @@ def decoded_events(records: list[Any]) -> list[Any]:
 
     Combined stages get the very same list object, so the second and third stage of
     ``aggregate+kpis+rules`` reuse the first one's work (one decode per event, not three).
+    Remembered per thread: each stage runs in its own.
     """
-    if _DecodedBatch.records is records:
-        return _DecodedBatch.decoded
+    if getattr(_decoded, "records", None) is records:
+        return _decoded.events  # type: ignore[no-any-return]
     out: list[Any] = []
     for r in records:
         try:
             out.append(decode_event(r.value))
         except InvalidEvent as exc:
             out.append(exc)
-    _DecodedBatch.records, _DecodedBatch.decoded = records, out
+    _decoded.records, _decoded.events = records, out
     return out
 
 
@@ -179,35 +235,63 @@ class StateTable:
             self.where.pop(k, None)
         return len(keys)
 
-    async def restore(self, settings: Settings, partitions: Sequence[int]) -> int:
-        """Read this table's changelog partitions from the start to their end."""
+    def restore(self, settings: Settings, partitions: Sequence[int], *,
+                timeout_s: float = 120.0) -> int:
+        """Read this table's changelog partitions from the start to their end (blocking).
+
+        Raises:
+            KafkaException: the broker did not answer.
+            TimeoutError: the end was not reached within ``timeout_s``.
+        """
         if not partitions:
             return 0
-        c = AIOKafkaConsumer(enable_auto_commit=False, group_id=None,
-                             **aiokafka_kwargs(settings.kafka))
-        await c.start()
+        conf = rdkafka_conf(settings.kafka, "consumer")
+        conf.update({"group.id": f"{self.topic}.restore", "enable.auto.commit": False,
+                     "enable.partition.eof": False})
+        c = Consumer(conf)
         n = 0
         try:
-            tps = [TopicPartition(self.topic, p) for p in partitions]
-            c.assign(tps)
-            await c.seek_to_beginning(*tps)
-            ends = await c.end_offsets(tps)
-            todo = {tp for tp in tps if ends[tp] > 0}
-            while todo:
-                for tp, recs in (await c.getmany(*todo, timeout_ms=500, max_records=10_000)).items():
-                    for r in recs:
-                        n += 1
-                        if r.value is None:
-                            self.data.pop(r.key, None)
-                            self.where.pop(r.key, None)
-                        else:
-                            self.data[r.key] = r.value
-                            self.where[r.key] = tp.partition
-                for tp in list(todo):
-                    if await c.position(tp) >= ends[tp]:
-                        todo.discard(tp)
+            ends: dict[int, int] = {}
+            for p in partitions:
+                _lo, hi = c.get_watermark_offsets(RdTopicPartition(self.topic, p), timeout=10)
+                if hi > 0:
+                    ends[p] = hi
+            if not ends:
+                return 0
+            c.assign([RdTopicPartition(self.topic, p, OFFSET_BEGINNING) for p in ends])
+            deadline = time.monotonic() + timeout_s
+            while ends:
+                for m in c.consume(10_000, 0.5):
+                    if m.error() is not None:
+                        log.warning("restoring %s: %s", self.topic, m.error())
+                        continue
+                    n += 1
+                    key, value, part, off = m.key(), m.value(), m.partition(), m.offset()
+                    if key is None or part is None or off is None:
+                        continue
+                    if value is None:
+                        self.data.pop(key, None)
+                        self.where.pop(key, None)
+                    else:
+                        self.data[key] = value
+                        self.where[key] = part
+                    if part in ends and off + 1 >= ends[part]:
+                        del ends[part]
+                if ends and time.monotonic() > deadline:
+                    # the end offset may fall on a compacted-away record: check positions
+                    pos = c.position([RdTopicPartition(self.topic, p) for p in ends])
+                    left = {tp.partition for tp in pos if tp.offset < ends[tp.partition]}
+                    if left:
+                        raise TimeoutError(f"restoring {self.topic}: partitions {sorted(left)} "
+                                           f"not read to their end within {timeout_s:.0f} s")
+                    ends.clear()
+                elif ends:
+                    pos = c.position([RdTopicPartition(self.topic, p) for p in ends])
+                    for tp in pos:
+                        if tp.offset >= ends[tp.partition]:
+                            del ends[tp.partition]
         finally:
-            await c.stop()
+            c.close()
         return n
 
 
@@ -232,12 +316,13 @@ class StageMetrics:
 class Stage:
     """One stage: its topics, what it does with a batch, its timers and its state.
 
-    ``process(records, out)`` gets aiokafka ``ConsumerRecord``s (per partition in
-    offset order) and queues outputs; ``tick(now, out)`` runs every ``tick_every_s``
-    between batches (wall-clock timers); ``on_assigned(topic partitions)`` after the
-    tables of newly assigned partitions are restored; ``on_revoked(topic partitions)``
-    after the batch in flight is committed, so the stage can forget what it holds for
-    partitions that now belong to another worker (held-back outputs included).
+    ``process(records, out)`` gets ``Record``s (per partition in offset order) and
+    queues outputs; ``tick(now, out)`` runs every ``tick_every_s`` between batches
+    (wall-clock timers); ``on_assigned(topic partitions)`` after the tables of newly
+    assigned partitions are restored; ``on_revoked(topic partitions)`` after the batch
+    in flight is committed, so the stage can forget what it holds for partitions that
+    now belong to another worker (held-back outputs included). All of them run in the
+    stage's thread.
     """
 
     name: str
@@ -254,19 +339,8 @@ class Stage:
     metrics: StageMetrics = field(default_factory=StageMetrics)
 
 
-class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
-    def __init__(self, runner: StageRunner) -> None:
-        self.runner = runner
-
-    async def on_partitions_revoked(self, revoked: Any) -> None:
-        await self.runner.revoked(set(revoked))
-
-    async def on_partitions_assigned(self, assigned: Any) -> None:
-        await self.runner.assigned(set(assigned))
-
-
 class StageRunner:
-    """The consume -> process -> flush -> commit loop of one ``Stage``."""
+    """The consume -> process -> flush -> commit loop of one ``Stage`` (in a thread)."""
 
     def __init__(self, settings: Settings, app_id: str, stage: Stage) -> None:
         self.settings = settings
@@ -275,63 +349,86 @@ class StageRunner:
         self.specs = [t.topic_spec(settings.namespace, app_id) for t in stage.tables]
         for t, ts in zip(stage.tables, self.specs, strict=True):
             t.topic = ts.name(settings.namespace)
-        self.lock = asyncio.Lock()
         self.owned: set[TopicPartition] = set()
         self.pending: dict[TopicPartition, int] = {}
         self.last_commit = time.monotonic()
-        self.consumer: AIOKafkaConsumer | None = None
-        self.producer: AIOKafkaProducer | None = None
+        self.consumer: Consumer | None = None
+        self.producer: Producer | None = None
+        self.partitions: dict[str, int] = {}  # topic -> partition count, for keyed outputs
+        self.stopping = threading.Event()
 
-    async def assigned(self, tps: set[TopicPartition]) -> None:
-        async with self.lock:
-            for t in self.stage.tables:
-                t.drop(tp.partition for tp in self.owned - tps if tp.topic == t.source)
-                new = sorted(tp.partition for tp in tps - self.owned if tp.topic == t.source)
-                n = await t.restore(self.settings, new)
-                self.stage.metrics.restored += n
-                if n:
-                    log.info("stage %s: restored %d record(s) of %s for partitions %s",
-                             self.stage.name, n, t.topic, new)
-            self.owned = set(tps)
-            if self.stage.on_assigned is not None:
-                self.stage.on_assigned(set(tps))
+    # -- rebalance callbacks (librdkafka calls them inside consume(), in our thread) --
 
-    async def revoked(self, tps: set[TopicPartition]) -> None:
-        async with self.lock:  # the batch in flight is flushed and committed first
-            await self.commit(force=True)
-            for t in self.stage.tables:
-                t.drop(tp.partition for tp in tps if tp.topic == t.source)
-            self.owned -= tps
-            if self.stage.on_revoked is not None:
-                self.stage.on_revoked(set(tps))
+    def _on_assign(self, _consumer: Any, parts: list[Any]) -> None:
+        try:
+            self.assigned({TopicPartition(p.topic, p.partition) for p in parts})
+        except BaseException as exc:  # librdkafka would swallow it
+            self._callback_error = exc
 
-    def _new_producer(self) -> AIOKafkaProducer:
-        return AIOKafkaProducer(acks="all", enable_idempotence=True,
-                                **aiokafka_kwargs(self.settings.kafka))
+    def _on_revoke(self, _consumer: Any, parts: list[Any]) -> None:
+        try:
+            self.revoked({TopicPartition(p.topic, p.partition) for p in parts})
+        except BaseException as exc:
+            self._callback_error = exc
 
-    async def _replace_producer(self) -> None:
-        """Stop the producer and start a new one (a new idempotent producer id).
+    def _on_lost(self, _consumer: Any, parts: list[Any]) -> None:
+        # The group went on without us (session timed out): another member may already
+        # own these partitions, so commit nothing and forget their state.
+        tps = {TopicPartition(p.topic, p.partition) for p in parts}
+        log.warning("stage %s: partitions lost %s", self.stage.name, sorted(tps))
+        self.pending = {tp: o for tp, o in self.pending.items() if tp not in tps}
+        self._forget(tps)
 
-        After a broker restart an idempotent producer can keep failing with
-        OutOfOrderSequenceNumber forever; a new producer id starts clean. Re-sending the
-        outbox is at-least-once: the sink's keys and the states' origin/offset marks
-        absorb what was already written.
+    _callback_error: BaseException | None = None
+
+    def assigned(self, tps: set[TopicPartition]) -> None:
+        for t in self.stage.tables:
+            t.drop(tp.partition for tp in self.owned - tps if tp.topic == t.source)
+            new = sorted(tp.partition for tp in tps - self.owned if tp.topic == t.source)
+            n = t.restore(self.settings, new)
+            self.stage.metrics.restored += n
+            if n:
+                log.info("stage %s: restored %d record(s) of %s for partitions %s",
+                         self.stage.name, n, t.topic, new)
+        self.owned = set(tps)
+        if self.stage.on_assigned is not None:
+            self.stage.on_assigned(set(tps))
+
+    def revoked(self, tps: set[TopicPartition]) -> None:
+        # Called between batches: the last batch is flushed; commit it before letting go.
+        self.commit(force=True)
+        self._forget(tps)
+
+    def _forget(self, tps: set[TopicPartition]) -> None:
+        for t in self.stage.tables:
+            t.drop(tp.partition for tp in tps if tp.topic == t.source)
+        self.owned -= tps
+        if self.stage.on_revoked is not None:
+            self.stage.on_revoked(set(tps))
+
+    # -- producing --
+
+    def _new_producer(self) -> Producer:
+        return stage_producer(self.settings)
+
+    def _replace_producer(self) -> None:
+        """Drop the producer and make a new one (a new idempotent producer id).
+
+        After a broker restart an idempotent producer can fail for good (a fatal
+        sequence error); a new producer id starts clean. Re-sending the outbox is
+        at-least-once: the sink's keys and the states' origin/offset marks absorb what
+        was already written.
         """
         old, self.producer = self.producer, None
         if old is not None:
             try:
-                await asyncio.wait_for(old.stop(), 10)
-            except (Exception, asyncio.CancelledError) as exc:  # it failed already
-                log.debug("stage %s: stopping the old producer: %r", self.stage.name, exc)
-        producer = self._new_producer()
-        try:
-            await producer.start()
-        except (TimeoutError, AIOKafkaError, OSError):
-            await producer.stop()
-            raise
-        self.producer = producer
+                old.purge()
+                old.flush(1)
+            except Exception as exc:  # it failed already
+                log.debug("stage %s: dropping the old producer: %r", self.stage.name, exc)
+        self.producer = self._new_producer()
 
-    async def flush(self, out: Outbox) -> None:
+    def flush(self, out: Outbox) -> None:
         """Send the outbox until every record is acknowledged (backoff while refused).
 
         A failed attempt replaces the producer before the next one, so a producer that
@@ -341,25 +438,25 @@ class StageRunner:
         while True:
             try:
                 if self.producer is None:
-                    await self._replace_producer()
+                    self._replace_producer()
                 assert self.producer is not None
-                await out.send(self.producer)
+                out.send(self.producer, timeout_s=self.settings.kafka.request_timeout_s,
+                         partitions=self.partitions)
                 self.stage.metrics.outputs += len(out)
                 out.records.clear()
                 return
-            except (TimeoutError, AIOKafkaError, OSError) as exc:
+            except (SendFailed, KafkaException) as exc:
+                if self.stopping.is_set() and delay > 5:
+                    raise
                 self.stage.metrics.flush_retries += 1
                 log.warning("stage %s: sending %d record(s) failed (%s: %s); new producer, "
                             "retrying in %.1f s", self.stage.name, len(out),
                             type(exc).__name__, exc, delay)
-                await asyncio.sleep(delay)
+                time.sleep(delay)
                 delay = min(delay * 2, 10.0)
-                try:
-                    await self._replace_producer()
-                except (TimeoutError, AIOKafkaError, OSError) as exc2:
-                    log.warning("stage %s: no new producer yet (%s)", self.stage.name, exc2)
+                self._replace_producer()
 
-    async def commit(self, *, force: bool = False) -> None:
+    def commit(self, *, force: bool = False) -> None:
         if not self.pending or self.consumer is None:
             return
         if not force and time.monotonic() - self.last_commit < self.stage.commit_every_s:
@@ -367,83 +464,137 @@ class StageRunner:
         offsets, self.pending = self.pending, {}
         self.last_commit = time.monotonic()
         try:
-            await self.consumer.commit(offsets)
-        except AIOKafkaError as exc:
+            self.consumer.commit(offsets=[RdTopicPartition(tp.topic, tp.partition, off)
+                                          for tp, off in offsets.items()], asynchronous=False)
+        except KafkaException as exc:
             # Rebalanced away: the new owner re-reads from the last commit and the
             # states' (partition, offset) marks skip what was already applied.
             self.stage.metrics.commit_failures += 1
             log.warning("stage %s: offset commit failed (%s)", self.stage.name, exc)
 
-    async def run(self, app: faust.App | None = None) -> None:
+    # -- the loop --
+
+    def _consumer_conf(self) -> dict[str, Any]:
+        st, ss = self.stage, self.settings.streams
+        conf = rdkafka_conf(self.settings.kafka, "consumer")
+        conf.update({
+            "group.id": self.group, "enable.auto.commit": False,
+            "auto.offset.reset": "earliest", "enable.partition.eof": False,
+            "session.timeout.ms": int(ss.session_timeout_s * 1000),
+            "heartbeat.interval.ms": int(min(3.0, ss.session_timeout_s / 3) * 1000),
+            "fetch.wait.max.ms": max(1, int(st.within_s * 1000)),
+            # eager (the Java client's default): on_revoke gets every partition, after
+            # which on_assign gets the new set; the state of each moves with it
+            "partition.assignment.strategy": "range",
+        })
+        return conf
+
+    def run_sync(self) -> None:
+        """Run until ``stopping`` is set; raise what ``process`` or Kafka raised."""
         st = self.stage
-        kw = aiokafka_kwargs(self.settings.kafka)
-        if self.specs:
-            report = await asyncio.to_thread(ensure_topics, self.settings, self.specs)
-            if not report.success:
-                raise RuntimeError(f"stage {st.name}: " + "; ".join(report.lines()))
         self.producer = self._new_producer()
-        self.consumer = AIOKafkaConsumer(
-            group_id=self.group, enable_auto_commit=False, auto_offset_reset="earliest",
-            max_poll_records=st.batch_max, fetch_max_wait_ms=max(1, int(st.within_s * 1000)),
-            session_timeout_ms=int(self.settings.streams.session_timeout_s * 1000),
-            heartbeat_interval_ms=int(min(3.0, self.settings.streams.session_timeout_s / 3) * 1000),
-            **kw)
-        await self.producer.start()
-        await self.consumer.start()
-        self.consumer.subscribe(st.topics, listener=_Listener(self))
+        self.consumer = Consumer(self._consumer_conf())
+        self.consumer.subscribe(st.topics, on_assign=self._on_assign,
+                                on_revoke=self._on_revoke, on_lost=self._on_lost)
         log.info("stage %s: group %s on %s", st.name, self.group, ", ".join(st.topics))
         out = Outbox()
         m = st.metrics
         next_tick = time.monotonic()
         last_log = time.monotonic()
+        consume = self.consumer.consume
         try:
-            while True:
-                data = await self.consumer.getmany(timeout_ms=max(1, int(st.within_s * 1000)),
-                                                   max_records=st.batch_max)
-                async with self.lock:
-                    t0 = time.perf_counter()
-                    records = [r for recs in data.values() for r in recs]
-                    if records:
-                        try:
-                            st.process(records, out)
-                        except Exception:
-                            where = {f"{tp.topic}[{tp.partition}]": (recs[0].offset, recs[-1].offset)
-                                     for tp, recs in data.items()}
-                            log.exception("stage %s: processing a batch failed (offsets %s)",
-                                          st.name, where)
-                            raise
-                        m.records += len(records)
-                        m.batches += 1
-                        for tp, recs in data.items():
-                            self.pending[tp] = recs[-1].offset + 1
-                    now = time.monotonic()
-                    if st.tick is not None and now >= next_tick:
-                        next_tick = now + st.tick_every_s
-                        st.tick(time.time(), out)
-                    if out.records:
-                        await self.flush(out)
-                    await self.commit()
-                    m.busy_s += time.perf_counter() - t0
-                if time.monotonic() - last_log > 60:
-                    last_log = time.monotonic()
+            while not self.stopping.is_set():
+                msgs = consume(st.batch_max, st.within_s)
+                if self._callback_error is not None:
+                    raise self._callback_error
+                t0 = time.perf_counter()
+                records: list[Record] = []
+                last: dict[TopicPartition, int] = {}
+                for msg in msgs:
+                    err = msg.error()
+                    if err is not None:
+                        if err.fatal():
+                            raise KafkaException(err)
+                        log.warning("stage %s: consumer: %s", st.name, err)
+                        continue
+                    r = Record.of(msg)
+                    records.append(r)
+                    last[TopicPartition(r.topic, r.partition)] = r.offset
+                if records:
+                    try:
+                        st.process(records, out)
+                    except Exception:
+                        log.exception("stage %s: processing a batch failed (last offsets %s)",
+                                      st.name, {f"{tp.topic}[{tp.partition}]": o
+                                                for tp, o in last.items()})
+                        raise
+                    m.records += len(records)
+                    m.batches += 1
+                    for tp, o in last.items():
+                        self.pending[tp] = o + 1
+                now = time.monotonic()
+                if st.tick is not None and now >= next_tick:
+                    next_tick = now + st.tick_every_s
+                    st.tick(time.time(), out)
+                if out.records:
+                    self.flush(out)
+                self.commit()
+                m.busy_s += time.perf_counter() - t0
+                if now - last_log > 60:
+                    last_log = now
                     log.info("stage %s: %s", st.name, m.line())
+            # stopping: what is processed is sent and committed, then the group is left
+            if out.records:
+                self.flush(out)
+            self.commit(force=True)
+        finally:
+            try:
+                self.consumer.close()  # leaves the group (on_revoke: nothing pending now)
+            except Exception as exc:  # shutting down: best effort
+                log.warning("stage %s: closing the consumer: %r", st.name, exc)
+            if self.producer is not None:
+                self.producer.flush(5)
+            log.info("stage %s stopped: %s", st.name, m.line())
+
+    async def run(self, app: faust.App | None = None) -> None:
+        """Run the stage's thread until cancelled (the worker stops) or it fails."""
+        if self.specs:
+            report = await asyncio.to_thread(ensure_topics, self.settings, self.specs)
+            if not report.success:
+                raise RuntimeError(f"stage {self.stage.name}: " + "; ".join(report.lines()))
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+
+        def settle(exc: BaseException | None) -> None:
+            if done.done():
+                return
+            if exc is None:
+                done.set_result(None)
+            else:
+                done.set_exception(exc)
+
+        def main() -> None:
+            error: BaseException | None = None
+            try:
+                self.run_sync()
+            except BaseException as exc:  # handed to the event loop
+                error = exc
+            loop.call_soon_threadsafe(settle, error)
+
+        thread = threading.Thread(target=main, name=f"stage-{self.stage.name}", daemon=True)
+        thread.start()
+        try:
+            await asyncio.shield(done)
         except asyncio.CancelledError:
+            self.stopping.set()
+            await asyncio.to_thread(thread.join, 30)
+            if thread.is_alive():
+                log.warning("stage %s: still stopping after 30 s", self.stage.name)
             raise
         except Exception as exc:
             if app is not None:
                 await app.crash(exc)
             raise
-        finally:
-            try:
-                if out.records:
-                    await asyncio.wait_for(self.flush(out), 10)
-                await asyncio.wait_for(self.commit(force=True), 10)
-            except (Exception, asyncio.CancelledError) as exc:  # shutting down: best effort
-                log.warning("stage %s: final flush/commit failed: %r", st.name, exc)
-            await self.consumer.stop()
-            if self.producer is not None:
-                await self.producer.stop()
-            log.info("stage %s stopped: %s", st.name, m.line())
 
 
 def combine(stages: Sequence[Stage]) -> Stage:

@@ -2,31 +2,23 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
-from aiokafka import AIOKafkaProducer
 
 from ioc.config import Settings
 from ioc.kafka import ensure_topics
-from ioc.kafka.clients import aiokafka_kwargs
 from ioc.topics import TopicSpec, topic_name
-from streams.batch import Outbox, StateTable, key_partition
+from streams.batch import Outbox, SendFailed, StateTable, key_partition, stage_producer
 from tests.integration.pipeline_fixtures import read_topic
 
 pytestmark = pytest.mark.kafka
 
 
-async def send(settings: Settings, *outboxes: Outbox) -> None:
+def send(settings: Settings, *outboxes: Outbox) -> None:
     """Send each outbox in turn with a producer like the stage runner's."""
-    producer = AIOKafkaProducer(acks="all", enable_idempotence=True,
-                                **aiokafka_kwargs(settings.kafka))
-    await producer.start()
-    try:
-        for out in outboxes:
-            await out.send(producer)
-    finally:
-        await producer.stop()
+    producer = stage_producer(settings)
+    for out in outboxes:
+        out.send(producer)
+    assert producer.flush(10) == 0
 
 
 def table_with_topic(settings: Settings, name: str, partitions: int = 2) -> StateTable:
@@ -58,11 +50,11 @@ def test_state_table_restores_the_latest_values_of_the_partitions_asked_for(sett
     t.put(b"gone", b"soon", 1, first)
     second.add(t.topic, b"gone", None, partition=1)
     assert len(first) == 12 * 3 - 6 + 1 and len(second) == 6 + 1
-    asyncio.run(send(settings, first, second))
+    send(settings, first, second)
 
     both = StateTable(t.name, t.source, t.partitions)
     both.topic = t.topic
-    n = asyncio.run(both.restore(settings, [0, 1]))
+    n = both.restore(settings, [0, 1])
     assert n == 12 * 3 + 2
     assert both.data == want
     assert both.where == where
@@ -70,10 +62,10 @@ def test_state_table_restores_the_latest_values_of_the_partitions_asked_for(sett
 
     zero = StateTable(t.name, t.source, t.partitions)
     zero.topic = t.topic
-    assert asyncio.run(zero.restore(settings, [0])) == 12 * 3 // 2
+    assert zero.restore(settings, [0]) == 12 * 3 // 2
     assert zero.data == {k: v for k, v in want.items() if where[k] == 0}
     assert set(zero.where.values()) == {0}
-    assert asyncio.run(zero.restore(settings, [])) == 0
+    assert zero.restore(settings, []) == 0
 
     assert both.drop([0]) == 6
     assert both.data == {k: v for k, v in want.items() if where[k] == 1}
@@ -85,7 +77,7 @@ def test_state_table_restores_the_latest_values_of_the_partitions_asked_for(sett
 def test_state_table_restore_of_an_empty_changelog_reads_nothing(settings: Settings):
     t = table_with_topic(settings, "empty")
     t.data[b"stale"], t.where[b"stale"] = b"x", 0
-    assert asyncio.run(t.restore(settings, [0, 1])) == 0
+    assert t.restore(settings, [0, 1]) == 0
     assert t.data == {b"stale": b"x"}  # restore adds to the table; the runner drops first
 
 
@@ -102,7 +94,7 @@ def test_outbox_sends_keyed_records_to_the_murmur2_partition_of_their_key(settin
         out.add(topic, key, b"v%d" % i)
     out.add(topic, b"pinned", b"p", partition=5, headers=[("h", b"1")])
     out.add(topic, None, b"keyless")
-    asyncio.run(send(settings, out))
+    send(settings, out)
 
     records = read_topic(settings, spec.suffix, timeout=15)
     got = {r.key: r.partition for r in records}
@@ -116,3 +108,11 @@ def test_outbox_sends_keyed_records_to_the_murmur2_partition_of_their_key(settin
     assert list(pinned.headers) == [("h", b"1")]
     by_key = {r.key: r.value for r in records}
     assert [by_key[k] for k in keys] == [b"v%d" % i for i in range(len(keys))]
+
+
+@pytest.mark.timeout(60)
+def test_outbox_send_reports_a_topic_that_does_not_exist(settings: Settings):
+    out = Outbox()
+    out.add(topic_name(settings.namespace, "no.such.topic"), b"k", b"v")
+    with pytest.raises(SendFailed, match="no.such.topic"):
+        out.send(stage_producer(settings), timeout_s=5)
