@@ -155,17 +155,26 @@ class EntityWindows:
             self.late += 1
             return None
         touched: set[WindowId] = set()
+        windows = self.windows
+        starts = [(size, math.floor(t / size) * size) for size in sizes]  # window_start
         for metric, v in values.items():
             v = float(v)
-            if math.isnan(v):
+            if v != v:  # NaN
                 continue
-            for size in sizes:
-                wid = (metric, size, window_start(t, size))
-                agg = self.windows.get(wid)
+            for size, start in starts:
+                wid = (metric, size, start)
+                agg = windows.get(wid)
                 if agg is None:
-                    self.windows[wid] = Agg.of(v, t)
-                else:
-                    agg.add(v, t)
+                    windows[wid] = Agg(1, v, v, v, v, t)
+                else:  # Agg.add, inlined: this loop runs for every value of every event
+                    agg.count += 1
+                    agg.sum += v
+                    if v < agg.min:
+                        agg.min = v
+                    if v > agg.max:
+                        agg.max = v
+                    if t > agg.last_time or (t == agg.last_time and not v <= agg.last):
+                        agg.last, agg.last_time = v, t
                 touched.add(wid)
         if t > self.watermark:
             self.watermark = t
