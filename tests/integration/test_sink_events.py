@@ -4,7 +4,9 @@
   every event stored exactly once;
 - the database stopped for 20 s mid-stream (a private PostgreSQL cluster, never the
   shared one): the sink pauses, keeps everything in Kafka, resumes, and no row is
-  missing or doubled.
+  missing or doubled;
+- a rebalance during such an outage (a second sink joins and leaves), and a clear
+  KafkaError when no broker answers at start.
 """
 
 from __future__ import annotations
@@ -195,3 +197,59 @@ def test_sink_survives_20s_database_outage(fresh_namespace, spawn, private_postg
         ids = {r[0] for r in c.execute(sql.SQL("select id from {}").format(
             sql.Identifier(s.db_schema, "events")))}
     assert ids == {f"ev{i}" for i in range(total)}
+
+
+def test_sink_without_broker_fails_clearly(fresh_namespace):
+    """No broker answers at start: a KafkaError naming the address, not a hang."""
+    import asyncio
+
+    from ioc.errors import KafkaError
+    from ioc.events._storage import EVENTS_SINK
+    from ioc.storage.sink import run_sinks
+
+    s = fresh_namespace("nb")
+    kafka = s.kafka.model_copy(update={"bootstrap_servers": ["127.0.0.1:9"],
+                                       "request_timeout_s": 3.0})
+    t0 = time.monotonic()
+    with pytest.raises(KafkaError, match=r"no Kafka broker answered at 127\.0\.0\.1:9"):
+        asyncio.run(run_sinks(s.model_copy(update={"kafka": kafka}), [EVENTS_SINK]))
+    assert time.monotonic() - t0 < 15
+
+
+@pytest.mark.timeout(240)
+def test_sink_rebalance_during_database_outage(fresh_namespace, spawn, private_postgres):  # noqa: F811
+    """A second member joins and leaves while the database is down, so the paused sink
+    is handed partitions by rebalances (its on_assign pauses them too). Checked: both
+    members survive the outage and, once the database is back, every event is stored
+    exactly once."""
+    pg = private_postgres()
+    shared = fresh_namespace("pgr")
+    s = load_settings(overrides={"namespace": shared.namespace,
+                                 "kafka": {"bootstrap_servers": shared.kafka.bootstrap_servers},
+                                 "database": {"dsn": pg.dsn, "passfile": None}})
+    migrate(s)
+    args = ["-v", "sink", "--tables", "events", "--batch-rows", "1000", "--linger", "0.2",
+            "--retry-max", "1"]
+    a = spawn(args, settings=s, name="sinkA")
+    total = 8_000
+    producer = threading.Thread(target=_produce, args=(s, range(total)),
+                                kwargs={"rate": 500.0})
+    producer.start()  # ~16 s of events
+    got = wait_for(lambda: _counts(s), until=lambda c: c[0] >= 1000, timeout=30)
+    assert got[0] >= 1000, a.output()[-2000:]
+    pg.stop()
+    out = wait_for(a.output, until=lambda o: "database unavailable" in o, timeout=20)
+    assert "database unavailable" in out, out[-3000:]
+    b = spawn(args, settings=s, name="sinkB")  # joins: the group rebalances
+    # B got partitions, read a batch and could not write it either.
+    out = wait_for(b.output, until=lambda o: "database unavailable (" in o, timeout=30)
+    assert "database unavailable (" in out, out[-3000:]
+    assert b.stop() == 0, b.output()[-2000:]  # leaves: sink A gets every partition back
+    time.sleep(4)
+    assert a.alive(), a.output()[-3000:]
+    pg.start()
+    producer.join(60)
+    got = wait_for(lambda: _counts(s), until=lambda c: c[0] >= total, timeout=60)
+    assert got == (total, total), (got, a.output()[-3000:], b.output()[-2000:])
+    assert "resuming" in a.output(), a.output()[-3000:]
+    assert a.stop() == 0
