@@ -114,5 +114,5 @@ def test_outbox_sends_keyed_records_to_the_murmur2_partition_of_their_key(settin
 def test_outbox_send_reports_a_topic_that_does_not_exist(settings: Settings):
     out = Outbox()
     out.add(topic_name(settings.namespace, "no.such.topic"), b"k", b"v")
-    with pytest.raises(SendFailed, match="no.such.topic"):
+    with pytest.raises(SendFailed, match=r"no\.such\.topic"):
         out.send(stage_producer(settings), timeout_s=5)
