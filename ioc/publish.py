@@ -71,22 +71,44 @@ class Publisher:
     def __init__(self, settings: Settings, *, source: str | None = None, linger_ms: int = 5,
                  batch_size: int = 256 * 1024, ack_timeout_s: float = 30.0,
                  compression: str | None = None) -> None:
-        from kafka import KafkaProducer
-        from kafka.errors import KafkaError as _KE
-
         self.settings = settings
         self.source = source
         self.topic = topic_name(settings.namespace, "events.raw")
         self.ack_timeout_s = ack_timeout_s
+        self._options = {"linger_ms": linger_ms, "batch_size": batch_size,
+                         "compression_type": compression}
+        self._producer = self._new_producer()
+
+    def _new_producer(self) -> Any:
+        from kafka import KafkaProducer
+        from kafka.errors import KafkaError as _KE
+
         try:
-            self._producer = KafkaProducer(
-                acks="all", enable_idempotence=True, linger_ms=linger_ms,
-                batch_size=batch_size, compression_type=compression,
-                max_in_flight_requests_per_connection=5,
-                **kafka_python_kwargs(settings.kafka))
+            return KafkaProducer(acks="all", enable_idempotence=True,
+                                 max_in_flight_requests_per_connection=5, **self._options,
+                                 **kafka_python_kwargs(self.settings.kafka))
         except _KE as exc:
             raise KafkaError(f"publisher: no Kafka broker answered at "
-                             f"{','.join(settings.kafka.bootstrap_servers)}: {exc}") from exc
+                             f"{','.join(self.settings.kafka.bootstrap_servers)}: {exc}") from exc
+
+    def _replace_producer(self) -> None:
+        """Drop the producer after unacknowledged sends and start a new one.
+
+        An idempotent kafka-python producer whose batches expired while the broker was
+        away can keep timing out after the broker is back (seen in the demo: every
+        resend failed for minutes); a new producer id starts clean. When no broker
+        answers yet, the next send tries again.
+        """
+        old, self._producer = self._producer, None
+        if old is not None:
+            try:
+                old.close(timeout=0)
+            except Exception as exc:  # it failed already
+                log.debug("publisher: closing the old producer: %r", exc)
+        try:
+            self._producer = self._new_producer()
+        except KafkaError as exc:
+            log.warning("publisher: no new producer yet (%s)", exc)
 
     def __enter__(self) -> Publisher:
         return self
@@ -96,7 +118,13 @@ class Publisher:
 
     def close(self, timeout_s: float = 10.0) -> None:
         """Flush what is pending and close the producer."""
-        self._producer.close(timeout=timeout_s)
+        if self._producer is not None:
+            self._producer.close(timeout=timeout_s)
+
+    def _live(self) -> Any:
+        if self._producer is None:
+            self._producer = self._new_producer()
+        return self._producer
 
     def prepare(self, event: Event | Mapping[str, Any] | bytes) -> Event:
         """Validate one event (filling ``source``); InvalidEvent when it is not valid."""
@@ -153,13 +181,13 @@ class Publisher:
         futures = []
         for source, evs in by_source.items():
             for record, chunk in chunk_events(evs):
-                fut = self._producer.send(self.topic, key=source.encode(), value=record)
+                fut = self._live().send(self.topic, key=source.encode(), value=record)
                 futures.append((len(chunk), [e.id for e in chunk], fut))
         result.accepted.extend(self._wait(futures))
         return result
 
     def _send(self, e: Event) -> Any:
-        return self._producer.send(self.topic, key=e.source.encode(), value=encode_event(e))
+        return self._live().send(self.topic, key=e.source.encode(), value=encode_event(e))
 
     def _wait(self, futures: list[tuple[int, Any, Any]]) -> list[str]:
         from kafka.errors import KafkaError as _KE
@@ -167,7 +195,7 @@ class Publisher:
         if not futures:
             return []
         try:
-            self._producer.flush(timeout=self.ack_timeout_s)
+            self._live().flush(timeout=self.ack_timeout_s)
         except _KE as exc:  # e.g. KafkaTimeoutError: the futures below say which failed
             log.warning("publisher: flush did not complete: %s", exc)
         ok: list[str] = []
@@ -180,6 +208,7 @@ class Publisher:
             except (_KE, TimeoutError) as exc:
                 failed.extend((i, f"{type(exc).__name__}: {exc}") for i in ids)
         if failed:
+            self._replace_producer()
             raise KafkaError(
                 f"{len(failed)} of {total} event(s) were not acknowledged by the broker "
                 f"for topic {self.topic} within {self.ack_timeout_s:.0f} s (first: id "

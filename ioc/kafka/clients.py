@@ -10,14 +10,45 @@ from ..errors import KafkaError
 
 __all__ = ["admin_client", "aiokafka_kwargs", "kafka_python_kwargs", "rdkafka_conf"]
 
+class _Throttle(logging.Filter):
+    """Lets a librdkafka message through at most once per ``every_s`` (numbers ignored).
+
+    With the broker away, each client logs a failed connect per broker thread per
+    retry: thousands of identical lines a minute across a worker's stages.
+    """
+
+    def __init__(self, every_s: float = 30.0) -> None:
+        super().__init__()
+        self.every_s = every_s
+        self.last: dict[str, float] = {}
+        self.suppressed = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        import re
+        import time
+
+        text = re.sub(r"\d+", "#", record.getMessage())
+        text = re.sub(r"\[ioc#\w+-#\]|\[thrd:[^\]]*\]", "", text)
+        now = time.monotonic()
+        if now - self.last.get(text, -1e9) < self.every_s:
+            self.suppressed += 1
+            return False
+        if len(self.last) > 1000:
+            self.last.clear()
+        self.last[text] = now
+        return True
+
+
 _RDKAFKA_LOG = logging.getLogger("ioc.rdkafka")
+_RDKAFKA_LOG.addFilter(_Throttle())
 
 
 def rdkafka_conf(k: KafkaSettings, role: Literal["consumer", "producer"]) -> dict[str, Any]:
     """librdkafka properties (``confluent_kafka.Consumer``/``Producer``) from settings.
 
     librdkafka's log lines (a broker that went away, say) go to the ``ioc.rdkafka``
-    logger, so they are formatted and filtered like ours.
+    logger, so they are formatted and filtered like ours; the same line (numbers and
+    client names aside) at most once per 30 s.
     """
     conf: dict[str, Any] = {
         "bootstrap.servers": ",".join(k.bootstrap_servers),
