@@ -12,9 +12,10 @@ thread of its own running this loop::
     records = consumer.consume(max batch_max, waiting at most within_s)
     stage.process(records, outbox)         (pure work; outputs go to the outbox)
     stage.tick(now, outbox)                (timers: throttled updates, absence checks)
-    outbox.send(producer)                  (produce every record, then flush: wait for
-                                            every acknowledgement; retry with backoff and
-                                            a new producer while the broker refuses)
+    outbox.send(producer)                  (produce the outputs, then flush: wait for
+                                            every acknowledgement; then the same for the
+                                            state changelogs; retry with backoff and a
+                                            new producer while the broker refuses)
     consumer.commit(offsets of the batch)  (only now, at most every commit_every_s)
 
 librdkafka's blocking calls release the GIL, so the stages' Kafka I/O runs beside the
@@ -435,13 +436,26 @@ class StageRunner:
         the broker no longer accepts (after a restart, say) does not stall the stage.
         """
         delay = 0.2
-        while True:
+        # Outputs first, then the state changelogs, each phase acknowledged before the
+        # next: a crash in between leaves the old state, so the restarted stage applies
+        # the batch again and re-emits its outputs (at-least-once, absorbed downstream).
+        # The other order could store a state that has emitted a closed window whose
+        # rollup never reached the broker: lost for good.
+        changelogs = {t.topic for t in self.stage.tables}
+        outputs, states = Outbox(), Outbox()
+        for rec in out.records:
+            (states if rec[0] in changelogs else outputs).records.append(rec)
+        phases = [ph for ph in (outputs, states) if ph.records]
+        while phases:
             try:
                 if self.producer is None:
                     self._replace_producer()
                 assert self.producer is not None
-                out.send(self.producer, timeout_s=self.settings.kafka.request_timeout_s,
-                         partitions=self.partitions)
+                phases[0].send(self.producer, timeout_s=self.settings.kafka.request_timeout_s,
+                               partitions=self.partitions)
+                phases.pop(0)
+                if phases:
+                    continue
                 self.stage.metrics.outputs += len(out)
                 out.records.clear()
                 return
