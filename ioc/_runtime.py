@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gc
 
-__all__ = ["tune_gc"]
+__all__ = ["service_start", "tune_gc"]
 
 
 def tune_gc() -> None:
@@ -21,3 +21,12 @@ def tune_gc() -> None:
     """
     gc.freeze()
     gc.set_threshold(50_000, 20, 20)
+
+
+def service_start() -> None:
+    """What every long-running service (worker, sink, wall, gateway) does at start:
+    repeated Kafka client log lines throttled, and the garbage collector tuned."""
+    from .kafka.clients import quiet_kafka_client_logs
+
+    quiet_kafka_client_logs()
+    tune_gc()

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import faust
 
-from ioc._runtime import tune_gc
+from ioc._runtime import service_start
 from ioc.config import Settings, default_state_dir
 
 from .agent_spec import AgentSpec
@@ -83,7 +83,7 @@ def run_worker(settings: Settings, agents: Sequence[AgentSpec] | None = None, *,
     # Faust's terminal spinner sets the root logger to DEBUG (so every library builds a
     # record for every debug call: ~5-8% of a busy worker's CPU) and writes escape codes.
     worker.spinner = None
-    tune_gc()
+    service_start()
     worker.execute_from_commandline()
 
 

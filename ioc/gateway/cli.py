@@ -34,6 +34,9 @@ def gateway(ctx: click.Context, host: str | None, port: int | None) -> None:
             "gateway.publishers is empty: every request will get 401 (see 'ioc gateway key')")
     click.echo(f"gateway on http://{h}:{p} -> {s.namespace}.events.raw "
                f"({len(s.gateway.publishers)} publisher(s))")
+    from ..kafka.clients import quiet_kafka_client_logs
+
+    quiet_kafka_client_logs()
     web.run_app(create_gateway_app(s), host=h, port=p, print=None,
                 access_log=None, handle_signals=True)
 

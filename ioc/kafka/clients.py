@@ -8,7 +8,8 @@ from typing import Any, Literal
 from ..config import KafkaSettings
 from ..errors import KafkaError
 
-__all__ = ["admin_client", "aiokafka_kwargs", "kafka_python_kwargs", "rdkafka_conf"]
+__all__ = ["admin_client", "aiokafka_kwargs", "kafka_python_kwargs", "quiet_kafka_client_logs",
+           "rdkafka_conf"]
 
 class _Throttle(logging.Filter):
     """Lets a librdkafka message through at most once per ``every_s`` (numbers ignored).
@@ -40,15 +41,35 @@ class _Throttle(logging.Filter):
 
 
 _RDKAFKA_LOG = logging.getLogger("ioc.rdkafka")
-_RDKAFKA_LOG.addFilter(_Throttle())
+
+# The aiokafka modules (Faust's client, the wall's and the gateway's) that log a line per
+# retry while a broker is away.
+_AIOKAFKA_LOGGERS = ("aiokafka", "aiokafka.client", "aiokafka.conn", "aiokafka.cluster",
+                     "aiokafka.consumer.consumer", "aiokafka.consumer.fetcher",
+                     "aiokafka.consumer.group_coordinator", "aiokafka.producer.producer",
+                     "aiokafka.producer.sender")
+
+
+def quiet_kafka_client_logs(every_s: float = 30.0) -> None:
+    """Let each kind of Kafka client log line through at most once per ``every_s``.
+
+    Called by the long-running services at start. With the broker away for 25 s, a
+    worker logged ~2,300 identical librdkafka lines and ~5,500 aiokafka ones; the first
+    of each kind says all there is to say. A logger filter sees only records logged on
+    that very logger, hence the list of aiokafka modules.
+    """
+    for name in ("ioc.rdkafka", *_AIOKAFKA_LOGGERS):
+        lg = logging.getLogger(name)
+        if not any(isinstance(f, _Throttle) for f in lg.filters):
+            lg.addFilter(_Throttle(every_s))
 
 
 def rdkafka_conf(k: KafkaSettings, role: Literal["consumer", "producer"]) -> dict[str, Any]:
     """librdkafka properties (``confluent_kafka.Consumer``/``Producer``) from settings.
 
     librdkafka's log lines (a broker that went away, say) go to the ``ioc.rdkafka``
-    logger, so they are formatted and filtered like ours; the same line (numbers and
-    client names aside) at most once per 30 s.
+    logger, so they are formatted and filtered like ours (``quiet_kafka_client_logs``
+    lets each kind through at most once per 30 s).
     """
     conf: dict[str, Any] = {
         "bootstrap.servers": ",".join(k.bootstrap_servers),

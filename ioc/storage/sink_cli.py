@@ -42,7 +42,7 @@ def sink(c, tables: str, list_only: bool, batch_rows: int, linger: float,  # typ
         raise click.BadParameter(f"unknown sink(s) {unknown}; known: {sorted(known)}",
                                  param_hint="--tables")
     options = SinkOptions(batch_rows=batch_rows, linger_s=linger, retry_max_s=retry_max)
-    from .._runtime import tune_gc
+    from .._runtime import service_start
 
-    tune_gc()
+    service_start()
     asyncio.run(run_sinks(c.settings, [known[n] for n in names], options))

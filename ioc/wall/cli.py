@@ -60,6 +60,9 @@ def serve_cmd(c, host: str | None, port: int | None) -> None:  # type: ignore[no
         finally:
             await server.stop()
 
+    from ..kafka.clients import quiet_kafka_client_logs
+
+    quiet_kafka_client_logs()
     with contextlib.suppress(asyncio.CancelledError, KeyboardInterrupt):
         asyncio.run(main())
 
