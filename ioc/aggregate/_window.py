@@ -156,25 +156,18 @@ class EntityWindows:
             return None
         touched: set[WindowId] = set()
         windows = self.windows
-        starts = [(size, math.floor(t / size) * size) for size in sizes]  # window_start
+        starts = [(size, window_start(t, size)) for size in sizes]  # once per event
         for metric, v in values.items():
             v = float(v)
-            if v != v:  # NaN
+            if math.isnan(v):
                 continue
             for size, start in starts:
                 wid = (metric, size, start)
                 agg = windows.get(wid)
                 if agg is None:
-                    windows[wid] = Agg(1, v, v, v, v, t)
-                else:  # Agg.add, inlined: this loop runs for every value of every event
-                    agg.count += 1
-                    agg.sum += v
-                    if v < agg.min:
-                        agg.min = v
-                    if v > agg.max:
-                        agg.max = v
-                    if t > agg.last_time or (t == agg.last_time and not v <= agg.last):
-                        agg.last, agg.last_time = v, t
+                    windows[wid] = Agg.of(v, t)
+                else:
+                    agg.add(v, t)
                 touched.add(wid)
         if t > self.watermark:
             self.watermark = t
