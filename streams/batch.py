@@ -57,11 +57,11 @@ from confluent_kafka import TopicPartition as RdTopicPartition
 from ioc.config import Settings
 from ioc.errors import InvalidEvent
 from ioc.events import decode_event
-from ioc.kafka import ensure_topics, rdkafka_conf
+from ioc.kafka import acked_producer, discard_producer, ensure_topics, rdkafka_conf
 from ioc.topics import TopicSpec
 
 __all__ = ["Outbox", "Record", "SendFailed", "Stage", "StageMetrics", "StateTable", "TopicPartition", "combine",
-           "decoded_events", "host_stage", "stage_producer"]
+           "decoded_events", "host_stage"]
 
 log = logging.getLogger(__name__)
 
@@ -165,15 +165,6 @@ class Outbox:
             raise SendFailed(f"{left} record(s) not acknowledged within {timeout_s:.0f} s")
         if errors:
             raise SendFailed(f"{len(errors)} record(s) refused, first: {errors[0]}")
-
-
-def stage_producer(settings: Settings) -> Producer:
-    """An idempotent, acks=all producer that reports only failed deliveries."""
-    conf = rdkafka_conf(settings.kafka, "producer")
-    conf.update({"enable.idempotence": True, "acks": "all", "linger.ms": 2,
-                 "delivery.report.only.error": True,
-                 "batch.size": 1 << 20, "queue.buffering.max.messages": 200_000})
-    return Producer(conf)
 
 
 _decoded = threading.local()
@@ -357,18 +348,21 @@ class StageRunner:
         self.producer: Producer | None = None
         self.partitions: dict[str, int] = {}  # topic -> partition count, for keyed outputs
         self.stopping = threading.Event()
+        self._callback_error: BaseException | None = None  # raised in a rebalance callback
 
     # -- rebalance callbacks (librdkafka calls them inside consume(), in our thread) --
 
     def _on_assign(self, _consumer: Any, parts: list[Any]) -> None:
-        try:
-            self.assigned({TopicPartition(p.topic, p.partition) for p in parts})
-        except BaseException as exc:  # librdkafka would swallow it
-            self._callback_error = exc
+        self._guarded(self.assigned, parts)
 
     def _on_revoke(self, _consumer: Any, parts: list[Any]) -> None:
+        self._guarded(self.revoked, parts)
+
+    def _guarded(self, handler: Callable[[set[TopicPartition]], None], parts: list[Any]) -> None:
+        """Run a rebalance handler; what it raises is re-raised after ``consume`` returns
+        (librdkafka would swallow it)."""
         try:
-            self.revoked({TopicPartition(p.topic, p.partition) for p in parts})
+            handler({TopicPartition(p.topic, p.partition) for p in parts})
         except BaseException as exc:
             self._callback_error = exc
 
@@ -379,8 +373,6 @@ class StageRunner:
         log.warning("stage %s: partitions lost %s", self.stage.name, sorted(tps))
         self.pending = {tp: o for tp, o in self.pending.items() if tp not in tps}
         self._forget(tps)
-
-    _callback_error: BaseException | None = None
 
     def assigned(self, tps: set[TopicPartition]) -> None:
         for t in self.stage.tables:
@@ -409,9 +401,6 @@ class StageRunner:
 
     # -- producing --
 
-    def _new_producer(self) -> Producer:
-        return stage_producer(self.settings)
-
     def _replace_producer(self) -> None:
         """Drop the producer and make a new one (a new idempotent producer id).
 
@@ -422,12 +411,8 @@ class StageRunner:
         """
         old, self.producer = self.producer, None
         if old is not None:
-            try:
-                old.purge()
-                old.flush(1)
-            except Exception as exc:  # it failed already
-                log.debug("stage %s: dropping the old producer: %r", self.stage.name, exc)
-        self.producer = self._new_producer()
+            discard_producer(old)
+        self.producer = acked_producer(self.settings.kafka)
 
     def flush(self, out: Outbox) -> None:
         """Send the outbox until every record is acknowledged (backoff while refused).
@@ -506,7 +491,7 @@ class StageRunner:
     def run_sync(self) -> None:
         """Run until ``stopping`` is set; raise what ``process`` or Kafka raised."""
         st = self.stage
-        self.producer = self._new_producer()
+        self.producer = acked_producer(self.settings.kafka)
         self.consumer = Consumer(self._consumer_conf())
         self.consumer.subscribe(st.topics, on_assign=self._on_assign,
                                 on_revoke=self._on_revoke, on_lost=self._on_lost)

@@ -3,16 +3,26 @@
 from __future__ import annotations
 
 import logging
-from typing import Any, Literal
+import re
+import time
+from typing import TYPE_CHECKING, Any, Literal
 
 from ..config import KafkaSettings
 from ..errors import KafkaError
 
-__all__ = ["admin_client", "aiokafka_kwargs", "kafka_python_kwargs", "quiet_kafka_client_logs",
-           "rdkafka_conf"]
+if TYPE_CHECKING:  # confluent_kafka is imported by the functions that make clients
+    from confluent_kafka import Producer
+
+__all__ = ["acked_producer", "admin_client", "aiokafka_kwargs", "discard_producer",
+           "kafka_python_kwargs", "quiet_kafka_client_logs", "rdkafka_conf"]
+
+_NUMBERS = re.compile(r"\d+")
+_CLIENT_NAMES = re.compile(r"\[ioc#\w+-#\]|\[thrd:[^\]]*\]")
+
 
 class _Throttle(logging.Filter):
-    """Lets a librdkafka message through at most once per ``every_s`` (numbers ignored).
+    """Lets a Kafka client message through at most once per ``every_s`` (numbers and
+    librdkafka client/thread names ignored).
 
     With the broker away, each client logs a failed connect per broker thread per
     retry: thousands of identical lines a minute across a worker's stages.
@@ -22,17 +32,11 @@ class _Throttle(logging.Filter):
         super().__init__()
         self.every_s = every_s
         self.last: dict[str, float] = {}
-        self.suppressed = 0
 
     def filter(self, record: logging.LogRecord) -> bool:
-        import re
-        import time
-
-        text = re.sub(r"\d+", "#", record.getMessage())
-        text = re.sub(r"\[ioc#\w+-#\]|\[thrd:[^\]]*\]", "", text)
+        text = _CLIENT_NAMES.sub("", _NUMBERS.sub("#", record.getMessage()))
         now = time.monotonic()
         if now - self.last.get(text, -1e9) < self.every_s:
-            self.suppressed += 1
             return False
         if len(self.last) > 1000:
             self.last.clear()
@@ -86,25 +90,46 @@ def rdkafka_conf(k: KafkaSettings, role: Literal["consumer", "producer"]) -> dic
         conf["sasl.mechanism"] = k.sasl_mechanism
         conf["sasl.username"] = k.sasl_username or ""
         conf["sasl.password"] = k.sasl_password.get_secret_value() if k.sasl_password else ""
-    if k.ssl_cafile:
-        conf["ssl.ca.location"] = str(k.ssl_cafile)
-    if k.ssl_certfile:
-        conf["ssl.certificate.location"] = str(k.ssl_certfile)
-    if k.ssl_keyfile:
-        conf["ssl.key.location"] = str(k.ssl_keyfile)
+    conf.update(_ssl_files(k, "ssl.ca.location", "ssl.certificate.location", "ssl.key.location"))
     return conf
+
+
+def acked_producer(k: KafkaSettings) -> Producer:
+    """A librdkafka producer for outputs that must not be lost: idempotent, ``acks=all``,
+    delivery reports for failed records only (the caller's ``on_delivery`` sees errors).
+
+    Callers produce, then ``flush`` and check the reports before they commit their input.
+    """
+    from confluent_kafka import Producer
+
+    conf = rdkafka_conf(k, "producer")
+    conf.update({"enable.idempotence": True, "acks": "all", "linger.ms": 2,
+                 "delivery.report.only.error": True,
+                 "batch.size": 1 << 20, "queue.buffering.max.messages": 200_000})
+    return Producer(conf)
+
+
+def discard_producer(producer: Producer) -> None:
+    """Drop what ``producer`` still holds and close it (after a failure: best effort)."""
+    try:
+        producer.purge()
+        producer.flush(0)
+        producer.close()
+    except Exception as exc:  # it failed already
+        logging.getLogger(__name__).debug("discarding a producer: %r", exc)
+
+
+def _ssl_files(k: KafkaSettings, ca: str, cert: str, key: str) -> dict[str, str]:
+    """The TLS files that are set, under the option names of one client."""
+    return {name: str(path) for name, path in
+            ((ca, k.ssl_cafile), (cert, k.ssl_certfile), (key, k.ssl_keyfile)) if path}
 
 
 def kafka_python_kwargs(k: KafkaSettings) -> dict[str, Any]:
     kw = k.client_kwargs()
     kw["client_id"] = k.client_id
     kw["request_timeout_ms"] = int(k.request_timeout_s * 1000)
-    if k.ssl_cafile:
-        kw["ssl_cafile"] = str(k.ssl_cafile)
-    if k.ssl_certfile:
-        kw["ssl_certfile"] = str(k.ssl_certfile)
-    if k.ssl_keyfile:
-        kw["ssl_keyfile"] = str(k.ssl_keyfile)
+    kw.update(_ssl_files(k, "ssl_cafile", "ssl_certfile", "ssl_keyfile"))
     return kw
 
 

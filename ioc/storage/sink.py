@@ -58,7 +58,7 @@ from psycopg.types.json import set_json_dumps
 
 from ..config import Settings
 from ..errors import StorageError
-from ..kafka.clients import rdkafka_conf
+from ..kafka.clients import acked_producer, discard_producer, rdkafka_conf
 from ..topics import topic_name
 from ._db import connect
 
@@ -545,12 +545,8 @@ class _TableSinkRunner:
     def _send_dead_letters(self, dead: Sequence[tuple[Message, str, str]]) -> None:
         """Produce ``dead`` to ``<ns>.dlq`` and wait for the broker's acknowledgements
         (in a worker thread). Raises when one is missing or refused."""
-        from confluent_kafka import Producer
-
         if self._producer is None:
-            conf = rdkafka_conf(self.settings.kafka, "producer")
-            conf.update({"acks": "all", "enable.idempotence": True})
-            self._producer = Producer(conf)
+            self._producer = acked_producer(self.settings.kafka)
         producer = self._producer
         dlq = topic_name(self.settings.namespace, "dlq")
         errors: list[Any] = []
@@ -589,14 +585,8 @@ class _TableSinkRunner:
     def _drop_producer(self) -> None:
         """Discard the dead-letter producer and whatever it still holds (worker thread)."""
         producer, self._producer = self._producer, None
-        if producer is None:
-            return
-        try:
-            producer.purge()
-            producer.flush(0)
-            producer.close()
-        except Exception as exc:
-            log.debug("sink %s: closing the dead-letter producer: %s", self.spec.name, exc)
+        if producer is not None:
+            discard_producer(producer)
 
     async def _commit(self, batch: _Batch) -> None:
         from confluent_kafka import KafkaException, TopicPartition

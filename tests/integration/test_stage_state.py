@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from ioc.config import Settings
-from ioc.kafka import ensure_topics
+from ioc.kafka import acked_producer, ensure_topics
 from ioc.topics import TopicSpec, topic_name
-from streams.batch import Outbox, SendFailed, StateTable, key_partition, stage_producer
+from streams.batch import Outbox, SendFailed, StateTable, key_partition
 from tests.integration.pipeline_fixtures import read_topic
 
 pytestmark = pytest.mark.kafka
@@ -15,7 +15,7 @@ pytestmark = pytest.mark.kafka
 
 def send(settings: Settings, *outboxes: Outbox) -> None:
     """Send each outbox in turn with a producer like the stage runner's."""
-    producer = stage_producer(settings)
+    producer = acked_producer(settings.kafka)
     for out in outboxes:
         out.send(producer)
     assert producer.flush(10) == 0
@@ -115,4 +115,4 @@ def test_outbox_send_reports_a_topic_that_does_not_exist(settings: Settings):
     out = Outbox()
     out.add(topic_name(settings.namespace, "no.such.topic"), b"k", b"v")
     with pytest.raises(SendFailed, match=r"no\.such\.topic"):
-        out.send(stage_producer(settings), timeout_s=5)
+        out.send(acked_producer(settings.kafka), timeout_s=5)
