@@ -1,4 +1,4 @@
-"""Process-wide settings of the long-running services (worker, sink)."""
+"""Process-wide settings of the event-rate services (worker, sink)."""
 
 from __future__ import annotations
 
@@ -24,8 +24,9 @@ def tune_gc() -> None:
 
 
 def service_start() -> None:
-    """What every long-running service (worker, sink, wall, gateway) does at start:
-    repeated Kafka client log lines throttled, and the garbage collector tuned."""
+    """What the worker and the sink do at start: repeated Kafka client log lines
+    throttled, and the garbage collector tuned. (The wall and the gateway only throttle
+    the log lines: their GC was not measured.)"""
     from .kafka.clients import quiet_kafka_client_logs
 
     quiet_kafka_client_logs()

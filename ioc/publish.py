@@ -77,7 +77,7 @@ class Publisher:
         self.ack_timeout_s = ack_timeout_s
         self._options = {"linger_ms": linger_ms, "batch_size": batch_size,
                          "compression_type": compression}
-        self._producer = self._new_producer()
+        self._producer: Any = self._new_producer()
 
     def _new_producer(self) -> Any:
         from kafka import KafkaProducer
@@ -91,13 +91,12 @@ class Publisher:
             raise KafkaError(f"publisher: no Kafka broker answered at "
                              f"{','.join(self.settings.kafka.bootstrap_servers)}: {exc}") from exc
 
-    def _replace_producer(self) -> None:
-        """Drop the producer after unacknowledged sends and start a new one.
+    def _drop_producer(self) -> None:
+        """Drop the producer after unacknowledged sends; the next send makes a new one.
 
         An idempotent kafka-python producer whose batches expired while the broker was
         away can keep timing out after the broker is back (seen in the demo: every
-        resend failed for minutes); a new producer id starts clean. When no broker
-        answers yet, the next send tries again.
+        resend failed for minutes); a new producer id starts clean.
         """
         old, self._producer = self._producer, None
         if old is not None:
@@ -105,10 +104,6 @@ class Publisher:
                 old.close(timeout=0)
             except Exception as exc:  # it failed already
                 log.debug("publisher: closing the old producer: %r", exc)
-        try:
-            self._producer = self._new_producer()
-        except KafkaError as exc:
-            log.warning("publisher: no new producer yet (%s)", exc)
 
     def __enter__(self) -> Publisher:
         return self
@@ -122,6 +117,7 @@ class Publisher:
             self._producer.close(timeout=timeout_s)
 
     def _live(self) -> Any:
+        """The producer, made anew after ``_drop_producer`` (KafkaError: no broker yet)."""
         if self._producer is None:
             self._producer = self._new_producer()
         return self._producer
@@ -208,7 +204,7 @@ class Publisher:
             except (_KE, TimeoutError) as exc:
                 failed.extend((i, f"{type(exc).__name__}: {exc}") for i in ids)
         if failed:
-            self._replace_producer()
+            self._drop_producer()
             raise KafkaError(
                 f"{len(failed)} of {total} event(s) were not acknowledged by the broker "
                 f"for topic {self.topic} within {self.ack_timeout_s:.0f} s (first: id "
