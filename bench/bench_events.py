@@ -1,6 +1,7 @@
-"""Sustained events/s from publish to durable rows, next to the same run's baselines.
+"""Events/s through the whole events pipeline, next to the same run's baselines.
 
-    .venv/bin/python bench/bench_events.py [--quick] [--events N]
+    .venv/bin/python bench/bench_events.py [--quick] [--events N]         # burst
+    .venv/bin/python bench/bench_events.py --rate R [--seconds T]         # sustained rate
 
 Stages measured together (each a real process, as deployed; every stage of the
 events path running):
@@ -11,11 +12,23 @@ events path running):
       -> `ioc sink --tables events,rollups,kpi_values,alerts` (aiokafka + COPY)
          -> PostgreSQL
 
-Two figures: N / (time from the first publish to the last event row visible in
-PostgreSQL), and N / (time until every stage's consumer group has committed the end of
-its input, i.e. every stage has caught up: aggregate, kpis, rules, tiles and all sinks).
+Burst (default): N events published as fast as the publisher can. Two figures:
+N / (time from the first publish to the last event row visible in PostgreSQL), and
+N / (time until every stage's consumer group has committed the end of its input, i.e.
+every stage has caught up: aggregate, kpis, rules, tiles and all sinks). The second
+includes the tail in which the aggregate stage releases held-back 'updated' rollups at
+its designed rate limit, so neither figure is a sustained rate.
 
-Baselines, same events, same machine, same run:
+Sustained rate (``--rate R``): R*T events published on a schedule (chunks of
+max(100, R/20) events, chunk k sent at k*chunk/R s) while the lag of every consumer
+group is sampled (every ``--sample-s`` s, on clients kept open), then until every group
+is at lag 0. Reports, per group, the largest lag, the lag when publishing ended and how
+long after that it reached 0, and a verdict: the rate is SUSTAINED when the publisher
+kept its schedule (ended <= 2 s behind), every group's lag at the end of publishing was
+<= 2 s of input (2*R events; 2*R records for groups reading other topics) and every
+group was at 0 within 15 s after publishing ended. That is: the backlog did not grow.
+
+Baselines (both modes), same events, same machine, same run:
 
     kafka:  aiokafka produce one record per event, then consume them all back
     copy:   binary COPY of the same rows into a table without the unique key
@@ -31,9 +44,14 @@ import os
 import secrets
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -155,42 +173,124 @@ STAGES = ("validate", "aggregate", "kpis", "rules", "tiles")
 SINKS = ("events", "rollups", "kpi_values", "alerts")
 
 
-def lag(s: Settings) -> dict[str, int]:
-    """Records not yet committed, per stage and sink consumer group of this namespace.
+EXPECTED_GROUPS = 3 + len(SINKS)  # validate, aggregate+kpis+rules, tiles, one per sink
+
+
+class LagProbe:
+    """Records not yet committed, per stage and sink consumer group of this namespace,
+    on one admin client and one consumer kept open across samples.
 
     Every group named ``<ns>-...`` counts, over every partition of each topic it has
-    committed offsets for (a partition without a commit counts from 0). Raises until all
-    the expected groups (stages of the worker, one per sink) exist.
+    committed offsets for (a partition without a commit counts from 0). ``sample``
+    returns ``{"(groups missing)": 2**30}`` until all the expected groups (stages of the
+    worker, one per sink) exist. ``inputs``: the topics (without ``<ns>.``) each group
+    has committed offsets for; ``threads``: the clients' I/O threads.
     """
+
+    def __init__(self, s: Settings) -> None:
+        from kafka import KafkaConsumer
+
+        from ioc.kafka import kafka_python_kwargs
+        from ioc.kafka.clients import admin_client
+
+        before = set(threading.enumerate())
+        self.s = s
+        self.admin = admin_client(s.kafka)
+        try:
+            self.consumer = KafkaConsumer(**kafka_python_kwargs(s.kafka))
+        except BaseException:
+            self.admin.close()
+            raise
+        self.threads = [t for t in threading.enumerate() if t not in before]
+        self.groups: list[str] = []
+        self.inputs: dict[str, set[str]] = {}
+
+    def __enter__(self) -> LagProbe:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.consumer.close()
+        self.admin.close()
+
+    def sample(self) -> dict[str, int]:
+        from kafka import TopicPartition
+
+        ns = self.s.namespace
+        if len(self.groups) < EXPECTED_GROUPS:  # the list is kept once complete
+            self.groups = sorted(str(g["group_id"]) for g in self.admin.list_groups()
+                                 if str(g["group_id"]).startswith(f"{ns}-"))
+            if len(self.groups) < EXPECTED_GROUPS:
+                return {"(groups missing)": 1 << 30}
+        committed = self.admin.list_group_offsets(self.groups)
+        tps: dict[str, list[Any]] = {}
+        for group in self.groups:
+            topics = {tp.topic for tp in committed.get(group, {})}
+            if topics:
+                tps[group] = [TopicPartition(t, p) for t in sorted(topics)
+                              for p in sorted(self.consumer.partitions_for_topic(t) or ())]
+                self.inputs[group.removeprefix(f"{ns}-")] = {
+                    t.removeprefix(f"{ns}.") for t in topics}
+        ends = self.consumer.end_offsets(list({tp for v in tps.values() for tp in v}))
+        out: dict[str, int] = {}
+        for group, group_tps in tps.items():
+            total = 0
+            for tp in group_tps:
+                meta = committed[group].get(tp)
+                total += ends[tp] - (meta.offset if meta is not None and meta.offset >= 0 else 0)
+            out[group.removeprefix(f"{ns}-")] = total
+        return out
+
+
+def lag(s: Settings) -> dict[str, int]:
+    """One ``LagProbe`` sample, on clients made for it and closed after."""
+    with LagProbe(s) as probe:
+        return probe.sample()
+
+
+class LagSampler(threading.Thread):
+    """Samples ``probe`` every ``every_s`` seconds, and at once when ``now`` is set, until
+    ``stopping`` is set. ``samples``: (seconds from ``t0`` to the start of the sample,
+    lag per group); ``cpu_s``: this thread's CPU seconds (not its clients' I/O threads)."""
+
+    def __init__(self, probe: LagProbe, every_s: float, t0: float) -> None:
+        super().__init__(name="lag-sampler", daemon=True)
+        self.probe, self.every_s, self.t0 = probe, every_s, t0
+        self.samples: list[tuple[float, dict[str, int]]] = []
+        self.now, self.stopping = threading.Event(), threading.Event()
+        self.cpu_s = 0.0
+
+    def run(self) -> None:
+        cpu0 = time.thread_time()
+        while not self.stopping.is_set():
+            self.now.clear()
+            t = time.perf_counter() - self.t0
+            try:
+                self.samples.append((t, self.probe.sample()))
+            except Exception as exc:  # e.g. a broker timeout: the next sample may do
+                print(f"lag sample at {t:.1f} s failed: {exc!r}", file=sys.stderr)
+            if os.environ.get("BENCH_TRACE") and self.samples:
+                print(f"{t:6.1f} s lag {self.samples[-1][1]}")
+            self.cpu_s = time.thread_time() - cpu0
+            self.now.wait(self.every_s)
+
+
+def records_written(s: Settings) -> dict[str, int]:
+    """Records written so far to each topic of the namespace (sum of end offsets)."""
     from kafka import KafkaConsumer, TopicPartition
 
     from ioc.kafka import kafka_python_kwargs
-    from ioc.kafka.clients import admin_client
 
-    admin = admin_client(s.kafka)
     c = KafkaConsumer(**kafka_python_kwargs(s.kafka))
     try:
-        groups = [g["group_id"] for g in admin.list_groups()]
-        groups = [g for g in groups if str(g).startswith(f"{s.namespace}-")]
-        if len(groups) < 3 + len(SINKS):  # validate, aggregate+kpis+rules, tiles, sinks
-            return {"(groups missing)": 1 << 30}
+        topics = [t for t in c.topics() if t.startswith(f"{s.namespace}.")]
+        tps = [TopicPartition(t, p) for t in topics for p in sorted(c.partitions_for_topic(t) or ())]
         out: dict[str, int] = {}
-        for group in groups:
-            total = 0
-            committed = admin.list_group_offsets([group]).get(group, {})
-            topics = {tp.topic for tp in committed}
-            tps = [TopicPartition(t, p) for t in topics
-                   for p in sorted(c.partitions_for_topic(t) or ())]
-            ends = c.end_offsets(tps)
-            for tp in tps:
-                meta = committed.get(tp)
-                total += ends[tp] - (meta.offset if meta is not None and meta.offset >= 0 else 0)
-            if topics:
-                out[group.removeprefix(f"{s.namespace}-")] = total
+        for tp, end in c.end_offsets(tps).items():
+            name = tp.topic.removeprefix(f"{s.namespace}.")
+            out[name] = out.get(name, 0) + end
         return out
     finally:
         c.close()
-        admin.close()
 
 
 def spawn(args: list[str], s: Settings, log: Path) -> subprocess.Popen[bytes]:
@@ -201,10 +301,20 @@ def spawn(args: list[str], s: Settings, log: Path) -> subprocess.Popen[bytes]:
                             stdout=open(log, "wb"), stderr=subprocess.STDOUT)
 
 
+def _stat_cpu(stat: Path) -> float:
+    fields = stat.read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def cpu_seconds(pid: int) -> float:
     """User+system CPU seconds a process has used (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return _stat_cpu(Path(f"/proc/{pid}/stat"))
+
+
+def threads_cpu(threads: list[threading.Thread]) -> float:
+    """User+system CPU seconds used so far by these live threads of this process."""
+    return sum(_stat_cpu(Path(f"/proc/self/task/{t.native_id}/stat")) for t in threads
+               if t.is_alive())
 
 
 def infra_cpu() -> dict[str, float]:
@@ -226,29 +336,61 @@ def infra_cpu() -> dict[str, float]:
     return out
 
 
+Procs = dict[str, "subprocess.Popen[bytes]"]
+
+
+@contextmanager
+def stages_running(s: Settings, logdir: Path, *, split: bool = False) -> Iterator[Procs]:
+    """The worker process(es) and the sink, as deployed, by name; terminated at exit."""
+    workers = {"worker validate": STAGES[:1], "worker others": STAGES[1:]} if split else {
+        "worker": STAGES}
+    procs = {name: spawn(["worker", "--agents", ",".join(w)], s, logdir / f"worker{i}.log")
+             for i, (name, w) in enumerate(workers.items())}
+    procs["sink"] = spawn(["sink", "--tables", ",".join(SINKS), "--batch-rows", "5000",
+                           "--linger", "0.2"], s, logdir / "sink.log")
+    try:
+        yield procs
+    finally:
+        for p in procs.values():
+            p.terminate()
+        for p in procs.values():
+            try:
+                p.wait(30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+def check_alive(procs: Procs, logdir: Path, what: str = "a stage died") -> None:
+    if any(p.poll() is not None for p in procs.values()):
+        raise SystemExit(f"{what}; see {logdir}")
+
+
+def warm_up(s: Settings, pub: Any, procs: Procs, logdir: Path) -> None:
+    """Wait until one event has gone all the way to a row (group joins, connections)."""
+    pub.send_many(make_events(1, "warm"))
+    end = time.monotonic() + 120
+    while count_rows(s) < 1:
+        check_alive(procs, logdir, "pipeline did not start")
+        if time.monotonic() > end:
+            raise SystemExit(f"pipeline did not start; see {logdir}")
+        time.sleep(0.2)
+
+
+def stage_cpu(procs: Procs) -> dict[str, float]:
+    """CPU seconds used so far by each stage process, the broker and PostgreSQL."""
+    return {**{name: cpu_seconds(p.pid) for name, p in procs.items()}, **infra_cpu()}
+
+
 def pipeline(s: Settings, events: list[dict], logdir: Path, *, split: bool = False
              ) -> tuple[float, float, float, dict[str, float]]:
     """(seconds publish->last durable event row, seconds until every stage caught up,
     seconds the publisher alone took, CPU seconds per process during the measured run)."""
     from ioc.publish import Publisher
 
-    workers = ([STAGES[:1], STAGES[1:]] if split else [STAGES])
-    procs = [*(spawn(["worker", "--agents", ",".join(w)], s, logdir / f"worker{i}.log")
-               for i, w in enumerate(workers)),
-             spawn(["sink", "--tables", ",".join(SINKS), "--batch-rows", "5000",
-                    "--linger", "0.2"], s, logdir / "sink.log")]
-    try:
+    with stages_running(s, logdir, split=split) as procs:
         with Publisher(s, source="bench") as pub:
-            # Warm up: wait until one event has gone all the way (group joins, connections).
-            warm = make_events(1, "warm")
-            pub.send_many(warm)
-            end = time.monotonic() + 120
-            while count_rows(s) < 1:
-                if time.monotonic() > end or any(p.poll() is not None for p in procs):
-                    raise SystemExit(f"pipeline did not start; see {logdir}")
-                time.sleep(0.2)
-            cpu0 = [cpu_seconds(p.pid) for p in procs]
-            infra0 = infra_cpu()
+            warm_up(s, pub, procs, logdir)
+            cpu0 = stage_cpu(procs)
             pub0 = time.process_time()
             t0 = time.perf_counter()
             for i in range(0, len(events), 5000):
@@ -258,8 +400,7 @@ def pipeline(s: Settings, events: list[dict], logdir: Path, *, split: bool = Fal
             cpu_pub = time.process_time() - pub0
         want = len(events) + 1
         while (n := count_rows(s)) < want:
-            if any(p.poll() is not None for p in procs):
-                raise SystemExit(f"a stage died; see {logdir}")
+            check_alive(procs, logdir)
             if time.perf_counter() - t0 > 600:
                 raise SystemExit(f"only {n} of {want} rows after 600 s")
             time.sleep(0.05)
@@ -274,8 +415,7 @@ def pipeline(s: Settings, events: list[dict], logdir: Path, *, split: bool = Fal
                     caught[g] = time.perf_counter() - t0
             if left and not any(left.values()):
                 break
-            if any(p.poll() is not None for p in procs):
-                raise SystemExit(f"a stage died; see {logdir}")
+            check_alive(procs, logdir)
             if time.perf_counter() - t0 > 900:
                 raise SystemExit(f"records still not processed after 900 s: {left}")
             time.sleep(0.1)
@@ -283,39 +423,203 @@ def pipeline(s: Settings, events: list[dict], logdir: Path, *, split: bool = Fal
         print("caught up after (s): " + ", ".join(f"{g} {t:.1f}" for g, t in
                                                    sorted(caught.items(), key=lambda x: x[1])))
         cpu = {"publisher": cpu_pub,
-               **{name: cpu_seconds(p.pid) - c0
-                  for name, p, c0 in zip((*(("worker",) if not split else
-                                              ("worker validate", "worker others")), "sink"),
-                                            procs, cpu0, strict=True)},
-               **{k: v - infra0[k] for k, v in infra_cpu().items()}}
+               **{k: v - cpu0[k] for k, v in stage_cpu(procs).items()}}
         return elapsed, drained, t_pub, cpu
-    finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(30)
-            except subprocess.TimeoutExpired:
-                p.kill()
+
+
+LATE_MAX_S = 2.0  # the publisher may end at most this far behind its schedule
+LAG_MAX_S = 2.0  # lag at the end of publishing: at most this many seconds of input
+DRAIN_MAX_S = 15.0  # every group back at lag 0 within this long after publishing ended
+DRAIN_TIMEOUT_S = 300.0
+
+
+@dataclass
+class RateRun:
+    """What ``at_rate`` measured; times in seconds from the first scheduled chunk."""
+
+    rate: float
+    n: int
+    chunk: int
+    t_pub: float  # the last chunk acknowledged
+    max_late: float  # most a chunk was sent behind its schedule
+    t_done: float | None  # every group at lag 0 (None: not within DRAIN_TIMEOUT_S)
+    samples: list[tuple[float, dict[str, int]]]
+    inputs: dict[str, set[str]]  # group -> topics it reads
+    silent: list[str]  # groups that committed no offsets (no input seen): not judged
+    raw_per_record: float  # events per record of events.raw (validate's lag is in these)
+    cpu: dict[str, float]  # CPU seconds from publish start to t_done
+
+    @property
+    def behind_end(self) -> float:
+        return max(0.0, self.t_pub - self.n / self.rate)
+
+
+def at_rate(s: Settings, events: list[dict], rate: float, logdir: Path, *,
+            sample_s: float = 2.0, split: bool = False) -> RateRun:
+    """Publish ``events`` at ``rate`` events/s while sampling every group's lag, then wait
+    until every group is at lag 0 (at most DRAIN_TIMEOUT_S)."""
+    from ioc.publish import Publisher
+
+    n, chunk = len(events), max(100, int(rate // 20))
+    with stages_running(s, logdir, split=split) as procs, LagProbe(s) as probe, \
+            Publisher(s, source="bench") as pub:
+        warm_up(s, pub, procs, logdir)
+        end = time.monotonic() + 60  # every group joined and past the warm-up event
+        while (left := probe.sample()) and any(left.values()):
+            check_alive(procs, logdir)
+            if time.monotonic() > end:
+                raise SystemExit(f"groups not settled after the warm-up event: {left}")
+            time.sleep(0.5)
+        raw0 = records_written(s).get("events.raw", 0)
+        cpu0, pub0 = stage_cpu(procs), time.process_time()
+        io0 = threads_cpu(probe.threads)
+        t0 = time.perf_counter()
+        sampler = LagSampler(probe, sample_s, t0)
+        sampler.start()
+        try:
+            max_late = 0.0
+            for i in range(0, n, chunk):
+                late = time.perf_counter() - (t0 + i / rate)
+                if late < 0:
+                    time.sleep(-late)
+                max_late = max(max_late, late)
+                res = pub.send_many(events[i:i + chunk])
+                assert not res.rejected, res.rejected[:3]
+            t_pub = time.perf_counter() - t0
+            pub.close()  # as the burst does; flushes nothing more
+            sampler.now.set()  # a sample at the end of publishing
+            t_done: float | None = None
+            while t_done is None and time.perf_counter() - t0 < t_pub + DRAIN_TIMEOUT_S:
+                check_alive(procs, logdir)
+                t, last = sampler.samples[-1] if sampler.samples else (0.0, {})
+                if t >= t_pub and last and not any(last.values()):
+                    t_done = t
+                time.sleep(0.1)
+            cpu1, pub1 = stage_cpu(procs), time.process_time()
+            io1 = threads_cpu(probe.threads)
+        finally:
+            sampler.stopping.set()
+            sampler.now.set()
+            sampler.join()
+    cpu_sampler = sampler.cpu_s + io1 - io0
+    cpu = {"publisher": pub1 - pub0 - cpu_sampler, "lag sampler": cpu_sampler,
+           **{k: v - cpu0[k] for k, v in cpu1.items()}}
+    raw = records_written(s).get("events.raw", 0) - raw0
+    silent = [g for g in (g.removeprefix(f"{s.namespace}-") for g in probe.groups)
+              if g not in probe.inputs]
+    return RateRun(rate, n, chunk, t_pub, max_late, t_done, sampler.samples, probe.inputs,
+                   silent, n / raw if raw else 1.0, cpu)
+
+
+def report_rate(r: RateRun, sample_s: float) -> None:
+    """Print the lag per group, CPU per event and the SUSTAINED verdict of ``r``."""
+    late_end, bound = r.behind_end, LAG_MAX_S * r.rate
+    print(f"RATE {r.rate:,.0f} ev/s for {r.n / r.rate:.0f} s: {r.n:,} events in chunks of "
+          f"{r.chunk:,}; lag sampled every {sample_s:g} s")
+    print(f"publisher: achieved {r.n / r.t_pub:,.0f} ev/s ({r.t_pub:.2f} s); most behind "
+          f"schedule {r.max_late:.2f} s; ended {late_end:.2f} s behind")
+    after = [(t, lags) for t, lags in r.samples if t >= r.t_pub]
+    groups = sorted({g for _, lags in r.samples for g in lags if not g.startswith("(")})
+    fails = []
+    if late_end > LATE_MAX_S:
+        fails.append(f"the publisher could not keep the rate (ended {late_end:.1f} s behind)")
+    print(f"{'consumer group (input)':<40}{'max lag':>20}{'at end of publishing':>24}"
+          f"{'at 0 after':>12}")
+    for g in groups:
+        ins = r.inputs.get(g, set())
+        events_in = bool(ins) and ins <= {"events", "events.raw"}
+        scale = r.raw_per_record if "events.raw" in ins else 1.0
+
+        def fmt(records: int, scale: float = scale, events_in: bool = events_in) -> str:
+            if not events_in:
+                return f"{records:,} rec"
+            return f"{records * scale:,.0f} ev {records * scale / r.rate:5.2f} s"
+
+        series = [lags.get(g, 0) for _, lags in r.samples]
+        at_end = after[0][1].get(g, 0) if after else None
+        drained = None
+        if after and not after[-1][1].get(g, 0):
+            behind = [i for i, (_, lags) in enumerate(after) if lags.get(g, 0)]
+            drained = after[behind[-1] + 1 if behind else 0][0] - r.t_pub
+        name = f"{g} ({', '.join(sorted(ins))})"
+        print(f"{name:<40}{fmt(max(series, default=0)):>20}"
+              f"{'-' if at_end is None else fmt(at_end):>24}"
+              f"{'never' if drained is None else f'{drained:.1f} s':>12}")
+        if at_end is None or at_end * scale > bound:
+            fails.append(f"{g}: lag at end of publishing {'-' if at_end is None else fmt(at_end)}"
+                         f" > {bound:,.0f}")
+        if drained is None or drained > DRAIN_MAX_S:
+            fails.append(f"{g}: " + (f"not at lag 0 within {DRAIN_TIMEOUT_S:.0f} s"
+                                     if drained is None else f"at lag 0 only {drained:.1f} s"
+                                     " after publishing ended"))
+    if r.silent:
+        print(f"no offsets committed, not judged: {', '.join(r.silent)}")
+    if "events.raw" in {t for ins in r.inputs.values() for t in ins}:
+        print(f"(events.raw carries {r.raw_per_record:,.0f} events a record: validate's lag "
+              "is in those events; 'rec' = records of topics other than events)")
+    wall = r.t_done if r.t_done is not None else r.t_pub + DRAIN_TIMEOUT_S
+    print(f"CPU per event (µs, publish start to every group at 0, {wall:.1f} s): "
+          f"{per_event(r.cpu, r.n)} (total {sum(r.cpu.values()) / r.n * 1e6:.0f}; "
+          f"{sum(r.cpu.values()) / wall:.2f} of {os.cpu_count()} cores busy)")
+    print(f"criterion: publisher ends <= {LATE_MAX_S:g} s behind schedule; every group's lag "
+          f"at end of publishing <= {LAG_MAX_S:g} s of input = {bound:,.0f} events "
+          f"(records for groups not reading events); every group at lag 0 <= "
+          f"{DRAIN_MAX_S:g} s after publishing ended (seen by samples every {sample_s:g} s)")
+    print(f"SUSTAINED {r.rate:,.0f} ev/s: " + ("yes" if not fails else
+                                               "no: " + "; ".join(fails)))
+    print("target >= 10,000 ev/s with every stage running: "
+          + (f"R = {r.rate:,.0f} >= 10,000, {'MET' if not fails else 'NOT MET'}"
+             if r.rate >= 10_000 else f"R = {r.rate:,.0f} < 10,000, not tested by this run"))
+
+
+def per_event(cpu: dict[str, float], n: int) -> str:
+    return ", ".join(f"{k} {v / n * 1e6:.0f}" for k, v in cpu.items())
+
+
+def print_results_rows(s: Settings, n: int, storm: bool) -> None:
+    """Rows in the other tables, and records written per event to each topic."""
+    print(f"values: {'sawtooth (alert storm)' if storm else 'random walk'}; rows "
+          f"after: events {count_rows(s):,}, rollups {count_rows(s, 'rollups'):,}, kpi_values "
+          f"{count_rows(s, 'kpi_values'):,}, alerts {count_rows(s, 'alerts'):,}")
+    written = records_written(s)
+    print("records written per event: " + ", ".join(
+        f"{t} {k / n:.3f}" for t, k in sorted(written.items(), key=lambda x: -x[1])
+        if k and t != "bench.baseline"))
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--quick", action="store_true", help="50,000 events instead of 300,000")
-    ap.add_argument("--events", type=int, default=None, help="number of events")
+    ap.add_argument("--quick", action="store_true", help="burst: 50,000 events instead of 300,000")
+    ap.add_argument("--events", type=int, default=None, help="burst: number of events")
+    ap.add_argument("--rate", type=float, default=None, metavar="R",
+                    help="sustained-rate mode instead of the burst: publish R events/s for "
+                         "--seconds, sample every group's lag, and say whether R is sustained "
+                         "(the baselines still run first, with the same R*T events)")
+    ap.add_argument("--seconds", type=float, default=60.0, metavar="T",
+                    help="with --rate: seconds of publishing, R*T events (default 60)")
+    ap.add_argument("--sample-s", type=float, default=2.0,
+                    help="with --rate: seconds between lag samples (default 2.0; each sample "
+                         "costs CPU on the measured machine)")
     ap.add_argument("--logdir", default="/tmp/ioc-bench-events", help="stage logs")
     ap.add_argument("--alert-storm", action="store_true",
                     help="sawtooth values: nearly every traffic event raises or clears an alert")
     ap.add_argument("--split-worker", action="store_true",
                     help="two worker processes: validate, and aggregate+kpis+rules+tiles")
     a = ap.parse_args()
-    n = a.events or (50_000 if a.quick else 300_000)
+    if a.rate is not None and (a.quick or a.events):
+        ap.error("--rate publishes R * --seconds events; --quick and --events are for the burst")
+    if a.rate is not None and (a.rate <= 0 or a.seconds <= 0 or a.sample_s <= 0):
+        ap.error("--rate, --seconds and --sample-s must be > 0")
+    n = int(a.rate * a.seconds) if a.rate is not None else (
+        a.events or (50_000 if a.quick else 300_000))
+    if n < 1:
+        ap.error("no events to publish")
     logdir = Path(a.logdir)
     logdir.mkdir(parents=True, exist_ok=True)
     s = load_settings().with_namespace(f"bench{secrets.token_hex(3)}")
-    assert ensure_topics(s).success
-    migrate(s)
     try:
+        assert ensure_topics(s).success
+        migrate(s)
         run = secrets.token_hex(3)
         events = make_events(n, run, storm=a.alert_storm)
         canon = [Event(**e) for e in events]
@@ -326,25 +630,34 @@ def main() -> None:
               f"cores: {os.cpu_count()}  load: {os.getloadavg()[0]:.1f}")
         t_kafka, cpu_kafka = asyncio.run(kafka_baseline(s, payloads))
         t_copy, cpu_copy = copy_baseline(s, rows)
+        r_kafka, r_copy = n / t_kafka, n / t_copy
+
+        def baselines() -> None:
+            print(f"baseline kafka produce+consume (aiokafka, 1 record/event): "
+                  f"{r_kafka:>10,.0f} ev/s")
+            print(f"baseline COPY binary, 5k rows/commit, no unique key:      "
+                  f"{r_copy:>10,.0f} rows/s")
+            print(f"baseline CPU per event (µs): kafka hop {per_event(cpu_kafka, n)} (total "
+                  f"{sum(cpu_kafka.values()) / n * 1e6:.0f}); COPY {per_event(cpu_copy, n)}")
+
+        if a.rate is not None:
+            baselines()
+            r = at_rate(s, events, a.rate, logdir, sample_s=a.sample_s, split=a.split_worker)
+            report_rate(r, a.sample_s)
+            print_results_rows(s, n, a.alert_storm)
+            print(f"load after: {os.getloadavg()[0]:.1f}")
+            return
         t_pipe, t_all, t_pub, cpu = pipeline(s, events, logdir, split=a.split_worker)
-        r_kafka, r_copy, r_pipe, r_all = n / t_kafka, n / t_copy, n / t_pipe, n / t_all
-        print(f"baseline kafka produce+consume (aiokafka, 1 record/event): {r_kafka:>10,.0f} ev/s")
-        print(f"baseline COPY binary, 5k rows/commit, no unique key:      {r_copy:>10,.0f} rows/s")
-        print("baseline CPU per event (µs): kafka hop " + ", ".join(
-            f"{k} {v / n * 1e6:.0f}" for k, v in cpu_kafka.items())
-              + f" (total {sum(cpu_kafka.values()) / n * 1e6:.0f}); COPY " + ", ".join(
-            f"{k} {v / n * 1e6:.0f}" for k, v in cpu_copy.items()))
+        r_pipe, r_all = n / t_pipe, n / t_all
+        baselines()
         print(f"publisher alone (validate + kafka-python, acks=all):      {n / t_pub:>10,.0f} ev/s")
         print(f"PIPELINE publish -> validate -> events -> sink -> rows:   {r_pipe:>10,.0f} ev/s")
         print("PIPELINE every stage caught up (aggregate, kpis, rules,")
         print(f"         tiles, rollup/kpi/alert sinks):                  {r_all:>10,.0f} ev/s")
-        print("CPU per event by stage (µs): " + ", ".join(
-            f"{k} {v / n * 1e6:.0f}" for k, v in cpu.items())
-              + f"  (until every stage caught up; 2 cores = 200 µs/event at 10k ev/s); "
+        print(f"CPU per event by stage (µs): {per_event(cpu, n)}"
+              f"  (until every stage caught up; 2 cores = 200 µs/event at 10k ev/s); "
               f"load after: {os.getloadavg()[0]:.1f}")
-        print(f"values: {'sawtooth (alert storm)' if a.alert_storm else 'random walk'}; rows "
-              f"after: rollups {count_rows(s, 'rollups'):,}, kpi_values "
-              f"{count_rows(s, 'kpi_values'):,}, alerts {count_rows(s, 'alerts'):,}")
+        print_results_rows(s, n, a.alert_storm)
         print(f"ratios: pipeline/kafka = {r_pipe / r_kafka:.2f}   pipeline/copy = "
               f"{r_pipe / r_copy:.2f}   all-stages/kafka = {r_all / r_kafka:.2f}")
         print(f"target 10,000 ev/s: rows {'MET' if r_pipe >= 10_000 else 'NOT MET'}, "
