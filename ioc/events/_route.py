@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from ..errors import InvalidEvent
 from ._envelope import encode_event, validate_event
@@ -21,9 +22,11 @@ DLQ_HEADERS = ("dlq.reason", "dlq.message", "dlq.field", "dlq.topic", "dlq.parti
                "dlq.offset", "dlq.index")
 
 
-@dataclass(frozen=True, slots=True)
-class Routed:
-    """One output record: to ``events`` (valid) or ``dlq`` (rejected)."""
+class Routed(NamedTuple):
+    """One output record: to ``events`` (valid) or ``dlq`` (rejected).
+
+    A NamedTuple: made once per event, and a frozen dataclass costs ~1 µs more.
+    """
 
     suffix: str
     key: bytes | None
@@ -83,15 +86,17 @@ def route_raw(value: bytes | None, key: bytes | None, headers: Sequence[tuple[st
     now = time.time() if now is None else now
     single = len(items) == 1 and value.lstrip()[:1] == b"{"
     out: list[Routed] = []
+    append = out.append
+    origin = b"%d:%d:" % (partition, offset)
     for i, raw in enumerate(items):
         try:
             e = validate_event(raw, now=now)
         except InvalidEvent as exc:
-            out.append(_dead(raw, key, headers, exc, topic, partition, offset,
-                             None if single else i))
+            append(_dead(raw, key, headers, exc, topic, partition, offset,
+                         None if single else i))
             continue
-        out.append(Routed("events", e.entity.encode(), encode_event(e),
-                          [(RAW_ORIGIN, b"%d:%d:%d" % (partition, offset, i))]))
+        append(Routed("events", e.entity.encode(), encode_event(e),
+                      [(RAW_ORIGIN, origin + str(i).encode())]))
     return out
 
 
