@@ -36,36 +36,9 @@ from ioc.topics import spec, topic_name
 from .agent_spec import AgentSpec
 from .batch import Outbox, Stage, StateTable, decoded_events, host_stage
 
-__all__ = ["AGGREGATE", "AggregateMetrics", "StateCache", "dlq_headers"]
+__all__ = ["AGGREGATE", "AggregateMetrics", "dlq_headers"]
 
 log = logging.getLogger(__name__)
-
-
-class StateCache:
-    """Decoded table values, reused while the table still holds the very same bytes.
-
-    The identity check makes a rebalance or a changelog restore (new bytes objects)
-    invalidate the cache without hooks; it saves decoding every state on every batch.
-    """
-
-    def __init__(self, limit: int = 100_000) -> None:
-        self.limit = limit
-        self.items: dict[bytes, tuple[bytes, Any]] = {}
-
-    def get(self, table: StateTable, key: bytes, load: Any, new: Any, entity: str) -> Any:
-        """The state of ``key``: cached, else ``load(bytes)``, else ``new(entity)``."""
-        raw = table.data.get(key)
-        hit = self.items.get(key)
-        if hit is not None and raw is not None and hit[0] is raw:
-            return hit[1]
-        return load(raw) if raw else new(entity)
-
-    def put(self, table: StateTable, key: bytes, obj: Any, raw: bytes, partition: int,
-            out: Outbox) -> None:
-        table.put(key, raw, partition, out)
-        if len(self.items) >= self.limit:
-            self.items.clear()  # bounded: start over rather than grow
-        self.items[key] = (raw, obj)
 
 
 def dlq_headers(reason: str, msg: Any, detail: str = "") -> list[tuple[str, bytes]]:
@@ -101,7 +74,6 @@ def _register(app: faust.App, settings: Settings) -> None:
     update_sizes = cfg.emit_update_sizes
     rollups = topic_name(ns, "rollups")
     dlq = topic_name(ns, "dlq")
-    cache = StateCache()
     throttle: UpdateThrottle[tuple[Rollup, int]] = UpdateThrottle(
         min_interval_s=cfg.update_interval_s, max_pending=100_000,
         max_per_s=cfg.max_updates_per_s)
@@ -125,8 +97,8 @@ def _register(app: faust.App, settings: Settings) -> None:
             key = e.entity.encode()
             st = states.get(key)
             if st is None:
-                st = states[key] = cache.get(table, key, EntityWindows.from_bytes,
-                                             EntityWindows, e.entity)
+                st = states[key] = table.get(key, EntityWindows.from_bytes, EntityWindows,
+                                             e.entity)
             origin = raw_origin(msg.headers)
             if st.seen(msg.partition, msg.offset) or origin_seen(st.raw, origin):
                 m.redelivered += 1
@@ -157,7 +129,7 @@ def _register(app: faust.App, settings: Settings) -> None:
                     if throttle.offer(r.key, (r, p), now) is not None:
                         out.add(rollups, r.key.encode(), r.to_bytes(), partition=p)
                         m.rollups_updated += 1
-            cache.put(table, key, st, st.to_bytes(), p, out)
+            table.change(key, st, p)
         send_due(0.0, out)  # held-back updates that are due now go with this batch
         m.batches += 1
         m.busy_s += time.perf_counter() - t0

@@ -13,19 +13,21 @@ thread of its own running this loop::
     stage.process(records, outbox)         (pure work; outputs go to the outbox)
     stage.tick(now, outbox)                (timers: throttled updates, absence checks)
     outbox.send(producer)                  (produce the outputs, then flush: wait for
-                                            every acknowledgement; then the same for the
-                                            state changelogs; retry with backoff and a
-                                            new producer while the broker refuses)
-    consumer.commit(offsets of the batch)  (only now, at most every commit_every_s)
+                                            every acknowledgement; retry with backoff and
+                                            a new producer while the broker refuses)
+    every commit_every_s (1 s):            the states changed since the last commit go to
+                                            their changelogs (acknowledged likewise), then
+                                            consumer.commit(offsets processed so far)
 
 librdkafka's blocking calls release the GIL, so the stages' Kafka I/O runs beside the
 Faust event loop, and the rebalance callbacks (state restore, final commit) run in the
 stage's own thread, between two batches.
 
-State lives in ``StateTable``s: a dict per stage whose every change is also written,
-in the same flush as the outputs, to a compacted changelog topic
+State lives in ``StateTable``s: a dict per stage whose changed entries are written,
+at each commit (after the outputs they led to), to a compacted changelog topic
 ``<ns>.state.<app>.<table>`` in the partition of the source record (so a partition's
-state moves with it). When partitions are assigned, the table is rebuilt from that
+state moves with it): one record per changed key per commit, however many batches
+changed it. When partitions are assigned, the table is rebuilt from that
 topic before any record of theirs is fetched; when they are revoked, their state is
 dropped after the batch in flight is flushed and committed. The states remember the
 last applied (partition, offset) so records redelivered after a crash (kill -9 between
@@ -190,19 +192,28 @@ def decoded_events(records: list[Any]) -> list[Any]:
 
 
 class StateTable:
-    """Per-key state bytes of the partitions a stage owns, backed by a compacted topic.
+    """Per-key state of the partitions a stage owns, backed by a compacted topic.
 
-    ``data`` maps key -> value bytes (the ``StateCache`` of the agents reads it);
-    ``put`` changes it and queues the changelog record in the same outbox as the
-    outputs, so both are acknowledged before the source offsets are committed.
+    ``data`` maps key -> the bytes last written to (or restored from) the changelog
+    ``<ns>.state.<app>.<name>``. A stage reads a state with ``get`` (decoded once, then
+    kept) and hands back what it changed with ``change``; changed states are encoded and
+    written to the changelog only when the runner commits (``write_changes``, every
+    ``commit_every_s``, after the outputs of the batches since the last commit were
+    acknowledged): one record per changed key per commit, not per batch. Between two
+    commits a crash loses nothing: the restarted stage reads the changelog as of the
+    last commit and the input from that commit's offsets.
     """
 
-    def __init__(self, name: str, source: str, partitions: int) -> None:
+    def __init__(self, name: str, source: str, partitions: int, *,
+                 cache_limit: int = 100_000) -> None:
         self.name = name
         self.source = source  # the input topic whose partitions this state follows
         self.partitions = partitions
         self.data: dict[bytes, bytes] = {}
         self.where: dict[bytes, int] = {}
+        self.changed: dict[bytes, Any] = {}  # key -> object or bytes, not yet written
+        self.cache: dict[bytes, tuple[bytes, Any]] = {}  # key -> (its bytes in data, decoded)
+        self.cache_limit = cache_limit
         self.topic = ""  # set by the runner from topic_spec
 
     def topic_spec(self, namespace: str, app_id: str) -> TopicSpec:
@@ -211,7 +222,53 @@ class StateTable:
         return TopicSpec(f"state.{app}.{self.name}", self.partitions, "state key",
                          "state bytes", "compact", None, f"changelog of the stage state {self.name}")
 
+    def get(self, key: bytes, load: Callable[[bytes], Any], new: Callable[[str], Any],
+            entity: str) -> Any:
+        """The state of ``key``: as last changed, else ``load(bytes)``, else ``new(entity)``.
+
+        Decoded states are kept while ``data`` still holds the very bytes they came from
+        (the identity check makes a restore, which brings new bytes, invalidate them).
+        """
+        obj = self.changed.get(key)
+        if obj is not None and not isinstance(obj, bytes):
+            return obj
+        raw = obj if obj is not None else self.data.get(key)
+        hit = self.cache.get(key)
+        if hit is not None and raw is not None and hit[0] is raw:
+            return hit[1]
+        return load(raw) if raw else new(entity)
+
+    def change(self, key: bytes, obj: Any, partition: int) -> None:
+        """``obj`` (bytes, or an object with ``to_bytes()``) is the new state of ``key``;
+        it reaches the changelog at the next ``write_changes``."""
+        self.changed[key] = obj
+        self.where[key] = partition
+
+    def state_keys(self) -> list[bytes]:
+        """Every key this table holds a state for (written or not yet)."""
+        return [*self.data, *(k for k in self.changed if k not in self.data)]
+
+    def write_changes(self, out: Outbox) -> int:
+        """Queue the changelog records of the states changed since the last call."""
+        if not self.changed:
+            return 0
+        if len(self.cache) + len(self.changed) > self.cache_limit:
+            self.cache.clear()  # bounded: start over rather than grow
+        n = len(self.changed)
+        for key, obj in self.changed.items():
+            if isinstance(obj, bytes):
+                raw = obj
+            else:
+                raw = obj.to_bytes()
+                self.cache[key] = (raw, obj)
+            self.data[key] = raw
+            out.add(self.topic, key, raw, partition=self.where[key])
+        self.changed.clear()
+        return n
+
     def put(self, key: bytes, value: bytes, partition: int, out: Outbox) -> None:
+        """Write ``value`` now: set it and queue its changelog record in ``out``."""
+        self.changed.pop(key, None)
         self.data[key] = value
         self.where[key] = partition
         out.add(self.topic, key, value, partition=partition)
@@ -225,6 +282,8 @@ class StateTable:
         for k in keys:
             self.data.pop(k, None)
             self.where.pop(k, None)
+            self.changed.pop(k, None)
+            self.cache.pop(k, None)
         return len(keys)
 
     def restore(self, settings: Settings, partitions: Sequence[int], *,
@@ -295,6 +354,7 @@ class StageMetrics:
     batches: int = 0
     outputs: int = 0
     flush_retries: int = 0
+    state_writes: int = 0
     commit_failures: int = 0
     restored: int = 0
     busy_s: float = 0.0
@@ -388,8 +448,9 @@ class StageRunner:
             self.stage.on_assigned(set(tps))
 
     def revoked(self, tps: set[TopicPartition]) -> None:
-        # Called between batches: the last batch is flushed; commit it before letting go.
-        self.commit(force=True)
+        # Called between batches (their outputs are flushed): write the changed states
+        # and commit before letting go.
+        self.checkpoint(Outbox())
         self._forget(tps)
 
     def _forget(self, tps: set[TopicPartition]) -> None:
@@ -455,13 +516,23 @@ class StageRunner:
                 delay = min(delay * 2, 10.0)
                 self._replace_producer()
 
-    def commit(self, *, force: bool = False) -> None:
+    def checkpoint(self, out: Outbox) -> None:
+        """Write the changed states (after ``out``, the outputs), then commit the input.
+
+        The order keeps the changelogs and the committed offsets consistent: a crash
+        before the commit replays from the previous one, on the states written then.
+        """
+        for t in self.stage.tables:
+            self.stage.metrics.state_writes += t.write_changes(out)
+        if out.records:
+            self.flush(out)
+        self.commit()
+        self.last_commit = time.monotonic()
+
+    def commit(self) -> None:
         if not self.pending or self.consumer is None:
             return
-        if not force and time.monotonic() - self.last_commit < self.stage.commit_every_s:
-            return
         offsets, self.pending = self.pending, {}
-        self.last_commit = time.monotonic()
         try:
             self.consumer.commit(offsets=[RdTopicPartition(tp.topic, tp.partition, off)
                                           for tp, off in offsets.items()], asynchronous=False)
@@ -535,17 +606,16 @@ class StageRunner:
                 if st.tick is not None and now >= next_tick:
                     next_tick = now + st.tick_every_s
                     st.tick(time.time(), out)
-                if out.records:
+                if now - self.last_commit >= st.commit_every_s:
+                    self.checkpoint(out)  # the outputs, then the states, then the offsets
+                elif out.records:
                     self.flush(out)
-                self.commit()
                 m.busy_s += time.perf_counter() - t0
                 if now - last_log > 60:
                     last_log = now
                     log.info("stage %s: %s", st.name, m.line())
             # stopping: what is processed is sent and committed, then the group is left
-            if out.records:
-                self.flush(out)
-            self.commit(force=True)
+            self.checkpoint(out)
         finally:
             try:
                 self.consumer.close()  # leaves the group (on_revoke: nothing pending now)
@@ -649,6 +719,7 @@ def host_stage(app: faust.App, settings: Settings, stage: Stage) -> None:
     Stages of one app that read exactly the same topics share one consumer
     (``combine``); the first call registers the one task that runs them all.
     """
+    stage.commit_every_s = settings.streams.commit_every_s
     stages: list[Stage] | None = getattr(app, "_ioc_stages", None)
     if stages is not None:
         stages.append(stage)

@@ -25,7 +25,6 @@ from ioc.kpi._ratio import CountKey
 from ioc.topics import spec, topic_name
 
 from .agent_spec import AgentSpec
-from .aggregate import StateCache
 from .batch import Outbox, Stage, StateTable, decoded_events, host_stage
 
 __all__ = ["KPIS", "kpi_partition"]
@@ -46,7 +45,6 @@ def _register(app: faust.App, settings: Settings) -> None:
     types = {k.event_type for k in specs}
     tz = ZoneInfo(s.timezone)
     kpis = topic_name(ns, "kpis")
-    cache = StateCache()
     events = topic_name(ns, "events")
     table = StateTable("kpi-counts", events, spec("events").partitions)
 
@@ -65,8 +63,7 @@ def _register(app: faust.App, settings: Settings) -> None:
             key = e.entity.encode()
             st = states.get(key)
             if st is None:
-                st = states[key] = cache.get(table, key, KpiCounts.from_bytes,
-                                             KpiCounts, e.entity)
+                st = states[key] = table.get(key, KpiCounts.from_bytes, KpiCounts, e.entity)
             origin = raw_origin(msg.headers)
             if st.seen(msg.partition, msg.offset) or origin_seen(st.raw, origin):
                 continue
@@ -81,7 +78,7 @@ def _register(app: faust.App, settings: Settings) -> None:
             for ck in sorted(touched.get(key, ())):
                 v = st.value(ck, by_id[ck[0]])
                 out.add(kpis, v.key.encode(), v.to_bytes(), partition=kpi_partition(v.kpi))
-            cache.put(table, key, st, st.to_bytes(), where[key], out)
+            table.change(key, st, where[key])
 
     host_stage(app, settings, Stage("kpis", [events], process, tables=[table],
                                     batch_max=s.aggregate.batch_max,

@@ -28,7 +28,6 @@ from ioc.rules import Alert, EntityRules
 from ioc.topics import spec, topic_name
 
 from .agent_spec import AgentSpec
-from .aggregate import StateCache
 from .batch import Outbox, Stage, StateTable, decoded_events, host_stage
 
 __all__ = ["RULES", "alert_partition"]
@@ -47,7 +46,6 @@ def _register(app: faust.App, settings: Settings) -> None:
     rules = list(s.rules)
     absence = [r for r in rules if r.kind == "absence"]
     alerts = topic_name(ns, "alerts")
-    cache = StateCache()
     events = topic_name(ns, "events")
     table = StateTable("rule-states", events, spec("events").partitions)
 
@@ -57,12 +55,12 @@ def _register(app: faust.App, settings: Settings) -> None:
 
     def check_absence(now: float, out: Outbox) -> None:
         # every state of the partitions this stage owns; wall-clock time
-        for key in list(table.data):
-            er = cache.get(table, key, EntityRules.from_bytes, EntityRules, "")
+        for key in table.state_keys():
+            er = table.get(key, EntityRules.from_bytes, EntityRules, "")
             found = er.check_absence(absence, now)
             if found:
                 emit(found, out)
-                cache.put(table, key, er, er.to_bytes(), table.where[key], out)
+                table.change(key, er, table.where[key])
 
     def process(batch: list[Any], out: Outbox) -> None:
         states: dict[bytes, EntityRules] = {}
@@ -73,12 +71,12 @@ def _register(app: faust.App, settings: Settings) -> None:
             key = e.entity.encode()
             er = states.get(key)
             if er is None:
-                er = states[key] = cache.get(table, key, EntityRules.from_bytes,
-                                             EntityRules, e.entity)
+                er = states[key] = table.get(key, EntityRules.from_bytes, EntityRules,
+                                             e.entity)
             er.partition = msg.partition
             emit(er.evaluate(rules, t=e.time, values=e.values, type=e.type, now=now), out)
         for key, er in states.items():
-            cache.put(table, key, er, er.to_bytes(), er.partition, out)
+            table.change(key, er, er.partition)
 
     host_stage(app, settings, Stage(
         "rules", [events], process, tables=[table],

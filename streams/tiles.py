@@ -93,10 +93,10 @@ def _register(app: faust.App, settings: Settings) -> None:
                 if ss.update(r):
                     changed.add(k)
             elif msg.topic == kpis:
-                kpi_table.put(msg.key, msg.value, msg.partition, out)
+                kpi_table.change(msg.key, msg.value, msg.partition)
                 kpi_ids.update(kpi_board.update(KpiValue.from_bytes(msg.value)))
             elif msg.topic == alerts:
-                alert_table.put(msg.key, msg.value, msg.partition, out)
+                alert_table.change(msg.key, msg.value, msg.partition)
                 alert_ids.update(alert_board.update(Alert.from_bytes(msg.value)))
         for k in changed:
             coalescer.offer_lazy(f"sensor:{k[0]}:{k[1]}", functools.partial(build_sensor, k))

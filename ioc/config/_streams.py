@@ -166,6 +166,11 @@ class StreamsSettings(Section):
     producer_linger_s: float = Field(
         0.005, ge=0, le=1, description="the workers' producer waits this long to batch records "
                                        "(0 sends one request per record: far more CPU per record)")
+    commit_every_s: float = Field(
+        1.0, gt=0, le=60,
+        description="how often a batch stage writes its changed states to their changelogs and "
+                    "commits its input offsets (outputs go out with every batch): one changelog "
+                    "record per changed key per commit; a crash replays at most this much input")
     aggregate: AggregateSettings = Field(default_factory=AggregateSettings)
     timezone: str = Field("UTC", description="IANA zone of KPI calendar periods (day/month/year)")
     kpis: list[KpiSpec] = Field(default_factory=_egov_kpis)
