@@ -173,7 +173,9 @@ STAGES = ("validate", "aggregate", "kpis", "rules", "tiles")
 SINKS = ("events", "rollups", "kpi_values", "alerts")
 
 
-EXPECTED_GROUPS = 3 + len(SINKS)  # validate, aggregate+kpis+rules, tiles, one per sink
+# the consumer groups (without "<ns>-") that must exist before lag is measured
+EXPECTED_GROUPS = frozenset({"streams.validate", "streams.aggregate+kpis+rules", "streams.tiles",
+                             *(f"sink-{t}" for t in SINKS)})
 
 
 class LagProbe:
@@ -212,14 +214,19 @@ class LagProbe:
         self.consumer.close()
         self.admin.close()
 
+    def complete(self) -> bool:
+        """Every expected group is in the list (other groups of the namespace count too)."""
+        ns = self.s.namespace
+        return {g.removeprefix(f"{ns}-") for g in self.groups} >= EXPECTED_GROUPS
+
     def sample(self) -> dict[str, int]:
         from kafka import TopicPartition
 
         ns = self.s.namespace
-        if len(self.groups) < EXPECTED_GROUPS:  # the list is kept once complete
+        if not self.complete():  # the list is kept once complete
             self.groups = sorted(str(g["group_id"]) for g in self.admin.list_groups()
                                  if str(g["group_id"]).startswith(f"{ns}-"))
-            if len(self.groups) < EXPECTED_GROUPS:
+            if not self.complete():
                 return {"(groups missing)": 1 << 30}
         committed = self.admin.list_group_offsets(self.groups)
         tps: dict[str, list[Any]] = {}
