@@ -27,7 +27,7 @@ from typing import Any
 
 import faust
 
-from ioc.aggregate import EntityWindows, Rollup, UpdateThrottle, WindowId
+from ioc.aggregate import EntityWindows, UpdateThrottle, WindowId
 from ioc.config import Settings
 from ioc.errors import InvalidEvent
 from ioc.events import origin_mark, origin_seen, raw_origin
@@ -74,7 +74,9 @@ def _register(app: faust.App, settings: Settings) -> None:
     update_sizes = cfg.emit_update_sizes
     rollups = topic_name(ns, "rollups")
     dlq = topic_name(ns, "dlq")
-    throttle: UpdateThrottle[tuple[Rollup, int]] = UpdateThrottle(
+    # held updates: (entity's windows, window, partition) by (entity, *window); the
+    # rollup is made when it is sent, with the window's figures then
+    throttle: UpdateThrottle[tuple[EntityWindows, WindowId, int]] = UpdateThrottle(
         min_interval_s=cfg.update_interval_s, max_pending=100_000,
         max_per_s=cfg.max_updates_per_s)
     events = topic_name(ns, "events")
@@ -120,15 +122,15 @@ def _register(app: faust.App, settings: Settings) -> None:
                 continue
             p = where[key]
             for r in st.close_due(lateness):
-                throttle.forget(r.key)
+                throttle.forget((r.entity, r.metric, r.size, r.start))
                 out.add(rollups, r.key.encode(), r.to_bytes(), partition=p)
                 m.rollups_closed += 1
-            for wid in sorted(touched.get(key, ()), key=lambda w: (w[2], w[1], w[0])):
-                if wid[1] in update_sizes and wid in st.windows:
+            update = [w for w in touched.get(key, ()) if w[1] in update_sizes and w in st.windows]
+            for wid in sorted(update, key=lambda w: (w[2], w[1], w[0])):
+                if throttle.offer((st.entity, *wid), (st, wid, p), now) is not None:
                     r = st.rollup(wid)
-                    if throttle.offer(r.key, (r, p), now) is not None:
-                        out.add(rollups, r.key.encode(), r.to_bytes(), partition=p)
-                        m.rollups_updated += 1
+                    out.add(rollups, r.key.encode(), r.to_bytes(), partition=p)
+                    m.rollups_updated += 1
             table.change(key, st, p)
         send_due(0.0, out)  # held-back updates that are due now go with this batch
         m.batches += 1
@@ -138,8 +140,10 @@ def _register(app: faust.App, settings: Settings) -> None:
             log.info("aggregate: %s", m.line())
 
     def send_due(_now: float, out: Outbox) -> None:
-        for r, p in throttle.due(time.monotonic()):
-            # a snapshot of the window when it was held back; a newer one follows
+        for st, wid, p in throttle.due(time.monotonic()):
+            if wid not in st.windows:
+                continue  # closed meanwhile (its 'closed' rollup went out then)
+            r = st.rollup(wid)  # the window's figures now
             out.add(rollups, r.key.encode(), r.to_bytes(), partition=p)
             m.rollups_updated += 1
 
@@ -147,7 +151,7 @@ def _register(app: faust.App, settings: Settings) -> None:
         # Held-back updates of windows that another worker now owns must not be sent
         # later: they could land after that worker's 'closed' rollup of the window.
         gone = {tp.partition for tp in tps if tp.topic == events}
-        dropped = throttle.drop_where(lambda item: item[1] in gone)
+        dropped = throttle.drop_where(lambda item: item[2] in gone)
         if dropped:
             log.info("aggregate: dropped %d held update(s) of revoked partitions %s",
                      dropped, sorted(gone))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from typing import Generic, TypeVar
 
 __all__ = ["TokenBucket", "UpdateThrottle"]
@@ -20,6 +20,12 @@ class TokenBucket:
         self.per_s = per_s
         self.tokens = per_s
         self.refilled: float | None = None
+
+    def available(self, now: float) -> int:
+        """How many ``take`` calls would succeed now (takes nothing)."""
+        if self.refilled is None:
+            return int(self.per_s)
+        return int(min(self.per_s, self.tokens + max(0.0, now - self.refilled) * self.per_s))
 
     def take(self, now: float) -> bool:
         if self.refilled is None:
@@ -58,8 +64,8 @@ class UpdateThrottle(Generic[T]):
         self.max_pending = max_pending
         self.max_per_s = max_per_s
         self.bucket = TokenBucket(max_per_s) if max_per_s is not None else None
-        self.pending: dict[str, T] = {}
-        self.last: dict[str, float] = {}
+        self.pending: dict[Hashable, T] = {}
+        self.last: dict[Hashable, float] = {}
         self.overflow = 0
         self.coalesced = 0
         self.budget_held = 0
@@ -67,7 +73,7 @@ class UpdateThrottle(Generic[T]):
     def _take(self, now: float) -> bool:
         return self.bucket is None or self.bucket.take(now)
 
-    def offer(self, key: str, item: T, now: float) -> T | None:
+    def offer(self, key: Hashable, item: T, now: float) -> T | None:
         if now - self.last.get(key, -1e18) >= self.min_interval_s:
             if self._take(now):
                 self.last[key] = now
@@ -83,8 +89,19 @@ class UpdateThrottle(Generic[T]):
         return None
 
     def due(self, now: float) -> list[T]:
+        # Scan only as far as the budget goes: under load it is spent most of the time,
+        # and thousands of windows wait.
+        budget = self.bucket.available(now) if self.bucket is not None else len(self.pending)
+        if budget < 1:
+            return []
         out = []
-        for key in [k for k in self.pending if now - self.last.get(k, -1e18) >= self.min_interval_s]:
+        ready = []
+        for k in self.pending:
+            if now - self.last.get(k, -1e18) >= self.min_interval_s:
+                ready.append(k)
+                if len(ready) >= budget:
+                    break
+        for key in ready:
             if not self._take(now):
                 break
             out.append(self.pending.pop(key))
@@ -98,7 +115,7 @@ class UpdateThrottle(Generic[T]):
             self.forget(k)
         return len(keys)
 
-    def forget(self, key: str) -> None:
+    def forget(self, key: Hashable) -> None:
         """The key is finished (window closed): drop its pending item and its timer."""
         self.pending.pop(key, None)
         self.last.pop(key, None)

@@ -140,6 +140,8 @@ class EntityWindows:
     partition: int = -1
     offset: int = -1
     raw: dict[int, tuple[int, int]] = field(default_factory=dict)  # ioc.events.origin_mark
+    # earliest watermark at which a window closes (-inf: not known yet); not serialised
+    next_close: float = field(default=-math.inf, repr=False, compare=False)
 
     def seen(self, partition: int, offset: int) -> bool:
         """True when the record at ``partition``/``offset`` was already applied."""
@@ -166,6 +168,8 @@ class EntityWindows:
                 agg = windows.get(wid)
                 if agg is None:
                     windows[wid] = Agg.of(v, t)
+                    if start + size + lateness < self.next_close:
+                        self.next_close = start + size + lateness
                 else:
                     agg.add(v, t)
                 touched.add(wid)
@@ -176,9 +180,13 @@ class EntityWindows:
 
     def close_due(self, lateness: float) -> list[Rollup]:
         """Remove and return the windows whose end + lateness has passed the watermark."""
+        if self.watermark < self.next_close:
+            return []  # nothing can be due yet (most calls)
         due = [w for w in self.windows if w[2] + w[1] + lateness <= self.watermark]
         out = [Rollup(self.entity, m, s, st, self.windows.pop((m, s, st)), "closed")
                for (m, s, st) in sorted(due, key=lambda w: (w[2], w[1], w[0]))]
+        self.next_close = min((st + s + lateness for (_m, s, st) in self.windows),
+                              default=math.inf)
         return out
 
     def rollup(self, wid: WindowId) -> Rollup:
