@@ -26,7 +26,6 @@ import time
 from typing import Any
 
 import faust
-import orjson
 
 from ioc.aggregate import Rollup
 from ioc.config import Settings
@@ -54,6 +53,7 @@ def _register(app: faust.App, settings: Settings) -> None:
     s = settings.streams
     ts = s.tiles
     series_size = s.aggregate.window_sizes_s[0]
+    size_key = str(series_size).encode()
     rollups = topic_name(ns, "rollups")
     kpis = topic_name(ns, "kpis")
     alerts = topic_name(ns, "alerts")
@@ -80,7 +80,10 @@ def _register(app: faust.App, settings: Settings) -> None:
         alert_ids: set[str] = set()
         for msg in batch:
             if msg.topic == rollups:
-                r = Rollup.from_dict(orjson.loads(msg.value))
+                # the key is entity|metric|size|start: other sizes are skipped undecoded
+                if msg.key is not None and msg.key.rsplit(b"|", 2)[1:2] != [size_key]:
+                    continue
+                r = Rollup.from_bytes(msg.value)
                 if r.size != series_size:
                     continue
                 k = (r.entity, r.metric)

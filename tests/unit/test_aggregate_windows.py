@@ -5,10 +5,11 @@ from __future__ import annotations
 import math
 import random
 
+import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ioc.aggregate import Agg, EntityWindows, window_start
+from ioc.aggregate import Agg, EntityWindows, Rollup, window_start
 
 values = st.floats(min_value=-1e6, max_value=1e6, allow_nan=False)
 times = st.floats(min_value=1.6e9, max_value=1.6e9 + 1e5, allow_nan=False)
@@ -99,3 +100,12 @@ def test_every_event_is_in_a_window_or_counted_late(events):
         emitted += sum(r.agg.count for r in ew.close_due(20))
     still_open = sum(a.count for a in ew.windows.values())
     assert emitted + still_open + ew.late == len(events)
+
+
+def test_rollup_bytes_round_trip_including_an_empty_aggregate():
+    r = Rollup("sensor|1", "pm25", 10, 1_795_000_000, Agg(3, 30.0, 5.0, 15.0, 10.0, 1.5), "updated")
+    assert Rollup.from_bytes(r.to_bytes()) == r == Rollup.from_dict(orjson.loads(r.to_bytes()))
+    empty = Rollup.from_bytes(Rollup("e", "m", 60, 0, Agg(), "closed").to_bytes())
+    assert (empty.state, empty.agg.count, empty.agg.min, empty.agg.max) == ("closed", 0, math.inf,
+                                                                            -math.inf)
+    assert math.isnan(empty.agg.last) and empty.agg.mean is None
