@@ -351,11 +351,18 @@ def infra_cpu() -> dict[str, float]:
 Procs = dict[str, "subprocess.Popen[bytes]"]
 
 
+WORKERS = {  # --workers: the agents of each worker process
+    1: {"worker": STAGES},
+    2: {"worker validate": STAGES[:1], "worker others": STAGES[1:]},
+    3: {"worker validate": STAGES[:1], "worker aggregate+kpis+rules": STAGES[1:4],
+        "worker tiles": STAGES[4:]},
+}
+
+
 @contextmanager
-def stages_running(s: Settings, logdir: Path, *, split: bool = False) -> Iterator[Procs]:
+def stages_running(s: Settings, logdir: Path, *, split: int = 1) -> Iterator[Procs]:
     """The worker process(es) and the sink, as deployed, by name; terminated at exit."""
-    workers = {"worker validate": STAGES[:1], "worker others": STAGES[1:]} if split else {
-        "worker": STAGES}
+    workers = WORKERS[split]
     procs = {name: spawn(["worker", "--agents", ",".join(w)], s, logdir / f"worker{i}.log")
              for i, (name, w) in enumerate(workers.items())}
     procs["sink"] = spawn(["sink", "--tables", ",".join(SINKS), "--batch-rows", "5000",
@@ -393,7 +400,7 @@ def stage_cpu(procs: Procs) -> dict[str, float]:
     return {**{name: cpu_seconds(p.pid) for name, p in procs.items()}, **infra_cpu()}
 
 
-def pipeline(s: Settings, events: list[dict], logdir: Path, *, split: bool = False
+def pipeline(s: Settings, events: list[dict], logdir: Path, *, split: int = 1
              ) -> tuple[float, float, float, dict[str, float]]:
     """(seconds publish->last durable event row, seconds until every stage caught up,
     seconds the publisher alone took, CPU seconds per process during the measured run)."""
@@ -472,7 +479,7 @@ class RateRun:
 
 
 def at_rate(s: Settings, events: list[dict], rate: float, logdir: Path, *,
-            sample_s: float = 2.0, split: bool = False) -> RateRun:
+            sample_s: float = 2.0, split: int = 1) -> RateRun:
     """Publish ``events`` at ``rate`` events/s while sampling every group's lag, then wait
     until every group is at lag 0 (at most DRAIN_TIMEOUT_S)."""
     from ioc.publish import Publisher
@@ -638,8 +645,10 @@ def main() -> None:
     ap.add_argument("--logdir", default="/tmp/ioc-bench-events", help="stage logs")
     ap.add_argument("--alert-storm", action="store_true",
                     help="sawtooth values: nearly every traffic event raises or clears an alert")
-    ap.add_argument("--split-worker", action="store_true",
-                    help="two worker processes: validate, and aggregate+kpis+rules+tiles")
+    ap.add_argument("--workers", type=int, choices=sorted(WORKERS), default=1,
+                    help="worker processes: 1 (every stage), 2 (validate | the others) or 3 "
+                         "(validate | aggregate+kpis+rules | tiles); default 1")
+    ap.add_argument("--split-worker", action="store_true", help="the same as --workers 2")
     a = ap.parse_args()
     if a.rate is not None and (a.quick or a.events):
         ap.error("--rate publishes R * --seconds events; --quick and --events are for the burst")
@@ -677,12 +686,13 @@ def main() -> None:
 
         if a.rate is not None:
             baselines()
-            r = at_rate(s, events, a.rate, logdir, sample_s=a.sample_s, split=a.split_worker)
+            r = at_rate(s, events, a.rate, logdir, sample_s=a.sample_s,
+                        split=2 if a.split_worker else a.workers)
             report_rate(r, a.sample_s, s.streams.commit_every_s)
             print_results_rows(s, n, a.alert_storm)
             print(f"load after: {os.getloadavg()[0]:.1f}")
             return
-        t_pipe, t_all, t_pub, cpu = pipeline(s, events, logdir, split=a.split_worker)
+        t_pipe, t_all, t_pub, cpu = pipeline(s, events, logdir, split=2 if a.split_worker else a.workers)
         r_pipe, r_all = n / t_pipe, n / t_all
         baselines()
         print(f"publisher alone (validate + kafka-python, acks=all):      {n / t_pub:>10,.0f} ev/s")
