@@ -9,8 +9,11 @@ events path running):
     Publisher (kafka-python, this process) -> <ns>.events.raw
       -> `ioc worker --agents validate,aggregate,kpis,rules,tiles` -> <ns>.events,
          <ns>.rollups, <ns>.kpis, <ns>.alerts, <ns>.wall.tiles
-      -> `ioc sink --tables events,rollups,kpi_values,alerts` (aiokafka + COPY)
+      -> `ioc sink --tables events,rollups,kpi_values,alerts` (librdkafka + COPY)
          -> PostgreSQL
+
+``--workers 2`` runs the worker's agents in two processes (validate | the others),
+``--workers 3`` in three (validate | aggregate,kpis,rules | tiles).
 
 Burst (default): N events published as fast as the publisher can. Two figures:
 N / (time from the first publish to the last event row visible in PostgreSQL), and

@@ -13,11 +13,17 @@ for the same producer settings as the stages (``ioc.kafka.acked_producer``: idem
     beside 1 busy thread         one CPU-bound Python thread in this process
     beside 1 busy thread, 0.5 ms the same with sys.setswitchinterval(0.0005)
 
-On 2026-11-26 (2-core VM) a 5,000-record flush took 3-6 ms alone or beside busy
-processes and 1.7-5.6 s beside one busy Python thread (0.13 s at a 0.5 ms switch
-interval): the wait is made of GIL hand-overs, not of broker work. That is why the
-stages that carry most of the load run best in worker processes of their own
-(``bench_events.py --workers 3``). Uses a topic of its own (deleted at the end).
+Measured on 2026-11-26 (2-core VM), twice, with different results:
+
+* 13:00-13:20, against a broker up for 1.5 h on which the benches had created and
+  deleted many topics (earlier versions of this script): 3-6 ms alone or beside two busy
+  processes, 1.7-5.6 s beside one busy Python thread, 0.13 s with a 0.5 ms switch
+  interval, and 27 s with a 50 ms one: the wait then scaled with the GIL switch interval.
+* 14:05-14:08, after a broker restart: 29-52 ms alone, 16-23 ms beside busy processes,
+  24-59 ms beside a busy thread: no effect.
+
+So a stage's flush *can* end up waiting for GIL hand-overs, but what makes it happen
+is not understood. Uses a topic of its own (deleted at the end).
 """
 
 from __future__ import annotations
