@@ -21,16 +21,18 @@ class TokenBucket:
         self.tokens = per_s
         self.refilled: float | None = None
 
+    def _level(self, now: float) -> float:
+        """The tokens there are at ``now`` (refilled since the last take, capped)."""
+        if self.refilled is None:
+            return self.tokens
+        return min(self.per_s, self.tokens + max(0.0, now - self.refilled) * self.per_s)
+
     def available(self, now: float) -> int:
         """How many ``take`` calls would succeed now (takes nothing)."""
-        if self.refilled is None:
-            return int(self.per_s)
-        return int(min(self.per_s, self.tokens + max(0.0, now - self.refilled) * self.per_s))
+        return int(self._level(now))
 
     def take(self, now: float) -> bool:
-        if self.refilled is None:
-            self.refilled = now
-        self.tokens = min(self.per_s, self.tokens + max(0.0, now - self.refilled) * self.per_s)
+        self.tokens = self._level(now)
         self.refilled = now
         if self.tokens < 1:
             return False

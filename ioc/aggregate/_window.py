@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Literal
 
 import msgspec
 import orjson
@@ -115,21 +115,13 @@ class Rollup:
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Rollup:
-        """Decode ``to_bytes`` output (one typed pass; ``from_dict(orjson.loads(...))``
-        does the same in two)."""
+        """Decode ``to_bytes`` output (one typed pass, fields it does not need ignored)."""
         w = _rollup_decoder.decode(data)
         agg = Agg(w.count, w.sum, math.inf if w.min is None else w.min,
                   -math.inf if w.max is None else w.max, math.nan if w.last is None else w.last,
                   -math.inf if w.last_time is None else w.last_time)  # JSON null: empty
         return cls(w.entity, w.metric, w.size, w.start, agg,
                    "closed" if w.state == "closed" else "updated")
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> Rollup:
-        agg = Agg(int(d["count"]), float(d["sum"]), float(d["min"]), float(d["max"]),
-                  float(d["last"]), float(d["last_time"]))
-        return cls(str(d["entity"]), str(d["metric"]), int(d["size"]), int(d["start"]),
-                   agg, "closed" if d["state"] == "closed" else "updated")
 
 
 class _RollupWire(msgspec.Struct):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 import random
 
-import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -104,7 +103,7 @@ def test_every_event_is_in_a_window_or_counted_late(events):
 
 def test_rollup_bytes_round_trip_including_an_empty_aggregate():
     r = Rollup("sensor|1", "pm25", 10, 1_795_000_000, Agg(3, 30.0, 5.0, 15.0, 10.0, 1.5), "updated")
-    assert Rollup.from_bytes(r.to_bytes()) == r == Rollup.from_dict(orjson.loads(r.to_bytes()))
+    assert Rollup.from_bytes(r.to_bytes()) == r
     empty = Rollup.from_bytes(Rollup("e", "m", 60, 0, Agg(), "closed").to_bytes())
     assert (empty.state, empty.agg.count, empty.agg.min, empty.agg.max) == ("closed", 0, math.inf,
                                                                             -math.inf)
