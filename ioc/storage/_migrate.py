@@ -17,7 +17,7 @@ from psycopg import sql
 
 from ..config import Settings
 from ..errors import MigrationError
-from ._db import StorageFeatures, connect, detect_features
+from ._db import StorageFeatures, connect, probe_features
 
 __all__ = ["Migration", "MigrationContext", "applied_versions", "migrate"]
 
@@ -76,8 +76,10 @@ def migrate(settings: Settings, migrations: Sequence[Migration] | None = None) -
         raise MigrationError(f"migration versions must be unique and increasing, got {versions}")
     schema = settings.db_schema
     ran: list[Migration] = []
+    # Detection runs on a connection of its own: whatever enabling TimescaleDB did to
+    # that session, the migrations run on a fresh one.
+    features = probe_features(settings.database)
     with connect(settings.database, autocommit=True) as conn:
-        features = detect_features(conn, settings.database.timescaledb)
         lock_key = zlib.crc32(f"ioc-migrate:{schema}".encode())
         conn.execute("select pg_advisory_lock(%s)", (lock_key,))
         try:
