@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import math
+from typing import Any
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ioc.errors import InvalidEvent
 from ioc.events import validate_event
-from ioc.events._ngsi import ngsi_to_event
+from ioc.events._ngsi import NGSI_TYPES, ngsi_to_event
 
 NOW = 1_750_000_000.0
 
@@ -88,3 +93,106 @@ def test_unusable_entities_are_rejected_with_a_reason(entity, reason):
     with pytest.raises(InvalidEvent) as ei:
         ngsi_to_event(entity, source="s")
     assert ei.value.reason == reason
+
+
+# --- Hostile shapes: only InvalidEvent may escape -------------------------------------
+
+_scalars = (st.none() | st.booleans() | st.integers() | st.integers(min_value=2**63)
+            | st.floats(allow_nan=True, allow_infinity=True)
+            | st.text(alphabet=st.characters(codec="utf-8"), max_size=40))
+_json = st.recursive(_scalars, lambda kids: st.lists(kids, max_size=4)
+                     | st.dictionaries(st.text(max_size=12), kids, max_size=4), max_leaves=20)
+_times = (st.integers() | st.floats(allow_nan=True, allow_infinity=True)
+          | st.sampled_from(["0001-01-01T00:00:00+05:00", "9999-12-31T23:59:59-05:00",
+                             "2025-02-03T10:00:00Z", "2025-02-03T10:00:00", "yesterday", "",
+                             "+10000-01-01T00:00:00Z", "2025-13-45T99:99:99Z"])
+          | st.datetimes(timezones=st.timezones()).map(lambda d: d.isoformat()) | _json)
+_types = st.sampled_from(sorted(NGSI_TYPES)) | _json
+_contexts = st.sampled_from([None, "https://uri.etsi.org/ngsi-ld/v1/ngsi-ld-core-context.jsonld",
+                             ["https://smartdatamodels.org/context.jsonld", {"a": "b"}],
+                             {"@vocab": 1}, [[[]]], 42])
+_props = (_json | st.builds(lambda v, t: {"type": "Property", "value": v, "observedAt": t},
+                             _json, _times)
+          | st.builds(lambda o: {"type": "Relationship", "object": o}, _json)
+          | st.builds(lambda v: {"type": "Property", "value": {"@type": "DateTime",
+                                                              "@value": v}}, _times)
+          | st.builds(lambda c: {"type": "GeoProperty", "value": {"type": "Point",
+                                                                 "coordinates": c}}, _json))
+
+
+@st.composite
+def _entities(draw: st.DrawFn) -> Any:
+    e: dict[Any, Any] = {"type": draw(_types)}
+    if draw(st.booleans()):
+        e["id"] = draw(st.text(max_size=30) | st.just("urn:ngsi-ld:AirQualityObserved:")
+                       | _json)
+    ctx = draw(_contexts)
+    if ctx is not None:
+        e["@context"] = ctx
+    for f in draw(st.lists(st.sampled_from(["dateObserved", "dateObservedTo",
+                                            "dateObservedFrom"]), max_size=2)):
+        e[f] = draw(_times | _props)
+    e.update(draw(st.dictionaries(st.text(max_size=12) | st.sampled_from(
+        ["intensity", "pm25", "location", "no2", "dateCreated"]), _props, max_size=6)))
+    if draw(st.booleans()):
+        e["location"] = draw(_props)
+    return e
+
+
+def _only_invalid_event(entity: Any) -> None:
+    try:
+        env = ngsi_to_event(entity, source="s")
+    except InvalidEvent as exc:
+        assert exc.reason and str(exc)
+        return
+    assert isinstance(env["time"], float) and set(env) == {
+        "id", "source", "type", "entity", "time", "values", "attributes"}
+    try:  # the gateway validates what the mapping made: that must not raise otherwise
+        validate_event(env, now=NOW)
+    except InvalidEvent:
+        pass
+
+
+@settings(max_examples=400, deadline=None)
+@given(_entities())
+def test_any_ngsi_ld_shape_maps_or_raises_invalid_event(entity):
+    _only_invalid_event(entity)
+
+
+@settings(max_examples=200, deadline=None)
+@given(_json | _entities().map(lambda e: [e]))
+def test_any_json_value_maps_or_raises_invalid_event(value):
+    _only_invalid_event(value)
+
+
+@pytest.mark.parametrize("entity, reason", [
+    ({"id": "x", "type": ["AirQualityObserved"]}, "unsupported_type"),
+    ({"id": "x", "type": {"a": 1}}, "unsupported_type"),
+    ({"id": "x", "type": "AirQualityObserved", "dateObserved": 1e300}, "bad_time"),
+    ({"id": "x", "type": "AirQualityObserved", "dateObserved": 10**400}, "bad_time"),
+    ({"id": "x", "type": "AirQualityObserved", "dateObserved": math.nan}, "bad_time"),
+    ({"id": "x", "type": "AirQualityObserved",
+      "dateObserved": "0001-01-01T00:00:00+05:00"}, "bad_time"),
+    ({"id": "x", "type": "AirQualityObserved", "pm25": {"type": "Property", "value": 1,
+                                                       "observedAt": -1e20}}, "bad_time"),
+    ({"id": "x", "type": "AirQualityObserved", "dateObserved": 1.7e9,
+      "pm25": 10**400}, "not_finite"),
+])
+def test_reported_crashes_are_invalid_events(entity, reason):
+    with pytest.raises(InvalidEvent) as ei:
+        ngsi_to_event(entity, source="s")
+    assert ei.value.reason == reason
+
+
+def test_deep_and_huge_values_are_ignored_or_rejected_with_a_short_message():
+    deep: Any = 1
+    for _ in range(50_000):
+        deep = [deep]
+    with pytest.raises(InvalidEvent) as ei:
+        ngsi_to_event({"id": "x", "type": deep}, source="s")
+    assert ei.value.reason == "unsupported_type" and len(str(ei.value)) < 400
+    e = ngsi_to_event({"id": "x", "type": "AirQualityObserved", "dateObserved": 1.7e9,
+                       "address": deep, "pm25": 3, "location": {"type": "Point",
+                                                                "coordinates": [10**400, 1]}},
+                      source="s")
+    assert e["values"] == {"pm25": 3.0} and "lon" not in e["attributes"]
