@@ -37,8 +37,10 @@ def ensure_topics(
 ) -> TopicReport:
     """Create missing topics of ``settings.namespace``; report existing ones that differ.
 
-    A mismatch is reported, never "fixed" by deleting data: changing partitions or the
-    cleanup policy of a live topic is an operator's decision.
+    Topics are created with ``settings.kafka.replication_factor`` replicas (the broker's
+    ``min.insync.replicas`` applies). A mismatch (partitions, replication factor, cleanup
+    policy, retention) is reported, never "fixed" by deleting data: changing them on a
+    live topic is an operator's decision.
     """
     from kafka.admin import ConfigResource, ConfigResourceType, NewTopic
 
@@ -77,6 +79,10 @@ def ensure_topics(
                 parts = len(described[name]["partitions"])
                 if parts != s.partitions:
                     why.append(f"partitions: expected {s.partitions}, found {parts}")
+                rf = {len(p.get("replica_nodes", ())) for p in described[name]["partitions"]}
+                if rf and rf != {settings.kafka.replication_factor}:
+                    why.append(f"replication factor: expected {settings.kafka.replication_factor}"
+                               f" (kafka.replication_factor), found {','.join(map(str, sorted(rf)))}")
                 have = configs.get(name, {})
                 for key in ("cleanup.policy", "retention.ms"):
                     want = s.configs().get(key)
