@@ -3,6 +3,9 @@
 ``load_settings(path)`` reads a YAML file (optional), applies ``IOC_*`` environment
 variables (``IOC_KAFKA__BOOTSTRAP_SERVERS=host:9092`` sets ``kafka.bootstrap_servers``;
 values are parsed as YAML, so lists and numbers work) and validates the result.
+Files and environment values are read in the shape of the settings (see ``_base``): a
+text or ``Literal`` field receives the text as written (``on``, ``off``, ``yes``, ``no``,
+``y``, ``n``, ``true``, ``12:30`` ...), never a YAML 1.1 boolean or number.
 Every problem is reported at once with the dotted path of the bad key and, for
 keys from the file, its line.
 """
@@ -11,15 +14,16 @@ from __future__ import annotations
 
 import os
 import re
+import typing
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 
 from ..errors import ConfigError
-from ._base import Section
+from ._base import Section, SettingsLoader, construct_as, is_text_type, load_yaml_as, options_of
 from ._cameras import CamerasSettings
 from ._gateway import GatewaySettings
 from ._infra import DatabaseSettings, KafkaSettings, default_state_dir
@@ -90,7 +94,7 @@ def _lines_of(text: str) -> dict[tuple[str, ...], int]:
                 walk(item, p)
 
     try:
-        root = yaml.compose(text)
+        root = yaml.compose(text, Loader=SettingsLoader)
     except yaml.YAMLError:
         return out
     if root is not None:
@@ -108,13 +112,7 @@ def _env_overrides(env: Mapping[str, str]) -> tuple[dict[str, Any], dict[tuple[s
         parts = tuple(p.lower() for p in name[4:].split("__"))
         if parts[0] not in top or not all(parts):
             continue
-        try:
-            value = yaml.safe_load(raw) if raw.strip() else raw
-        except yaml.YAMLError:
-            value = raw
-        if value is not None and not isinstance(value, (dict, list, int, float, bool)):
-            # Keep strings that YAML would turn into dates or other types as given.
-            value = raw
+        value = _env_value(raw, _annotation_at(parts))
         node = data
         for p in parts[:-1]:
             node = node.setdefault(p, {})
@@ -124,6 +122,48 @@ def _env_overrides(env: Mapping[str, str]) -> tuple[dict[str, Any], dict[tuple[s
             node[parts[-1]] = value
             origin[parts] = name
     return data, origin
+
+
+def _annotation_at(parts: tuple[str, ...]) -> Any:
+    """The annotation of the settings field at ``parts`` (dict keys allowed), else None."""
+    ann: Any = Settings
+    for p in parts:
+        opts = options_of(ann)
+        one = opts[0] if len(opts) == 1 else None
+        if isinstance(one, type) and issubclass(one, BaseModel):
+            field = one.model_fields.get(p)
+            ann = None if field is None else field.annotation
+        elif typing.get_origin(one) is dict and len(typing.get_args(one)) == 2:
+            ann = typing.get_args(one)[1]
+        else:
+            return None
+        if ann is None:
+            return None
+    return ann
+
+
+def _env_value(raw: str, ann: Any) -> Any:
+    """An environment value for a field annotated ``ann``: text fields get the text as
+    written (a quoted YAML scalar is unquoted), others are parsed as YAML."""
+    if not raw.strip():
+        return raw
+    try:
+        loader = SettingsLoader(raw)
+        try:
+            node = loader.get_single_node()
+            if is_text_type(ann):
+                if isinstance(node, yaml.ScalarNode) and node.style in ("'", '"'):
+                    return node.value
+                return raw
+            value = None if node is None else construct_as(loader, node, ann)
+        finally:
+            loader.dispose()
+    except yaml.YAMLError:
+        return raw
+    if value is not None and not isinstance(value, (dict, list, int, float, bool, str)):
+        # Keep strings that YAML would turn into dates or other types as given.
+        return raw
+    return value
 
 
 def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
@@ -165,7 +205,7 @@ def load_settings(
         except OSError as exc:
             raise ConfigError([("(file)", f"cannot read: {exc.strerror}")], source=source) from exc
         try:
-            loaded = yaml.safe_load(text)
+            loaded = load_yaml_as(text, Settings)
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             where = f"line {mark.line + 1}" if mark else "(file)"
