@@ -23,7 +23,7 @@ libFuzzer discovers goes to a scratch folder (``--work``, default /tmp), not to 
 from __future__ import annotations
 
 import argparse
-import base64
+import contextlib
 import hashlib
 import os
 import sys
@@ -68,15 +68,33 @@ def build_targets() -> dict[str, Target]:
 
     from ioc.aggregate._window import Agg, EntityWindows, Rollup
     from ioc.errors import IOCError
-    from ioc.events import Event, decode_event, encode_event, encode_events, split_raw, validate_event
+    from ioc.events import (
+        Event,
+        decode_event,
+        encode_event,
+        encode_events,
+        split_raw,
+        validate_event,
+    )
     from ioc.events._ngsi import ngsi_to_event
     from ioc.events._route import route_raw
     from ioc.kpi._ratio import KpiCounts, KpiValue
-    from ioc.replay.format import IMAGE_SCHEMA, RECORD_SCHEMA, KafkaRecord, decode_message, encode_message
+    from ioc.replay.format import (
+        IMAGE_SCHEMA,
+        RECORD_SCHEMA,
+        KafkaRecord,
+        decode_message,
+        encode_message,
+    )
     from ioc.replay.recording import open_recording
     from ioc.rules._engine import Alert, EntityRules
     from ioc.tiles import Tile, decode_tile, encode_tile
-    from ioc.wall.protocol import encode_image_frame, parse_client_message, parse_hello, parse_image_frame
+    from ioc.wall.protocol import (
+        encode_image_frame,
+        parse_client_message,
+        parse_hello,
+        parse_image_frame,
+    )
     from vision.frames import decode_jpeg
 
     now = 1_750_000_000.0
@@ -114,10 +132,8 @@ def build_targets() -> dict[str, Target]:
 
     def wall(data: bytes) -> None:
         if data[:1] == b"\x00":  # binary frames: image frames (client side of the protocol)
-            try:
+            with contextlib.suppress(ValueError):  # documented: "ValueError on another shape"
                 parse_image_frame(data[1:])
-            except ValueError:  # documented: "ValueError on another shape"
-                pass
             return
         msg = parse_client_message(data.decode("utf-8", "replace"))
         if msg.get("type") == "hello":
