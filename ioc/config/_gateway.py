@@ -34,6 +34,22 @@ class GatewaySettings(Section):
     ack_timeout_s: float = Field(10.0, gt=0, le=120,
                                  description="wait for broker acknowledgements, then 503")
     retry_after_s: int = Field(5, ge=1, le=3600, description="Retry-After sent with a 503")
+    header_timeout_s: float = Field(
+        10.0, gt=0, le=30,
+        description="a request's line and headers must arrive within this many seconds of "
+                    "the connection opening (or of its first byte after a previous request); "
+                    "else 408 and the connection is closed (counted header_timeouts)")
+    body_timeout_s: float = Field(
+        30.0, gt=0, le=30,
+        description="the whole body must arrive within this many seconds of the headers; "
+                    "else 408 body_timeout and the connection is closed (body_timeouts)")
+    keepalive_timeout_s: float = Field(
+        15.0, gt=0, le=300,
+        description="an idle keep-alive connection is closed after this many seconds")
+    max_connections: int = Field(
+        1000, ge=1, le=100_000,
+        description="open client connections at most; a connection beyond it is closed at "
+                    "once, before anything is read (counted connections_refused)")
     publishers: dict[str, PublisherSettings] = Field(
         default_factory=dict,
         description="publisher id -> hashed key and allowed sources; empty: nobody may publish",

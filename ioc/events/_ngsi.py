@@ -19,6 +19,7 @@ observation sent twice is stored once.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import re
 import reprlib
@@ -151,10 +152,9 @@ def ngsi_to_event(entity: Any, *, source: str) -> dict[str, Any]:
         coords = loc.get("coordinates")
         if isinstance(coords, list) and len(coords) >= 2 and all(
                 isinstance(c, (int, float)) and not isinstance(c, bool) for c in coords[:2]):
-            try:
+            # A location no float can hold is left out, like any other odd shape.
+            with contextlib.suppress(InvalidEvent):
                 attributes["lon"], attributes["lat"] = _finite(coords[0]), _finite(coords[1])
-            except InvalidEvent:
-                pass  # a location no float can hold is left out, like any other odd shape
     if when is None and observed:
         when = max(observed)
     if when is None:

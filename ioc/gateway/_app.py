@@ -16,10 +16,18 @@ Endpoints (JSON in, JSON out)::
 Responses list every item: ``{"index", "id", "status": "accepted"}`` or
 ``{"index", "id", "status": "rejected", "reason", "message", "field"}``. Status codes:
 200 all accepted; 207 some accepted; 422 none valid; 403 none allowed for this
-publisher; 401 no or unknown key; 400 body not JSON; 413 body or batch too large;
-503 + Retry-After when the broker did not acknowledge (then accepted events are listed
-as ``not_acknowledged``: resending the whole request is safe, the sink de-duplicates).
-Accepted events go to ``<ns>.events.raw`` as JSON-array records keyed by source.
+publisher; 401 no or unknown key; 400 body not JSON (``not_json``) or unreadable
+(``bad_body``); 408 body not received within ``gateway.body_timeout_s``; 413 body or
+batch too large; 415 a Content-Type that is not JSON; 503 + Retry-After when the broker
+did not acknowledge (then accepted events are listed as ``not_acknowledged``: resending
+the whole request is safe, the sink de-duplicates). Accepted events go to
+``<ns>.events.raw`` as JSON-array records keyed by source.
+
+Contract: nothing a client sends (any bytes, JSON shape, NGSI-LD shape, header) yields a
+5xx. An unexpected exception while mapping or validating one item rejects that item
+(reason ``invalid``); anywhere else the last-resort middleware answers 500
+``internal_error``. Both are bugs of ours, counted in ``item_errors`` and
+``internal_errors`` and logged (throttled) with their traceback.
 """
 
 from __future__ import annotations
@@ -27,11 +35,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import msgspec
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from ..config import Settings
 from ..errors import AuthError, InvalidEvent
@@ -41,7 +50,7 @@ from ..kafka.clients import aiokafka_kwargs
 from ..topics import topic_name
 from ._auth import Caller, KeyRing
 
-__all__ = ["GatewayMetrics", "create_gateway_app"]
+__all__ = ["JSON_MEDIA_TYPES", "GatewayMetrics", "create_gateway_app"]
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +58,19 @@ _SETTINGS: web.AppKey[Settings] = web.AppKey("settings", Settings)
 _STATE: web.AppKey[_Gateway] = web.AppKey("gateway", object)  # type: ignore[arg-type]
 
 
+# Content-Types taken as JSON (plus any ``application/<x>+json``); a body without a
+# Content-Type is read as JSON too (legacy senders often omit it).
+JSON_MEDIA_TYPES = frozenset({"application/json", "application/ld+json"})
+
+Produce = Callable[[list[Event]], Awaitable[None]]
+
+
 class GatewayMetrics(msgspec.Struct):
-    """Counters of one gateway process (``GET /healthz`` shows them)."""
+    """Counters of one gateway process (``GET /healthz`` and the stats log line show them).
+
+    ``item_errors`` and ``internal_errors`` count bugs of ours (an unexpected exception);
+    they must stay 0 whatever clients send. ``connections_open`` is a gauge.
+    """
 
     requests: int = 0
     accepted: int = 0
@@ -58,6 +78,32 @@ class GatewayMetrics(msgspec.Struct):
     unauthorized: int = 0
     too_large: int = 0
     unavailable: int = 0
+    not_json: int = 0
+    bad_media_type: int = 0
+    body_timeouts: int = 0
+    header_timeouts: int = 0
+    connections_open: int = 0
+    connections_refused: int = 0
+    item_errors: int = 0
+    internal_errors: int = 0
+
+
+class _Throttled:
+    """Log at most one line per ``every_s`` seconds, saying how many were held back."""
+
+    def __init__(self, every_s: float = 10.0) -> None:
+        self.every_s = every_s
+        self._last = -every_s
+        self._held = 0
+
+    def exception(self, msg: str, *args: Any) -> None:
+        now = time.monotonic()
+        if now - self._last < self.every_s:
+            self._held += 1
+            return
+        held, self._held, self._last = self._held, 0, now
+        log.error(msg + (f" ({held} more since the last such line)" if held else ""), *args,
+                  exc_info=True)
 
 
 class _BrokerDown(Exception):
@@ -67,12 +113,17 @@ class _BrokerDown(Exception):
 class _Gateway:
     """The producer (started lazily, restarted after failures) and counters."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, produce: Produce | None = None) -> None:
         self.settings = settings
         self.g = settings.gateway
         self.keys = KeyRing(self.g.publishers)
         self.topic = topic_name(settings.namespace, "events.raw")
         self.metrics = GatewayMetrics()
+        self.bugs = _Throttled()
+        # transport -> its connection guard (ioc.gateway._server), told when a request
+        # starts and ends so it times only the reading of request headers.
+        self.connections: dict[Any, Any] = {}
+        self._produce_override = produce
         self._producer: Any = None
         self._lock = asyncio.Lock()
         self._failed_at = 0.0
@@ -105,6 +156,9 @@ class _Gateway:
     async def produce(self, events: list[Event]) -> None:
         """Send ``events`` and wait for every acknowledgement; _BrokerDown otherwise."""
         if not events:
+            return
+        if self._produce_override is not None:
+            await self._produce_override(events)
             return
         p = await self.producer()
         by_source: dict[str, list[Event]] = {}
@@ -148,22 +202,72 @@ def _error(status: int, reason: str, message: str, **headers: str) -> web.Respon
                              headers=headers or None)
 
 
+def _media_type_problem(request: web.Request) -> str | None:
+    """Why the request's Content-Type is not JSON, or None (absent counts as JSON)."""
+    raw = request.headers.get("Content-Type")
+    if raw is None or not raw.strip():
+        return None
+    media, _, params = raw.partition(";")
+    media = media.strip().lower()
+    if media not in JSON_MEDIA_TYPES and not (media.startswith("application/")
+                                              and media.endswith("+json")):
+        return (f"Content-Type {raw[:100]!r} is not JSON: send application/json or "
+                f"application/ld+json")
+    for param in params.split(";"):
+        name, _, value = param.partition("=")
+        if name.strip().lower() == "charset" and value.strip().strip('"').lower() not in (
+                "utf-8", "utf8", "us-ascii"):
+            return f"charset {value.strip()[:40]!r} is not UTF-8 (JSON is UTF-8)"
+    return None
+
+
 async def _read_json(request: web.Request, gw: _Gateway) -> Any:
+    problem = _media_type_problem(request)
+    if problem is not None:
+        gw.metrics.bad_media_type += 1
+        raise _Reply(_error(415, "unsupported_media_type", problem))
     try:
-        body = await request.read()
+        async with asyncio.timeout(gw.g.body_timeout_s):
+            body = await request.read()
     except web.HTTPRequestEntityTooLarge as exc:
         gw.metrics.too_large += 1
         raise _Reply(_error(413, "body_too_large", f"request body is larger than "
                             f"{gw.g.max_body_bytes} bytes (gateway.max_body_bytes)")) from exc
+    except TimeoutError as exc:
+        gw.metrics.body_timeouts += 1
+        resp = _error(408, "body_timeout", f"the request body did not arrive within "
+                      f"{gw.g.body_timeout_s:g} s (gateway.body_timeout_s)")
+        resp.force_close()
+        raise _Reply(resp, close=True) from exc
+    except (web.RequestPayloadError, HttpProcessingError) as exc:
+        # Broken chunked framing, a Content-Encoding that does not decode, ...
+        raise _Reply(_error(400, "bad_body", f"the request body could not be read: "
+                            f"{str(exc)[:200]}")) from exc
     try:
         return msgspec.json.decode(body)
-    except msgspec.DecodeError as exc:
-        raise _Reply(_error(400, "not_json", f"request body is not JSON: {exc}")) from exc
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
+        gw.metrics.not_json += 1
+        why = ("nested too deeply" if isinstance(exc, RecursionError) else
+               "not UTF-8" if isinstance(exc, UnicodeDecodeError) else str(exc))
+        raise _Reply(_error(400, "not_json", f"request body is not JSON: {why}")) from exc
 
 
 class _Reply(Exception):
-    def __init__(self, response: web.Response) -> None:
+    """A finished answer; ``close``: drop the connection once it is sent."""
+
+    def __init__(self, response: web.Response, *, close: bool = False) -> None:
         self.response = response
+        self.close = close
+
+
+async def _reply(request: web.Request, r: _Reply) -> web.Response:
+    if r.close:
+        # Send now and close at once: aiohttp would otherwise linger, reading the rest
+        # of a slow body for up to its lingering_time.
+        await r.response.prepare(request)
+        await r.response.write_eof()
+        request.protocol.force_close()
+    return r.response
 
 
 def _authenticate(request: web.Request, gw: _Gateway) -> Caller:
@@ -241,10 +345,15 @@ def _admit(caller: Caller, i: int, item: Any, now: float) -> Event:
     return validate_event(item, now=now)
 
 
-def _admit_all(caller: Caller, items: list[Any], convert: Callable[[Any], Any] | None = None,
+def _admit_all(gw: _Gateway, caller: Caller, items: list[Any],
+               convert: Callable[[Any], Any] | None = None,
                ) -> tuple[list[tuple[int, Event]], list[dict[str, Any]]]:
     """Admit each item (after ``convert``, e.g. NGSI-LD to envelope): (index, event) pairs
-    for the admitted ones, and a rejection result for each of the others."""
+    for the admitted ones, and a rejection result for each of the others.
+
+    An unexpected exception rejects only its item (reason ``invalid``): it is a bug of
+    ours, counted in ``item_errors`` and logged, but never the client's 500.
+    """
     now = time.time()
     ok: list[tuple[int, Event]] = []
     results: list[dict[str, Any]] = []
@@ -253,6 +362,13 @@ def _admit_all(caller: Caller, items: list[Any], convert: Callable[[Any], Any] |
             ok.append((i, _admit(caller, i, convert(item) if convert else item, now)))
         except InvalidEvent as exc:
             results.append(_rejected(i, item, exc))
+        except Exception as exc:
+            gw.metrics.item_errors += 1
+            gw.bugs.exception("gateway: item %d raised %s (a bug: the item is rejected as "
+                              "'invalid')", i, type(exc).__name__)
+            results.append(_rejected(i, item, InvalidEvent(
+                "invalid", f"invalid: the item could not be validated "
+                f"({type(exc).__name__}); the gateway counted it as its own error")))
     return ok, results
 
 
@@ -270,8 +386,8 @@ async def _post_events(request: web.Request) -> web.Response:
             items = [body]
         _check_batch(items, gw)
     except _Reply as r:
-        return r.response
-    return await _finish(gw, *_admit_all(caller, items))
+        return await _reply(request, r)
+    return await _finish(gw, *_admit_all(gw, caller, items))
 
 
 async def _post_ngsi(request: web.Request) -> web.Response:
@@ -288,14 +404,16 @@ async def _post_ngsi(request: web.Request) -> web.Response:
         items = body if isinstance(body, list) else [body]
         _check_batch(items, gw)
     except _Reply as r:
-        return r.response
-    return await _finish(gw, *_admit_all(caller, items, lambda item: ngsi_to_event(item, source=source)))
+        return await _reply(request, r)
+    return await _finish(gw, *_admit_all(gw, caller, items,
+                                         lambda item: ngsi_to_event(item, source=source)))
 
 
 async def _healthz(request: web.Request) -> web.Response:
     gw = request.app[_STATE]
     try:
-        await gw.producer()
+        if gw._produce_override is None:
+            await gw.producer()
         up = True
     except _BrokerDown:
         up = False
@@ -305,11 +423,56 @@ async def _healthz(request: web.Request) -> web.Response:
     return web.json_response(body, status=503, headers={"Retry-After": str(gw.g.retry_after_s)})
 
 
-def create_gateway_app(settings: Settings) -> web.Application:
-    """The aiohttp application (run it with ``run_gateway`` or aiohttp's runners)."""
-    app = web.Application(client_max_size=settings.gateway.max_body_bytes)
+_HTTP_REASONS = {404: "not_found", 405: "method_not_allowed"}
+
+
+@web.middleware
+async def _guarded(request: web.Request, handler: Callable[[web.Request], Awaitable[
+        web.StreamResponse]]) -> web.StreamResponse:
+    """Tell the connection guard a request is being handled; the last-resort catch.
+
+    aiohttp's own 4xx (unknown path, wrong method) get a JSON body with a reason; any
+    other exception is a bug of ours: counted, logged (throttled), answered 500.
+    """
+    gw = request.app[_STATE]
+    conn = gw.connections.get(request.transport)
+    if conn is not None:
+        conn.request_started()
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status >= 500 or exc.empty_body:
+            raise
+        return _error(exc.status, _HTTP_REASONS.get(exc.status, "bad_request"), exc.reason,
+                      **{k: v for k, v in exc.headers.items()
+                         if k.lower() in ("allow", "retry-after")})
+    except (asyncio.CancelledError, ConnectionError):
+        raise  # the client went away: nobody to answer
+    except Exception as exc:
+        gw.metrics.internal_errors += 1
+        gw.bugs.exception("gateway: %s %s raised %s (a bug: answered 500)", request.method,
+                          request.path[:100], type(exc).__name__)
+        return _error(500, "internal_error", "the gateway failed on this request; it was "
+                      "counted and logged")
+    finally:
+        if conn is not None:
+            conn.request_finished()
+
+
+def create_gateway_app(settings: Settings, *, produce: Produce | None = None,
+                       ) -> web.Application:
+    """The aiohttp application; serve it with ``ioc.gateway.GatewayServer``, whose
+    listener adds the header timeout and the connection bound.
+
+    Args:
+        produce: replaces the Kafka producer (it gets the admitted events and returns
+            once they are acknowledged, or raises). Only for unit tests that isolate
+            request handling; by default events go to ``<ns>.events.raw``.
+    """
+    app = web.Application(client_max_size=settings.gateway.max_body_bytes,
+                          middlewares=[_guarded])
     app[_SETTINGS] = settings
-    gw = _Gateway(settings)
+    gw = _Gateway(settings, produce)
     app[_STATE] = gw
     app.router.add_post("/v1/events", _post_events)
     for path in ("/ngsi-ld/v1/entityOperations/upsert", "/ngsi-ld/v1/entityOperations/create",
@@ -323,3 +486,8 @@ def create_gateway_app(settings: Settings) -> web.Application:
 
     app.on_cleanup.append(_close)
     return app
+
+
+def gateway_state(app: web.Application) -> _Gateway:
+    """The gateway state of ``app`` (its metrics, its connection table)."""
+    return app[_STATE]

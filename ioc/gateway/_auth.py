@@ -27,8 +27,11 @@ def new_key() -> str:
 
 
 def hash_key(key: str) -> str:
-    """The hex SHA-256 stored in ``gateway.publishers.<id>.key_sha256``."""
-    return hashlib.sha256(key.encode()).hexdigest()
+    """The hex SHA-256 stored in ``gateway.publishers.<id>.key_sha256``.
+
+    Any string hashes, also one with lone surrogates (header bytes that were not UTF-8).
+    """
+    return hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 @dataclass(frozen=True)

@@ -20,11 +20,10 @@ def gateway(ctx: click.Context, host: str | None, port: int | None) -> None:
     """
     if ctx.invoked_subcommand is not None:
         return
+    import asyncio
     import logging
 
-    from aiohttp import web
-
-    from ._app import create_gateway_app
+    from ._server import serve
 
     s = ctx.obj.settings
     h = host or s.gateway.host
@@ -32,13 +31,14 @@ def gateway(ctx: click.Context, host: str | None, port: int | None) -> None:
     if not s.gateway.publishers:
         logging.getLogger(__name__).warning(
             "gateway.publishers is empty: every request will get 401 (see 'ioc gateway key')")
+    g = s.gateway
     click.echo(f"gateway on http://{h}:{p} -> {s.namespace}.events.raw "
-               f"({len(s.gateway.publishers)} publisher(s))")
+               f"({len(g.publishers)} publisher(s); timeouts: headers {g.header_timeout_s:g} s, "
+               f"body {g.body_timeout_s:g} s; at most {g.max_connections} connections)")
     from ..kafka.clients import quiet_kafka_client_logs
 
     quiet_kafka_client_logs()
-    web.run_app(create_gateway_app(s), host=h, port=p, print=None,
-                access_log=None, handle_signals=True)
+    asyncio.run(serve(s, host=h, port=p))
 
 
 @gateway.command("key")
