@@ -6,6 +6,8 @@
      ├── ConfigError          bad settings file or environment value (carries every problem)
      ├── InvalidEvent         an event that fails validation (carries the reason and field)
      ├── InvalidFrame         a camera frame that cannot be decoded or analysed
+     ├── InvalidRecord        a record of an internal topic (rollup, KPI, alert, tile...)
+     │                        that cannot be decoded (carries the reason)
      ├── KafkaError           the broker is unreachable or refused an operation
      │    └── TopicMismatch   a topic exists with other partitions or cleanup policy
      ├── StorageError         the database is unreachable or refused a write
@@ -25,6 +27,7 @@ __all__ = [
     "IOCError",
     "InvalidEvent",
     "InvalidFrame",
+    "InvalidRecord",
     "KafkaError",
     "MigrationError",
     "RecordingError",
@@ -59,6 +62,15 @@ class InvalidEvent(IOCError):
 
 class InvalidFrame(IOCError):
     """A camera frame was unusable (corrupt JPEG, zero or odd size...)."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        self.reason = reason
+        super().__init__(message)
+
+
+class InvalidRecord(IOCError):
+    """A record of a topic other than the events (a rollup, KPI value, alert, tile,
+    detection...) could not be decoded. ``reason`` is a short code (``undecodable``)."""
 
     def __init__(self, reason: str, message: str) -> None:
         self.reason = reason

@@ -92,8 +92,11 @@ def decode_tile(data: bytes) -> Tile:
     """Parse a tiles-topic value.
 
     Raises:
-        TileDecodeError: with what was expected and what arrived.
+        TileDecodeError: with what was expected and what arrived (nothing else,
+            whatever the bytes).
     """
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise TileDecodeError(f"expected a tile (bytes), got {type(data).__name__}")
     if len(data) < 8 or data[:4] != _MAGIC:
         raise TileDecodeError(f"expected a tile starting with {_MAGIC!r}, got {data[:8]!r}")
     (n,) = _LEN.unpack_from(data, 4)
@@ -114,5 +117,6 @@ def decode_tile(data: bytes) -> Tile:
             image_type=str(h.get("image_type", "image/jpeg")),
             produced_at=float(h.get("produced_at") or 0.0),
         )
-    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, OverflowError,
+            AttributeError, RecursionError) as exc:
         raise TileDecodeError(f"bad tile header: {exc}") from exc

@@ -21,6 +21,8 @@ from typing import Literal
 import msgspec
 import orjson
 
+from ..errors import InvalidRecord
+
 __all__ = ["Agg", "EntityWindows", "Rollup", "WindowId", "rollup_key", "window_start"]
 
 
@@ -115,8 +117,17 @@ class Rollup:
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Rollup:
-        """Decode ``to_bytes`` output (one typed pass, fields it does not need ignored)."""
-        w = _rollup_decoder.decode(data)
+        """Decode ``to_bytes`` output (one typed pass, fields it does not need ignored).
+
+        Raises:
+            InvalidRecord: ``data`` is not a rollup (nothing else, whatever the bytes).
+        """
+        try:
+            w = _rollup_decoder.decode(data)
+        except _UNDECODABLE as exc:
+            raise InvalidRecord("undecodable", f"undecodable: expected a rollup (JSON object "
+                                f"with entity, metric, size, start...), got {type(exc).__name__}: "
+                                f"{str(exc)[:200]}") from exc
         agg = Agg(w.count, w.sum, math.inf if w.min is None else w.min,
                   -math.inf if w.max is None else w.max, math.nan if w.last is None else w.last,
                   -math.inf if w.last_time is None else w.last_time)  # JSON null: empty
@@ -141,6 +152,9 @@ class _RollupWire(msgspec.Struct):
 
 
 _rollup_decoder = msgspec.json.Decoder(_RollupWire)
+# msgspec's own errors, and what it raises besides on hostile bytes (UnicodeDecodeError
+# inside a string, RecursionError on deep nesting, TypeError for a non-bytes value).
+_UNDECODABLE = (msgspec.MsgspecError, ValueError, TypeError, OverflowError, RecursionError)
 
 WindowId = tuple[str, int, int]  # metric, size, start
 

@@ -4,6 +4,13 @@
 ``validate_event`` turns outside input into it or raises ``InvalidEvent``.
 """
 
+from ._deadletter import (
+    DEAD_LETTER_REASONS,
+    DLQ_HEADERS,
+    LogThrottle,
+    dead_letter_headers,
+    internal_error_message,
+)
 from ._envelope import (
     LIMITS,
     REASONS,
@@ -19,6 +26,8 @@ from ._raw import MAX_RAW_BATCH_BYTES, MAX_RAW_BATCH_EVENTS, chunk_events, split
 from ._route import RAW_ORIGIN, origin_mark, origin_seen, raw_origin
 
 __all__ = [
+    "DEAD_LETTER_REASONS",
+    "DLQ_HEADERS",
     "LIMITS",
     "MAX_RAW_BATCH_BYTES",
     "MAX_RAW_BATCH_EVENTS",
@@ -27,10 +36,13 @@ __all__ = [
     "TYPE_ATTRIBUTE_RULES",
     "AttributeValue",
     "Event",
+    "LogThrottle",
     "chunk_events",
+    "dead_letter_headers",
     "decode_event",
     "encode_event",
     "encode_events",
+    "internal_error_message",
     "origin_mark",
     "origin_seen",
     "raw_origin",

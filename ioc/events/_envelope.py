@@ -75,7 +75,9 @@ _Type = Annotated[str, msgspec.Meta(min_length=3, max_length=LIMITS["type"])]
 _Entity = Annotated[str, msgspec.Meta(min_length=1, max_length=LIMITS["entity"])]
 # Keys are bounded but not pattern-checked: a regex per key doubled the decode cost.
 _Key = Annotated[str, msgspec.Meta(min_length=1, max_length=LIMITS["name"])]
-_Attr = Annotated[str, msgspec.Meta(max_length=LIMITS["attribute"])] | int | float | bool
+# Integers beyond int64 would pass JSON but not storage (jsonb via orjson, bigint).
+_Int64 = Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)]
+_Attr = Annotated[str, msgspec.Meta(max_length=LIMITS["attribute"])] | _Int64 | float | bool
 _Values = Annotated[dict[_Key, float], msgspec.Meta(max_length=LIMITS["entries"])]
 _Attrs = Annotated[dict[_Key, _Attr], msgspec.Meta(max_length=LIMITS["entries"])]
 
@@ -99,7 +101,7 @@ class Event(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=False):
     entity: str
     time: float
     values: dict[str, float] = msgspec.field(default_factory=dict)
-    attributes: dict[str, AttributeValue] = msgspec.field(default_factory=dict)
+    attributes: dict[str, str | _Int64 | float | bool] = msgspec.field(default_factory=dict)
 
 
 class _RawEvent(msgspec.Struct, forbid_unknown_fields=True):
@@ -161,12 +163,39 @@ def decode_event(data: bytes) -> Event:
 
     Raises:
         InvalidEvent: the bytes are not a canonical event (reason ``not_json`` or
-            ``wrong_type``/``missing_field``...).
+            ``wrong_type``/``missing_field``..., ``bad_time`` for a time outside
+            2000-3000); nothing else, whatever the bytes.
     """
     try:
-        return _event_decoder.decode(data)
+        e = _event_decoder.decode(data)
     except msgspec.DecodeError as exc:
         raise _from_msgspec(exc, data) from exc
+    except _NOT_MSGSPEC as exc:
+        raise _not_json(exc) from exc
+    except TypeError as exc:  # not bytes-like (a stage handed something else)
+        raise InvalidEvent("not_json", f"not_json: expected bytes, got "
+                           f"{type(data).__name__}") from exc
+    # Canonical events come from validate, so their time passed its bounds; a record
+    # written to <ns>.events by anything else must not reach the window and calendar
+    # maths (datetime overflows) with a time no validator would have let through.
+    if not _MIN_TIME <= e.time <= _MAX_CANONICAL_TIME:
+        raise InvalidEvent("bad_time", f"bad_time at time: expected unix seconds between "
+                           f"2000-01-01 and 3000-01-01, got {e.time!r}", field="time")
+    return e
+
+
+# What msgspec raises besides its own errors on hostile bytes: UnicodeDecodeError (a
+# ValueError) for non-UTF-8 bytes inside a string, RecursionError for deep nesting.
+_NOT_MSGSPEC = (ValueError, OverflowError, RecursionError)
+_MAX_CANONICAL_TIME = 32_503_680_000.0  # 3000-01-01
+
+
+def _not_json(exc: BaseException) -> InvalidEvent:
+    if isinstance(exc, RecursionError):
+        return InvalidEvent("not_json", "not_json: nested deeper than the decoder allows")
+    if isinstance(exc, UnicodeDecodeError):
+        return InvalidEvent("not_json", f"not_json: the bytes are not UTF-8 text ({exc})")
+    return InvalidEvent("not_json", f"not_json: {type(exc).__name__}: {exc}")
 
 
 _PATH = re.compile(r" - at (?:`key` in )?`\$\.?([^`]*)`$")
@@ -251,7 +280,8 @@ def validate_event(raw: bytes | dict[str, Any], *, now: float | None = None) -> 
 
     Raises:
         InvalidEvent: with ``reason`` (a key of ``REASONS``), ``field`` and a message
-            saying what was expected and what arrived.
+            saying what was expected and what arrived; nothing else, whatever ``raw``
+            holds (tests/unit/test_hostile_decoders.py).
     """
     from_bytes = isinstance(raw, (bytes, bytearray, memoryview))
     try:
@@ -267,6 +297,11 @@ def validate_event(raw: bytes | dict[str, Any], *, now: float | None = None) -> 
                                f"{type(raw).__name__}")
     except msgspec.MsgspecError as exc:
         raise _from_msgspec(exc, raw if isinstance(raw, (bytes, dict)) else None) from exc
+    except (*_NOT_MSGSPEC, TypeError) as exc:
+        if from_bytes:
+            raise _not_json(exc) from exc
+        raise InvalidEvent("bad_value", f"bad_value: the object cannot be read as an "
+                           f"event ({type(exc).__name__}: {exc})") from exc
     _check_names(r.source, r.type)
     # PostgreSQL text and jsonb cannot hold NUL: refuse it here, not at the sink.
     if from_bytes:
@@ -275,7 +310,11 @@ def validate_event(raw: bytes | dict[str, Any], *, now: float | None = None) -> 
                                "(\\u0000), which storage cannot hold")
     elif (why := _bad_text(r)) is not None:
         raise InvalidEvent("bad_value", f"bad_value: {why}")
-    t = r.time.timestamp() if isinstance(r.time, datetime) else float(r.time)
+    try:
+        t = r.time.timestamp() if isinstance(r.time, datetime) else float(r.time)
+    except (OverflowError, ValueError, OSError) as exc:  # a datetime at the calendar's edge
+        raise InvalidEvent("bad_time", f"bad_time at time: {r.time!r} has no unix time "
+                           f"({exc})", field="time") from exc
     if not (_MIN_TIME <= t <= (now if now is not None else _time.time()) + _MAX_AHEAD_S):
         raise InvalidEvent("bad_time", f"bad_time at time: expected unix seconds between "
                            f"2000-01-01 and one day ahead, got {r.time!r}", field="time")

@@ -24,13 +24,18 @@ MAX_RAW_BATCH_BYTES = 900 * 1024
 
 _array = msgspec.json.Decoder(list[msgspec.Raw])
 
+# What msgspec raises besides its own errors on hostile bytes: UnicodeDecodeError (a
+# ValueError) for non-UTF-8 bytes inside a string, RecursionError for deep nesting.
+_HOSTILE = (msgspec.MsgspecError, ValueError, TypeError, OverflowError, RecursionError)
+
 
 def split_raw(value: bytes) -> list[bytes]:
     """The events in one raw record, as their original JSON bytes.
 
     Raises:
         InvalidEvent: the record is not JSON, is neither an object nor an array, or
-            holds more than ``MAX_RAW_BATCH_EVENTS`` events.
+            holds more than ``MAX_RAW_BATCH_EVENTS`` events (nothing else, whatever
+            the bytes).
     """
     head = value.lstrip()[:1]
     if head == b"{":
@@ -39,14 +44,15 @@ def split_raw(value: bytes) -> list[bytes]:
         try:
             msgspec.json.decode(value)
             reason = "not_object"
-        except msgspec.DecodeError:
+        except _HOSTILE:
             reason = "not_json"
         raise InvalidEvent(reason, f"{reason}: expected a JSON object (one event) or array "
                            f"(a batch), got {value[:40]!r}")
     try:
         items = _array.decode(value)
-    except msgspec.DecodeError as exc:
-        raise InvalidEvent("not_json", f"not_json: batch record: {exc}") from exc
+    except _HOSTILE as exc:
+        raise InvalidEvent("not_json", f"not_json: batch record: {type(exc).__name__}: "
+                           f"{exc}") from exc
     if len(items) > MAX_RAW_BATCH_EVENTS:
         raise InvalidEvent("too_large", f"too_large: batch of {len(items)} events, limit "
                            f"{MAX_RAW_BATCH_EVENTS}")

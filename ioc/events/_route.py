@@ -12,15 +12,12 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from ..errors import InvalidEvent
+from ._deadletter import DLQ_HEADERS, dead_letter_headers
 from ._envelope import encode_event, validate_event
 from ._raw import split_raw
 
-__all__ = ["DLQ_HEADERS", "RAW_ORIGIN", "Origin", "RouteCounts", "Routed", "origin_mark", "origin_seen", "raw_origin", "route_raw"]
-
-# Headers added to every dead letter (after the original record's headers).
-DLQ_HEADERS = ("dlq.reason", "dlq.message", "dlq.field", "dlq.topic", "dlq.partition",
-               "dlq.offset", "dlq.index")
-
+__all__ = ["DLQ_HEADERS", "RAW_ORIGIN", "Origin", "RouteCounts", "Routed", "origin_mark",
+           "origin_seen", "raw_origin", "route_raw"]
 
 class Routed(NamedTuple):
     """One output record: to ``events`` (valid) or ``dlq`` (rejected).
@@ -55,16 +52,9 @@ class RouteCounts:
 def _dead(value: bytes, key: bytes | None, headers: Sequence[tuple[str, bytes]],
           exc: InvalidEvent, topic: str, partition: int, offset: int, index: int | None
           ) -> Routed:
-    ours = [
-        ("dlq.reason", exc.reason.encode()),
-        ("dlq.message", str(exc).encode()[:1000]),
-        ("dlq.field", (exc.field or "").encode()),
-        ("dlq.topic", topic.encode()),
-        ("dlq.partition", str(partition).encode()),
-        ("dlq.offset", str(offset).encode()),
-        ("dlq.index", b"" if index is None else str(index).encode()),
-    ]
-    return Routed("dlq", key, value, [*headers, *ours])
+    return Routed("dlq", key, value, dead_letter_headers(
+        exc.reason, topic=topic, partition=partition, offset=offset, message=str(exc),
+        field=exc.field, index=index, stage="validate", headers=headers))
 
 
 def route_raw(value: bytes | None, key: bytes | None, headers: Sequence[tuple[str, bytes]],
@@ -74,7 +64,8 @@ def route_raw(value: bytes | None, key: bytes | None, headers: Sequence[tuple[st
 
     Each valid event becomes a canonical record keyed by entity; each invalid one a
     dead letter carrying its original bytes and, in headers, the reason, message,
-    field, source topic, partition, offset and index in the batch.
+    field, source topic, partition, offset and index in the batch
+    (``dead_letter_headers``). Raises nothing for any bytes.
     """
     if value is None:
         exc = InvalidEvent("not_json", "not_json: empty record (tombstone)")
@@ -110,13 +101,14 @@ Origin = tuple[int, int, int]
 
 
 def raw_origin(headers: Sequence[tuple[str, bytes]] | None) -> Origin | None:
-    """The ``ioc.raw`` origin of a canonical event record, or None (not via validate)."""
+    """The ``ioc.raw`` origin of a canonical event record, or None (not via validate, or
+    a header that is not one)."""
     for k, v in headers or ():
         if k == RAW_ORIGIN:
             try:
                 p, o, i = v.split(b":")
                 return int(p), int(o), int(i)
-            except ValueError:
+            except (ValueError, TypeError, AttributeError):  # not ours: ignored
                 return None
     return None
 

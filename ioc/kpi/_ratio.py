@@ -14,9 +14,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
+import msgspec
 import orjson
 
 from ..config._streams import KpiSpec
+from ..errors import InvalidRecord
 
 __all__ = ["KpiCounts", "KpiValue", "combine", "kpi_ratio", "period_key", "ranking"]
 
@@ -64,9 +66,38 @@ class KpiValue:
 
     @classmethod
     def from_bytes(cls, data: bytes) -> KpiValue:
-        d = orjson.loads(data)
-        return cls(d["kpi"], d["group"], d["period"], d["period_key"], d["numerator"],
-                   d["denominator"], d["value"], d.get("unit", "%"))
+        """Decode ``to_bytes`` output (a ``<ns>.kpis`` value), typed.
+
+        Raises:
+            InvalidRecord: ``data`` is not a KPI value (nothing else, whatever the bytes).
+        """
+        try:
+            w = _kpi_decoder.decode(data)
+        except _UNDECODABLE as exc:
+            raise InvalidRecord("undecodable", f"undecodable: expected a KPI value (JSON "
+                                f"object with kpi, group, period...), got "
+                                f"{type(exc).__name__}: {str(exc)[:200]}") from exc
+        return cls(w.kpi, w.group, w.period, w.period_key, w.numerator, w.denominator,
+                   w.value, w.unit)
+
+
+class _KpiWire(msgspec.Struct):
+    """The fields of ``KpiValue.to_bytes`` (others are ignored)."""
+
+    kpi: str
+    group: str
+    period: str
+    period_key: str
+    numerator: float
+    denominator: float
+    value: float | None
+    unit: str = "%"
+
+
+_kpi_decoder = msgspec.json.Decoder(_KpiWire)
+# msgspec's own errors, and what it raises besides on hostile bytes (UnicodeDecodeError
+# inside a string, RecursionError on deep nesting, TypeError for a non-bytes value).
+_UNDECODABLE = (msgspec.MsgspecError, ValueError, TypeError, OverflowError, RecursionError)
 
 
 CountKey = tuple[str, str, str]  # kpi id, period, period key

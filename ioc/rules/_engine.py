@@ -18,10 +18,12 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
+import msgspec
 import orjson
 
 from ..aggregate import window_start
 from ..config._streams import RuleSpec
+from ..errors import InvalidRecord
 
 __all__ = ["Alert", "EntityRules", "RuleState", "alert_id"]
 
@@ -63,10 +65,42 @@ class Alert:
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Alert:
-        d = orjson.loads(data)
-        return cls(d["id"], d["rule"], d["entity"], d["metric"], d["severity"], d["state"],
-                   d["start"], d["raised_at"], d["cleared_at"], d["value"], d["message"],
-                   d["scope"])
+        """Decode ``to_bytes`` output (a ``<ns>.alerts`` value), typed.
+
+        Raises:
+            InvalidRecord: ``data`` is not an alert (nothing else, whatever the bytes).
+        """
+        try:
+            w = _alert_decoder.decode(data)
+        except _UNDECODABLE as exc:
+            raise InvalidRecord("undecodable", f"undecodable: expected an alert (JSON object "
+                                f"with id, rule, entity, state...), got {type(exc).__name__}: "
+                                f"{str(exc)[:200]}") from exc
+        return cls(w.id, w.rule, w.entity, w.metric, w.severity, w.state, w.start,
+                   w.raised_at, w.cleared_at, w.value, w.message, w.scope)
+
+
+class _AlertWire(msgspec.Struct):
+    """The fields of ``Alert.to_bytes``."""
+
+    id: str
+    rule: str
+    entity: str
+    metric: str | None
+    severity: str
+    state: Literal["raised", "cleared"]
+    start: int
+    raised_at: float
+    cleared_at: float | None
+    value: float | None
+    message: str
+    scope: str
+
+
+_alert_decoder = msgspec.json.Decoder(_AlertWire)
+# msgspec's own errors, and what it raises besides on hostile bytes (UnicodeDecodeError
+# inside a string, RecursionError on deep nesting, TypeError for a non-bytes value).
+_UNDECODABLE = (msgspec.MsgspecError, ValueError, TypeError, OverflowError, RecursionError)
 
 
 @dataclass
