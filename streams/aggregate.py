@@ -10,7 +10,9 @@ updates the states, then per entity:
 * open windows of the ``update_sizes_s`` that the batch touched are emitted with
   ``state: "updated"`` (one message per window per batch, the full aggregate, so a
   lost update is healed by the next one);
-* late events go to ``<ns>.dlq`` with header ``reason: late`` and are counted.
+* late events go to ``<ns>.dlq`` with header ``dlq.reason: late`` and are counted;
+  records that are not canonical events go there too (their ``InvalidEvent`` reason:
+  ``not_json``, ``bad_time``...), counted as ``undecodable``.
 
 Exactly-once totals on top of at-least-once Kafka: the state remembers the last
 applied (partition, offset), so records redelivered after a crash (kill -9 between a
@@ -30,7 +32,7 @@ import faust
 from ioc.aggregate import EntityWindows, UpdateThrottle, WindowId
 from ioc.config import Settings
 from ioc.errors import InvalidEvent
-from ioc.events import origin_mark, origin_seen, raw_origin
+from ioc.events import dead_letter_headers, origin_mark, origin_seen, raw_origin
 from ioc.topics import spec, topic_name
 
 from .agent_spec import AgentSpec
@@ -41,11 +43,12 @@ __all__ = ["AGGREGATE", "AggregateMetrics", "dlq_headers"]
 log = logging.getLogger(__name__)
 
 
-def dlq_headers(reason: str, msg: Any, detail: str = "") -> list[tuple[str, bytes]]:
-    """Dead-letter headers: why, and where the original record was."""
-    return [("reason", reason.encode()), ("source_topic", str(msg.topic).encode()),
-            ("source_partition", str(msg.partition).encode()),
-            ("source_offset", str(msg.offset).encode()), ("detail", detail.encode()[:500])]
+def dlq_headers(reason: str, msg: Any, detail: str = "", field: str | None = None
+                ) -> list[tuple[str, bytes]]:
+    """Dead-letter headers of a record of ``<ns>.events`` (``dead_letter_headers``)."""
+    return dead_letter_headers(reason, topic=str(msg.topic), partition=msg.partition,
+                               offset=msg.offset, message=detail, field=field,
+                               stage="aggregate", headers=list(msg.headers or ()))
 
 
 @dataclass
@@ -94,7 +97,8 @@ def _register(app: faust.App, settings: Settings) -> None:
             m.events += 1
             if isinstance(e, InvalidEvent):
                 m.undecodable += 1
-                out.add(dlq, msg.key, msg.value, headers=dlq_headers(e.reason, msg, str(e)))
+                out.add(dlq, msg.key, msg.value if msg.value is not None else b"",
+                        headers=dlq_headers(e.reason, msg, str(e), e.field))
                 continue
             key = e.entity.encode()
             st = states.get(key)

@@ -36,8 +36,23 @@ at-least-once Kafka, as with the Faust tables this replaces.
 
 Bounded: a batch is at most ``batch_max`` records; the outbox holds one batch's
 outputs; while a flush is refused the stage fetches nothing more (the rest waits in
-Kafka). A bug in ``process`` crashes the worker (logged with the batch's offsets)
-rather than skipping records silently.
+Kafka).
+
+Bad input is the stage's business: a record it cannot decode becomes a dead letter
+(``ioc.events.dead_letter_headers``) in its ``process``. Anything ``process`` still
+raises is taken for a bug of our own, and must neither stop the worker nor loop (a
+restart would read the same record and fail again). The runner then *rewinds*: the
+batch's outputs are discarded, the states go back to the last commit (the partitions
+are dropped and restored from their changelogs, as after a rebalance) and the
+consumer seeks back to the committed offsets; it re-reads from there *record by
+record*, each in a transaction of the tables (``StateTable.begin``/``rollback``: the
+stage works on copies of the states, so a record that fails half-way leaves nothing
+behind). A record that raises again goes to ``<ns>.dlq`` with reason
+``internal_error`` (exception type and where it was raised in ``dlq.message``), is
+counted (``StageMetrics.internal_errors``) and logged (throttled); the stage goes on.
+It stays record by record until it has passed the failing batch and
+``careful_s`` passed without another failure. A failing ``tick`` is counted
+(``tick_errors``), its outputs discarded, and logged (throttled). docs/reliability.md.
 """
 
 from __future__ import annotations
@@ -58,9 +73,9 @@ from confluent_kafka import TopicPartition as RdTopicPartition
 
 from ioc.config import Settings
 from ioc.errors import InvalidEvent
-from ioc.events import decode_event
+from ioc.events import LogThrottle, dead_letter_headers, decode_event, internal_error_message
 from ioc.kafka import acked_producer, discard_producer, ensure_topics, rdkafka_conf
-from ioc.topics import TopicSpec
+from ioc.topics import TopicSpec, topic_name
 
 __all__ = ["Outbox", "Record", "SendFailed", "Stage", "StageMetrics", "StateTable", "TopicPartition", "combine",
            "decoded_events", "host_stage"]
@@ -215,6 +230,8 @@ class StateTable:
         self.cache: dict[bytes, tuple[bytes, Any]] = {}  # key -> (its bytes in data, decoded)
         self.cache_limit = cache_limit
         self.topic = ""  # set by the runner from topic_spec
+        # key -> (changed, where, data) before the open transaction, or None (no transaction)
+        self._journal: dict[bytes, tuple[Any, Any, Any]] | None = None
 
     def topic_spec(self, namespace: str, app_id: str) -> TopicSpec:
         """``<ns>.state.<app>.<name>``: ``<app>`` is the app id without ``<ns>-``."""
@@ -228,19 +245,46 @@ class StateTable:
 
         Decoded states are kept while ``data`` still holds the very bytes they came from
         (the identity check makes a restore, which brings new bytes, invalidate them).
+        In a transaction (``begin``) the stage gets a copy (decoded from the state's
+        bytes), so what it changes reaches the table only through ``change``.
         """
         obj = self.changed.get(key)
         if obj is not None and not isinstance(obj, bytes):
-            return obj
+            return obj if self._journal is None else load(obj.to_bytes())
         raw = obj if obj is not None else self.data.get(key)
         hit = self.cache.get(key)
-        if hit is not None and raw is not None and hit[0] is raw:
+        if hit is not None and raw is not None and hit[0] is raw and self._journal is None:
             return hit[1]
         return load(raw) if raw else new(entity)
+
+    def begin(self) -> None:
+        """Open a transaction: ``get`` returns copies, ``change``/``put`` are journaled."""
+        self._journal = {}
+
+    def commit(self) -> None:
+        """Keep what changed since ``begin``."""
+        self._journal = None
+
+    def rollback(self) -> None:
+        """Undo every ``change``/``put`` since ``begin`` (their changelog records too,
+        which the caller drops with the outputs of the failed record)."""
+        journal, self._journal = self._journal, None
+        for key, before in (journal or {}).items():
+            for d, v in zip((self.changed, self.where, self.data), before, strict=True):
+                if v is _MISSING:
+                    d.pop(key, None)
+                else:
+                    d[key] = v
+
+    def _remember(self, key: bytes) -> None:
+        if self._journal is not None and key not in self._journal:
+            self._journal[key] = (self.changed.get(key, _MISSING),
+                                  self.where.get(key, _MISSING), self.data.get(key, _MISSING))
 
     def change(self, key: bytes, obj: Any, partition: int) -> None:
         """``obj`` (bytes, or an object with ``to_bytes()``) is the new state of ``key``;
         it reaches the changelog at the next ``write_changes``."""
+        self._remember(key)
         self.changed[key] = obj
         self.where[key] = partition
 
@@ -268,6 +312,7 @@ class StateTable:
 
     def put(self, key: bytes, value: bytes, partition: int, out: Outbox) -> None:
         """Write ``value`` now: set it and queue its changelog record in ``out``."""
+        self._remember(key)
         self.changed.pop(key, None)
         self.data[key] = value
         self.where[key] = partition
@@ -346,6 +391,9 @@ class StateTable:
         return n
 
 
+_MISSING = object()
+
+
 @dataclass
 class StageMetrics:
     """Counters of a stage, logged every minute."""
@@ -357,6 +405,9 @@ class StageMetrics:
     state_writes: int = 0
     commit_failures: int = 0
     restored: int = 0
+    internal_errors: int = 0  # records dead-lettered as internal_error
+    rewinds: int = 0  # failed batches (states back to the last commit, re-read one by one)
+    tick_errors: int = 0
     busy_s: float = 0.0
 
     def line(self) -> str:
@@ -409,6 +460,13 @@ class StageRunner:
         self.partitions: dict[str, int] = {}  # topic -> partition count, for keyed outputs
         self.stopping = threading.Event()
         self._callback_error: BaseException | None = None  # raised in a rebalance callback
+        self.dlq = topic_name(settings.namespace, "dlq")
+        # after a failed batch: record by record until past these offsets (per partition)
+        # and ``careful_s`` after the last failure
+        self.careful_until: dict[TopicPartition, int] = {}
+        self.careful_s = 30.0
+        self.last_failure = -1e9
+        self._log_throttle = LogThrottle(10.0)
 
     # -- rebalance callbacks (librdkafka calls them inside consume(), in our thread) --
 
@@ -454,6 +512,8 @@ class StageRunner:
         self._forget(tps)
 
     def _forget(self, tps: set[TopicPartition]) -> None:
+        for tp in tps:
+            self.careful_until.pop(tp, None)
         for t in self.stage.tables:
             t.drop(tp.partition for tp in tps if tp.topic == t.source)
         self.owned -= tps
@@ -542,6 +602,108 @@ class StageRunner:
             self.stage.metrics.commit_failures += 1
             log.warning("stage %s: offset commit failed (%s)", self.stage.name, exc)
 
+    # -- bugs: rewind, then record by record --
+
+    def _throttled(self, key: str, level: int, msg: str, *args: Any,
+                   exc_info: BaseException | None = None) -> None:
+        held = self._log_throttle.allow(key)
+        if held is None:
+            return
+        more = f" ({held} more since the last line)" if held else ""
+        log.log(level, msg + more, *args, exc_info=exc_info)
+
+    def _recover(self, exc: Exception, last: dict[TopicPartition, int]) -> None:
+        """A batch raised: states back to the last commit, consumer back to its offsets,
+        and the records up to ``last`` re-read one by one (``_process_careful``)."""
+        st = self.stage
+        st.metrics.rewinds += 1
+        self.last_failure = time.monotonic()
+        self._throttled(f"batch:{type(exc).__name__}", logging.ERROR,
+                        "stage %s: processing a batch failed (last offsets %s); states back "
+                        "to the last commit, re-reading it record by record", st.name,
+                        {f"{tp.topic}[{tp.partition}]": o for tp, o in last.items()},
+                        exc_info=exc)
+        for tp, o in last.items():
+            self.careful_until[tp] = max(o, self.careful_until.get(tp, -1))
+        self.rewind()
+
+    def rewind(self) -> None:
+        """Drop the uncommitted work: states of the owned partitions restored from their
+        changelogs (as of the last commit), consumer positions back to the committed
+        offsets. What was sent since then is sent again (at-least-once, as after a
+        crash; the sink's keys and the states' offset marks absorb it)."""
+        tps = set(self.owned)
+        self.pending = {}
+        self._forget(tps)
+        careful = dict(self.careful_until)
+        self.assigned(tps)
+        self.careful_until.update(careful)
+        if self.consumer is None or not tps:
+            return
+        committed = self.consumer.committed(
+            [RdTopicPartition(tp.topic, tp.partition) for tp in sorted(tps)], timeout=10)
+        for c in committed:
+            self.consumer.seek(RdTopicPartition(
+                c.topic, c.partition, c.offset if c.offset >= 0 else OFFSET_BEGINNING))
+
+    def _process_careful(self, records: list[Record], out: Outbox) -> None:
+        """``process`` one record at a time, each in a transaction of the tables; a record
+        that raises is dead-lettered as ``internal_error`` and leaves no state behind."""
+        st = self.stage
+        tables = st.tables
+        for r in records:
+            n0 = len(out.records)
+            for t in tables:
+                t.begin()
+            try:
+                st.process([r], out)
+            except Exception as exc:
+                del out.records[n0:]
+                for t in tables:
+                    t.rollback()
+                self.last_failure = time.monotonic()
+                self.dead_letter_bug(r, exc, out)
+            else:
+                for t in tables:
+                    t.commit()
+            tp = TopicPartition(r.topic, r.partition)
+            until = self.careful_until.get(tp)
+            if until is not None and r.offset >= until:
+                del self.careful_until[tp]
+
+    def dead_letter_bug(self, r: Record, exc: Exception, out: Outbox) -> None:
+        """Send ``r`` to ``<ns>.dlq`` with reason ``internal_error``, count and log it."""
+        st = self.stage
+        st.metrics.internal_errors += 1
+        message = internal_error_message(exc)
+        out.add(self.dlq, r.key, r.value if r.value is not None else b"",
+                headers=dead_letter_headers("internal_error", topic=r.topic,
+                                            partition=r.partition, offset=r.offset,
+                                            message=message, stage=st.name,
+                                            headers=list(r.headers or ())))
+        self._throttled(f"record:{type(exc).__name__}", logging.ERROR,
+                        "stage %s: record %s[%d]@%d dead-lettered as internal_error: %s",
+                        st.name, r.topic, r.partition, r.offset, message, exc_info=exc)
+
+    def careful(self) -> bool:
+        """True while records are processed one by one (after a failed batch)."""
+        if self.careful_until:
+            return True
+        return time.monotonic() - self.last_failure < self.careful_s
+
+    def _tick(self, out: Outbox) -> None:
+        st = self.stage
+        assert st.tick is not None
+        n0 = len(out.records)
+        try:
+            st.tick(time.time(), out)
+        except Exception as exc:  # a bug in a timer: its outputs go, the stage goes on
+            del out.records[n0:]
+            st.metrics.tick_errors += 1
+            self._throttled(f"tick:{type(exc).__name__}", logging.ERROR,
+                            "stage %s: tick failed (%d so far)", st.name,
+                            st.metrics.tick_errors, exc_info=exc)
+
     # -- the loop --
 
     def _consumer_conf(self) -> dict[str, Any]:
@@ -560,7 +722,8 @@ class StageRunner:
         return conf
 
     def run_sync(self) -> None:
-        """Run until ``stopping`` is set; raise what ``process`` or Kafka raised."""
+        """Run until ``stopping`` is set; raise what Kafka or a rebalance callback raised
+        (what ``process`` raises is handled: ``_recover``)."""
         st = self.stage
         self.producer = acked_producer(self.settings.kafka)
         self.consumer = Consumer(self._consumer_conf())
@@ -591,13 +754,16 @@ class StageRunner:
                     records.append(r)
                     last[TopicPartition(r.topic, r.partition)] = r.offset
                 if records:
+                    n0 = len(out.records)
                     try:
-                        st.process(records, out)
-                    except Exception:
-                        log.exception("stage %s: processing a batch failed (last offsets %s)",
-                                      st.name, {f"{tp.topic}[{tp.partition}]": o
-                                                for tp, o in last.items()})
-                        raise
+                        if self.careful():
+                            self._process_careful(records, out)
+                        else:
+                            st.process(records, out)
+                    except Exception as exc:
+                        del out.records[n0:]
+                        self._recover(exc, last)
+                        continue
                     m.records += len(records)
                     m.batches += 1
                     for tp, o in last.items():
@@ -605,7 +771,7 @@ class StageRunner:
                 now = time.monotonic()
                 if st.tick is not None and now >= next_tick:
                     next_tick = now + st.tick_every_s
-                    st.tick(time.time(), out)
+                    self._tick(out)
                 if now - self.last_commit >= st.commit_every_s:
                     self.checkpoint(out)  # the outputs, then the states, then the offsets
                 elif out.records:

@@ -14,6 +14,11 @@ Which cameras a worker watches: those whose frames it received, plus the configu
 cameras whose partition (Kafka's murmur2 of the id) is assigned to it, so a camera
 already dead when the worker starts is still reported offline. A camera whose
 partition moves to another worker is forgotten here and judged there.
+
+Hostile records: a key that is not a camera id is skipped and counted
+(``health_bad_key``: no state is made for it, so random keys cannot grow the
+tracker); an implausible capture time falls back to the Kafka timestamp; an error
+of our own on one record is counted as ``internal_error`` and logged (throttled).
 """
 
 from __future__ import annotations
@@ -29,7 +34,14 @@ from ioc.tiles import encode_tile
 from ioc.topics import spec, topic_name
 
 from .agent_spec import AgentSpec
-from .vision_agent import assigned_partitions, camera_tile, runtime_for
+from .vision_agent import (
+    assigned_partitions,
+    camera_of,
+    camera_tile,
+    count_bug,
+    frame_meta,
+    runtime_for,
+)
 
 __all__ = ["CAMERA_HEALTH", "partition_for"]
 
@@ -90,14 +102,19 @@ def _register(app: faust.App, settings: Settings) -> None:
         async for events in stream.take_events(256, within=0.1):
             now = time.time()
             for ev in events:
-                key = ev.key
-                if not isinstance(key, bytes):
+                cam = camera_of(ev.key)
+                if cam is None:  # not a camera id: no health state for it (bounded)
+                    rt.skipped["health_bad_key"] += 1
                     continue
-                cam = key.decode("utf-8", "replace")
-                msg = ev.message
-                meta = parse_frame_headers(ev.headers, fallback_ts=(msg.timestamp or 0) / 1000)
-                rt.partition_of[cam] = msg.partition
-                for change in tracker.observe(cam, meta.ts, now, fps_of(cam)):
+                try:
+                    msg = ev.message
+                    meta = frame_meta(parse_frame_headers, ev.headers, msg.timestamp, now)
+                    rt.partition_of[cam] = msg.partition
+                    changes = tracker.observe(cam, meta.ts, now, fps_of(cam))
+                except Exception as exc:
+                    count_bug(rt, "camera_health", exc)
+                    continue
+                for change in changes:
                     await publish(change)
 
     @app.timer(interval=hs.check_interval_s, name=f"{ns}.camera_health.check")

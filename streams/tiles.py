@@ -10,7 +10,10 @@
 * ``alerts:<scope>`` and ``alerts:all`` (kind ``alerts``) from ``<ns>.alerts``, kept in
   the table ``tile-alerts``.
 
-One batch stage (``streams.batch``) reads the three topics.
+One batch stage (``streams.batch``) reads the three topics. A record that is not a
+rollup, KPI value or alert goes to ``<ns>.dlq`` (reason ``undecodable``, stage
+``tiles``) and is neither kept in a table nor shown; an entry of a restored table
+that does not decode (written by an older version, say) is skipped and counted.
 
 All tiles pass through one ``TileCoalescer``: each tile id is produced at most once per
 ``tiles.min_interval_s`` (latest wins), so a 10k events/s stream makes at most
@@ -29,6 +32,8 @@ import faust
 
 from ioc.aggregate import Rollup
 from ioc.config import Settings
+from ioc.errors import InvalidRecord
+from ioc.events import LogThrottle, dead_letter_headers
 from ioc.kpi import KpiValue
 from ioc.rules import Alert
 from ioc.tilegen import AlertBoard, KpiBoard, SensorSeries, TileCoalescer, sensor_tile
@@ -58,6 +63,7 @@ def _register(app: faust.App, settings: Settings) -> None:
     kpis = topic_name(ns, "kpis")
     alerts = topic_name(ns, "alerts")
     out_topic = topic_name(ns, "wall.tiles")
+    dlq = topic_name(ns, "dlq")
     kpi_table = StateTable("tile-kpis", kpis, spec("kpis").partitions)
     alert_table = StateTable("tile-alerts", alerts, spec("alerts").partitions)
     coalescer = TileCoalescer(min_interval_s=ts.min_interval_s, max_pending=ts.max_pending,
@@ -65,14 +71,33 @@ def _register(app: faust.App, settings: Settings) -> None:
     series: dict[tuple[str, str], SensorSeries] = {}
     kpi_board = KpiBoard(s.kpis, trend_points=ts.trend_points)
     alert_board = AlertBoard(items=ts.alert_items)
-    stats = {"sent": 0, "last_log": time.monotonic()}
+    stats = {"sent": 0, "last_log": time.monotonic(), "undecodable": 0, "restore_skipped": 0}
+    quiet = LogThrottle(10.0)
 
     def on_assigned(_tps: set[Any]) -> None:
         # the tables were just restored from their changelogs: rebuild the boards
         for value in list(kpi_table.data.values()):
-            kpi_board.update(KpiValue.from_bytes(value))
+            try:
+                kpi_board.update(KpiValue.from_bytes(value))
+            except InvalidRecord:
+                stats["restore_skipped"] += 1
         for value in list(alert_table.data.values()):
-            alert_board.update(Alert.from_bytes(value))
+            try:
+                alert_board.update(Alert.from_bytes(value))
+            except InvalidRecord:
+                stats["restore_skipped"] += 1
+
+    def undecodable(msg: Any, exc: InvalidRecord, out: Outbox) -> None:
+        stats["undecodable"] += 1
+        out.add(dlq, msg.key, msg.value if msg.value is not None else b"",
+                headers=dead_letter_headers(exc.reason, topic=msg.topic,
+                                            partition=msg.partition, offset=msg.offset,
+                                            message=str(exc), stage="tiles",
+                                            headers=list(msg.headers or ())))
+        held = quiet.allow(msg.topic)
+        if held is not None:
+            log.warning("tiles: undecodable record at %s[%d]@%d dead-lettered (%d so far): %s",
+                        msg.topic, msg.partition, msg.offset, stats["undecodable"], exc)
 
     def process(batch: list[Any], out: Outbox) -> None:
         changed: set[tuple[str, str]] = set()
@@ -83,7 +108,11 @@ def _register(app: faust.App, settings: Settings) -> None:
                 # the key is entity|metric|size|start: other sizes are skipped undecoded
                 if msg.key is not None and msg.key.rsplit(b"|", 2)[1:2] != [size_key]:
                     continue
-                r = Rollup.from_bytes(msg.value)
+                try:
+                    r = Rollup.from_bytes(msg.value)
+                except InvalidRecord as exc:
+                    undecodable(msg, exc, out)
+                    continue
                 if r.size != series_size:
                     continue
                 k = (r.entity, r.metric)
@@ -96,11 +125,21 @@ def _register(app: faust.App, settings: Settings) -> None:
                 if ss.update(r):
                     changed.add(k)
             elif msg.topic == kpis:
-                kpi_table.change(msg.key, msg.value, msg.partition)
-                kpi_ids.update(kpi_board.update(KpiValue.from_bytes(msg.value)))
+                try:
+                    v = KpiValue.from_bytes(msg.value)
+                except InvalidRecord as exc:
+                    undecodable(msg, exc, out)
+                    continue
+                kpi_table.change(msg.key or v.key.encode(), msg.value, msg.partition)
+                kpi_ids.update(kpi_board.update(v))
             elif msg.topic == alerts:
-                alert_table.change(msg.key, msg.value, msg.partition)
-                alert_ids.update(alert_board.update(Alert.from_bytes(msg.value)))
+                try:
+                    a = Alert.from_bytes(msg.value)
+                except InvalidRecord as exc:
+                    undecodable(msg, exc, out)
+                    continue
+                alert_table.change(msg.key or a.id.encode(), msg.value, msg.partition)
+                alert_ids.update(alert_board.update(a))
         for k in changed:
             coalescer.offer_lazy(f"sensor:{k[0]}:{k[1]}", functools.partial(build_sensor, k))
         for tid in kpi_ids:
@@ -119,8 +158,10 @@ def _register(app: faust.App, settings: Settings) -> None:
             stats["sent"] += 1
         if now - stats["last_log"] > 60:
             stats["last_log"] = now
-            log.info("tiles: sent=%s coalesced=%s dropped=%s held=%s", stats["sent"],
-                     coalescer.coalesced, coalescer.dropped, coalescer.held)
+            log.info("tiles: sent=%s coalesced=%s dropped=%s held=%s undecodable=%s "
+                     "restore_skipped=%s", stats["sent"], coalescer.coalesced,
+                     coalescer.dropped, coalescer.held, stats["undecodable"],
+                     stats["restore_skipped"])
 
     host_stage(app, settings, Stage(
         "tiles", [rollups, kpis, alerts], process, tables=[kpi_table, alert_table],

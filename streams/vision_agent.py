@@ -15,7 +15,12 @@ bytes between Kafka and it.
 - A bad frame (corrupt/truncated JPEG, zero or odd size, random bytes) never crashes
   the agent: the analyzer returns ``skipped=<reason>``; the result is still published
   to ``<ns>.detections`` (so the reason is visible and stored) and counted in
-  ``CameraRuntime.skipped``. A message without a usable key is counted as ``bad_key``.
+  ``CameraRuntime.skipped``. A message without a usable key is counted as ``bad_key``;
+  unreadable headers, or a capture time more than a day away from the worker's
+  clock, as ``bad_headers`` (the Kafka timestamp stands in). Frames are too large for
+  ``<ns>.dlq`` (up to 4 MiB): what cannot be handled is a counted skip with a
+  throttled log line, never a dead letter; an error of our own code on one frame is
+  counted as ``internal_error`` (docs/reliability.md).
 - **Load shedding**: when the worker falls behind (a batch holds several frames of a
   camera), frames older than ``cameras.max_lag_s`` are not analysed; they are
   published as ``skipped="stale"`` and counted. The newest frame of each camera in a
@@ -30,6 +35,7 @@ bytes between Kafka and it.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import re
 import time
@@ -43,6 +49,7 @@ import faust
 import orjson
 
 from ioc.config import Settings
+from ioc.events import LogThrottle
 from ioc.tiles import Tile, encode_tile
 from ioc.topics import spec, topic_name
 
@@ -53,6 +60,40 @@ __all__ = ["VISION", "CameraRuntime", "camera_tile", "runtime_for", "shed_stale"
 log = logging.getLogger(__name__)
 
 _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+# A capture time further than this from the worker's clock is a broken header.
+MAX_CLOCK_SKEW_S = 86_400.0
+_quiet = LogThrottle(10.0)
+
+
+def camera_of(key: object) -> str | None:
+    """The camera id a frame record's key names, or None (not bytes, not UTF-8, not an id)."""
+    if not isinstance(key, bytes):
+        return None
+    try:
+        cam = key.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    return cam if _ID_RE.match(cam) else None
+
+
+def frame_meta(parse: Any, headers: Any, kafka_ts_ms: int | None, now: float) -> Any:
+    """``parse(headers)`` (vision.capture.parse_frame_headers) with an implausible capture
+    time replaced by the Kafka timestamp and reported in ``problem``."""
+    fallback = (kafka_ts_ms or 0) / 1000
+    meta = parse(headers, fallback_ts=fallback)
+    if abs(meta.ts - now) > MAX_CLOCK_SKEW_S and meta.ts != fallback:
+        meta = dataclasses.replace(meta, ts=fallback, problem=meta.problem or (
+            f"header ts: {meta.ts!r} is more than {MAX_CLOCK_SKEW_S:.0f} s from now"))
+    return meta
+
+
+def count_bug(rt: Any, what: str, exc: BaseException) -> None:
+    """A frame our code failed on: counted as ``internal_error``, logged (throttled)."""
+    rt.skipped["internal_error"] += 1
+    held = _quiet.allow(f"{what}:{type(exc).__name__}")
+    if held is not None:
+        log.error("%s: skipped a frame record on an error of our own (%d so far, %d lines "
+                  "held back)", what, rt.skipped["internal_error"], held, exc_info=exc)
 MAX_CAMERAS = 256  # per worker: a flood of random keys must not grow memory
 
 
@@ -250,17 +291,18 @@ def _register(app: faust.App, settings: Settings) -> None:
         loop = asyncio.get_running_loop()
         async for events in stream.take_events(cs.batch_size, within=cs.batch_within_s):
             by_cam: dict[str, list[tuple[bytes, float, int]]] = {}
+            wall = time.time()
             for ev in events:
-                key = ev.key
-                try:
-                    cam = key.decode("utf-8") if isinstance(key, bytes) else None
-                except UnicodeDecodeError:
-                    cam = None
-                if cam is None or not _ID_RE.match(cam):
+                cam = camera_of(ev.key)
+                if cam is None:
                     rt.skipped["bad_key"] += 1
                     continue
-                msg = ev.message
-                meta = parse_frame_headers(ev.headers, fallback_ts=(msg.timestamp or 0) / 1000)
+                try:
+                    msg = ev.message
+                    meta = frame_meta(parse_frame_headers, ev.headers, msg.timestamp, wall)
+                except Exception as exc:
+                    count_bug(rt, "vision", exc)
+                    continue
                 if meta.problem:
                     rt.skipped["bad_headers"] += 1
                 rt.partition_of[cam] = msg.partition
@@ -291,18 +333,28 @@ def _register(app: faust.App, settings: Settings) -> None:
             rt.batch_max_ms = max(rt.batch_max_ms, (time.time() - now) * 1000)
 
     async def _publish(r: Any) -> None:
-        key = r.camera.encode()
+        try:
+            key = r.camera.encode()
+            value = orjson.dumps(r.to_json())
+        except Exception as exc:
+            count_bug(rt, "vision", exc)
+            return
         if r.skipped is not None:
             rt.skipped[r.skipped] += 1
-        await detections.send(key=key, value=orjson.dumps(r.to_json()))
+        await detections.send(key=key, value=value)
         if r.skipped is None and r.thumbnail is not None:
-            health, fps = rt.health_of(r.camera)
-            lt = rt.next_tile(r.camera, r.ts)
-            tile = camera_tile(r.camera, ts=r.ts, version=lt.version, width=r.width,
-                               height=r.height, motion=r.motion.ratio, counts=_counts(r),
-                               health=health, fps=fps, image=r.thumbnail)
-            lt.ts, lt.payload, lt.image = r.ts, tile.payload, r.thumbnail
-            await tiles.send(key=tile.id.encode(), value=encode_tile(tile))
+            try:
+                health, fps = rt.health_of(r.camera)
+                lt = rt.next_tile(r.camera, r.ts)
+                tile = camera_tile(r.camera, ts=r.ts, version=lt.version, width=r.width,
+                                   height=r.height, motion=r.motion.ratio, counts=_counts(r),
+                                   health=health, fps=fps, image=r.thumbnail)
+                lt.ts, lt.payload, lt.image = r.ts, tile.payload, r.thumbnail
+                tile_bytes = encode_tile(tile)
+            except Exception as exc:
+                count_bug(rt, "vision", exc)
+                return
+            await tiles.send(key=tile.id.encode(), value=tile_bytes)
             rt.tiles += 1
 
     @app.timer(interval=5.0, name=f"{ns}.vision.housekeeping")
