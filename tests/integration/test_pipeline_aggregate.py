@@ -82,6 +82,6 @@ def test_kill9_mid_stream_and_restart_gives_the_same_totals(fresh_namespace, spa
     late = set()
     for r in read_topic(s, "dlq"):
         h = dict(r.headers)
-        if h.get("reason") == b"late":
+        if h.get("dlq.reason") == b"late":
             late.add((h["source_partition"], h["source_offset"]))
     assert len(late) == want_late, f"expected {want_late} late events dead-lettered, got {len(late)}"

@@ -208,7 +208,7 @@ def check_closed_windows(s: Settings, rollups: Rollups, every: list[Event], n_en
     late = set()
     for r in read_topic(s, "dlq", timeout=15):
         h = dict(r.headers)
-        if h.get("reason") == b"late":
+        if h.get("dlq.reason") == b"late":
             late.add((h["source_partition"], h["source_offset"]))
     assert len(late) == want_late, f"expected {want_late} late events dead-lettered, got {len(late)}"
 

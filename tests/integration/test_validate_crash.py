@@ -257,6 +257,6 @@ def test_validate_kill9_mid_stream_does_not_double_count_windows(fresh_namespace
 
     # late events are dead-lettered once each, re-emitted or not
     late: list[Any] = [decode_event(r.value).id for r in read_topic(s, "dlq", timeout=10)
-                       if dict(r.headers).get("reason") == b"late"]
+                       if dict(r.headers).get("dlq.reason") == b"late"]
     assert len(late) == len(set(late)) == want_late, (len(late), len(set(late)), want_late)
     print(f"done in {time.monotonic() - t_start:.1f} s")
