@@ -38,6 +38,7 @@ DEAD_LETTER_REASONS: dict[str, str] = {
     "internal_error": "handling the record raised an error of our own code (a bug); the "
                       "exception type and where it was raised are in dlq.message",
     "sink_unreadable": "the sink could not turn the record into rows",
+    "sink_unwritable": "the sink could not encode the record's rows for the database",
     "db_refused": "the database refused the record's rows",
 }
 

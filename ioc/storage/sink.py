@@ -24,8 +24,9 @@ When the database is unreachable, the sink keeps its one in-memory batch (bounde
 by ``SinkOptions.batch_rows``), pauses every assigned partition so nothing more is
 fetched (the rest stays in Kafka), retries with exponential backoff, and resumes
 when a write succeeds. A message whose rows the database refuses (bad data, not a
-connection problem), or that ``to_rows`` cannot read, is isolated (by bisecting the
-batch), logged with topic/partition/offset, counted in
+connection problem), that psycopg cannot encode, or that ``to_rows`` cannot read
+(whatever it raises), is isolated (by bisecting the batch), logged with
+topic/partition/offset (throttled: one line per reason every 10 s), counted in
 ``SinkMetrics.messages_rejected`` and sent to ``<ns>.dlq`` with its original bytes and
 ``dlq.*`` headers; the batch's offsets are committed only after the broker
 acknowledged those dead letters.
@@ -58,6 +59,7 @@ from psycopg.types.json import set_json_dumps
 
 from ..config import Settings
 from ..errors import StorageError
+from ..events._deadletter import LogThrottle, dead_letter_headers
 from ..kafka.clients import acked_producer, discard_producer, rdkafka_conf
 from ..topics import topic_name
 from ._db import connect
@@ -165,6 +167,11 @@ class _Unavailable(Exception):
     """The database could not be reached: keep the batch and retry later."""
 
 
+class _Unwritable(Exception):
+    """The client could not encode the rows (orjson, a binary dumper): bad data, like a
+    refusal by the database, not a connection problem."""
+
+
 class TableWriter:
     """Writes batches of one ``TableSink`` into PostgreSQL (synchronous; one connection).
 
@@ -229,6 +236,7 @@ class TableWriter:
         Raises:
             _Unavailable: the connection failed (retry later with the same rows).
             psycopg.DataError, psycopg.IntegrityError...: the database refused the data.
+            _Unwritable: the rows cannot be encoded for the database (bad data too).
         """
         if self.spec.on_conflict == "update":
             # ON CONFLICT DO UPDATE refuses two rows with one key in a statement:
@@ -256,6 +264,11 @@ class TableWriter:
         except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
             self.close()
             raise _Unavailable(str(exc).strip() or type(exc).__name__) from exc
+        except psycopg.Error:
+            raise
+        except Exception as exc:  # a row psycopg/orjson cannot encode (10**400 in jsonb...)
+            self.close()  # the COPY was aborted mid-stream: start on a clean connection
+            raise _Unwritable(f"{type(exc).__name__}: {exc}") from exc
 
     def _copy_rows(self, cur: psycopg.Cursor[Any], statement: sql.Composed,
                    rows: Sequence[Sequence[Any]]) -> None:
@@ -313,6 +326,12 @@ class _TableSinkRunner:
         self._producer: Producer | None = None
         self._lock = threading.Lock()  # one blocking consumer call at a time
         self._last_error: tuple[str, float] = ("", 0.0)  # consumer error last logged, when
+        self._quiet = LogThrottle(10.0)  # rejected-message lines: one per reason per 10 s
+
+    def _throttled(self, reason: str, msg: str, *args: Any) -> None:
+        held = self._quiet.allow(reason)
+        if held is not None:
+            log.error(msg + (f" ({held} more since the last line)" if held else ""), *args)
 
     @property
     def consumer(self) -> Consumer:
@@ -438,10 +457,11 @@ class _TableSinkRunner:
             topic, part, offset = cast(str, m.topic()), cast(int, m.partition()), cast(int, m.offset())
             try:
                 rows = to_rows(m.key(), m.value(), m.headers() or ())  # type: ignore[arg-type]
-            except Exception as exc:
+            except Exception as exc:  # any bytes: whatever to_rows raises is bad input
                 self.metrics.messages_rejected += 1
-                log.error("sink %s: rejected message at %s[%d]@%d: %s: %s", self.spec.name,
-                          topic, part, offset, type(exc).__name__, exc)
+                self._throttled("sink_unreadable", "sink %s: rejected message at %s[%d]@%d: "
+                                "%s: %s", self.spec.name, topic, part, offset,
+                                type(exc).__name__, exc)
                 batch.dead.append((m, "sink_unreadable", f"{type(exc).__name__}: {exc}"))
                 rows = ()
             batch.messages.append(m)
@@ -476,7 +496,7 @@ class _TableSinkRunner:
                     return False
                 await self._idle(delay)
                 delay = min(delay * 2, self.options.retry_max_s)
-            except psycopg.Error as exc:
+            except (psycopg.Error, _Unwritable) as exc:
                 log.warning("sink %s: batch refused (%s); isolating bad messages",
                             self.spec.name, str(exc).strip())
                 batch.isolate = True
@@ -508,14 +528,15 @@ class _TableSinkRunner:
                 return 0
             try:
                 return self.writer.write(batch.rows[a:b])
-            except psycopg.Error as exc:
+            except (psycopg.Error, _Unwritable) as exc:
                 if hi - lo > 1:
                     mid = (lo + hi) // 2
                     return attempt(lo, mid) + attempt(mid, hi)
                 topic, part, offset = batch.spans[lo][:3]
-                log.error("sink %s: database refused message at %s[%d]@%d: %s",
-                          self.spec.name, topic, part, offset, str(exc).strip())
-                refused.append((batch.messages[lo], "db_refused", str(exc).strip()))
+                reason = "sink_unwritable" if isinstance(exc, _Unwritable) else "db_refused"
+                self._throttled(reason, "sink %s: %s: message at %s[%d]@%d: %s",
+                                self.spec.name, reason, topic, part, offset, str(exc).strip())
+                refused.append((batch.messages[lo], reason, str(exc).strip()))
                 batch.refused_rows += b - a
                 return 0
 
@@ -556,13 +577,10 @@ class _TableSinkRunner:
                 errors.append(err)
 
         for m, reason, message in dead:
-            headers = [*(m.headers() or ()),
-                       ("dlq.reason", reason.encode()),
-                       ("dlq.message", message.encode()[:1000]),
-                       ("dlq.field", b""), ("dlq.topic", (m.topic() or "").encode()),
-                       ("dlq.partition", str(m.partition()).encode()),
-                       ("dlq.offset", str(m.offset()).encode()), ("dlq.index", b""),
-                       ("dlq.stage", f"sink:{self.spec.name}".encode())]
+            headers = dead_letter_headers(
+                reason, topic=m.topic() or "", partition=m.partition() or 0,
+                offset=m.offset() or 0, message=message, stage=f"sink:{self.spec.name}",
+                headers=m.headers() or ())
             while True:
                 try:
                     producer.produce(dlq, value=m.value() or b"", key=m.key(),
