@@ -1,0 +1,786 @@
+"""Faults survived under load: one row per fault, events lost or doubled, time to recover.
+
+    .venv/bin/python bench/bench_faults.py                  # every fault (~25 min)
+    .venv/bin/python bench/bench_faults.py --quick          # the fast cases (~8 min)
+    .venv/bin/python bench/bench_faults.py --only kill-sink [--only broker-stop ...]
+    .venv/bin/python bench/bench_faults.py --pg-long-s 60   # shorten the long database outage
+    .venv/bin/python bench/bench_faults.py --list
+
+Everything runs on infrastructure of its own, so that breaking it hurts no one: a
+private single-node Kafka (``deploy/local/stack.sh kafka-up`` with its own
+IOC_STATE_DIR, broker 127.0.0.1:29090), a private 3-node KRaft cluster for the
+multi-broker fault (IOC_KAFKA_BROKERS=3, brokers 29092-29094, controllers 29095-29097,
+replication factor 3, min.insync.replicas 2), and a private PostgreSQL cluster (initdb
+in the run folder, 127.0.0.1:29432). The shared stack (19092/55432) is never touched.
+
+Each fault runs in a fresh namespace with every service as a subprocess of this script,
+as deployed: ``ioc worker --agents validate`` and ``ioc worker`` with the other agents
+(aggregate, kpis, rules, tiles, vision, camera_health, probe), ``ioc sink`` (every
+table), ``ioc gateway``, ``ioc wall serve`` and ``ioc camera run`` (4 file cameras from
+../shared/data/video at 2 fps, 320 px wide). The load is a steady R events/s
+(``--rate``, default 2,000): 80% from a Python producer (``ioc.publish.Publisher``,
+acks=all, idempotent), 20% over HTTP through the gateway, each publisher a real client:
+a batch that is not acknowledged (KafkaError, HTTP 503, a refused or broken
+connection, a timeout) is sent again after 0.5 s until it is; ids are unique per run.
+
+A fault: ``--steady-s`` of normal load, the fault, then load continues until the
+pipeline has recovered and ``--tail-s`` more; then publishing stops and the database
+is given up to 180 s to drain. Per fault one row:
+
+    published  events acknowledged to the publishers (each id counted once)
+    stored     rows in <schema>.events
+    missing    acknowledged ids with no row          (target 0)
+    dup        rows minus distinct ids               (target 0)
+    recover s  seconds from the end of the fault (the stopped part restarted, or the
+               killed process started again) until the backlog, scheduled events not
+               yet stored, is back at its pre-fault level: at most max(1.5 x the
+               largest backlog of the steady phase, 2 s of input)   (target <= 30)
+    notes      outage length, retries of the publishers, HTTP 503s, services that died
+               on their own (restarted by the script and named), service-specific
+               recovery (wall /healthz back, camera frames flowing again)
+
+Figures depend on the machine: run it on a quiet one, or say how loaded it was (the
+load average is printed with the table).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import http.client
+import json
+import os
+import pwd
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import orjson  # noqa: E402
+import yaml  # noqa: E402
+
+from ioc.config import Settings, load_settings  # noqa: E402
+from ioc.errors import IOCError  # noqa: E402
+
+STACK = ROOT / "deploy" / "local" / "stack.sh"
+KAFKA1_PORT = 29090  # single node: broker 29090, controller 29091
+KAFKA3_PORT = 29092  # 3 nodes: brokers 29092-29094, controllers 29095-29097
+PG_PORT = 29432
+PG_BIN = Path("/usr/lib/postgresql/15/bin")
+WALL_SECRET = "fault-suite-secret-not-for-production-0123456789"
+
+
+def log(msg: str) -> None:
+    print(f"[faults {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def port_open(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+        return True
+    except OSError:
+        return False
+
+
+# ---- private infrastructure --------------------------------------------------------
+
+class Kafka:
+    """A private Kafka of ``n`` nodes driven through stack.sh (its own IOC_STATE_DIR)."""
+
+    def __init__(self, root: Path, port: int, n: int) -> None:
+        self.state, self.port, self.n = root, port, n
+        self.env = dict(os.environ, IOC_STATE_DIR=str(root), IOC_KAFKA_PORT=str(port),
+                        IOC_KAFKA_BROKERS=str(n))
+
+    @property
+    def bootstrap(self) -> str:
+        return ",".join(f"127.0.0.1:{self.port + i}" for i in range(self.n))
+
+    @property
+    def replication(self) -> int:
+        return min(self.n, 3)
+
+    def _stack(self, cmd: str) -> None:
+        r = subprocess.run([str(STACK), cmd], env=self.env, capture_output=True, text=True,
+                           timeout=300)
+        if r.returncode != 0:
+            raise SystemExit(f"stack.sh {cmd} failed: {r.stderr[-2000:]}")
+
+    def up(self) -> None:
+        self._stack("kafka-up")
+
+    def down(self) -> None:
+        self._stack("kafka-down")
+
+    def pid_file(self, node: int) -> Path:
+        return self.state / "kafka" / (f"node-{node}/kafka.pid" if self.n > 1 else "kafka.pid")
+
+    def kill9(self, node: int) -> None:
+        pid = int(self.pid_file(node).read_text())
+        os.kill(pid, signal.SIGKILL)
+        for _ in range(100):
+            if not Path(f"/proc/{pid}").exists():
+                break
+            time.sleep(0.1)
+
+
+class Postgres:
+    """A private PostgreSQL 15 cluster (trust auth on 127.0.0.1 only)."""
+
+    def __init__(self, root: Path, port: int) -> None:
+        self.root, self.port = root, port
+        self.data = root / "data"
+        self.as_user: list[str] = []
+        if os.geteuid() == 0:
+            self.as_user = ["runuser", "-u", "postgres", "--"]
+
+    @property
+    def dsn(self) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    def init(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        if os.geteuid() == 0:
+            pw = pwd.getpwnam("postgres")
+            os.chown(self.root, pw.pw_uid, pw.pw_gid)
+        if not (self.data / "PG_VERSION").exists():
+            r = subprocess.run([*self.as_user, str(PG_BIN / "initdb"), "-D", str(self.data),
+                                "-U", "postgres", "-A", "trust", "-E", "UTF8"],
+                               capture_output=True, text=True)
+            if r.returncode != 0:
+                raise SystemExit(f"initdb failed: {r.stdout}{r.stderr}")
+
+    def _ctl(self, *args: str) -> None:
+        r = subprocess.run([*self.as_user, str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-w",
+                            "-t", "120", *args], capture_output=True, text=True)
+        if r.returncode != 0:
+            raise SystemExit(f"pg_ctl {args[-1]} failed: {r.stdout}{r.stderr}")
+
+    def start(self) -> None:
+        self._ctl("-l", str(self.root / "pg.log"), "-o",
+                  f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 "
+                  "-c max_connections=100 -c shared_buffers=128MB -c synchronous_commit=on",
+                  "start")
+
+    def stop(self) -> None:
+        self._ctl("-m", "fast", "stop")
+
+
+# ---- services ------------------------------------------------------------------------
+
+SERVICES: dict[str, list[str]] = {
+    "worker-validate": ["worker", "--agents", "validate"],
+    "worker-stages": ["worker", "--agents",
+                      "aggregate,kpis,rules,tiles,vision,camera_health,probe"],
+    "sink": ["sink"],
+    "gateway": ["gateway", "--port", "{gateway_port}"],
+    "wall": ["wall", "serve", "--port", "{wall_port}"],
+    "capture": ["camera", "run"],
+}
+
+
+class Services:
+    """The services of one fault, as subprocesses; ``watch`` restarts any that died."""
+
+    def __init__(self, env: dict[str, str], logdir: Path, ports: dict[str, int]) -> None:
+        self.env, self.logdir, self.ports = env, logdir, ports
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.started: dict[str, int] = {}
+        self.died: dict[str, int] = {}  # exits we did not cause
+        self.lock = threading.Lock()
+
+    def start(self, name: str) -> None:
+        args = [a.format(**self.ports) for a in SERVICES[name]]
+        n = self.started.get(name, 0)
+        out = open(self.logdir / f"{name}.{n}.log", "wb")  # noqa: SIM115 - child owns it
+        with self.lock:
+            self.procs[name] = subprocess.Popen([sys.executable, "-m", "ioc", *args], env=self.env,
+                                                cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+            self.started[name] = n + 1
+        out.close()
+
+    def kill9(self, name: str) -> None:
+        with self.lock:
+            p = self.procs.pop(name)
+        p.send_signal(signal.SIGKILL)
+        p.wait(10)
+
+    def watch(self) -> None:
+        """Restart services that exited by themselves (counted in ``died``)."""
+        with self.lock:
+            dead = [n for n, p in self.procs.items() if p.poll() is not None]
+        for n in dead:
+            self.died[n] = self.died.get(n, 0) + 1
+            log(f"{n} exited by itself (rc {self.procs[n].returncode}); restarting it; "
+                f"log: {self.logdir}/{n}.{self.started[n] - 1}.log")
+            self.start(n)
+
+    def stop_all(self) -> None:
+        with self.lock:
+            procs = list(self.procs.values())
+            self.procs.clear()
+        for p in procs:
+            with contextlib.suppress(ProcessLookupError):
+                p.send_signal(signal.SIGTERM)
+        for p in procs:
+            try:
+                p.wait(30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait(10)
+
+
+# ---- load ------------------------------------------------------------------------------
+
+def make_event(run: str, i: int, t0: float, rate: float) -> dict[str, Any]:
+    kinds = (("air.quality", ("pm25", "no2")), ("traffic.flow", ("intensity", "speed")),
+             ("noise.level", ("laeq",)))
+    t, metrics = kinds[i % 3]
+    return {"id": f"{run}-{i}", "source": f"fz{i % 4}", "type": t,
+            "entity": f"sensor-{i % 500}", "time": t0 + i / rate,
+            "values": {m: float(20 + (i * 7 + k) % 40) for k, m in enumerate(metrics)},
+            "attributes": {"district": f"d{i % 12}"}}
+
+
+class Feed(threading.Thread):
+    """Publishes ``rate`` events/s (chunks of ``chunk``) until ``stop`` is set, resending a
+    chunk that was not acknowledged every 0.5 s. ``acked``: acknowledged chunks count."""
+
+    def __init__(self, name: str, run: str, rate: float, chunk: int, t_start: float,
+                 t_event0: float, deadline: float) -> None:
+        super().__init__(name=name, daemon=True)
+        self.run_id, self.rate, self.chunk = run, rate, chunk
+        self.t_start, self.t_event0, self.deadline = t_start, t_event0, deadline
+        self.stop = threading.Event()
+        self.acked = 0  # events acknowledged (ids run-0 .. run-(acked-1))
+        self.retries = 0
+        self.errors: dict[str, int] = {}
+        self.unacked = 0  # events of a chunk given up at the deadline
+
+    def scheduled(self, t: float) -> float:
+        return max(0.0, (t - self.t_start) * self.rate)
+
+    def send(self, events: list[dict[str, Any]]) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release the client (called once the feed has stopped)."""
+
+    def run(self) -> None:
+        i = 0
+        while not self.stop.is_set():
+            due = self.t_start + i / self.rate
+            wait = due - time.monotonic()
+            if wait > 0:
+                self.stop.wait(wait)
+                if self.stop.is_set():
+                    break
+            events = [make_event(self.run_id, j, self.t_event0, self.rate)
+                      for j in range(i, i + self.chunk)]
+            while True:
+                try:
+                    self.send(events)
+                    break
+                except Exception as exc:  # a real client retries whatever went wrong
+                    kind = type(exc).__name__
+                    self.errors[kind] = self.errors.get(kind, 0) + 1
+                    self.retries += 1
+                    if time.monotonic() > self.deadline:
+                        self.unacked += len(events)
+                        log(f"{self.name}: giving up a chunk at the deadline: {exc!r}")
+                        return
+                    time.sleep(0.5)
+            i += self.chunk
+            self.acked = i
+        self.close()
+
+
+class KafkaFeed(Feed):
+    def __init__(self, s: Settings, *args: Any) -> None:
+        super().__init__("kafka-feed", *args)
+        from ioc.publish import Publisher
+
+        self.pub = Publisher(s, ack_timeout_s=10.0)
+
+    def send(self, events: list[dict[str, Any]]) -> None:
+        res = self.pub.send_many(events)
+        if res.rejected:
+            raise SystemExit(f"publisher rejected valid events: {res.rejected[:2]}")
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.pub.close(timeout_s=5)
+
+
+class HttpFeed(Feed):
+    """POSTs JSON arrays to the gateway; 200 is acknowledged, 503/connection errors retried."""
+
+    def __init__(self, port: int, key: str, *args: Any) -> None:
+        super().__init__("http-feed", *args)
+        self.port, self.key = port, key
+        self.conn: http.client.HTTPConnection | None = None
+        self.status_503 = 0
+
+    def send(self, events: list[dict[str, Any]]) -> None:
+        body = orjson.dumps(events)
+        try:
+            if self.conn is None:
+                self.conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+            self.conn.request("POST", "/v1/events", body=body, headers={
+                "Content-Type": "application/json", "Authorization": f"Bearer {self.key}"})
+            r = self.conn.getresponse()
+            data = r.read()
+        except (OSError, http.client.HTTPException):
+            if self.conn is not None:
+                self.conn.close()
+            self.conn = None
+            raise
+        if r.status == 200:
+            return
+        if r.status == 503:
+            self.status_503 += 1
+            raise ConnectionError("503 from the gateway")
+        raise SystemExit(f"gateway answered {r.status} to valid events: {data[:300]!r}")
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+
+
+class Rows(threading.Thread):
+    """Samples the stored event rows every second: (monotonic time, count or None)."""
+
+    def __init__(self, s: Settings) -> None:
+        super().__init__(name="rows", daemon=True)
+        self.s = s
+        self.samples: list[tuple[float, int | None]] = []
+        self.stop = threading.Event()
+
+    def count(self) -> int | None:
+        from psycopg import sql
+
+        from ioc.storage import connect
+
+        try:
+            with connect(self.s.database, autocommit=True) as c:
+                c.execute("set statement_timeout = 5000")
+                row = c.execute(sql.SQL("select count(*) from {}").format(
+                    sql.Identifier(self.s.db_schema, "events"))).fetchone()
+                return int(row[0]) if row else 0
+        except Exception:  # database down: no sample
+            return None
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            t = time.monotonic()
+            self.samples.append((t, self.count()))
+            self.stop.wait(max(0.0, 1.0 - (time.monotonic() - t)))
+
+
+# ---- one fault ---------------------------------------------------------------------------
+
+@dataclass
+class Row:
+    name: str
+    published: int = 0
+    stored: int = 0
+    missing: int = 0
+    dup: int = 0
+    recover_s: float | None = None
+    notes: list[str] = field(default_factory=list)
+    error: str | None = None
+
+
+@dataclass
+class Ctx:
+    """What a fault action may act on."""
+
+    kafka: Kafka
+    pg: Postgres
+    services: Services
+    s: Settings
+    frames: Callable[[], dict[str, int]]
+    notes: list[str]
+    wall_port: int
+
+
+Action = Callable[[Ctx], float]  # does the fault; returns the monotonic time it ended
+
+
+def frames_per_camera(s: Settings) -> dict[str, int]:
+    """Frames on <ns>.camera.frames so far (end offsets, per partition)."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    from ioc.kafka import kafka_python_kwargs
+
+    c = KafkaConsumer(**kafka_python_kwargs(s.kafka))
+    try:
+        t = f"{s.namespace}.camera.frames"
+        tps = [TopicPartition(t, p) for p in sorted(c.partitions_for_topic(t) or ())]
+        return {str(tp.partition): n for tp, n in c.end_offsets(tps).items()}
+    finally:
+        c.close()
+
+
+def wait_until(what: str, check: Callable[[], bool], timeout: float, every: float = 0.5,
+               watch: Callable[[], None] | None = None) -> float:
+    t0 = time.monotonic()
+    while not check():
+        if watch:
+            watch()
+        if time.monotonic() - t0 > timeout:
+            raise TimeoutError(f"{what}: not within {timeout:.0f} s")
+        time.sleep(every)
+    return time.monotonic() - t0
+
+
+def http_ok(port: int, path: str) -> bool:
+    try:
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+        c.request("GET", path)
+        ok = c.getresponse().status == 200
+        c.close()
+        return ok
+    except (OSError, http.client.HTTPException):
+        return False
+
+
+def run_fault(name: str, action: Action, kafka: Kafka, pg: Postgres, a: argparse.Namespace,
+              workdir: Path) -> Row:
+    from ioc.gateway import hash_key, new_key
+    from ioc.kafka import delete_namespace_topics, ensure_topics
+    from ioc.storage import connect, drop_schema, migrate
+
+    row = Row(name)
+    ns = f"flt{secrets.token_hex(3)}"
+    logdir = workdir / f"{name}-{ns}"
+    logdir.mkdir(parents=True)
+    key = new_key()
+    ports = {"gateway_port": a.gateway_port, "wall_port": a.wall_port}
+    env = dict(os.environ, IOC_CONFIG=str(workdir / "config.yaml"), IOC_NAMESPACE=ns,
+               IOC_KAFKA__BOOTSTRAP_SERVERS=kafka.bootstrap,
+               IOC_KAFKA__REPLICATION_FACTOR=str(kafka.replication),
+               IOC_DATABASE__DSN=pg.dsn, IOC_WALL__SECRET=WALL_SECRET,
+               IOC_GATEWAY__PUBLISHERS=json.dumps(
+                   {"faults": {"key_sha256": hash_key(key), "sources": ["*"]}}))
+    s = load_settings(env=env)
+    assert ensure_topics(s).success
+    migrate(s)
+    services = Services(env, logdir, ports)
+    rows = Rows(s)
+    feeds: list[Feed] = []
+    try:
+        for n in SERVICES:
+            services.start(n)
+        # Ready: one event through validate and the sink, the gateway and wall answering.
+        from ioc.publish import Publisher
+
+        with Publisher(s) as pub:
+            pub.send_many([make_event(f"{ns}warm", 0, time.time(), 1.0)])
+        t_ready = wait_until("services ready",
+                             lambda: (rows.count() or 0) >= 1 and http_ok(a.gateway_port, "/healthz")
+                             and port_open(a.wall_port), 240, watch=services.watch)
+        log(f"{name}: services ready after {t_ready:.0f} s (namespace {ns}, logs {logdir})")
+        run = secrets.token_hex(3)
+        t_start = time.monotonic() + 0.5
+        t_event0 = time.time() - 30
+        deadline = t_start + a.steady_s + 900
+        http_rate = a.rate * 0.2
+        kfeed = KafkaFeed(s, run + "k", a.rate - http_rate, max(50, int((a.rate - http_rate) / 10)),
+                          t_start, t_event0, deadline)
+        hfeed = HttpFeed(a.gateway_port, key, run + "h", http_rate, max(20, int(http_rate / 4)),
+                         t_start, t_event0, deadline)
+        feeds = [kfeed, hfeed]
+        rows.start()
+        for f in feeds:
+            f.start()
+        frames0 = frames_per_camera(s)
+        time.sleep(max(0.0, t_start - time.monotonic()) + a.steady_s)
+        services.watch()
+        t_fault = time.monotonic()
+        backlog_base = max((sum(f.scheduled(t) for f in feeds) - (n or 0)
+                            for t, n in rows.samples if t > t_start + 3 and n is not None),
+                           default=0.0)
+        ctx = Ctx(kafka, pg, services, s, lambda: frames_per_camera(s), row.notes, a.wall_port)
+        log(f"{name}: fault begins (pre-fault backlog at most {backlog_base:,.0f} events)")
+        t_end = action(ctx)
+        row.notes.insert(0, f"fault {t_end - t_fault:.0f} s")
+        log(f"{name}: fault ended after {t_end - t_fault:.1f} s; waiting for recovery")
+        limit = max(1.5 * backlog_base, 2.0 * a.rate)
+        recovered: float | None = None
+        seen = 0
+        while time.monotonic() < t_end + a.recover_max_s:
+            services.watch()
+            time.sleep(0.5)
+            for t, n in rows.samples[seen:]:
+                if t >= t_end and n is not None and recovered is None and \
+                        sum(f.scheduled(t) for f in feeds) - n <= limit:
+                    recovered = t - t_end
+            seen = len(rows.samples)
+            if recovered is not None:
+                break
+        row.recover_s = recovered
+        time.sleep(a.tail_s)
+        for f in feeds:
+            f.stop.set()
+        for f in feeds:
+            f.join(60)
+        frames1 = frames_per_camera(s)
+        want = sum(f.acked for f in feeds)
+        log(f"{name}: publishing stopped ({want:,} events acknowledged); draining")
+        with contextlib.suppress(TimeoutError):
+            wait_until("drained", lambda: (rows.count() or 0) >= want + 1, a.drain_s,
+                       every=1.0, watch=services.watch)
+        rows.stop.set()
+        rows.join(10)
+        from psycopg import sql
+
+        with connect(s.database, autocommit=True) as c:
+            tbl = sql.Identifier(s.db_schema, "events")
+            total, distinct = c.execute(sql.SQL(
+                "select count(*), count(distinct id) from {} where id like %s").format(tbl),
+                (f"{run}%",)).fetchone() or (0, 0)
+            stored_ids = {r[0] for r in c.execute(sql.SQL(
+                "select id from {} where id like %s").format(tbl), (f"{run}%",))}
+        published = {f"{f.run_id}-{j}" for f in feeds for j in range(f.acked)}
+        row.published, row.stored = len(published), int(total)
+        row.missing = len(published - stored_ids)
+        row.dup = int(total) - int(distinct)
+        extra = len(stored_ids - published)
+        retries = {f.name: f.retries for f in feeds if f.retries}
+        if retries:
+            row.notes.append("retries " + ", ".join(f"{k} {v}" for k, v in retries.items()))
+        if hfeed.status_503:
+            row.notes.append(f"HTTP 503 x{hfeed.status_503}")
+        if extra:
+            row.notes.append(f"{extra} stored ids never acknowledged (sent, ack lost)")
+        unacked = sum(f.unacked for f in feeds)
+        if unacked:
+            row.notes.append(f"{unacked} events never acknowledged")
+        if services.died:
+            row.notes.append("DIED by themselves: " + ", ".join(
+                f"{k} x{v}" for k, v in services.died.items()))
+        cams = sum(1 for p, n in frames1.items() if n > frames0.get(p, 0))
+        row.notes.append(f"frames +{sum(frames1.values()) - sum(frames0.values()):,} "
+                         f"({cams}/{len(frames1)} partitions)")
+    except (TimeoutError, SystemExit, IOCError, AssertionError) as exc:
+        row.error = f"{type(exc).__name__}: {exc}"
+        log(f"{name}: FAILED: {row.error}")
+    finally:
+        rows.stop.set()
+        for f in feeds:
+            f.stop.set()
+        services.stop_all()
+        with contextlib.suppress(Exception):
+            delete_namespace_topics(s)
+        with contextlib.suppress(Exception):
+            drop_schema(s)
+    return row
+
+
+# ---- the faults --------------------------------------------------------------------------
+
+def broker_stop(seconds: float) -> Action:
+    def act(c: Ctx) -> float:
+        t0 = time.monotonic()
+        c.kafka.down()
+        time.sleep(max(0.0, t0 + seconds - time.monotonic()))
+        t_end = time.monotonic()
+        c.kafka.up()
+        c.notes.append(f"broker ready {time.monotonic() - t_end:.0f} s after restart")
+        return t_end
+    return act
+
+
+def pg_stop(seconds: float) -> Action:
+    def act(c: Ctx) -> float:
+        t0 = time.monotonic()
+        c.pg.stop()
+        while time.monotonic() < t0 + seconds:
+            c.services.watch()
+            time.sleep(1.0)
+        t_end = time.monotonic()
+        c.pg.start()
+        return t_end
+    return act
+
+
+def kill9(service: str) -> Action:
+    def act(c: Ctx) -> float:
+        c.services.kill9(service)
+        time.sleep(1.0)  # a supervisor's restart delay (systemd RestartSec=1)
+        t_end = time.monotonic()
+        c.services.start(service)
+        if service == "wall":
+            back = wait_until("wall /healthz", lambda: http_ok(c.wall_port, "/healthz"), 120)
+            c.notes.append(f"wall /healthz 200 {back:.0f} s after restart")
+        elif service == "capture":
+            before = sum(c.frames().values())
+            back = wait_until("frames", lambda: sum(c.frames().values()) > before + 4, 120, every=1.0)
+            c.notes.append(f"frames flowing {back:.0f} s after restart")
+        return t_end
+    return act
+
+
+def cluster_kill(node: int, seconds: float) -> Action:
+    def act(c: Ctx) -> float:
+        t0 = time.monotonic()
+        c.kafka.kill9(node)
+        c.notes.append(f"node {node} of 3 killed")
+        time.sleep(max(0.0, t0 + seconds - time.monotonic()))
+        t_end = time.monotonic()
+        c.kafka.up()
+        c.notes.append(f"node back {time.monotonic() - t_end:.0f} s after restart")
+        return t_end
+    return act
+
+
+def faults(a: argparse.Namespace) -> dict[str, tuple[Action, bool]]:
+    """name -> (action, runs on the 3-node cluster)."""
+    out: dict[str, tuple[Action, bool]] = {
+        "broker-stop": (broker_stop(a.broker_s), False),
+        "pg-stop-20s": (pg_stop(20), False),
+        "pg-stop-long": (pg_stop(a.pg_long_s), False),
+    }
+    for svc in SERVICES:
+        out[f"kill-{svc}"] = (kill9(svc), False)
+    out["cluster-kill-broker"] = (cluster_kill(1, a.cluster_down_s), True)
+    return out
+
+
+QUICK = ("broker-stop", "pg-stop-20s", "kill-worker-validate", "kill-sink", "kill-gateway")
+
+
+def write_config(path: Path, data_dir: Path) -> None:
+    """Settings of the run: the demo's 4 cameras (2 fps, 320 px) and one wall screen."""
+    demo = yaml.safe_load((ROOT / "deploy" / "local" / "demo.yaml").read_text())
+    cams = demo["cameras"]
+    cams["fps"], cams["width"] = 2, 320
+    for cam in cams["cameras"]:
+        cam["url"] = str(data_dir / cam["url"].split("data/", 1)[1])
+    cfg = {"cameras": cams, "wall": {"screens": {"main": demo["wall"]["screens"]["main"]}}}
+    path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+
+
+def print_table(rows: list[Row], a: argparse.Namespace, load: tuple[float, float]) -> None:
+    print()
+    print(f"FAULTS at {a.rate:,.0f} ev/s (80% Kafka producer, 20% HTTP gateway) + 4 cameras "
+          f"at 2 fps; {os.cpu_count()} cores; load average {load[0]:.1f} before, "
+          f"{os.getloadavg()[0]:.1f} after")
+    hdr = f"{'fault':<22}{'published':>10}{'stored':>10}{'missing':>9}{'dup':>6}{'recover s':>11}  notes"
+    print(hdr)
+    print("-" * len(hdr))
+    for r in rows:
+        if r.error:
+            print(f"{r.name:<22}{'FAILED':>10}  {r.error}")
+            continue
+        rec = "never" if r.recover_s is None else f"{r.recover_s:.1f}"
+        print(f"{r.name:<22}{r.published:>10,}{r.stored:>10,}{r.missing:>9,}{r.dup:>6,}{rec:>11}"
+              f"  {'; '.join(r.notes)}")
+    ok = [r for r in rows if not r.error and not r.missing and not r.dup
+          and r.recover_s is not None and r.recover_s <= 30]
+    print(f"target (0 missing, 0 duplicated, recovery <= 30 s): met by {len(ok)} of {len(rows)}"
+          + ("" if len(ok) == len(rows) else ": not met by " + ", ".join(
+              r.name for r in rows if r not in ok)))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--only", action="append", default=[], metavar="NAME",
+                    help="run this fault (repeatable); see --list")
+    ap.add_argument("--quick", action="store_true",
+                    help=f"the fast cases ({', '.join(QUICK)}), broker down 10 s, 10 s steady")
+    ap.add_argument("--list", action="store_true", help="list the faults")
+    ap.add_argument("--rate", type=float, default=2000.0, help="events/s (default 2,000)")
+    ap.add_argument("--broker-s", type=float, default=None, help="broker down (30 s; quick 10 s)")
+    ap.add_argument("--pg-long-s", type=float, default=300.0,
+                    help="the long database outage in seconds (default 300)")
+    ap.add_argument("--cluster-down-s", type=float, default=20.0,
+                    help="seconds the killed cluster node stays down (default 20)")
+    ap.add_argument("--steady-s", type=float, default=None, help="load before the fault (20; quick 10)")
+    ap.add_argument("--tail-s", type=float, default=5.0, help="load after recovery (default 5)")
+    ap.add_argument("--recover-max-s", type=float, default=240.0,
+                    help="give up waiting for recovery after this long (default 240)")
+    ap.add_argument("--drain-s", type=float, default=180.0,
+                    help="wait this long for the rows after publishing stops (default 180)")
+    ap.add_argument("--gateway-port", type=int, default=29180)
+    ap.add_argument("--wall-port", type=int, default=29181)
+    ap.add_argument("--workdir", type=Path, default=Path("/tmp/ioc-bench-faults"),
+                    help="private brokers, database and logs (removed first)")
+    ap.add_argument("--keep", action="store_true", help="leave the brokers/database running")
+    a = ap.parse_args()
+    a.broker_s = a.broker_s if a.broker_s is not None else (10.0 if a.quick else 30.0)
+    a.steady_s = a.steady_s if a.steady_s is not None else (10.0 if a.quick else 20.0)
+    table = faults(a)
+    if a.list:
+        for n in table:
+            print(n + ("  (quick)" if n in QUICK else ""))
+        return
+    names = a.only or (list(QUICK) if a.quick else list(table))
+    unknown = [n for n in names if n not in table]
+    if unknown:
+        ap.error(f"unknown fault(s) {unknown}; known: {list(table)}")
+    data_dir = Path(os.environ.get("IOC_DATA_DIR") or ROOT.parent / "shared" / "data")
+    load0 = os.getloadavg()[:2]
+    w = a.workdir
+    if w.exists():
+        for sub, n, port in (("kafka1", 1, KAFKA1_PORT), ("kafka3", 3, KAFKA3_PORT)):
+            if (w / sub).exists():
+                with contextlib.suppress(SystemExit):
+                    Kafka(w / sub, port, n).down()
+        if (w / "pg" / "data" / "postmaster.pid").exists():
+            with contextlib.suppress(SystemExit):
+                Postgres(w / "pg", PG_PORT).stop()
+        shutil.rmtree(w)
+    w.mkdir(parents=True)
+    write_config(w / "config.yaml", data_dir)
+    k1, k3, pg = Kafka(w / "kafka1", KAFKA1_PORT, 1), Kafka(w / "kafka3", KAFKA3_PORT, 3), \
+        Postgres(w / "pg", PG_PORT)
+    busy = [p for p in (KAFKA1_PORT, KAFKA1_PORT + 1, *range(KAFKA3_PORT, KAFKA3_PORT + 6),
+                        PG_PORT, a.gateway_port, a.wall_port) if port_open(p)]
+    if busy:
+        raise SystemExit(f"ports already in use on 127.0.0.1: {busy} (another run?)")
+    rows: list[Row] = []
+    try:
+        pg.init()
+        pg.start()
+        log(f"private PostgreSQL on 127.0.0.1:{PG_PORT}")
+        if any(not table[n][1] for n in names):
+            k1.up()
+            log(f"private Kafka (1 node) on {k1.bootstrap}")
+        for n in names:
+            action, on_cluster = table[n]
+            kafka = k3 if on_cluster else k1
+            if on_cluster and not port_open(KAFKA3_PORT):
+                k3.up()
+                log(f"private Kafka (3 nodes, rf 3, min ISR 2) on {k3.bootstrap}")
+            rows.append(run_fault(n, action, kafka, pg, a, w))
+            r = rows[-1]
+            log(f"{n}: published {r.published:,} stored {r.stored:,} missing {r.missing:,} dup "
+                f"{r.dup:,} recover {r.recover_s} {'; '.join(r.notes)} {r.error or ''}")
+    finally:
+        if not a.keep:
+            for k in (k1, k3):
+                if (k.state / "kafka").exists():
+                    with contextlib.suppress(SystemExit):
+                        k.down()
+            with contextlib.suppress(SystemExit):
+                pg.stop()
+        print_table(rows, a, load0)
+    if any(r.error or r.missing or r.dup for r in rows):
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
