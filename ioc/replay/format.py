@@ -27,6 +27,7 @@ timestamp when the record carries none.
 from __future__ import annotations
 
 import base64
+import math
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -211,12 +212,14 @@ def decode_message(data: bytes, *, topic: str, schema: str, where: str = "") -> 
                            key, value, headers, int(k.get("timestamp_type", 0)))
     except RecordingError as exc:
         raise RecordingError(f"{where}: {exc}") from exc
-    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, IndexError) as exc:
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, IndexError,
+            AttributeError, OverflowError, RecursionError) as exc:
         raise RecordingError(
             f"{where}: expected a {schema} JSON message with a 'kafka' object, "
             f"got {bytes(data[:60])!r}...: {exc}") from exc
 
 
+_MAX_NS = 2**63
 _TIME_HEADERS = ("event_time", "event-time", "ioc-event-time", "time", "ts")
 _TIME_FIELDS = ("time", "event_time", "observed_at", "ts", "timestamp", "dateObserved")
 
@@ -225,7 +228,12 @@ def _as_ns(v: Any) -> int | None:
     if isinstance(v, bool):
         return None
     if isinstance(v, (int, float)):
-        x = float(v)
+        try:
+            x = float(v)
+        except OverflowError:  # an integer beyond float range: no time
+            return None
+        if not math.isfinite(x):
+            return None
         # Unix seconds, milliseconds, microseconds or nanoseconds, by magnitude.
         # Microsecond resolution: a float second has ~0.2 us of precision today.
         if x > 1e17:
@@ -247,7 +255,10 @@ def _as_ns(v: Any) -> int | None:
             return None
         if d.tzinfo is None:
             d = d.replace(tzinfo=UTC)
-        return int(d.timestamp() * 1_000_000) * 1000
+        try:
+            return int(d.timestamp() * 1_000_000) * 1000
+        except (OverflowError, ValueError, OSError):  # at the calendar's edge
+            return None
     return None
 
 
@@ -256,17 +267,19 @@ def event_time_ns(value: bytes | None, headers: tuple[tuple[str, bytes | None], 
 
     Looked up in headers (``event_time``, ``time``, ``ts`` ...) first, then in the
     top level of a JSON object value (``time``, ``event_time``, ``observed_at`` ...).
-    Numbers are taken as unix s/ms/us/ns by magnitude; strings may be ISO 8601.
+    Numbers are taken as unix s/ms/us/ns by magnitude; strings may be ISO 8601. A time
+    before 1970 or beyond 2**63 ns (which MCAP cannot store), NaN or infinite is no
+    time. Raises nothing, whatever the bytes.
     """
     for name, raw in headers:
         if name.lower() in _TIME_HEADERS and raw:
             t = _as_ns(raw)
-            if t is not None:
+            if t is not None and 0 <= t < _MAX_NS:
                 return t
     if value and value[:1] == b"{" and len(value) < 65536:
         try:
             obj = orjson.loads(value)
-        except orjson.JSONDecodeError:
+        except (orjson.JSONDecodeError, RecursionError):
             return None
         if isinstance(obj, dict):
             for name in _TIME_FIELDS:
@@ -275,7 +288,7 @@ def event_time_ns(value: bytes | None, headers: tuple[tuple[str, bytes | None], 
                     if isinstance(v, dict):  # NGSI-LD property {"type", "value"}
                         v = v.get("value")
                     t = _as_ns(v)
-                    if t is not None:
+                    if t is not None and 0 <= t < _MAX_NS:
                         return t
     return None
 
