@@ -2,11 +2,20 @@
 
 Version ranges by owner, so parallel work does not collide:
 0001-0099 foundation, 0100-0199 city events, 0200-0299 cameras/vision,
-0300-0399 wall, 0400-0499 record/replay/runs.
+0300-0399 wall, 0400-0499 record/replay/runs. A version may go between existing ones
+(0160 after 0150): ``migrate`` applies every version not yet applied, in list order.
 """
 
 from .._migrate import Migration
-from . import m0001_namespace, m0100_events, m0150_aggregates, m0200_cameras, m0400_runs
+from . import (
+    m0001_namespace,
+    m0100_events,
+    m0150_aggregates,
+    m0160_timescale_aggregates,
+    m0200_cameras,
+    m0210_timescale_cameras,
+    m0400_runs,
+)
 
 __all__ = ["MIGRATIONS"]
 
@@ -14,6 +23,8 @@ MIGRATIONS: list[Migration] = [
     m0001_namespace.MIGRATION,
     m0100_events.MIGRATION,
     m0150_aggregates.MIGRATION,
+    m0160_timescale_aggregates.MIGRATION,
     m0200_cameras.MIGRATION,
+    m0210_timescale_cameras.MIGRATION,
     m0400_runs.MIGRATION,
 ]

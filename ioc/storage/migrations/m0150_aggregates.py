@@ -7,17 +7,19 @@
 * ``alerts``: one row per alert id (raised, then cleared), keyed (id, raised_at).
 * ``rollups_1h``: hourly aggregates of the 1-minute rollups. With TimescaleDB it is a
   real-time continuous aggregate (``materialized_only = false``: materialised buckets
-  plus the not yet materialised tail) refreshed by a policy; rollups and alerts are
-  hypertables with compression and retention. Without TimescaleDB it is a plain view
-  using ``date_bin``: the same columns and the same answers, computed at query time.
-  (The TimescaleDB branch follows the 2.x API but could not be run here: this
-  machine's PostgreSQL has no extension.)
+  below the watermark plus the live tail above it), refreshed by a policy over the
+  retained history (``_timescale.set_hourly_policy``) and by the sink for the hours it
+  writes below the watermark (replays, late windows: ``ioc.aggregate._storage``);
+  rollups and alerts are hypertables with compression and retention. Without
+  TimescaleDB it is a plain view using ``date_bin``: the same columns and the same
+  answers, computed at query time. Why and what it costs: docs/adr/0001.
 """
 
 import psycopg
 from psycopg import sql
 
 from .._migrate import Migration, MigrationContext
+from ._timescale import set_compression, set_hourly_policy
 
 _HOURLY = (
     "select entity, metric, {bucket} as bucket, sum(count)::bigint as count, sum(sum) as sum, "
@@ -59,15 +61,12 @@ def apply(conn: psycopg.Connection, ctx: MigrationContext) -> None:
     conn.execute(sql.SQL("create index alerts_entity on {a} (entity, raised_at desc)").format(a=a))
     hourly = ctx.ident("rollups_1h")
     if ctx.timescaledb:
-        for table, col, chunk, seg, keep in (("rollups", "start", "1 day", "entity", "365 days"),
-                                             ("alerts", "raised_at", "7 days", "entity", "730 days")):
+        for table, col, chunk, keep in (("rollups", "start", "1 day", "365 days"),
+                                        ("alerts", "raised_at", "7 days", "730 days")):
             q = f"{ctx.schema}.{table}"
             conn.execute(f"select create_hypertable(%s::regclass, '{col}', "
                          f"chunk_time_interval => interval '{chunk}', migrate_data => true)", (q,))
-            conn.execute(sql.SQL(
-                "alter table {t} set (timescaledb.compress, timescaledb.compress_segmentby = {seg}, "
-                "timescaledb.compress_orderby = {order})").format(
-                    t=ctx.ident(table), seg=sql.Literal(seg), order=sql.Literal(f"{col} desc")))
+            set_compression(conn, ctx, table)
             conn.execute("select add_compression_policy(%s::regclass, interval '30 days')", (q,))
             conn.execute(f"select add_retention_policy(%s::regclass, interval '{keep}')", (q,))
         bucket = sql.SQL("time_bucket(interval '1 hour', start)")
@@ -75,9 +74,7 @@ def apply(conn: psycopg.Connection, ctx: MigrationContext) -> None:
             "create materialized view {h} with (timescaledb.continuous, "
             "timescaledb.materialized_only = false) as " + _HOURLY + " with no data").format(
                 h=hourly, bucket=bucket, bucket_group=bucket, rollups=r))
-        conn.execute("select add_continuous_aggregate_policy(%s::regclass, "
-                     "start_offset => interval '3 days', end_offset => interval '1 hour', "
-                     "schedule_interval => interval '15 minutes')", (f"{ctx.schema}.rollups_1h",))
+        set_hourly_policy(conn, ctx)
     else:
         bucket = sql.SQL("date_bin(interval '1 hour', start, timestamptz 'epoch')")
         conn.execute(sql.SQL("create view {h} as " + _HOURLY).format(

@@ -5,11 +5,11 @@
 sequence number, and a restarted capture process (seq from 0 again) has later times.
 ``camera_health``: one row per state change, idempotent on (camera, time, state).
 
-With TimescaleDB: hypertables on ``time`` (1-day chunks), compression segmented by
-``camera`` after 7 days, retention 30 days for detections and 365 days for health.
-A hypertable's unique index must contain its time column, which both keys do, so
-the two storage paths answer the same queries the same way. (The TimescaleDB branch
-follows the 2.x API; this machine has no extension to run it on.)
+With TimescaleDB: hypertables on ``time`` (1-day chunks), compressed after 7 days
+(segment by ``camera``, order by time and the rest of the key: see ``_timescale``),
+retention 30 days for detections and 365 days for health. A hypertable's unique
+index must contain its time column, which both keys do, so the two storage paths
+answer the same queries the same way (tested against TimescaleDB 2.28).
 Without it: plain tables; the unique indexes lead with (camera, time) and serve the
 "one camera over a time range" queries, plus a BRIN index on time.
 """
@@ -18,15 +18,14 @@ import psycopg
 from psycopg import sql
 
 from .._migrate import Migration, MigrationContext
+from ._timescale import set_compression
 
 
 def _timescale(conn: psycopg.Connection, ctx: MigrationContext, table: str, keep: str) -> None:
     qualified = f"{ctx.schema}.{table}"
     conn.execute("select create_hypertable(%s::regclass, 'time', "
                  "chunk_time_interval => interval '1 day', migrate_data => true)", (qualified,))
-    conn.execute(sql.SQL(
-        "alter table {t} set (timescaledb.compress, timescaledb.compress_segmentby = 'camera', "
-        "timescaledb.compress_orderby = 'time desc')").format(t=ctx.ident(table)))
+    set_compression(conn, ctx, table)
     conn.execute("select add_compression_policy(%s::regclass, interval '7 days')", (qualified,))
     conn.execute("select add_retention_policy(%s::regclass, %s::interval)", (qualified, keep))
 
