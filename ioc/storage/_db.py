@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 
 import psycopg
@@ -203,5 +204,18 @@ def drop_schema(settings: Settings) -> None:
     """Drop the namespace's schema (tests and replays); refuses the live namespace."""
     if settings.namespace == "ioc":
         raise ValueError("refusing to drop the schema of the live namespace 'ioc'")
+    drop = sql.SQL("drop schema if exists {} cascade").format(sql.Identifier(settings.db_schema))
     with connect(settings.database, autocommit=True) as conn:
-        conn.execute(sql.SQL("drop schema if exists {} cascade").format(sql.Identifier(settings.db_schema)))
+        if conn.execute("select 1 from pg_extension where extname = 'timescaledb'").fetchone():
+            # TimescaleDB's scheduler updates the stats rows of the schema's jobs while the
+            # cascade deletes them ("tuple concurrently deleted"): delete the jobs first.
+            conn.execute("select delete_job(job_id) from timescaledb_information.jobs "
+                         "where hypertable_schema = %s", (settings.db_schema,))
+        for attempt in range(3):
+            try:
+                conn.execute(drop)
+                return
+            except psycopg.errors.InternalError_ as exc:
+                if attempt == 2 or "concurrently" not in str(exc):
+                    raise
+                time.sleep(0.5)

@@ -82,6 +82,7 @@ _T = TypeVar("_T")
 
 Headers = Sequence[tuple[str, bytes]]
 RowsFn = Callable[[bytes | None, bytes | None, Headers], Sequence[tuple[Any, ...]]]
+AfterWriteFn = Callable[[psycopg.Connection, Settings, Sequence[Sequence[Any]]], None]
 
 
 @dataclass(frozen=True)
@@ -100,6 +101,10 @@ class TableSink:
             logged with topic/partition/offset and counted, never silently dropped).
         on_conflict: ``nothing`` (first write wins: events) or ``update`` (last write
             wins: rollups or KPI values that are re-emitted with later figures).
+        after_write: ``(connection, settings, rows)`` called once a batch's rows are
+            committed, on the writer's connection outside any transaction (the hourly
+            rollup view's refresh). It raises only ``psycopg.OperationalError`` (the
+            batch is then retried, idempotently); other failures it logs itself.
     """
 
     name: str
@@ -111,6 +116,7 @@ class TableSink:
     to_rows: RowsFn
     on_conflict: Literal["nothing", "update"] = "nothing"
     description: str = ""
+    after_write: AfterWriteFn | None = None
 
     def __post_init__(self) -> None:
         if len(self.columns) != len(self.types):
@@ -248,6 +254,7 @@ class TableWriter:
                 try:
                     with conn.transaction(), conn.cursor() as cur:
                         self._copy_rows(cur, self._copy_direct, rows)
+                    self._after_write(conn, rows)
                     return len(rows)
                 except psycopg.errors.UniqueViolation:
                     # A redelivery (or a row twice in the batch): merge this batch and
@@ -260,6 +267,7 @@ class TableWriter:
                 inserted = max(cur.rowcount, 0)
             if inserted == len(rows):
                 self._seen_duplicate = False
+            self._after_write(conn, rows)
             return inserted
         except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
             self.close()
@@ -269,6 +277,11 @@ class TableWriter:
         except Exception as exc:  # a row psycopg/orjson cannot encode (10**400 in jsonb...)
             self.close()  # the COPY was aborted mid-stream: start on a clean connection
             raise _Unwritable(f"{type(exc).__name__}: {exc}") from exc
+
+    def _after_write(self, conn: psycopg.Connection, rows: Sequence[Sequence[Any]]) -> None:
+        # The spec's hook, after the commit: the rows are durable whatever it does.
+        if self.spec.after_write is not None and rows:
+            self.spec.after_write(conn, self.settings, rows)
 
     def _copy_rows(self, cur: psycopg.Cursor[Any], statement: sql.Composed,
                    rows: Sequence[Sequence[Any]]) -> None:
