@@ -158,6 +158,16 @@ class WallSettings(Section):
         15.0, gt=0, le=600,
         description="a client whose socket accepts nothing for this long is disconnected",
     )
+    stall_close_grace_s: float = Field(
+        1.0, gt=0, le=60,
+        description="after stall_timeout_s, time given to the 4029 close frame before the "
+                    "socket is aborted",
+    )
+    log_every_s: float = Field(
+        30.0, ge=0, le=3600,
+        description="refused/closed clients and skipped tiles: one log line per kind per this "
+                    "many seconds (every one is counted in /healthz)",
+    )
     write_buffer_bytes: int = Field(
         256 * 1024, ge=4096, le=64 * 1024 * 1024,
         description="per-client send buffer high-water mark before latest-wins takes over",

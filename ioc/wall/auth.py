@@ -80,9 +80,12 @@ class TokenSigner:
             TokenError: 4001 for a malformed, badly signed or expired token, 4003 when the
                 token is valid but not for ``screen``.
         """
-        if not isinstance(token, str) or token.count(".") != 1 or len(token) > 4096:
+        # ASCII only: hmac.compare_digest raises TypeError on non-ASCII str.
+        if (not isinstance(token, str) or len(token) > 4096 or not token.isascii()
+                or token.count(".") != 1):
             raise TokenError(CloseCode.UNAUTHORIZED,
-                             f"expected a token 'claims.signature', got {type(token).__name__}"
+                             f"expected a token 'claims.signature' (base64url ASCII), got "
+                             f"{type(token).__name__}"
                              f"{' of another shape' if isinstance(token, str) else ''}")
         body, sig = token.split(".")
         if not hmac.compare_digest(sig, self._sign(body)):

@@ -18,6 +18,7 @@ from ..errors import KafkaError
 from ..kafka import aiokafka_kwargs
 from ..tiles import TileDecodeError, decode_tile
 from ..topics import spec
+from ._logs import LogThrottle
 from .state import TileStore
 
 __all__ = ["KafkaTileSource"]
@@ -28,7 +29,9 @@ log = logging.getLogger(__name__)
 class KafkaTileSource:
     """Reads every partition of the tiles topic into ``store``.
 
-    ``ready`` is set once the rebuild has reached the end offsets seen at start.
+    ``ready`` is set once the rebuild has reached the end offsets seen at start. A
+    record that is not a tile is skipped and counted (:meth:`apply_record`); no record
+    stops the source.
     """
 
     def __init__(self, settings: Settings, store: TileStore, *,
@@ -40,6 +43,7 @@ class KafkaTileSource:
         self.rebuilt_records = 0
         self._on_ready = on_ready
         self._consumer = None  # type: ignore[var-annotated]
+        self._log = LogThrottle(log, every_s=settings.wall.log_every_s)
 
     async def run(self) -> None:
         """Rebuild, then follow until cancelled.
@@ -86,7 +90,7 @@ class KafkaTileSource:
                 batches = await consumer.getmany(timeout_ms=200, max_records=2000)
                 for tp, records in batches.items():
                     for rec in records:
-                        self._apply(rec.key, rec.value, tp.partition, rec.offset)
+                        self.apply_record(rec.key, rec.value, tp.partition, rec.offset)
                 if pending:
                     for tp in list(pending):
                         if await consumer.position(tp) >= end[tp]:
@@ -103,17 +107,52 @@ class KafkaTileSource:
         if self._on_ready:
             self._on_ready()
 
-    def _apply(self, key: bytes | None, value: bytes | None, partition: int, offset: int) -> None:
+    def apply_record(self, key: bytes | None, value: bytes | None, partition: int,
+                     offset: int) -> str:
+        """Apply one record of the tiles topic to the store; never raises.
+
+        Returns what happened: ``"applied"``, ``"stale"`` (not newer than the held
+        version), ``"removed"``/``"absent"`` (a tombstone), or a skip, each counted in
+        ``store.stats`` and logged at most once per ``wall.log_every_s`` per kind, with
+        the record's topic, partition and offset:
+
+        - ``"undecodable"``: the value is not a tile (``TileDecodeError``): bad input;
+        - ``"decoder_error"``: the decoder raised something else: a bug in
+          :func:`ioc.tiles.decode_tile`, logged with its traceback;
+        - ``"apply_error"``: the tile decoded but could not be stored or sent (e.g. a
+          payload the wall cannot encode as JSON): logged with its traceback.
+
+        No dead-letter topic: the wall reads the compacted topic from the start on every
+        start, in every replica, without a consumer group, so each bad record would be
+        dead-lettered again by every replica on every restart.
+        """
         if not self.ready.is_set():
             self.rebuilt_records += 1
+        where = (self.topic, partition, offset)
+        stats = self.store.stats
         if value is None:
-            if key is not None:
-                self.store.remove(key.decode(errors="replace"))
-            return
+            if key is None:
+                stats.undecodable += 1
+                self._log.log(logging.WARNING, "tombstone", "wall: skipping %s[%d]@%d: a "
+                              "tombstone without a key", *where)
+                return "undecodable"
+            return "removed" if self.store.remove(key.decode(errors="replace")) else "absent"
         try:
             tile = decode_tile(value)
         except TileDecodeError as exc:
-            self.store.stats.undecodable += 1
-            log.warning("wall: skipping %s[%d]@%d: %s", self.topic, partition, offset, exc)
-            return
-        self.store.apply(tile)
+            stats.undecodable += 1
+            self._log.log(logging.WARNING, "undecodable", "wall: skipping %s[%d]@%d: %s",
+                          *where, exc)
+            return "undecodable"
+        except Exception:
+            stats.decoder_errors += 1
+            self._log.log(logging.ERROR, "decoder_error", "wall: skipping %s[%d]@%d: the tile "
+                          "decoder failed (a bug in ioc.tiles.decode_tile)", *where, exc_info=True)
+            return "decoder_error"
+        try:
+            return "applied" if self.store.apply(tile) else "stale"
+        except Exception:
+            stats.apply_errors += 1
+            self._log.log(logging.ERROR, "apply_error", "wall: skipping %s[%d]@%d (tile %r): "
+                          "cannot store or send it", *where, tile.id[:80], exc_info=True)
+            return "apply_error"

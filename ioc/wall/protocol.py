@@ -53,6 +53,7 @@ __all__ = [
 IMAGE_MAGIC = b"IOCI"
 _IMG = struct.Struct(">4sHQ")
 _MAX_VERSIONS = 512
+_MAX_T_CHARS = 64
 
 
 def encode_message(msg: dict[str, Any]) -> bytes:
@@ -111,8 +112,12 @@ class Hello:
 def parse_client_message(data: str | bytes) -> dict[str, Any]:
     """Decode a client frame into a message dict with a known ``type``.
 
+    Total over its input: any ``str`` or ``bytes`` either gives a message whose ``type`` is
+    hello/ping/pong (and whose ping/pong ``t`` is null, a boolean, a number or a string of
+    at most 64 characters, so echoing it cannot fail) or raises ``WallProtocolError``.
+
     Raises:
-        WallProtocolError: 4000 for binary frames, bad JSON, or an unknown type.
+        WallProtocolError: 4000 for binary frames, bad JSON, an unknown type or a bad ``t``.
     """
     if isinstance(data, bytes):
         raise WallProtocolError(CloseCode.PROTOCOL,
@@ -121,11 +126,28 @@ def parse_client_message(data: str | bytes) -> dict[str, Any]:
         msg = orjson.loads(data)
     except orjson.JSONDecodeError as exc:
         raise WallProtocolError(CloseCode.PROTOCOL, f"expected JSON, got: {exc}") from exc
-    if not isinstance(msg, dict) or msg.get("type") not in ("hello", "ping", "pong"):
-        got = msg.get("type") if isinstance(msg, dict) else type(msg).__name__
+    if not isinstance(msg, dict):
         raise WallProtocolError(CloseCode.PROTOCOL,
-                                f"expected a message of type hello/ping/pong, got {got!r}")
+                                f"expected a JSON object of type hello/ping/pong, got a "
+                                f"{type(msg).__name__}")
+    kind = msg.get("type")
+    if not isinstance(kind, str) or kind not in ("hello", "ping", "pong"):
+        raise WallProtocolError(CloseCode.PROTOCOL,
+                                f"expected a message of type hello/ping/pong, got {_short(kind)}")
+    if kind != "hello":
+        t = msg.get("t")
+        if not (t is None or isinstance(t, bool | int | float)
+                or (isinstance(t, str) and len(t) <= _MAX_T_CHARS)):
+            raise WallProtocolError(CloseCode.PROTOCOL,
+                                    f"{kind}.t: expected null, a number or a string of at most "
+                                    f"{_MAX_T_CHARS} characters, got {_short(t)}")
     return msg
+
+
+def _short(value: Any) -> str:
+    """``repr`` of a client-sent value, cut so an error message stays small."""
+    text = repr(value)
+    return text if len(text) <= 40 else f"{text[:37]}..."
 
 
 def parse_hello(msg: dict[str, Any]) -> Hello:
@@ -136,10 +158,11 @@ def parse_hello(msg: dict[str, Any]) -> Hello:
     """
     if msg.get("type") != "hello":
         raise WallProtocolError(CloseCode.PROTOCOL,
-                                f"expected hello as the first message, got {msg.get('type')!r}")
+                                f"expected hello as the first message, got {_short(msg.get('type'))}")
     token, screen = msg.get("token"), msg.get("screen")
     if not isinstance(screen, str) or not screen:
-        raise WallProtocolError(CloseCode.PROTOCOL, f"hello.screen: expected a name, got {screen!r}")
+        raise WallProtocolError(CloseCode.PROTOCOL,
+                                f"hello.screen: expected a name, got {_short(screen)}")
     if not isinstance(token, str):
         raise WallProtocolError(CloseCode.UNAUTHORIZED,
                                 f"hello.token: expected a string, got {type(token).__name__}")
@@ -153,7 +176,8 @@ def parse_hello(msg: dict[str, Any]) -> Hello:
     for k, v in versions.items():
         if not isinstance(v, int) or isinstance(v, bool):
             raise WallProtocolError(CloseCode.PROTOCOL,
-                                    f"hello.versions[{k!r}]: expected an integer, got {v!r}")
+                                    f"hello.versions[{_short(k)}]: expected an integer, "
+                                    f"got {_short(v)}")
         clean[str(k)] = v
     return Hello(token, screen, layout if isinstance(layout, str) else None, clean)
 

@@ -32,6 +32,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from ..config import Settings
+from ._logs import LogThrottle
 from .auth import TokenSigner, load_or_create_secret
 from .exceptions import CloseCode, WallError, WallProtocolError
 from .protocol import (
@@ -134,6 +135,7 @@ class WallServer:
         self._unsubscribe: dict[str, Callable[[], None]] = {}
         self.source: Any = None
         self.started_at = time.time()
+        self._log = LogThrottle(log, every_s=self.cfg.log_every_s)
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -245,7 +247,11 @@ class WallServer:
         if origin in self.cfg.allowed_origins:
             return True, origin
         host = request.headers.get("Host", "")
-        if urlsplit(origin).netloc == host and host:
+        try:
+            netloc = urlsplit(origin).netloc
+        except ValueError:  # e.g. "http://[": not a URL at all
+            return False, origin
+        if netloc == host and host:
             return True, origin  # the page this server served
         return False, origin
 
@@ -255,7 +261,8 @@ class WallServer:
             ok, origin = self._origin_ok(request)
             if not ok:
                 self.counters["origin_refused"] += 1
-                log.warning("wall: refused websocket from origin %r", origin[:200])
+                self._log.log(logging.WARNING, "origin", "wall: refused websocket from origin %r",
+                              origin[:200])
                 return self._response(403, f"origin {origin[:200]!r} is not allowed\n".encode(),
                                       "text/plain; charset=utf-8")
             return None
@@ -292,6 +299,26 @@ class WallServer:
     # -- websocket clients -----------------------------------------------------------------
 
     async def _handle(self, ws: ServerConnection) -> None:
+        """One connection, whatever it sends: a close code for the client, never a crash.
+
+        ``WallError`` (bad input) closes with its code; any other exception is a bug in
+        this server, counted as ``handler_errors``, logged with its traceback (throttled)
+        and answered with 1011, and only this connection ends.
+        """
+        try:
+            await self._serve_client(ws)
+        except ConnectionClosed:
+            return  # the peer left mid-handshake or mid-close: nothing to report
+        except Exception:
+            self.counters["handler_errors"] += 1
+            self._log.log(logging.ERROR, "handler_error",
+                          "wall: internal error serving %s; closing it with 1011",
+                          ws.remote_address, exc_info=True)
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(ws.close(CloseCode.INTERNAL_ERROR, "internal error"), 2)
+            ws.transport.abort()
+
+    async def _serve_client(self, ws: ServerConnection) -> None:
         cfg = self.cfg
         if len(self.clients) >= cfg.max_clients:
             self.counters["refused_full"] += 1
@@ -314,7 +341,8 @@ class WallServer:
             claims = self.signer.verify(hello.token, hello.screen)
         except WallError as exc:
             self.counters[f"refused_{exc.code}"] += 1
-            log.info("wall: refused %s: %s", ws.remote_address, exc.reason)
+            self._log.log(logging.INFO, f"refused_{exc.code}", "wall: refused %s: %s",
+                          ws.remote_address, exc.reason)
             await ws.close(exc.code, exc.reason)
             return
         await self.ready.wait()
@@ -347,6 +375,8 @@ class WallServer:
         except ConnectionClosed:
             pass
         except WallError as exc:
+            self._log.log(logging.INFO, f"closed_{exc.code}", "wall: closing %s (%s): %s",
+                          ws.remote_address, client.screen, exc.reason)
             await self._close(client, exc.code, exc.reason)
         finally:
             self._unregister(client, ids)
@@ -444,14 +474,16 @@ class WallServer:
             elif kind == "hello":
                 raise WallProtocolError(CloseCode.PROTOCOL, "expected ping/pong, got a second hello")
 
-    async def _close(self, client: ClientConn, code: int, reason: str) -> None:
-        """Close with ``code``/``reason``; abort the socket if the handshake cannot finish."""
+    async def _close(self, client: ClientConn, code: int, reason: str, *,
+                     timeout_s: float = 4.0) -> None:
+        """Close with ``code``/``reason``; abort the socket if the handshake cannot finish
+        within ``timeout_s``."""
         if client.closing is not None:
             return
         client.closing = (code, reason)
         self.counters[f"closed_{code}"] += 1
         try:
-            await asyncio.wait_for(client.ws.close(code, reason), 4)
+            await asyncio.wait_for(client.ws.close(code, reason), timeout_s)
         except (TimeoutError, ConnectionClosed):
             client.ws.transport.abort()
 
@@ -470,9 +502,13 @@ class WallServer:
                 if c.blocked_since is not None and now - c.blocked_since > cfg.stall_timeout_s:
                     reason = (f"stalled: nothing accepted for {now - c.blocked_since:.0f} s; "
                               f"{c.queue.drops} update(s) dropped")
-                    log.warning("wall: closing %s (%s): %s", c.ws.remote_address, c.screen, reason)
+                    self._log.log(logging.WARNING, "stalled", "wall: closing %s (%s): %s",
+                                  c.ws.remote_address, c.screen, reason)
                     self.counters["stalled"] += 1
                     c.blocked_since = None  # do not close twice
-                    task = asyncio.create_task(self._close(c, CloseCode.STALLED, reason))
+                    # Its buffers are full: the close frame can only get through if it
+                    # resumes reading soon; then the socket is aborted.
+                    task = asyncio.create_task(self._close(c, CloseCode.STALLED, reason,
+                                                           timeout_s=cfg.stall_close_grace_s))
                     self._closers.add(task)
                     task.add_done_callback(self._closers.discard)

@@ -23,7 +23,9 @@ class StoreStats:
     applied: int = 0
     stale: int = 0  # versions not newer than the held one, ignored
     removed: int = 0
-    undecodable: int = 0
+    undecodable: int = 0  # records of the tiles topic that are not tiles (skipped)
+    decoder_errors: int = 0  # records the tile decoder failed on unexpectedly (skipped)
+    apply_errors: int = 0  # decoded tiles that could not be stored or sent (skipped)
 
 
 class TileStore:

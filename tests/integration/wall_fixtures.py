@@ -40,13 +40,16 @@ def wall_settings(base: Settings, screens: dict[str, ScreenLayout], **wall: Any)
 
 
 class ServerThread:
-    """A WallServer running in its own event loop thread; stop() it."""
+    """A WallServer running in its own event loop thread; stop() it.
 
-    def __init__(self, settings: Settings, *, ready_timeout: float = 30) -> None:
+    ``kafka=False``: no tile source; feed ``server.store`` through :meth:`call`.
+    """
+
+    def __init__(self, settings: Settings, *, ready_timeout: float = 30, kafka: bool = True) -> None:
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
-        self.server = self.call(lambda: WallServer(settings, signer=TokenSigner(KEY)))
+        self.server = self.call(lambda: WallServer(settings, signer=TokenSigner(KEY), kafka=kafka))
         asyncio.run_coroutine_threadsafe(self.server.start(), self.loop).result(30)
         deadline = time.monotonic() + ready_timeout
         while not self.call(self.server.ready.is_set):
