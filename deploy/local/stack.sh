@@ -265,13 +265,38 @@ wal_compression = on
 max_wal_size = 2GB
 CONF
   fi
+  pg_timescaledb_conf
   if pg_running; then log "postgresql already running on 127.0.0.1:$PG_PORT"; else
     # A stale postmaster.pid from a killed server is removed by pg_ctl when its PID is gone.
     log "starting postgresql on 127.0.0.1:$PG_PORT (log: $LOGS/postgresql.log)"
     pg_ctl_ -l "$LOGS/postgresql.log" -w -t 60 start >/dev/null || die "postgresql did not start: $LOGS/postgresql.log"
   fi
+  if [[ -f "$PGDATA/ioc-timescaledb.conf" ]] && ! PGPASSFILE="$SECRETS/pgpass" psql -h 127.0.0.1 -p "$PG_PORT" -U ioc -d postgres -tAc \
+      "select 1 from pg_settings where name = 'timescaledb.bgw_launcher_poll_time'" | grep -q 1; then
+    log "TimescaleDB is installed but the running postgresql does not preload it; 'stack.sh down' then 'up' restarts it with TimescaleDB (until then ioc uses plain tables)"
+  fi
   if ! PGPASSFILE="$SECRETS/pgpass" psql -h 127.0.0.1 -p "$PG_PORT" -U ioc -d postgres -tAc "select 1 from pg_database where datname='ioc'" | grep -q 1; then
     PGPASSFILE="$SECRETS/pgpass" psql -q -h 127.0.0.1 -p "$PG_PORT" -U ioc -d postgres -c "create database ioc" || die "could not create database ioc"
+  fi
+}
+
+# When the timescaledb extension is installed for this PostgreSQL, the cluster preloads
+# it (without that, 'create extension timescaledb' fails FATAL). The setting has a file
+# of its own, included by postgresql.conf and rewritten at every 'up', so installing or
+# removing the package takes effect at the next start. It sets shared_preload_libraries
+# to timescaledb alone: add other libraries there, not in postgresql.conf.
+pg_timescaledb_conf() {
+  local sharedir conf="$PGDATA/ioc-timescaledb.conf"
+  sharedir="$("$PG_BIN/pg_config" --sharedir 2>/dev/null || echo "/usr/share/postgresql/$(basename "$(dirname "$PG_BIN")")")"
+  if ! grep -qs "^include_if_exists = 'ioc-timescaledb.conf'" "$PGDATA/postgresql.conf"; then
+    printf "# Added by deploy/local/stack.sh: preloads TimescaleDB when it is installed\ninclude_if_exists = 'ioc-timescaledb.conf'\n" \
+      | as_pg tee -a "$PGDATA/postgresql.conf" >/dev/null
+  fi
+  if [[ -f "$sharedir/extension/timescaledb.control" ]]; then
+    printf "# Written by deploy/local/stack.sh: the timescaledb extension is installed\nshared_preload_libraries = 'timescaledb'\ntimescaledb.telemetry_level = off\n" \
+      | as_pg tee "$conf" >/dev/null
+  else
+    as_pg rm -f "$conf"
   fi
 }
 
