@@ -31,11 +31,15 @@ is given up to 180 s to drain. Per fault one row:
     stored     rows in <schema>.events
     missing    acknowledged ids with no row          (target 0)
     dup        rows minus distinct ids               (target 0)
-    recover s  seconds from the end of the fault (the stopped part restarted, or the
-               killed process started again) until the backlog, scheduled events not
-               yet stored, is back at its pre-fault level: at most max(1.5 x the
-               largest backlog of the steady phase, 2 s of input)   (target <= 30)
-    notes      outage length, retries of the publishers, HTTP 503s, services that died
+    recover s  seconds from the end of the fault (the stopped broker or database ready
+               again, its own start time excluded and given in the notes; a killed
+               process started again, its start-up included) until the backlog,
+               scheduled events not yet stored, is back at its pre-fault level: at most
+               max(1.5 x the largest backlog of the steady phase, 2 s of input)
+               (target <= 30)
+    notes      outage length, the backlog (seconds of input scheduled but not stored)
+               before the fault and at its peak, retries of the publishers, HTTP 503s,
+               services that died
                on their own (restarted by the script and named), service-specific
                recovery (wall /healthz back, camera frames flowing again)
 
@@ -531,6 +535,10 @@ def run_fault(name: str, action: Action, kafka: Kafka, pg: Postgres, a: argparse
             if recovered is not None:
                 break
         row.recover_s = recovered
+        peak = max((sum(f.scheduled(t) for f in feeds) - n for t, n in rows.samples
+                    if t >= t_fault and n is not None), default=0.0)
+        row.notes.append(f"backlog before {backlog_base / a.rate:.1f} s, peak {peak / a.rate:.1f} s"
+                         " of input")
         time.sleep(a.tail_s)
         for f in feeds:
             f.stop.set()
@@ -596,9 +604,10 @@ def broker_stop(seconds: float) -> Action:
         t0 = time.monotonic()
         c.kafka.down()
         time.sleep(max(0.0, t0 + seconds - time.monotonic()))
-        t_end = time.monotonic()
+        t_up = time.monotonic()
         c.kafka.up()
-        c.notes.append(f"broker ready {time.monotonic() - t_end:.0f} s after restart")
+        t_end = time.monotonic()
+        c.notes.append(f"broker start {t_end - t_up:.0f} s")
         return t_end
     return act
 
@@ -610,8 +619,10 @@ def pg_stop(seconds: float) -> Action:
         while time.monotonic() < t0 + seconds:
             c.services.watch()
             time.sleep(1.0)
-        t_end = time.monotonic()
+        t_up = time.monotonic()
         c.pg.start()
+        t_end = time.monotonic()
+        c.notes.append(f"database start {t_end - t_up:.0f} s")
         return t_end
     return act
 
@@ -639,9 +650,10 @@ def cluster_kill(node: int, seconds: float) -> Action:
         c.kafka.kill9(node)
         c.notes.append(f"node {node} of 3 killed")
         time.sleep(max(0.0, t0 + seconds - time.monotonic()))
-        t_end = time.monotonic()
+        t_up = time.monotonic()
         c.kafka.up()
-        c.notes.append(f"node back {time.monotonic() - t_end:.0f} s after restart")
+        t_end = time.monotonic()
+        c.notes.append(f"node start {t_end - t_up:.0f} s")
         return t_end
     return act
 
