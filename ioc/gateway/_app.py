@@ -158,7 +158,10 @@ class _Gateway:
         if not events:
             return
         if self._produce_override is not None:
-            await self._produce_override(events)
+            try:
+                await self._produce_override(events)
+            except Exception as exc:
+                raise _BrokerDown(f"{type(exc).__name__}: {exc}") from exc
             return
         p = await self.producer()
         by_source: dict[str, list[Event]] = {}
