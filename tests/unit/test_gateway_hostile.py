@@ -80,7 +80,7 @@ def _send(conn: http.client.HTTPConnection, path: str, body: bytes, **kw: Any) -
     STATUSES[status] += 1
     assert status in CLIENT_STATUSES, (status, reply, body[:200])
     if status >= 400 and status != 405:
-        assert isinstance(reply, dict) and reply.get("error") or reply.get("results"), reply
+        assert isinstance(reply, dict) and (reply.get("error") or reply.get("results")), reply
     assert _bugs() == bugs, (reply, body[:300])
     return status, reply
 
@@ -173,7 +173,7 @@ def test_any_json_value_gets_a_client_status(gw, conn, value, wrap, path):
        wrap=st.booleans())
 def test_any_envelope_shape_is_judged_per_item(gw, conn, items, wrap):
     body = _encode({"events": items} if wrap else items)
-    status, r = _send(conn, EVENTS, body)
+    _, r = _send(conn, EVENTS, body)
     if body != b"null" and isinstance(r, dict) and "results" in r:
         assert [x["index"] for x in r["results"]] == list(range(len(items)))
         assert all(x["status"] == "accepted" or x["reason"] != "invalid" for x in r["results"])
@@ -190,7 +190,7 @@ _ngsi_times = (st.integers() | st.floats() | _small
 def _ngsi_entities(draw: st.DrawFn) -> dict[str, Any]:
     """NGSI-LD-like entities: a valid one with its type, times, @context and one property
     replaced by hostile shapes (type as list/object/number, times out of range, ...)."""
-    e = dict(NGSI_VALID)
+    e: dict[str, Any] = dict(NGSI_VALID)
     e["type"] = draw(_ngsi_types)
     e["dateObserved"] = draw(_ngsi_times | st.builds(
         lambda t: {"type": "Property", "value": {"@type": "DateTime", "@value": t}},
