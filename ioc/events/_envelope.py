@@ -199,7 +199,7 @@ def _not_json(exc: BaseException) -> InvalidEvent:
 
 
 _PATH = re.compile(r" - at (?:`key` in )?`\$\.?([^`]*)`$")
-_FIELD = re.compile(r"field `([^`]+)`")
+_FIELD = re.compile(r"field `([^`]*)`")
 
 
 def _from_msgspec(exc: msgspec.MsgspecError, raw: bytes | dict[str, Any] | None) -> InvalidEvent:
@@ -210,10 +210,11 @@ def _from_msgspec(exc: msgspec.MsgspecError, raw: bytes | dict[str, Any] | None)
         field = f"{field}[...]"  # a bad key of values/attributes: name it below
     text = msg[: m.start()] if m else msg
     if isinstance(exc, msgspec.ValidationError):
+        named = _FIELD.search(text)
         if "missing required field" in text:
-            reason, field = "missing_field", _FIELD.search(text).group(1)  # type: ignore[union-attr]
+            reason, field = "missing_field", named.group(1) if named else field
         elif "unknown field" in text:
-            reason, field = "unknown_field", _FIELD.search(text).group(1)  # type: ignore[union-attr]
+            reason, field = "unknown_field", named.group(1) if named else field
         elif text.startswith("Expected `object`") and not field:
             reason = "not_object"
         elif field == "time":
