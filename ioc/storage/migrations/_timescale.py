@@ -53,9 +53,9 @@ def set_compression(conn: psycopg.Connection, ctx: MigrationContext, table: str)
 
 
 # The refresh policy of the hourly continuous aggregate ``rollups_1h``. The window
-# reaches back as far as ``rollups`` keeps data (its retention), so rollups written
-# late or replayed with old event times are materialised by the policy's next run at
-# the latest; the sink refreshes the hours it wrote below the watermark right away
+# reaches back as far as ``rollups`` keeps data (its retention, also the view's), so
+# rollups written late or replayed with old event times are materialised by the
+# policy's next run at the latest; the sink refreshes the hours it wrote below the watermark right away
 # (``ioc.aggregate._storage``). end_offset keeps the open hours out of the
 # materialisation: they are read live (materialized_only = false).
 HOURLY_START_OFFSET = "365 days"
@@ -64,7 +64,10 @@ HOURLY_SCHEDULE = "15 minutes"
 
 
 def set_hourly_policy(conn: psycopg.Connection, ctx: MigrationContext) -> None:
-    """(Re)create the refresh policy of ``rollups_1h`` with the settings above."""
+    """(Re)create the refresh policy of ``rollups_1h`` with the settings above, and a
+    retention policy equal to that of ``rollups``: the materialised hours would outlive
+    the rollups they were computed from otherwise, and the view must stay a function of
+    what ``rollups`` holds."""
     view = f"{ctx.schema}.rollups_1h"
     conn.execute("select remove_continuous_aggregate_policy(%s::regclass, if_exists => true)",
                  (view,))
@@ -72,3 +75,6 @@ def set_hourly_policy(conn: psycopg.Connection, ctx: MigrationContext) -> None:
                  "start_offset => %s::interval, end_offset => %s * interval '1 second', "
                  "schedule_interval => %s::interval)",
                  (view, HOURLY_START_OFFSET, HOURLY_END_OFFSET_S, HOURLY_SCHEDULE))
+    conn.execute("select remove_retention_policy(%s::regclass, if_exists => true)", (view,))
+    conn.execute("select add_retention_policy(%s::regclass, %s::interval)",
+                 (view, HOURLY_START_OFFSET))
