@@ -198,12 +198,16 @@ class GatewayServer:
         await self.close()
 
     async def _log_stats(self) -> None:
-        last: dict[str, int] = {}
+        """A stats line when the counters moved: INFO, or WARNING when connections were
+        refused or a bug of ours was counted since the last line."""
+        last: dict[str, int] = msgspec.to_builtins(self.metrics)
         while True:
             await asyncio.sleep(self.stats_interval_s)
             now = msgspec.to_builtins(self.metrics)
             if now != last:
-                log.info("gateway stats: %s", now)
+                alarming = any(now[k] > last[k] for k in (
+                    "connections_refused", "internal_errors", "item_errors"))
+                log.log(logging.WARNING if alarming else logging.INFO, "gateway stats: %s", now)
                 last = now
 
 
