@@ -485,8 +485,8 @@ def run_fault(name: str, action: Action, kafka: Kafka, pg: Postgres, a: argparse
     rows = Rows(s)
     feeds: list[Feed] = []
     try:
-        for n in SERVICES:
-            services.start(n)
+        for svc in SERVICES:
+            services.start(svc)
         # Ready: one event through validate and the sink, the gateway and wall answering.
         from ioc.publish import Publisher
 
@@ -527,9 +527,9 @@ def run_fault(name: str, action: Action, kafka: Kafka, pg: Postgres, a: argparse
         while time.monotonic() < t_end + a.recover_max_s:
             services.watch()
             time.sleep(0.5)
-            for t, n in rows.samples[seen:]:
-                if t >= t_end and n is not None and recovered is None and \
-                        sum(f.scheduled(t) for f in feeds) - n <= limit:
+            for t, got in rows.samples[seen:]:
+                if t >= t_end and got is not None and recovered is None and \
+                        sum(f.scheduled(t) for f in feeds) - got <= limit:
                     recovered = t - t_end
             seen = len(rows.samples)
             if recovered is not None:
@@ -747,10 +747,10 @@ def main() -> None:
     load0 = os.getloadavg()[:2]
     w = a.workdir
     if w.exists():
-        for sub, n, port in (("kafka1", 1, KAFKA1_PORT), ("kafka3", 3, KAFKA3_PORT)):
+        for sub, nodes, port in (("kafka1", 1, KAFKA1_PORT), ("kafka3", 3, KAFKA3_PORT)):
             if (w / sub).exists():
                 with contextlib.suppress(SystemExit):
-                    Kafka(w / sub, port, n).down()
+                    Kafka(w / sub, port, nodes).down()
         if (w / "pg" / "data" / "postmaster.pid").exists():
             with contextlib.suppress(SystemExit):
                 Postgres(w / "pg", PG_PORT).stop()

@@ -210,7 +210,8 @@ def build_targets() -> dict[str, Target]:
         kc = KpiCounts("all", {("dossiers_online", "day", "2025-06-15"): [3.0, 4.0]}, 0, 9,
                        raw={0: (9, 1)})
         seeds: dict[str, bytes] = {}
-        for i, (name, obj) in enumerate([("rollup", r), ("windows", ew), ("kpi", kv), ("counts", kc)]):
+        states: list[tuple[str, Any]] = [("rollup", r), ("windows", ew), ("kpi", kv), ("counts", kc)]
+        for i, (name, obj) in enumerate(states):
             seeds[name] = bytes([i]) + obj.to_bytes()
         seeds["alert"] = bytes([4]) + orjson.dumps({
             "id": "a1", "rule": "pm25_high", "entity": "s1", "metric": "pm25", "severity": "warning",
