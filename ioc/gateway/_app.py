@@ -69,7 +69,8 @@ class GatewayMetrics(msgspec.Struct):
     """Counters of one gateway process (``GET /healthz`` and the stats log line show them).
 
     ``item_errors`` and ``internal_errors`` count bugs of ours (an unexpected exception);
-    they must stay 0 whatever clients send. ``connections_open`` is a gauge.
+    they must stay 0 whatever clients send. ``bad_http`` counts requests aiohttp refused
+    before the app saw them (malformed HTTP: 400). ``connections_open`` is a gauge.
     """
 
     requests: int = 0
@@ -82,6 +83,7 @@ class GatewayMetrics(msgspec.Struct):
     bad_media_type: int = 0
     body_timeouts: int = 0
     header_timeouts: int = 0
+    bad_http: int = 0
     connections_open: int = 0
     connections_refused: int = 0
     item_errors: int = 0
@@ -244,8 +246,9 @@ async def _read_json(request: web.Request, gw: _Gateway) -> Any:
         raise _Reply(resp, close=True) from exc
     except (web.RequestPayloadError, HttpProcessingError) as exc:
         # Broken chunked framing, a Content-Encoding that does not decode, ...
+        # The rest of the body cannot be read either: answer and close (no lingering).
         raise _Reply(_error(400, "bad_body", f"the request body could not be read: "
-                            f"{str(exc)[:200]}")) from exc
+                            f"{str(exc)[:200]}"), close=True) from exc
     try:
         return msgspec.json.decode(body)
     except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:

@@ -25,6 +25,8 @@ import asyncio
 import contextlib
 import logging
 import signal
+import time
+from collections.abc import MutableMapping
 from typing import Any
 
 import msgspec
@@ -126,6 +128,39 @@ class _Connection(asyncio.Protocol):
         t.close()
 
 
+class _HttpErrorLog(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """aiohttp's server logger: a malformed request (bad framing, an encoding that does
+    not decode, ...) is the client's error, yet aiohttp logs each one with a traceback.
+    Here each is counted (``bad_http``) and at most one line per ``every_s`` is written,
+    without the traceback, saying how many were held back."""
+
+    def __init__(self, metrics: GatewayMetrics, every_s: float = 10.0) -> None:
+        super().__init__(logging.getLogger("ioc.gateway.http"), {})
+        self.metrics = metrics
+        self.every_s = every_s
+        self._last = -every_s
+        self._held = 0
+
+    def log(self, level: int, msg: object, *args: object, **kw: Any) -> None:
+        if level < logging.ERROR:
+            super().log(level, msg, *args, **kw)
+            return
+        self.metrics.bad_http += 1
+        now = time.monotonic()
+        if now - self._last < self.every_s:
+            self._held += 1
+            return
+        exc = kw.pop("exc_info", None)
+        err = exc if isinstance(exc, BaseException) else None
+        why = f": {type(err).__name__}: {str(err)[:200]!r}" if err is not None else ""
+        held, self._held, self._last = self._held, 0, now
+        more = f" ({held} more since the last such line)" if held else ""
+        super().log(logging.WARNING, f"{msg}{why}{more}", *args, **kw)
+
+    def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, Any]:
+        return msg, kwargs
+
+
 class _Guard:
     """What every connection shares: limits, the counters, the transport table."""
 
@@ -165,7 +200,8 @@ class GatewayServer:
     async def start(self) -> None:
         g = self.settings.gateway
         runner = web.AppRunner(self.app, access_log=None, handle_signals=False,
-                               keepalive_timeout=g.keepalive_timeout_s)
+                               keepalive_timeout=g.keepalive_timeout_s,
+                               logger=_HttpErrorLog(self.metrics))
         await runner.setup()
         self._runner = runner
         server = runner.server

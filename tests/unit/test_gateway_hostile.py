@@ -242,3 +242,22 @@ def test_any_header_or_query_bytes_get_a_client_status(gw, ctype, auth, source, 
     STATUSES[status] += 1
     assert status in CLIENT_STATUSES, reply[:500]
     assert _bugs() == bugs, reply[:500]
+
+
+def test_bodies_that_do_not_decode_or_frame_are_400_and_counted(gw):
+    import gzip
+
+    cases = [(gzip.compress(b"[" + b" " * 5_000_000 + b"]"), {"Content-Encoding": "gzip"}, 413),
+             (b"\x1f\x8bnot gzip", {"Content-Encoding": "gzip"}, 400),
+             (b"[1]", {"Content-Encoding": "br"}, 400),
+             (b"[1]", {"Content-Encoding": "deflate"}, 400),
+             (b"[1]", {"Transfer-Encoding": "chunked"}, 400)]
+    before = gw.metrics.bad_http
+    for body, headers, want in cases:
+        c = http.client.HTTPConnection("127.0.0.1", gw.port, timeout=30)
+        status, _ = post(c, EVENTS, body, headers=headers)
+        c.close()
+        STATUSES[status] += 1
+        assert status == want, (headers, status)
+    assert gw.metrics.bad_http - before >= 2  # refused by aiohttp's parser, not the app
+    _no_bugs(gw)
