@@ -547,9 +547,18 @@ def run_fault(name: str, action: Action, kafka: Kafka, pg: Postgres, a: argparse
         frames1 = frames_per_camera(s)
         want = sum(f.acked for f in feeds)
         log(f"{name}: publishing stopped ({want:,} events acknowledged); draining")
-        with contextlib.suppress(TimeoutError):
-            wait_until("drained", lambda: (rows.count() or 0) >= want + 1, a.drain_s,
-                       every=1.0, watch=services.watch)
+        t_drain, last, t_moved = time.monotonic(), -1, time.monotonic()
+        while time.monotonic() < t_drain + a.drain_s:  # until stored, or stalled for 60 s
+            services.watch()
+            got = rows.count() or 0
+            if got >= want + 1:
+                break
+            if got != last:
+                last, t_moved = got, time.monotonic()
+            elif time.monotonic() - t_moved > 60:
+                row.notes.append(f"rows stalled at {got:,} for 60 s after publishing stopped")
+                break
+            time.sleep(1.0)
         rows.stop.set()
         rows.join(10)
         from psycopg import sql
