@@ -13,6 +13,12 @@ kept-alive connections:
    NGSI-LD with ``type`` as a list/object/number and times out of range, non-JSON
    Content-Types, bodies and batches over the limits), drawn with a fixed seed.
 
+3. slow clients (``--slowloris N``, default 1200): N connections sending their headers
+   at 1 byte/s, against the default ``header_timeout_s`` (10 s) and
+   ``max_connections`` (1000), while one client keeps sending valid requests on fresh
+   connections: how many were cut by the header timeout (after how long), how many
+   refused at once, and how the valid client fared meanwhile.
+
 Prints the status histogram of each phase and per kind, the gateway's own counters
 (``internal_errors`` and ``item_errors`` must stay 0) and exits 1 if any 5xx was seen.
 """
@@ -25,13 +31,15 @@ import json
 import os
 import random
 import secrets
+import select
 import socket
+import statistics
 import subprocess
 import sys
 import threading
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -64,7 +72,7 @@ def _dumps(x: Any) -> bytes:
     return json.dumps(x, allow_nan=True).encode()
 
 
-_ODD = [None, True, 0, -1, 10**400, 1e308, float("nan"), float("inf"), "", "x" * 5000,
+_ODD: list[Any] = [None, True, 0, -1, 10**400, 1e308, float("nan"), float("inf"), "", "x" * 5000,
         [], {}, [[[[1]]]], {"a": {"b": {"c": []}}}, "\u202e\U0010ffff", "2025-13-45T99:99Z"]
 _ODD_NGSI = [*_ODD, {"type": "GeoProperty", "value": {"type": "Point",
                                                       "coordinates": [10**400, 1]}},
@@ -133,7 +141,7 @@ class _Client:
         return -1
 
 
-def _run(port: int, requests: list[tuple[str, Request]], clients: int
+def _run(port: int, requests: Sequence[tuple[str, Request]], clients: int
          ) -> tuple[float, Counter[int], dict[str, Counter[int]]]:
     statuses: Counter[int] = Counter()
     by_kind: dict[str, Counter[int]] = defaultdict(Counter)
@@ -163,6 +171,58 @@ def _run(port: int, requests: list[tuple[str, Request]], clients: int
     return time.perf_counter() - t0, statuses, by_kind
 
 
+def _slowloris(port: int, n: int, limit_s: float) -> dict[str, Any]:
+    """Open ``n`` connections that send headers at 1 byte/s; classify how each ended."""
+    head = b"POST /v1/events HTTP/1.1\r\nHost: 127.0.0.1\r\n" + b"X-Slow: 1\r\n" * 200
+    socks: dict[socket.socket, float] = {}
+    connect_failed = 0
+    for _ in range(n):
+        c = socket.socket()
+        c.settimeout(5)
+        try:
+            c.connect(("127.0.0.1", port))
+        except OSError:
+            connect_failed += 1
+            c.close()
+            continue
+        c.setblocking(False)
+        socks[c] = time.monotonic()
+    cut: list[float] = []
+    refused = 0
+    pos = 0
+    t0 = time.monotonic()
+
+    def ended(c: socket.socket, answered: bool) -> None:
+        nonlocal refused
+        age = time.monotonic() - socks.pop(c)
+        c.close()
+        if answered:
+            cut.append(age)
+        else:
+            refused += 1
+
+    while socks and time.monotonic() - t0 < limit_s:
+        for c in list(socks):
+            try:
+                c.send(head[pos % len(head):pos % len(head) + 1])
+            except OSError:
+                ended(c, False)  # reset: refused when it connected
+        pos += 1
+        tick = time.monotonic() + 1.0
+        while socks and (left := tick - time.monotonic()) > 0:
+            readable, _, _ = select.select(list(socks)[:1000], [], [], min(left, 0.2))
+            for c in readable:
+                try:
+                    data = c.recv(4096)
+                except OSError:
+                    data = b""
+                ended(c, data.startswith(b"HTTP/1.1 408"))
+    still = len(socks)
+    for c in socks:
+        c.close()
+    return {"cut": cut, "refused": refused + connect_failed, "still_open": still}
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -183,6 +243,8 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="--n 1000")
     ap.add_argument("--clients", type=int, default=8, help="concurrent connections")
     ap.add_argument("--seed", type=int, default=12)
+    ap.add_argument("--slowloris", type=int, default=1200,
+                    help="slow connections in phase 3 (0: skip it)")
     ap.add_argument("--source", type=Path, default=ROOT,
                     help="the source tree whose `ioc gateway` runs (e.g. an older commit "
                          "unpacked with `git archive`, for a before/after)")
@@ -216,12 +278,32 @@ def main() -> int:
         names = sorted(kinds)
         _run(port, [("warmup", (EVENTS, json.dumps([_valid(i)]).encode(), None))
                     for i in range(50)], args.clients)
-        valid = [("valid", (EVENTS, json.dumps([_valid(i)]).encode(), "application/json"))
+        valid: list[tuple[str, Request]] = [("valid", (EVENTS, json.dumps([_valid(i)]).encode(), "application/json"))
                  for i in range(n)]
         hostile = [(k, kinds[k](rng)) for k in (names[i % len(names)] for i in range(n))]
         t_valid, st_valid, _ = _run(port, valid, args.clients)
         t_host, st_host, by_kind = _run(port, hostile, args.clients)
         m = _healthz(port)
+        slow: dict[str, Any] = {}
+        during: Counter[int] = Counter()
+        if args.slowloris:
+            stop = threading.Event()
+
+            def valid_client() -> None:
+                i = 0
+                while not stop.is_set():
+                    i += 1
+                    c = _Client(port)
+                    during[c.post(EVENTS, json.dumps([_valid(n + i)]).encode(), None)] += 1
+                    c.conn.close()
+                    time.sleep(0.05)
+
+            vt = threading.Thread(target=valid_client)
+            vt.start()
+            slow = _slowloris(port, args.slowloris, limit_s=60)
+            stop.set()
+            vt.join()
+            m_slow = _healthz(port)
     finally:
         proc.terminate()
         proc.wait(20)
@@ -236,9 +318,20 @@ def main() -> int:
     for k in names:
         print(f"    {k:16s} {dict(sorted(by_kind[k].items()))}")
     print(f"  gateway counters: {m}")
+    if slow:
+        cut = slow["cut"]
+        q = (f"after min {min(cut):.1f} / median {statistics.median(cut):.1f} / max "
+             f"{max(cut):.1f} s" if cut else "")
+        print(f"  slow clients: {args.slowloris} connections sending headers at 1 byte/s: "
+              f"{len(cut)} cut by the header timeout (408) {q}; {slow['refused']} refused at "
+              f"once; {slow['still_open']} still open after 60 s")
+        print(f"    gateway: header_timeouts +{m_slow['header_timeouts'] - m['header_timeouts']}, "
+              f"connections_refused +{m_slow['connections_refused'] - m['connections_refused']}"
+              f"; a valid client on fresh connections meanwhile: "
+              f"{dict(sorted(during.items()))} (-1: refused)")
     print(f"  5xx: {fives}; no answer: {st_host.get(-1, 0)}; bugs counted by the gateway: "
-          f"internal_errors={m['internal_errors']} item_errors={m['item_errors']}")
-    return 1 if fives or m["internal_errors"] or m["item_errors"] or -1 in st_host else 0
+          f"internal_errors={m.get('internal_errors')} item_errors={m.get('item_errors')}")
+    return 1 if fives or m.get("internal_errors") or m.get("item_errors") or -1 in st_host else 0
 
 
 if __name__ == "__main__":
