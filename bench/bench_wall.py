@@ -766,7 +766,8 @@ def main() -> None:
     # Stalled-client effect: the same size with and without one stalled client, alternated
     # A B A B ... A (the host is shared and drifts): each stalled run is bracketed by two
     # runs without, so a steady drift cancels in its ratio to their mean.
-    refs, stls = [], []
+    refs: list[dict[str, Any]] = []
+    stls: list[dict[str, Any]] = []
     for i in range(2 * a.stall_rounds + 1):
         stalled = i % 2
         r = _run("wall", a.stall_clients, a.stall_seconds, a.warmup, stalled=stalled,
