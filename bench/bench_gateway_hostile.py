@@ -31,7 +31,7 @@ import json
 import os
 import random
 import secrets
-import select
+import selectors
 import socket
 import statistics
 import subprocess
@@ -187,6 +187,9 @@ def _slowloris(port: int, n: int, limit_s: float) -> dict[str, Any]:
             continue
         c.setblocking(False)
         socks[c] = time.monotonic()
+    sel = selectors.DefaultSelector()  # epoll: select() stops at descriptor 1024
+    for c in socks:
+        sel.register(c, selectors.EVENT_READ)
     cut: list[float] = []
     refused = 0
     pos = 0
@@ -195,6 +198,7 @@ def _slowloris(port: int, n: int, limit_s: float) -> dict[str, Any]:
     def ended(c: socket.socket, answered: bool) -> None:
         nonlocal refused
         age = time.monotonic() - socks.pop(c)
+        sel.unregister(c)
         c.close()
         if answered:
             cut.append(age)
@@ -210,8 +214,8 @@ def _slowloris(port: int, n: int, limit_s: float) -> dict[str, Any]:
         pos += 1
         tick = time.monotonic() + 1.0
         while socks and (left := tick - time.monotonic()) > 0:
-            readable, _, _ = select.select(list(socks)[:1000], [], [], min(left, 0.2))
-            for c in readable:
+            for key, _ in sel.select(min(left, 0.2)):
+                c = key.fileobj  # type: ignore[assignment]
                 try:
                     data = c.recv(4096)
                 except OSError:
@@ -220,6 +224,7 @@ def _slowloris(port: int, n: int, limit_s: float) -> dict[str, Any]:
     still = len(socks)
     for c in socks:
         c.close()
+    sel.close()
     return {"cut": cut, "refused": refused + connect_failed, "still_open": still}
 
 
@@ -325,10 +330,11 @@ def main() -> int:
         print(f"  slow clients: {args.slowloris} connections sending headers at 1 byte/s: "
               f"{len(cut)} cut by the header timeout (408) {q}; {slow['refused']} refused at "
               f"once; {slow['still_open']} still open after 60 s")
-        print(f"    gateway: header_timeouts +{m_slow['header_timeouts'] - m['header_timeouts']}, "
-              f"connections_refused +{m_slow['connections_refused'] - m['connections_refused']}"
-              f"; a valid client on fresh connections meanwhile: "
-              f"{dict(sorted(during.items()))} (-1: refused)")
+        d_cut = m_slow.get("header_timeouts", 0) - m.get("header_timeouts", 0)
+        d_ref = m_slow.get("connections_refused", 0) - m.get("connections_refused", 0)
+        print(f"    gateway: header_timeouts +{d_cut}, connections_refused +{d_ref}; a valid "
+              f"client on fresh connections meanwhile: {dict(sorted(during.items()))} "
+              f"(-1: refused)")
     print(f"  5xx: {fives}; no answer: {st_host.get(-1, 0)}; bugs counted by the gateway: "
           f"internal_errors={m.get('internal_errors')} item_errors={m.get('item_errors')}")
     return 1 if fives or m.get("internal_errors") or m.get("item_errors") or -1 in st_host else 0

@@ -102,6 +102,8 @@ def test_gateway_auth_limits_reasons_and_delivery(fresh_namespace, spawn):
     assert st == 413 and body["error"] == "body_too_large"
     st, body, _ = _post(url, None, key=KEY, raw=b"{nope")
     assert st == 400 and body["error"] == "not_json"
+    st, body, _ = _post(url, None, key=KEY, raw=b'[{"id":"\xff"}]')  # was a 500
+    assert st == 400 and body["error"] == "not_json" and "UTF-8" in body["message"]
     # What was acknowledged is on events.raw: exactly e1, e5, e100..e102
     recs = read_topic(s, "events.raw", expect=2, timeout=20)
     ids = sorted(validate_event(b).id for r in recs for b in split_raw(r.value))
