@@ -238,13 +238,17 @@ def _find_bad_key(container: str, raw: bytes | dict[str, Any]) -> str | None:
     try:
         obj = orjson.loads(raw) if isinstance(raw, bytes) else raw
         entries = obj.get(container) if isinstance(obj, dict) else None
-    except orjson.JSONDecodeError:
+    except (orjson.JSONDecodeError, RecursionError):
         return None
     if not isinstance(entries, dict):
         return None
     for k, v in entries.items():
         if container == "values":
-            ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+            try:
+                ok = isinstance(v, (int, float)) and not isinstance(v, bool) and \
+                    math.isfinite(v)
+            except OverflowError:  # an int beyond float range (Python dicts can hold one)
+                ok = False
         else:
             ok = isinstance(v, (str, int, float, bool)) and (
                 not isinstance(v, str) or len(v) <= LIMITS["attribute"])

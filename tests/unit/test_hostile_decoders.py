@@ -58,7 +58,7 @@ from tests.fixtures.hostile import (
     mutated_json_objects,
 )
 
-FAST = settings(max_examples=300, deadline=None,
+FAST = settings(max_examples=200, deadline=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 NOW = 1_750_000_000.0

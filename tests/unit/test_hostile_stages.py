@@ -1,0 +1,329 @@
+"""The stages, the sink's decode path and the runner's bug handling on hostile records.
+
+The stages' ``process`` functions are taken from the real agents (registered on a
+stand-in app that only collects them) and fed ``Record``s with hostile bytes, keys and
+headers, mixed with valid ones: nothing raises, every bad record is a dead letter
+with its reason and origin exactly once, every valid one is applied. The runner's
+record-by-record fallback (``StageRunner._process_careful``) dead-letters a record our
+own code fails on as ``internal_error`` without half-applying its state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from types import SimpleNamespace
+from typing import Any
+
+import orjson
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from ioc.aggregate import Rollup
+from ioc.aggregate._window import Agg, EntityWindows
+from ioc.config import Settings
+from ioc.events import DEAD_LETTER_REASONS, DLQ_HEADERS, Event, encode_event
+from ioc.kpi import KpiValue
+from ioc.rules import Alert
+from ioc.storage.sink import SinkOptions, _Batch, _TableSinkRunner
+from ioc.storage.sink_tables import sink_tables
+from streams.aggregate import AGGREGATE
+from streams.batch import Outbox, Record, Stage, StageRunner, StateTable, combine
+from streams.kpis import KPIS
+from streams.rules import RULES
+from streams.tiles import TILES
+from streams.validate import VALIDATE
+from tests.fixtures.hostile import (
+    hostile_bytes,
+    hostile_headers,
+    hostile_json_bytes,
+)
+
+NS = "hx"
+FAST = settings(max_examples=100, deadline=None,
+                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
+                                       HealthCheck.function_scoped_fixture])
+NOW = 1_750_000_000.0
+
+
+class _App:
+    """Collects the stages the agents register (``host_stage``); runs nothing."""
+
+    def __init__(self) -> None:
+        self.conf = SimpleNamespace(id=f"{NS}-app")
+
+    def task(self, fn: Any) -> Any:
+        return fn
+
+
+def _stages() -> dict[str, Stage]:
+    s = Settings(namespace=NS)
+    app = _App()
+    for spec in (VALIDATE, AGGREGATE, KPIS, RULES, TILES):
+        spec.register(app, s)  # type: ignore[arg-type]
+    out = {stage.name: stage for stage in app._ioc_stages}  # type: ignore[attr-defined]
+    for stage in out.values():
+        for t in stage.tables:
+            t.topic = f"{NS}.state.app.{t.name}"
+    return out
+
+
+def _event(i: int, entity: str = "agency-1") -> Event:
+    return Event(id=f"e{i}", source="egov", type="egov.dossier", entity=entity,
+                 time=NOW - 1000 + i, values={"count": 1.0}, attributes={"channel": "online"})
+
+
+records_of = st.tuples(st.one_of(st.none(), hostile_bytes(max_size=40)),
+                       st.one_of(st.none(), hostile_bytes(max_size=512), hostile_json_bytes()),
+                       st.one_of(st.just([]), hostile_headers()))
+
+
+def _dead(out: Outbox) -> list[dict[str, bytes]]:
+    return [dict(h or ()) for topic, _k, _v, _p, h in out.records if topic == f"{NS}.dlq"]
+
+
+def _origin_ok(h: dict[str, bytes], topic: str, offsets: set[int], stage: str) -> bool:
+    return (set(DLQ_HEADERS) <= set(h) and h["dlq.reason"].decode() in DEAD_LETTER_REASONS
+            and h["dlq.topic"] == topic.encode() and int(h["dlq.offset"]) in offsets
+            and h["dlq.stage"] == stage.encode())
+
+
+@FAST
+@given(st.lists(records_of, min_size=1, max_size=8))
+def test_validate_stage_routes_every_hostile_record(recs):
+    stage = _stages()["validate"]
+    topic = f"{NS}.events.raw"
+    records = [Record(topic, 1, 100 + i, k, v, h) for i, (k, v, h) in enumerate(recs)]
+    out = Outbox()
+    stage.process(records, out)
+    for h in _dead(out):
+        assert _origin_ok(h, topic, {r.offset for r in records}, "validate")
+
+
+@FAST
+@given(st.lists(st.one_of(records_of, st.integers(0, 50)), min_size=1, max_size=16))
+def test_aggregate_kpis_rules_dead_letter_each_bad_record_once_and_apply_the_valid(items):
+    stages = _stages()
+    both = combine([stages["aggregate"], stages["kpis"], stages["rules"]])
+    topic = f"{NS}.events"
+    records, good, seen = [], 0, set()
+    for off, item in enumerate(items):
+        if isinstance(item, int):
+            if item in seen:
+                continue
+            seen.add(item)
+            e = _event(item)
+            records.append(Record(topic, 0, off, e.entity.encode(), encode_event(e), []))
+            good += 1
+        else:
+            records.append(Record(topic, 0, off, *item))
+    out = Outbox()
+    both.process(records, out)
+    dead = _dead(out)
+    bad = len(records) - good
+    late = sum(h["dlq.reason"] == b"late" for h in dead)
+    assert len(dead) - late == bad
+    assert all(_origin_ok(h, topic, {r.offset for r in records}, "aggregate") for h in dead)
+    windows = next(t for t in both.tables if t.name == "agg-windows")
+    states = [windows.changed[k] for k in windows.changed]
+    assert sum(s.applied for s in states) + late == good
+
+
+SERIES = Settings(namespace=NS).streams.aggregate.window_sizes_s[0]  # what tiles decode
+
+
+def _rollup_bytes(i: int) -> bytes:
+    return Rollup(f"s-{i}", "pm25", SERIES, 1_700_000_040, Agg(1, 2.0, 2.0, 2.0, 2.0, 1.7e9),
+                  "updated").to_bytes()
+
+
+@FAST
+@given(st.lists(st.tuples(st.sampled_from(["rollups", "kpis", "alerts"]),
+                          st.one_of(hostile_json_bytes(), hostile_bytes(), st.none(),
+                                    st.just(b"valid"))), min_size=1, max_size=15),
+       hostile_headers())
+def test_tiles_dead_letter_undecodable_records_and_keep_only_decodable_state(items, headers):
+    stage = _stages()["tiles"]
+    kpi = KpiValue("egov.share_online", "agency-1", "day", "2026-12-01", 3.0, 4.0, 75.0)
+    alert = Alert("a1", "pm25-high", "s-1", "pm25", "warning", "raised", 1_700_000_000,
+                  1.7e9, None, 55.0, "pm25 above 50", "air")
+    valid = {"rollups": lambda i: _rollup_bytes(i), "kpis": lambda i: kpi.to_bytes(),
+             "alerts": lambda i: alert.to_bytes()}
+    records = []
+    for off, (suffix, value) in enumerate(items):
+        v = valid[suffix](off) if value == b"valid" else value
+        key = (f"s-{off}|pm25|{SERIES}|1700000040".encode() if suffix == "rollups"
+               else b"k%d" % off)
+        records.append(Record(f"{NS}.{suffix}", 0, off, key, v, headers))
+    out = Outbox()
+    stage.process(records, out)
+    dead = _dead(out)
+    for h in dead:
+        assert h["dlq.reason"] == b"undecodable" and h["dlq.stage"] == b"tiles"
+    undecodable = 0
+    for r in records:
+        decode = {"rollups": Rollup.from_bytes, "kpis": KpiValue.from_bytes,
+                  "alerts": Alert.from_bytes}[r.topic.rsplit(".", 1)[1]]
+        try:
+            decode(r.value)
+        except Exception:
+            undecodable += 1
+    assert len(dead) == undecodable
+    for t in stage.tables:  # what the tables keep decodes after a restore
+        t.write_changes(Outbox())
+        t.cache.clear()
+    assert stage.on_assigned is not None
+    stage.on_assigned(set())
+
+
+# --- the sink's decode path -----------------------------------------------------------
+
+
+class _Msg:
+    def __init__(self, topic: str, offset: int, key: bytes | None, value: bytes | None,
+                 headers: list[tuple[str, bytes | None]]) -> None:
+        self._t, self._o, self._k, self._v, self._h = topic, offset, key, value, headers
+
+    def error(self) -> None:
+        return None
+
+    def topic(self) -> str:
+        return self._t
+
+    def partition(self) -> int:
+        return 0
+
+    def offset(self) -> int:
+        return self._o
+
+    def key(self) -> bytes | None:
+        return self._k
+
+    def value(self) -> bytes | None:
+        return self._v
+
+    def headers(self) -> list[tuple[str, bytes | None]]:
+        return self._h
+
+
+@pytest.mark.parametrize("spec", sink_tables(), ids=lambda s: s.name)
+@settings(FAST, max_examples=40)
+@given(recs=st.lists(records_of, min_size=1, max_size=8))
+def test_sink_reads_every_record_into_rows_or_a_dead_letter(spec, recs):
+    runner = _TableSinkRunner(Settings(namespace=NS), spec, SinkOptions(), asyncio.Event())
+    batch = _Batch()
+    msgs = [_Msg(runner.topic, i, k, v, h) for i, (k, v, h) in enumerate(recs)]
+    runner._add(batch, msgs)  # type: ignore[arg-type]
+    assert len(batch.messages) == len(msgs) and batch.offsets[(runner.topic, 0)] == len(msgs)
+    assert all(len(r) == len(spec.columns) for r in batch.rows)
+    assert all(reason == "sink_unreadable" for _m, reason, _t in batch.dead)
+    assert runner.metrics.messages_rejected == len(batch.dead)
+
+
+def test_sink_rows_of_valid_events_still_come_out():
+    spec = next(s for s in sink_tables() if s.name == "events")
+    runner = _TableSinkRunner(Settings(namespace=NS), spec, SinkOptions(), asyncio.Event())
+    batch = _Batch()
+    runner._add(batch, [_Msg(runner.topic, i, None, encode_event(_event(i)), [])  # type: ignore[list-item]
+                        for i in range(5)])
+    assert len(batch.rows) == 5 and not batch.dead
+
+
+# --- the runner: a bug in our code is dead-lettered, not half-applied ----------------
+
+
+class _Counter:
+    def __init__(self, entity: str, n: int = 0, seen: tuple[int, ...] = ()) -> None:
+        self.entity, self.n, self.seen = entity, n, list(seen)
+
+    def to_bytes(self) -> bytes:
+        return orjson.dumps([self.entity, self.n, self.seen])
+
+    @classmethod
+    def from_bytes(cls, raw: bytes) -> _Counter:
+        e, n, seen = orjson.loads(raw)
+        return cls(e, n, tuple(seen))
+
+
+def _buggy_stage() -> tuple[Stage, StateTable]:
+    """Counts records per key; on value b"boom" it raises *after* changing the state
+    in place (the half-applied state a rewind and a transaction must undo)."""
+    table = StateTable("counts", f"{NS}.in", 4)
+
+    def process(records: list[Any], out: Outbox) -> None:
+        for r in records:
+            c = table.get(r.key, _Counter.from_bytes, _Counter, r.key.decode())
+            c.n += 1
+            c.seen.append(r.offset)
+            table.change(r.key, c, r.partition)
+            if r.value == b"boom":
+                raise KeyError("a bug of ours")
+            out.add(f"{NS}.out", r.key, b"%d" % c.n)
+
+    return Stage("buggy", [f"{NS}.in"], process, tables=[table]), table
+
+
+def test_a_failing_batch_rerun_record_by_record_dead_letters_only_the_bug():
+    stage, table = _buggy_stage()
+    runner = StageRunner(Settings(namespace=NS), f"{NS}-app", stage)
+    values = [b"ok", b"ok", b"boom", b"ok", b"boom", b"ok"]
+    records = [Record(f"{NS}.in", 1, 10 + i, b"k", v, [("trace", b"t")])
+               for i, v in enumerate(values)]
+    out = Outbox()
+    with pytest.raises(KeyError):
+        stage.process(records, out)  # what the runner sees first: the batch fails
+    # the rewind: outputs dropped, states back to the last commit (nothing yet)
+    out.records.clear()
+    table.drop(range(4))
+    runner._process_careful(records, out)
+    state = table.changed[b"k"]
+    assert (state.n, state.seen) == (4, [10, 11, 13, 15]), "boom left nothing behind"
+    outputs = [(t, v) for t, _k, v, _p, _h in out.records if t == f"{NS}.out"]
+    assert outputs == [(f"{NS}.out", b"1"), (f"{NS}.out", b"2"), (f"{NS}.out", b"3"),
+                       (f"{NS}.out", b"4")]
+    dead = [(v, dict(h)) for t, _k, v, _p, h in out.records if t == f"{NS}.dlq"]
+    assert [v for v, _h in dead] == [b"boom", b"boom"]
+    for _v, h in dead:
+        assert h["dlq.reason"] == b"internal_error" and h["dlq.stage"] == b"buggy"
+        assert h["dlq.message"].startswith(b"KeyError: 'a bug of ours' (at ")
+        assert (h["dlq.topic"], h["dlq.partition"]) == (f"{NS}.in".encode(), b"1")
+        assert h["trace"] == b"t"
+    assert [int(h["dlq.offset"]) for _v, h in dead] == [12, 14]
+    assert stage.metrics.internal_errors == 2
+    assert runner.careful()  # stays record by record for careful_s after a failure
+
+
+def test_a_bug_in_the_real_aggregate_stage_is_isolated_without_double_counting(monkeypatch):
+    stage = combine([(s := _stages())["aggregate"], s["kpis"], s["rules"]])
+    runner = StageRunner(Settings(namespace=NS), f"{NS}-app", stage)
+    topic = f"{NS}.events"
+    events = [_event(i, entity=f"agency-{i % 3}") for i in range(30)]
+    records = [Record(topic, 0, i, e.entity.encode(), encode_event(e), [])
+               for i, e in enumerate(events)]
+    real_add = EntityWindows.add
+
+    def add(self: EntityWindows, t: float, *args: Any) -> Any:
+        hit = real_add(self, t, *args)  # applied, then the bug: half-applied state
+        if round(t) % 7 == 0:
+            raise ZeroDivisionError("a bug of ours")
+        return hit
+
+    monkeypatch.setattr(EntityWindows, "add", add)
+    out = Outbox()
+    with pytest.raises(ZeroDivisionError):
+        stage.process(records, out)
+    out.records.clear()
+    for t in stage.tables:
+        t.drop(range(4))
+    runner._process_careful(records, out)
+    bad = {r.offset for r, e in zip(records, events, strict=True) if round(e.time) % 7 == 0}
+    dead = [dict(h) for t, _k, _v, _p, h in out.records if t == f"{NS}.dlq"]
+    assert {int(h["dlq.offset"]) for h in dead} == bad and len(dead) == len(bad)
+    assert all(h["dlq.reason"] == b"internal_error" for h in dead)
+    windows = next(t for t in stage.tables if t.name == "agg-windows")
+    applied = sum(windows.changed[k].applied for k in windows.changed)
+    assert applied == len(events) - len(bad)
+    counts = next(t for t in stage.tables if t.name == "kpi-counts")
+    total = sum(sum(den for _num, den in c.counts.values()) for c in counts.changed.values())
+    kpis_per_event = total / (len(events) - len(bad))
+    assert kpis_per_event == int(kpis_per_event), "a KPI counted a failed record"
