@@ -35,12 +35,12 @@ class GatewaySettings(Section):
                                  description="wait for broker acknowledgements, then 503")
     retry_after_s: int = Field(5, ge=1, le=3600, description="Retry-After sent with a 503")
     header_timeout_s: float = Field(
-        10.0, gt=0, le=30,
+        10.0, gt=0, le=300,
         description="a request's line and headers must arrive within this many seconds of "
                     "the connection opening (or of its first byte after a previous request); "
                     "else 408 and the connection is closed (counted header_timeouts)")
     body_timeout_s: float = Field(
-        30.0, gt=0, le=30,
+        30.0, gt=0, le=300,
         description="the whole body must arrive within this many seconds of the headers; "
                     "else 408 body_timeout and the connection is closed (body_timeouts)")
     keepalive_timeout_s: float = Field(
