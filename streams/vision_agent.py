@@ -78,12 +78,20 @@ def camera_of(key: object) -> str | None:
 
 def frame_meta(parse: Any, headers: Any, kafka_ts_ms: int | None, now: float) -> Any:
     """``parse(headers)`` (vision.capture.parse_frame_headers) with an implausible capture
-    time replaced by the Kafka timestamp and reported in ``problem``."""
+    time replaced by the Kafka timestamp, a frame number outside -1..2**63 by -1 and a
+    size outside int32 by 0x0, each reported in ``problem``."""
     fallback = (kafka_ts_ms or 0) / 1000
     meta = parse(headers, fallback_ts=fallback)
     if abs(meta.ts - now) > MAX_CLOCK_SKEW_S and meta.ts != fallback:
         meta = dataclasses.replace(meta, ts=fallback, problem=meta.problem or (
             f"header ts: {meta.ts!r} is more than {MAX_CLOCK_SKEW_S:.0f} s from now"))
+    # numbers that JSON (orjson: int64) and the database cannot carry
+    if not -1 <= meta.seq < 2**63:
+        meta = dataclasses.replace(meta, seq=-1, problem=meta.problem or (
+            f"header seq: {meta.seq!r} is not a frame number"))
+    if not (0 <= meta.width < 2**31 and 0 <= meta.height < 2**31):
+        meta = dataclasses.replace(meta, width=0, height=0, problem=meta.problem or (
+            f"header width/height: {meta.width!r}x{meta.height!r} is not a frame size"))
     return meta
 
 
