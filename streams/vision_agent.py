@@ -76,11 +76,12 @@ def camera_of(key: object) -> str | None:
     return cam if _ID_RE.match(cam) else None
 
 
-def frame_meta(parse: Any, headers: Any, kafka_ts_ms: int | None, now: float) -> Any:
+def frame_meta(parse: Any, headers: Any, kafka_ts_s: float | None, now: float) -> Any:
     """``parse(headers)`` (vision.capture.parse_frame_headers) with an implausible capture
     time replaced by the Kafka timestamp, a frame number outside -1..2**63 by -1 and a
     size outside int32 by 0x0, each reported in ``problem``."""
-    fallback = (kafka_ts_ms or 0) / 1000
+    # Faust's Message.timestamp is in seconds already (it divides Kafka's milliseconds)
+    fallback = float(kafka_ts_s or 0.0)
     meta = parse(headers, fallback_ts=fallback)
     if abs(meta.ts - now) > MAX_CLOCK_SKEW_S and meta.ts != fallback:
         meta = dataclasses.replace(meta, ts=fallback, problem=meta.problem or (

@@ -323,7 +323,7 @@ def test_valid_tiles_still_decode():
 
 
 @FAST
-@given(hostile_headers(), st.one_of(st.none(), st.integers(-(2**63), 2**63 - 1)),
+@given(hostile_headers(), st.one_of(st.none(), st.floats(0, 4e9)),
        st.one_of(st.none(), hostile_bytes(max_size=80)))
 def test_frame_headers_and_keys_never_raise(headers, kafka_ts, key):
     from streams.vision_agent import MAX_CLOCK_SKEW_S, camera_of, frame_meta
@@ -332,7 +332,7 @@ def test_frame_headers_and_keys_never_raise(headers, kafka_ts, key):
     for hs in (headers, dict(headers), [(k.encode("utf-8", "replace"), v) for k, v in headers]):
         meta = frame_meta(parse_frame_headers, hs, kafka_ts, NOW)
         assert math.isfinite(meta.ts)
-        assert abs(meta.ts - NOW) <= MAX_CLOCK_SKEW_S or meta.ts == (kafka_ts or 0) / 1000
+        assert abs(meta.ts - NOW) <= MAX_CLOCK_SKEW_S or meta.ts == (kafka_ts or 0.0)
         assert isinstance(meta.seq, int) and -1 <= meta.seq < 2**63
         assert 0 <= meta.width < 2**31 and 0 <= meta.height < 2**31
     cam = camera_of(key)
@@ -344,7 +344,7 @@ def test_a_far_capture_time_is_a_bad_header():
     from vision.capture import parse_frame_headers
 
     meta = frame_meta(parse_frame_headers, [("ts", b"1e300"), ("seq", b"1"), ("width", b"4"),
-                                            ("height", b"3")], 1_750_000_000_000, NOW)
+                                            ("height", b"3")], 1_750_000_000.0, NOW)
     assert meta.ts == 1_750_000_000.0 and meta.problem and "ts" in meta.problem
 
 
