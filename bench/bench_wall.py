@@ -638,7 +638,10 @@ def _print_windows(res: dict[str, Any], window: float) -> None:
           f"({window:g} s each): others' median p99 {mr:.1f} -> {ms_:.1f} ms "
           f"({100 * (ms_ / mr - 1):+.0f}%; target <= +10%); bracketed ratios "
           f"x{[round(x, 2) for x in brk]}, median x{statistics.median(brk):.2f}")
-    print(f"server CPU per window: reading {cpu['R'] / len(rs):.2f} s, stalled {cpu['S'] / len(ss):.2f} s; "
+    n_r = sum(r["samples"] for r in rows if r["kind"] == "R")
+    n_s = sum(r["samples"] for r in rows if r["kind"] == "S")
+    print(f"server CPU per window: reading {cpu['R'] / len(rs):.2f} s, stalled {cpu['S'] / len(ss):.2f} s "
+          f"({1e6 * cpu['R'] / n_r:.1f} vs {1e6 * cpu['S'] / n_s:.1f} µs per update received); "
           f"buffers full after {res['fill_s']} s; drops {h['drops']} "
           f"(clients with drops: {h['clients_with_drops']}); client loop lag p99 "
           f"{res['client_lag_p99_ms']:.1f} ms; failed {res['failed']}")
