@@ -75,9 +75,9 @@ def route_raw(value: bytes | None, key: bytes | None, headers: Sequence[tuple[st
     except InvalidEvent as exc:
         return [_dead(value, key, headers, exc, topic, partition, offset, None)]
     if not items:  # nothing to route, but a record nonetheless: seen, not dropped
-        exc = InvalidEvent("bad_value", "bad_value: an empty batch (JSON array): expected "
-                           "at least one event")
-        return [_dead(value, key, headers, exc, topic, partition, offset, None)]
+        empty = InvalidEvent("bad_value", "bad_value: an empty batch (JSON array): expected "
+                             "at least one event")
+        return [_dead(value, key, headers, empty, topic, partition, offset, None)]
     now = time.time() if now is None else now
     single = len(items) == 1 and value.lstrip()[:1] == b"{"
     out: list[Routed] = []

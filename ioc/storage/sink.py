@@ -593,11 +593,11 @@ class _TableSinkRunner:
             headers = dead_letter_headers(
                 reason, topic=m.topic() or "", partition=m.partition() or 0,
                 offset=m.offset() or 0, message=message, stage=f"sink:{self.spec.name}",
-                headers=m.headers() or ())
+                headers=cast(list[tuple[str, bytes | None]], m.headers() or []))
             while True:
                 try:
                     producer.produce(dlq, value=m.value() or b"", key=m.key(),
-                                     headers=headers, on_delivery=delivered)
+                                     headers=cast(Any, headers), on_delivery=delivered)
                     break
                 except BufferError:  # the local queue is full: let deliveries drain it
                     producer.poll(0.1)
