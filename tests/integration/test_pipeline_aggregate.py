@@ -83,5 +83,5 @@ def test_kill9_mid_stream_and_restart_gives_the_same_totals(fresh_namespace, spa
     for r in read_topic(s, "dlq"):
         h = dict(r.headers)
         if h.get("dlq.reason") == b"late":
-            late.add((h["source_partition"], h["source_offset"]))
+            late.add((h["dlq.partition"], h["dlq.offset"]))
     assert len(late) == want_late, f"expected {want_late} late events dead-lettered, got {len(late)}"

@@ -209,7 +209,7 @@ def check_closed_windows(s: Settings, rollups: Rollups, every: list[Event], n_en
     for r in read_topic(s, "dlq", timeout=15):
         h = dict(r.headers)
         if h.get("dlq.reason") == b"late":
-            late.add((h["source_partition"], h["source_offset"]))
+            late.add((h["dlq.partition"], h["dlq.offset"]))
     assert len(late) == want_late, f"expected {want_late} late events dead-lettered, got {len(late)}"
 
 
