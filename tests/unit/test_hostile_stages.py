@@ -327,3 +327,46 @@ def test_a_bug_in_the_real_aggregate_stage_is_isolated_without_double_counting(m
     total = sum(sum(den for _num, den in c.counts.values()) for c in counts.changed.values())
     kpis_per_event = total / (len(events) - len(bad))
     assert kpis_per_event == int(kpis_per_event), "a KPI counted a failed record"
+
+
+# --- tile building on records that decode but hold odd values -----------------------
+
+_odd_floats = st.one_of(st.floats(allow_nan=False, allow_infinity=False),
+                        st.sampled_from([0.0, -0.0, 1e308, -1e308, 5e-324]))
+_odd_text = st.one_of(st.text(max_size=30), st.sampled_from(["", "|", ":", "x" * 2000]))
+
+
+@FAST
+@given(st.lists(st.one_of(
+    st.builds(lambda e, m, sz, stt, c, sm, last: Rollup(e, m, sz, stt, Agg(c, sm, sm, sm, last,
+                                                                            1.7e9), "updated"),
+              _odd_text, _odd_text, st.sampled_from([SERIES]), st.integers(-(2**63), 2**63 - 1),
+              st.integers(0, 2**63 - 1), _odd_floats, _odd_floats),
+    st.builds(KpiValue, st.sampled_from(["egov.share_online", "egov.share_postal", "x"]),
+              _odd_text, st.sampled_from(["day", "month", "year", "week", ""]), _odd_text,
+              _odd_floats, _odd_floats, st.one_of(st.none(), _odd_floats), _odd_text),
+    st.builds(Alert, _odd_text, _odd_text, _odd_text, st.one_of(st.none(), _odd_text),
+              _odd_text, st.sampled_from(["raised", "cleared"]),
+              st.integers(-(2**63), 2**63 - 1), _odd_floats, st.one_of(st.none(), _odd_floats),
+              st.one_of(st.none(), _odd_floats), _odd_text, _odd_text)), min_size=1,
+    max_size=12))
+def test_tiles_build_and_encode_tiles_from_any_decodable_values(values):
+    """Records that decode (typed) but carry odd values: the boards and tile builders
+    neither raise nor make a tile that cannot be encoded and decoded back."""
+    from ioc.tiles import decode_tile
+
+    stage = _stages()["tiles"]
+    topic = {Rollup: "rollups", KpiValue: "kpis", Alert: "alerts"}
+    records = []
+    for off, v in enumerate(values):
+        key = v.key.encode() if isinstance(v, (Rollup, KpiValue)) else v.id.encode()
+        records.append(Record(f"{NS}.{topic[type(v)]}", 0, off, key, v.to_bytes(), []))
+    out = Outbox()
+    stage.process(records, out)
+    assert stage.tick is not None
+    stage.tick(NOW, out)
+    for t, _k, v, _p, _h in out.records:
+        if t == f"{NS}.wall.tiles":
+            assert decode_tile(v).id
+        elif t == f"{NS}.dlq":  # only what does not decode back (e.g. NaN written as null)
+            assert dict(_h or ())["dlq.reason"] == b"undecodable"
