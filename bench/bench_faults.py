@@ -546,6 +546,10 @@ def run_fault(name: str, action: Action, kafka: Kafka, pg: Postgres, a: argparse
                     if t >= t_fault and n is not None), default=0.0)
         row.notes.append(f"backlog before {backlog_base / a.rate:.1f} s, peak {peak / a.rate:.1f} s"
                          " of input")
+        over = [t - t_fault for t, n in rows.samples if t >= t_fault and n is not None
+                and sum(f.scheduled(t) for f in feeds) - n > limit]
+        if over:  # when the pipeline was behind: e.g. a cluster node still down, yet caught up
+            row.notes.append(f"behind from {over[0]:.0f} to {over[-1]:.0f} s after the fault began")
         time.sleep(a.tail_s)
         for f in feeds:
             f.stop.set()
