@@ -112,10 +112,17 @@ def refresh_hourly_view(conn: psycopg.Connection, settings: Settings,
         psycopg.OperationalError: the connection failed (the sink retries the batch).
     """
     schema = settings.db_schema
-    if not _on_timescaledb(conn, schema):
-        return
     ranges = hourly_refresh_ranges((r[3] for r in rows if r[2] == 60), now=datetime.now(UTC))
     if not ranges:
+        return  # live rollups only: nothing can be below the watermark
+    try:
+        if not _on_timescaledb(conn, schema):
+            return
+    except psycopg.OperationalError:
+        raise
+    except psycopg.Error as exc:
+        log.warning("rollups: cannot tell the storage path of schema %s (%s); %s not "
+                    "refreshed", schema, str(exc).strip(), "rollups_1h")
         return
     view = f"{schema}.rollups_1h"
     t0 = time.perf_counter()
