@@ -18,7 +18,23 @@ from ioc.topics import topic_name
 
 from .agent_spec import AgentSpec
 
-__all__ = ["PROBE"]
+__all__ = ["PROBE", "probe_reply"]
+
+
+def probe_reply(value: bytes | None, worker_id: str, now: float) -> bytes:
+    """The reply to one probe record: its JSON object with ``worker`` and ``echoed_at``
+    added; anything else (not JSON, not an object, a tombstone) is echoed as
+    ``{"raw": <text>}``. Raises nothing, whatever the bytes."""
+    try:
+        body = orjson.loads(value) if value is not None else None
+    except (orjson.JSONDecodeError, TypeError):
+        body = None
+    if not isinstance(body, dict):
+        raw = value if isinstance(value, bytes) else b""
+        body = {"raw": raw.decode("utf-8", "replace")[:10_000]}
+    body["worker"] = worker_id
+    body["echoed_at"] = now
+    return orjson.dumps(body)
 
 
 def _register(app: faust.App, settings: Settings) -> None:
@@ -30,13 +46,8 @@ def _register(app: faust.App, settings: Settings) -> None:
     @app.agent(source, name=f"{ns}.probe")
     async def probe(stream):  # type: ignore[no-untyped-def]
         async for event in stream.events():
-            try:
-                body = orjson.loads(event.value)
-            except orjson.JSONDecodeError:
-                body = {"raw": event.value.decode("utf-8", "replace")}
-            body["worker"] = worker_id
-            body["echoed_at"] = time.time()
-            await replies.send(key=event.key, value=orjson.dumps(body))
+            await replies.send(key=event.key, value=probe_reply(event.value, worker_id,
+                                                                time.time()))
 
 
 PROBE = AgentSpec("probe", _register, "echo system.probe to system.probe.reply")

@@ -500,3 +500,14 @@ def test_msgspec_is_what_we_think_it_is():
         msgspec.json.decode(b'{"a":"\xff"}')
     with pytest.raises(RecursionError):
         msgspec.json.Decoder(list[msgspec.Raw]).decode(deep_json(DEEP))
+
+
+@FAST
+@given(st.one_of(st.none(), hostile_bytes(), hostile_json_bytes()))
+def test_the_probe_agent_answers_any_record(value):
+    from streams.probe import probe_reply
+
+    reply = orjson.loads(probe_reply(value, "w:1", NOW))
+    assert reply["worker"] == "w:1" and reply["echoed_at"] == NOW
+    assert probe_reply(b'{"id": "p1"}', "w", NOW) == orjson.dumps(
+        {"id": "p1", "worker": "w", "echoed_at": NOW})
