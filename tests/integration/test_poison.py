@@ -3,13 +3,14 @@
 A real ``ioc worker`` (every agent and stage) and ``ioc sink`` (every table) run as
 subprocesses while 10,000 random and malformed records go to every input topic they
 read (``events.raw``, ``events``, ``camera.frames``, ``rollups``, ``kpis``,
-``alerts``; the wall's ``wall.tiles`` is tested with the wall). Then valid events
-follow. Checked:
+``alerts``, ``system.probe``; the wall's ``wall.tiles`` is tested with the wall). Then
+valid events follow. Checked:
 
 * every valid event is stored in PostgreSQL exactly once;
 * every bad record is dead-lettered by each consumer that reads it, with the reason
   and origin (topic, partition, offset) the pure decoders predict for it, or (camera
   frames, which are too large for ``<ns>.dlq``) counted in the vision agent's log;
+  every probe record is answered;
 * no dead letter says ``internal_error`` (no bug of ours was hit), and both processes
   are still running with no traceback in their logs.
 
@@ -50,8 +51,8 @@ from tests.fixtures.hostile import BIG_INT_LITERALS, deep_json
 pytestmark = [pytest.mark.kafka, pytest.mark.db]
 
 N_BAD = 10_000
-SPLIT = {"events.raw": 3000, "events": 2500, "camera.frames": 1500, "rollups": 1000,
-         "kpis": 1000, "alerts": 1000}
+SPLIT = {"events.raw": 3000, "events": 2400, "camera.frames": 1500, "rollups": 1000,
+         "kpis": 1000, "alerts": 1000, "system.probe": 100}
 N_GOOD = 3000
 SEED = 12
 
@@ -136,6 +137,10 @@ class Poison:
             made = 0
             while made < n:
                 headers = _headers(rng)
+                if suffix == "system.probe":  # answered whatever it holds: no dead letter
+                    self.records.append((suffix, b"probe", _garbage(rng, EVENT), headers))
+                    made += 1
+                    continue
                 if suffix == "camera.frames":
                     key = rng.choice([None, rng.randbytes(6), b"cam-poison-%d" % rng.randrange(3),
                                       b"../etc", "é".encode()])
@@ -281,6 +286,7 @@ def test_poison_records_never_stop_the_worker_or_the_sink(fresh_namespace, spawn
                 int(h.get("dlq.offset") or -1)) not in origins:
             bad_origin.append(h)  # every dead letter names one of the records we sent
     stored = _stored(s)
+    replies = read_topic(s, "system.probe.reply", expect=SPLIT["system.probe"], timeout=30)
     frames = _frames_counted(wait_for(worker.output, until=lambda o: _frames_counted(o) >=
                                       poison.frames, timeout=30, every=1))
     print(f"\npoison: sent {N_BAD} bad records {dict(Counter(x[0] for x in poison.records))} "
@@ -289,7 +295,7 @@ def test_poison_records_never_stop_the_worker_or_the_sink(fresh_namespace, spawn
           f"{dict(sorted(got.items()))}")
     print(f"poison: stored ok events {stored[0]} (distinct {stored[1]}, duplicates "
           f"{stored[0] - stored[1]}), rows in events {stored[2]}; frames counted by the vision "
-          f"agent {frames} of {poison.frames} bad ones")
+          f"agent {frames} of {poison.frames} bad ones; probe replies {len(replies)}")
 
     assert worker.alive(), worker.output()[-4000:]
     assert sink.alive(), sink.output()[-4000:]
@@ -301,6 +307,7 @@ def test_poison_records_never_stop_the_worker_or_the_sink(fresh_namespace, spawn
                                   if got.get(k, 0) != poison.expect.get(k, 0)}
     assert not bad_origin, bad_origin[:3]
     assert frames >= poison.frames, frames
+    assert len(replies) == SPLIT["system.probe"], len(replies)
     for name, proc in (("worker", worker), ("sink", sink)):
         assert "Traceback" not in proc.output(), f"{name}: {proc.output()[-4000:]}"
 
