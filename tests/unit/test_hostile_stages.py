@@ -370,3 +370,33 @@ def test_tiles_build_and_encode_tiles_from_any_decodable_values(values):
             assert decode_tile(v).id
         elif t == f"{NS}.dlq":  # only what does not decode back (e.g. NaN written as null)
             assert dict(_h or ())["dlq.reason"] == b"undecodable"
+
+
+@FAST
+@given(st.lists(st.builds(
+    Event, id=_odd_text, source=_odd_text,
+    type=st.sampled_from(["egov.dossier", "egov.result", "egov.document", "air.quality",
+                          "traffic.flow", "x.y"]),
+    entity=_odd_text.filter(bool),
+    time=st.floats(946_684_800.0, 32_503_680_000.0),
+    values=st.dictionaries(st.sampled_from(["pm25", "no2", "speed", "count", "occupancy", ""]),
+                           _odd_floats, max_size=4),
+    attributes=st.dictionaries(st.sampled_from(["channel", "return_channel", "signed", "x"]),
+                               st.one_of(_odd_text, st.booleans(),
+                                         st.integers(-(2**63), 2**63 - 1), _odd_floats),
+                               max_size=3)), min_size=1, max_size=20))
+def test_aggregate_kpis_rules_handle_any_decodable_event(events):
+    """Canonical events that decode but hold odd values (any finite float, any text,
+    any time the decoder lets through): the stages apply them without raising."""
+    stages = _stages()
+    both = combine([stages["aggregate"], stages["kpis"], stages["rules"]])
+    topic = f"{NS}.events"
+    records = [Record(topic, off % 4, off, e.entity.encode(), encode_event(e), [])
+               for off, e in enumerate(events)]
+    out = Outbox()
+    both.process(records, out)
+    assert stages["rules"].tick is not None
+    stages["rules"].tick(NOW + 10**6, out)  # absence rules over whatever was applied
+    for t, _k, _v, _p, h in out.records:
+        if t == f"{NS}.dlq":
+            assert dict(h or ())["dlq.reason"] == b"late"
