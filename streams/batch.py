@@ -687,9 +687,10 @@ class StageRunner:
 
     def careful(self) -> bool:
         """True while records are processed one by one (after a failed batch)."""
-        if self.careful_until:
-            return True
-        return time.monotonic() - self.last_failure < self.careful_s
+        since = time.monotonic() - self.last_failure
+        if self.careful_until and since > 10 * self.careful_s:
+            self.careful_until.clear()  # those offsets never came back (retention): go on
+        return bool(self.careful_until) or since < self.careful_s
 
     def _tick(self, out: Outbox) -> None:
         st = self.stage
