@@ -1,7 +1,7 @@
 """Faults survived under load: one row per fault, events lost or doubled, time to recover.
 
-    .venv/bin/python bench/bench_faults.py                  # every fault (~25 min)
-    .venv/bin/python bench/bench_faults.py --quick          # the fast cases (~8 min)
+    .venv/bin/python bench/bench_faults.py                  # every fault (~35 min)
+    .venv/bin/python bench/bench_faults.py --quick          # the fast cases (~5 min)
     .venv/bin/python bench/bench_faults.py --only kill-sink [--only broker-stop ...]
     .venv/bin/python bench/bench_faults.py --pg-long-s 60   # shorten the long database outage
     .venv/bin/python bench/bench_faults.py --list
