@@ -72,7 +72,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer
 from confluent_kafka import TopicPartition as RdTopicPartition
 
 from ioc.config import Settings
-from ioc.errors import InvalidEvent
+from ioc.errors import InvalidEvent, InvalidRecord
 from ioc.events import LogThrottle, dead_letter_headers, decode_event, internal_error_message
 from ioc.kafka import acked_producer, discard_producer, ensure_topics, rdkafka_conf
 from ioc.topics import TopicSpec, topic_name
@@ -185,6 +185,7 @@ class Outbox:
 
 
 _decoded = threading.local()
+_state_log = LogThrottle(10.0)
 
 
 def decoded_events(records: list[Any]) -> list[Any]:
@@ -232,6 +233,7 @@ class StateTable:
         self.topic = ""  # set by the runner from topic_spec
         # key -> (changed, where, data) before the open transaction, or None (no transaction)
         self._journal: dict[bytes, tuple[Any, Any, Any]] | None = None
+        self.undecodable = 0  # states that did not decode and were started anew
 
     def topic_spec(self, namespace: str, app_id: str) -> TopicSpec:
         """``<ns>.state.<app>.<name>``: ``<app>`` is the app id without ``<ns>-``."""
@@ -241,7 +243,8 @@ class StateTable:
 
     def get(self, key: bytes, load: Callable[[bytes], Any], new: Callable[[str], Any],
             entity: str) -> Any:
-        """The state of ``key``: as last changed, else ``load(bytes)``, else ``new(entity)``.
+        """The state of ``key``: as last changed, else ``load(bytes)``, else ``new(entity)``
+        (also when ``load`` raises ``InvalidRecord``: counted in ``undecodable``, logged).
 
         Decoded states are kept while ``data`` still holds the very bytes they came from
         (the identity check makes a restore, which brings new bytes, invalidate them).
@@ -255,7 +258,18 @@ class StateTable:
         hit = self.cache.get(key)
         if hit is not None and raw is not None and hit[0] is raw and self._journal is None:
             return hit[1]
-        return load(raw) if raw else new(entity)
+        if not raw:
+            return new(entity)
+        try:
+            return load(raw)
+        except InvalidRecord as exc:
+            # A changelog record that does not decode (another version wrote it, or it
+            # was damaged): the key starts over rather than failing every record of it.
+            self.undecodable += 1
+            if _state_log.allow(self.name) is not None:
+                log.error("state %s: the state of %r does not decode (%s); starting it "
+                          "anew (%d so far)", self.name, key[:80], exc, self.undecodable)
+            return new(entity)
 
     def begin(self) -> None:
         """Open a transaction: ``get`` returns copies, ``change``/``put`` are journaled."""

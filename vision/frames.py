@@ -59,8 +59,9 @@ def decode_jpeg(data: bytes, *, reduce: int = 1) -> np.ndarray:
     which is much cheaper than decoding and resizing.
 
     Raises:
-        InvalidFrame: reasons ``empty``, ``too_large``, ``not_jpeg``, ``truncated``,
-            ``corrupt_jpeg`` or ``bad_size``.
+        InvalidFrame: reasons ``empty``, ``too_large`` (bytes, or a frame header that
+            declares a side over ``MAX_SIDE``, checked before libjpeg allocates),
+            ``not_jpeg``, ``truncated``, ``corrupt_jpeg`` or ``bad_size``.
         ValueError: ``reduce`` is not 1, 2, 4 or 8 (a programming error, not bad input).
     """
     flag = _REDUCE_FLAGS.get(reduce)
@@ -81,6 +82,10 @@ def decode_jpeg(data: bytes, *, reduce: int = 1) -> np.ndarray:
         raise InvalidFrame(
             "truncated", f"JPEG of {n} bytes has no end-of-image marker ffd9 (stream cut?)"
         )
+    side = _declared_side(data)
+    if side > MAX_SIDE:  # a "JPEG bomb": libjpeg would allocate and decode it all first
+        raise InvalidFrame("too_large", f"JPEG of {n} bytes declares a side of {side} px, "
+                           f"expected at most {MAX_SIDE}")
     buf = np.frombuffer(data, dtype=np.uint8)
     try:
         img = cv2.imdecode(buf, flag)
@@ -89,6 +94,29 @@ def decode_jpeg(data: bytes, *, reduce: int = 1) -> np.ndarray:
     if img is None or img.size == 0:
         raise InvalidFrame("corrupt_jpeg", f"JPEG of {n} bytes could not be decoded")
     return check_frame(img)
+
+
+# Start-of-frame markers (baseline, progressive, ...); C4/C8/CC are other segments.
+_SOF_MARKERS: Final = tuple(bytes([0xFF, m]) for m in range(0xC0, 0xD0)
+                            if m not in (0xC4, 0xC8, 0xCC))
+
+
+def _declared_side(data: bytes) -> int:
+    """The largest height or width any start-of-frame header in ``data`` declares.
+
+    Scans for every SOFn marker (libjpeg skips bytes before a marker too; entropy-coded
+    data cannot hold one, 0xFF is stuffed there), so a bomb cannot hide its header.
+    """
+    side = 0
+    view = bytes(data)
+    for marker in _SOF_MARKERS:
+        i = view.find(marker)
+        while i >= 0:
+            if i + 9 <= len(view):
+                side = max(side, int.from_bytes(view[i + 5:i + 7], "big"),
+                           int.from_bytes(view[i + 7:i + 9], "big"))
+            i = view.find(marker, i + 2)
+    return side
 
 
 def check_frame(frame: object) -> np.ndarray:

@@ -239,9 +239,20 @@ class EntityWindows:
 
     @classmethod
     def from_bytes(cls, data: bytes) -> EntityWindows:
-        d = orjson.loads(data)
-        ew = cls(d["e"], -math.inf if d["wm"] is None else d["wm"], {}, d["late"], d["n"],
-                 d["p"], d["o"], {p: (o, i) for p, o, i in d.get("r", ())})
-        for m, s, st, c, sm, mn, mx, last, lt in d["w"]:
-            ew.windows[(m, s, st)] = Agg(c, sm, mn, mx, last, lt)
-        return ew
+        """Decode ``to_bytes`` output (a state changelog record).
+
+        Raises:
+            InvalidRecord: ``data`` is not the windows of an entity (nothing else, whatever
+                the bytes).
+        """
+        try:
+            d = orjson.loads(data)
+            ew = cls(d["e"], -math.inf if d["wm"] is None else d["wm"], {}, d["late"], d["n"],
+                     d["p"], d["o"], {p: (o, i) for p, o, i in d.get("r", ())})
+            for m, s, st, c, sm, mn, mx, last, lt in d["w"]:
+                ew.windows[(m, s, st)] = Agg(c, sm, mn, mx, last, lt)
+            return ew
+        except (ValueError, TypeError, KeyError, AttributeError, IndexError, OverflowError,
+                RecursionError) as exc:  # orjson.JSONDecodeError is a ValueError
+            raise InvalidRecord("undecodable", f"undecodable: expected the windows of an entity, "
+                                f"got {type(exc).__name__}: {str(exc)[:200]}") from exc

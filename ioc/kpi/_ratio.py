@@ -162,11 +162,22 @@ class KpiCounts:
 
     @classmethod
     def from_bytes(cls, data: bytes) -> KpiCounts:
-        d = orjson.loads(data)
-        kc = cls(d["g"], {}, d["p"], d["o"], raw={p: (o, i) for p, o, i in d.get("r", ())})
-        for kpi, period, pk, num, den in d["c"]:
-            kc.counts[(kpi, period, pk)] = [num, den]
-        return kc
+        """Decode ``to_bytes`` output (a state changelog record).
+
+        Raises:
+            InvalidRecord: ``data`` is not the KPI counts of a group (nothing else, whatever
+                the bytes).
+        """
+        try:
+            d = orjson.loads(data)
+            kc = cls(d["g"], {}, d["p"], d["o"], raw={p: (o, i) for p, o, i in d.get("r", ())})
+            for kpi, period, pk, num, den in d["c"]:
+                kc.counts[(kpi, period, pk)] = [num, den]
+            return kc
+        except (ValueError, TypeError, KeyError, AttributeError, IndexError, OverflowError,
+                RecursionError) as exc:  # orjson.JSONDecodeError is a ValueError
+            raise InvalidRecord("undecodable", f"undecodable: expected the KPI counts of a group, "
+                                f"got {type(exc).__name__}: {str(exc)[:200]}") from exc
 
 
 def combine(values: Iterable[KpiValue], spec: KpiSpec, group: str) -> KpiValue | None:

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, NamedTuple
 
 from mcap.data_stream import ReadDataStream
+from mcap.exceptions import McapError
 from mcap.opcode import Opcode
 from mcap.records import (
     Channel,
@@ -49,6 +50,10 @@ from mcap.records import (
 from .exceptions import RecordingDamaged, RecordingError
 from .format import FORMAT_VERSION
 from .writer import RecordingWriter
+
+# What mcap's record readers raise on damaged bytes besides ValueError/struct.error: a
+# length past the end (EndOfFile), a length beyond an index (OverflowError).
+_DAMAGE = (ValueError, struct.error, McapError, OverflowError, IndexError)
 
 __all__ = [
     "FORMAT_VERSION",
@@ -214,8 +219,9 @@ class _Scanner:
             body = fh.read(length)
             try:
                 done = self._record(op, body, pos, index, crc if in_data else None)
-            except (ValueError, struct.error, UnicodeDecodeError, RecordingError) as exc:
-                info.damage = self.damaged(pos, index, f"{Opcode(op).name} record: {exc}")
+            except (*_DAMAGE, UnicodeDecodeError, RecordingError) as exc:
+                info.damage = self.damaged(pos, index, f"{Opcode(op).name} record: "
+                                           f"{type(exc).__name__}: {exc}")
                 return info
             if op == Opcode.DATA_END:
                 in_data = False
@@ -375,8 +381,9 @@ class Recording:
             if op != Opcode.CHUNK:
                 raise ValueError(f"expected a CHUNK record (opcode 0x06), found opcode {op:#04x}")
             return _chunk_payload(Chunk.read(_body_stream(raw[9:9 + length])))
-        except (ValueError, struct.error) as exc:
-            raise RecordingDamaged(self.path, ref.offset, -1, 0, f"chunk: {exc}") from None
+        except _DAMAGE as exc:
+            raise RecordingDamaged(self.path, ref.offset, -1, 0,
+                                   f"chunk: {type(exc).__name__}: {exc}") from None
 
     def _parse(self, ref: ChunkRef, payload: bytes) -> list[tuple[int, int, int, bytes]]:
         """The chunk's messages as ``(log time, publish time, channel id, data)``."""
@@ -388,8 +395,9 @@ class Recording:
                     cid, _seq, log_t, pub_t = unpack(rec)
                     out.append((log_t, pub_t, cid, bytes(rec[22:])))
             return out
-        except (ValueError, struct.error) as exc:
-            raise RecordingDamaged(self.path, ref.offset, -1, 0, f"chunk: {exc}") from None
+        except _DAMAGE as exc:
+            raise RecordingDamaged(self.path, ref.offset, -1, 0,
+                                   f"chunk: {type(exc).__name__}: {exc}") from None
 
     def _load(self, ref: ChunkRef) -> list[tuple[int, int, int, bytes]]:
         return self._parse(ref, self._payload(ref))

@@ -234,8 +234,19 @@ class EntityRules:
 
     @classmethod
     def from_bytes(cls, data: bytes) -> EntityRules:
-        d = orjson.loads(data)
-        er = cls(d["e"], {}, d["p"])
-        for k, v in d["s"].items():
-            er.states[k] = RuleState(*v)
-        return er
+        """Decode ``to_bytes`` output (a state changelog record).
+
+        Raises:
+            InvalidRecord: ``data`` is not the rule states of an entity (nothing else, whatever
+                the bytes).
+        """
+        try:
+            d = orjson.loads(data)
+            er = cls(d["e"], {}, d["p"])
+            for k, v in d["s"].items():
+                er.states[k] = RuleState(*v)
+            return er
+        except (ValueError, TypeError, KeyError, AttributeError, IndexError, OverflowError,
+                RecursionError) as exc:  # orjson.JSONDecodeError is a ValueError
+            raise InvalidRecord("undecodable", f"undecodable: expected the rule states of an entity, "
+                                f"got {type(exc).__name__}: {str(exc)[:200]}") from exc

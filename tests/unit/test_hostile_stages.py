@@ -400,3 +400,40 @@ def test_aggregate_kpis_rules_handle_any_decodable_event(events):
     for t, _k, _v, _p, h in out.records:
         if t == f"{NS}.dlq":
             assert dict(h or ())["dlq.reason"] == b"late"
+
+
+# --- state changelog records ----------------------------------------------------------
+
+_WINDOWS = EntityWindows("s-1", NOW, {("pm25", 10, 1_700_000_000): Agg(1, 1.0, 1.0, 1.0, 1.0,
+                                                                      NOW)},
+                         0, 1, 0, 5, {0: (5, 0)})
+
+
+@FAST
+@given(st.sampled_from(["windows", "counts", "rules"]), st.data())
+def test_state_loaders_raise_only_invalid_record(which, data):
+    from ioc.errors import InvalidRecord
+    from ioc.kpi._ratio import KpiCounts
+    from ioc.rules._engine import EntityRules
+    from tests.fixtures.hostile import hostile_json_bytes_for
+
+    valid = {"windows": (EntityWindows, _WINDOWS.to_bytes()),
+             "counts": (KpiCounts, KpiCounts("g", {("k", "day", "2026-12-01"): [1.0, 2.0]}, 0,
+                                             9, raw={0: (9, 1)}).to_bytes()),
+             "rules": (EntityRules, EntityRules("e", {}, 0).to_bytes())}[which]
+    cls, good = valid
+    assert cls.from_bytes(good).to_bytes() == good
+    raw = data.draw(st.one_of(hostile_json_bytes_for(orjson.loads(good)), hostile_bytes()))
+    try:
+        cls.from_bytes(raw)
+    except InvalidRecord as exc:
+        assert exc.reason == "undecodable"
+
+
+def test_a_state_that_does_not_decode_starts_anew_and_is_counted():
+    t = StateTable("agg-windows", f"{NS}.events", 4)
+    t.data[b"s-1"] = b'{"e": "s-1", "w": 17}'
+    t.where[b"s-1"] = 0
+    st_ = t.get(b"s-1", EntityWindows.from_bytes, EntityWindows, "s-1")
+    assert isinstance(st_, EntityWindows) and st_.entity == "s-1" and not st_.windows
+    assert t.undecodable == 1
