@@ -26,6 +26,8 @@ once ``/healthz`` shows the stalled client dropping updates (its buffers are ful
 
 Usage: ``python bench/bench_wall.py [--quick] [--sizes 100,500,1000] [--seconds 8]``
        ``python bench/bench_wall.py --stall-only --stall-rounds 5``
+       ``python bench/bench_wall.py --windows 12``
+``BENCH_WALL_PROFILE=/tmp/p``: each server process writes a cProfile to ``/tmp/p.<pid>``.
 """
 
 from __future__ import annotations
