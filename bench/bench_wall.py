@@ -519,8 +519,8 @@ def _stall_windows(n: int, procs: int, cycles: int, window: float, settle: float
     held here that alternately reads (window R) and stops reading (window S).
 
     Sequence: settle, then ``cycles`` times [R window, stop reading, wait until the
-    server drops updates for it (its buffers are full), S window, read again, wait
-    ``refill`` s]; then a last R window. Each window gives the others' latency p99 over
+    server drops updates for it (its buffers are full), wait ``refill`` s, S window,
+    read again, wait ``refill`` s]; then a last R window. Each window gives the others' latency p99 over
     the samples that arrived in it, so R and S windows seconds apart see the same host.
     """
     from ioc.wall.auth import TokenSigner
@@ -561,11 +561,14 @@ def _stall_windows(n: int, procs: int, cycles: int, window: float, settle: float
         fill: list[float] = []
         cpu: dict[str, float] = {"R": 0.0, "S": 0.0}
 
+        sys_cpu: dict[str, float] = {"R": 0.0, "S": 0.0}
+
         def measure(kind: str) -> None:
-            c0, t0 = _cpu_seconds(server.pid), time.time()
+            c0, s0, t0 = _cpu_seconds(server.pid), _cpu_seconds(server.pid, "sys"), time.time()
             time.sleep(window)
             windows.append((kind, t0, time.time()))
             cpu[kind] += _cpu_seconds(server.pid) - c0
+            sys_cpu[kind] += _cpu_seconds(server.pid, "sys") - s0
 
         for _ in range(cycles):
             measure("R")
@@ -577,6 +580,7 @@ def _stall_windows(n: int, procs: int, cycles: int, window: float, settle: float
                     raise RuntimeError("the stalled client never filled its buffers")
                 time.sleep(0.2)
             fill.append(round(time.monotonic() - t_w, 1))
+            time.sleep(refill)  # as long after the switch as the R windows are
             measure("S")
             extra.reading.set()
             time.sleep(refill)
@@ -603,7 +607,8 @@ def _stall_windows(n: int, procs: int, cycles: int, window: float, settle: float
                          "updates_per_s": len(sel) / (w1 - w0),
                          "p50_ms": 1000 * _pct(sel, 0.5), "p99_ms": 1000 * _pct(sel, 0.99),
                          "max_ms": 1000 * sel[-1], "server_lag_p99_ms": 1000 * _pct(lag, 0.99)})
-        return {"rows": rows, "fill_s": fill, "server_cpu_s": cpu, "health": h,
+        return {"rows": rows, "fill_s": fill, "server_cpu_s": cpu, "server_sys_s": sys_cpu,
+                "health": h,
                 "client_lag_p99_ms": max((p["lag_p99_ms"] or 0.0) for p in parts),
                 "failed": sum(p["failed"] for p in parts)}
     finally:
@@ -643,15 +648,19 @@ def _print_windows(res: dict[str, Any], window: float) -> None:
     n_r = sum(r["samples"] for r in rows if r["kind"] == "R")
     n_s = sum(r["samples"] for r in rows if r["kind"] == "S")
     print(f"server CPU per window: reading {cpu['R'] / len(rs):.2f} s, stalled {cpu['S'] / len(ss):.2f} s "
-          f"({1e6 * cpu['R'] / n_r:.1f} vs {1e6 * cpu['S'] / n_s:.1f} µs per update received); "
+          f"({1e6 * cpu['R'] / n_r:.1f} vs {1e6 * cpu['S'] / n_s:.1f} µs per update received, of "
+          f"which system {1e6 * res['server_sys_s']['R'] / n_r:.1f} vs "
+          f"{1e6 * res['server_sys_s']['S'] / n_s:.1f}); "
           f"buffers full after {res['fill_s']} s; drops {h['drops']} "
           f"(clients with drops: {h['clients_with_drops']}); client loop lag p99 "
           f"{res['client_lag_p99_ms']:.1f} ms; failed {res['failed']}")
 
 
-def _cpu_seconds(pid: int) -> float:
+def _cpu_seconds(pid: int, which: str = "all") -> float:
+    """CPU seconds of ``pid``: user + system (``all``), or only system time (``sys``)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    ticks = int(fields[12]) if which == "sys" else int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 HEADER = ("impl  clients stl  updates/s    MB/s   p50 ms  p99 ms  max ms  srv-cpu us/upd fail"
