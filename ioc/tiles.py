@@ -33,6 +33,7 @@ A ``None`` value (tombstone) removes the tile.
 
 from __future__ import annotations
 
+import math
 import struct
 import time as _time
 from dataclasses import dataclass, field
@@ -107,15 +108,26 @@ def decode_tile(data: bytes) -> Tile:
         image = data[8 + n :] if "image_size" in h else None
         if image is not None and len(image) != h["image_size"]:
             raise TileDecodeError(f"image_size says {h['image_size']} bytes, got {len(image)}")
+        payload = h.get("payload") or {}
+        if not isinstance(payload, dict):
+            raise TileDecodeError(f"payload: expected a JSON object, got {type(payload).__name__}")
+        version = int(h["version"])
+        if not 0 <= version < 2**63:
+            raise TileDecodeError(f"version: expected 0 <= version < 2**63, got {version}")
+        # orjson reads no NaN/Infinity today; kept so that every decoded Tile re-encodes
+        time, produced_at = float(h["time"]), float(h.get("produced_at") or 0.0)
+        if not (math.isfinite(time) and math.isfinite(produced_at)):
+            raise TileDecodeError(f"time/produced_at: expected finite numbers, got "
+                                  f"{time!r}/{produced_at!r}")
         return Tile(
             id=str(h["id"]),
             kind=str(h["kind"]),
-            version=int(h["version"]),
-            time=float(h["time"]),
-            payload=dict(h.get("payload") or {}),
+            version=version,
+            time=time,
+            payload=payload,
             image=image,
             image_type=str(h.get("image_type", "image/jpeg")),
-            produced_at=float(h.get("produced_at") or 0.0),
+            produced_at=produced_at,
         )
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, OverflowError,
             AttributeError, RecursionError) as exc:

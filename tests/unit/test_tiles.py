@@ -25,3 +25,23 @@ def test_produced_at_is_stamped():
 def test_garbage_is_a_clear_error(bad):
     with pytest.raises(TileDecodeError):
         decode_tile(bad)
+
+
+def _header_record(header: bytes) -> bytes:
+    import struct
+
+    return b"".join((encode_tile(Tile(id="t", kind="kpi", version=1, time=1.0))[:4],
+                     struct.pack(">I", len(header)), header))
+
+
+@pytest.mark.parametrize("header, what", [
+    (b'{"id":"t","kind":"kpi","version":1,"time":1,"payload":[[1,2]]}', "payload"),
+    (b'{"id":"t","kind":"kpi","version":1e300,"time":1}', "version"),
+    (b'{"id":"t","kind":"kpi","version":-1,"time":1}', "version"),
+])
+def test_headers_the_wall_cannot_serve_are_refused(header, what):
+    # A tile that decodes must be one the wall can store and re-encode: a payload that is
+    # not an object (dict([[1, 2]]) == {1: 2}, which orjson cannot encode), a version
+    # beyond int64 or a negative one used to get past decode_tile.
+    with pytest.raises(TileDecodeError, match=what):
+        decode_tile(_header_record(header))

@@ -198,11 +198,11 @@ def test_any_tiles_record_is_a_counted_outcome(records: list[tuple[bytes | None,
 
 
 @pytest.mark.parametrize("header,outcome", [
-    # The decoder accepts these, but they are not tiles the wall can send (see the report
-    # for ioc/tiles.py): payload [[1, 2]] becomes {1: 2} (orjson cannot encode int keys);
-    # a version of 1e300 becomes an integer beyond 64 bits.
-    ({**_GOOD, "payload": [[1, 2]]}, "apply_error"),
-    ({**_GOOD, "version": 1e300}, "apply_error"),
+    # Not tiles the wall can send: payload [[1, 2]] would become {1: 2} (orjson cannot
+    # encode int keys); a version of 1e300 an integer beyond 64 bits. decode_tile
+    # refuses both, so they are undecodable, not apply errors.
+    ({**_GOOD, "payload": [[1, 2]]}, "undecodable"),
+    ({**_GOOD, "version": 1e300}, "undecodable"),
     ({**_GOOD, "version": "x"}, "undecodable"),
     ([1, 2], "undecodable"),
     ({**_GOOD, "image_size": 5}, "undecodable"),
