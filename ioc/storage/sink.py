@@ -44,11 +44,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import signal
 import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
 
@@ -71,12 +73,19 @@ __all__ = [
     "Headers",
     "SinkMetrics",
     "SinkOptions",
+    "SinkStalled",
     "TableSink",
     "TableWriter",
+    "abandoned_consumers",
+    "exit_on_stall",
     "run_sinks",
 ]
 
 log = logging.getLogger(__name__)
+
+# Consumers given up while one of their calls still runs (see _replace_consumer): kept
+# referenced so that they are never freed under that call.
+_ABANDONED: list[Any] = []
 
 _T = TypeVar("_T")
 
@@ -140,6 +149,13 @@ class SinkOptions:
     retry_initial_s: float = 0.5
     retry_max_s: float = 10.0
     report_every_s: float = 10.0
+    # A sink whose blocking call (consume, commit, write, flush) has not returned for
+    # this long is stuck: it cannot poll, so its consumer cannot rejoin its group.
+    # The longest bounded call seen: a commit queued to a stopped broker, ~70 s.
+    stall_s: float = 120.0
+    # An offset commit that has not returned by then never will: the consumer is
+    # replaced (the rows are durable; the new one re-reads from the last commit).
+    commit_timeout_s: float = 45.0
 
 
 @dataclass
@@ -155,6 +171,7 @@ class SinkMetrics:
     paused_s: float = 0.0
     commit_failures: int = 0
     write_s: float = 0.0  # time spent in database writes (COPY + merge + commit)
+    consumer_restarts: int = 0  # consumers replaced after a call that never returned
     direct_fallbacks: int = 0  # batches the unique key sent from direct COPY to the merge
 
     @property
@@ -166,7 +183,8 @@ class SinkMetrics:
                 f"duplicates={self.rows_duplicate} batches={self.batches} "
                 f"rejected={self.messages_rejected} db_failures={self.db_failures} "
                 f"paused_s={self.paused_s:.1f} commit_failures={self.commit_failures} "
-                f"write_s={self.write_s:.1f} direct_fallbacks={self.direct_fallbacks}")
+                f"write_s={self.write_s:.1f} direct_fallbacks={self.direct_fallbacks} "
+                f"consumer_restarts={self.consumer_restarts}")
 
 
 class _Unavailable(Exception):
@@ -314,6 +332,11 @@ class _DeadLetterError(Exception):
     """The broker did not acknowledge every dead letter."""
 
 
+class SinkStalled(StorageError):
+    """A sink stopped making progress (a blocking call that did not return within
+    ``SinkOptions.stall_s``, or a loop that ended without being asked to stop)."""
+
+
 class _TableSinkRunner:
     """The consume -> write -> commit loop of one ``TableSink``.
 
@@ -325,8 +348,9 @@ class _TableSinkRunner:
     """
 
     def __init__(self, settings: Settings, spec: TableSink, options: SinkOptions,
-                 stop: asyncio.Event) -> None:
+                 stop: asyncio.Event, pool: ThreadPoolExecutor) -> None:
         self.settings = settings
+        self.pool = pool  # the sinks' own threads: a stuck call does not starve the others
         self.spec = spec
         self.options = options
         self.stop = stop
@@ -340,6 +364,11 @@ class _TableSinkRunner:
         self._lock = threading.Lock()  # one blocking consumer call at a time
         self._last_error: tuple[str, float] = ("", 0.0)  # consumer error last logged, when
         self._quiet = LogThrottle(10.0)  # rejected-message lines: one per reason per 10 s
+        # Progress, read by the watchdog thread of run_sinks: what the runner waits for
+        # and since when (monotonic; set when each blocking call starts and ends).
+        self.doing = "starting"
+        self.since = time.monotonic()
+        self.watched = False  # True from the consumer's creation to the stop
 
     def _throttled(self, reason: str, msg: str, *args: Any) -> None:
         held = self._quiet.allow(reason)
@@ -356,32 +385,44 @@ class _TableSinkRunner:
         def locked() -> _T:
             with self._lock:
                 return fn(*args, **kwargs)
-        return await asyncio.to_thread(locked)
+        return await self._thread(getattr(fn, "__name__", "consumer call"), locked)
+
+    async def _call_bounded(self, timeout: float, fn: Callable[[], _T]) -> _T:
+        """``_call(fn)`` that waits at most ``timeout`` seconds (TimeoutError)."""
+        lock = self._lock
+
+        def locked() -> _T:
+            with lock:
+                return fn()
+        return await self._thread(getattr(fn, "__name__", "consumer call"), locked,
+                                  timeout=timeout)
+
+    async def _thread(self, what: str, fn: Callable[..., _T], *args: Any,
+                      timeout: float | None = None) -> _T:
+        """``fn(*args)`` in a worker thread, its start and end recorded for the watchdog.
+
+        Raises:
+            TimeoutError: ``timeout`` seconds passed; the call still runs in its thread.
+        """
+        self.doing, self.since = what, time.monotonic()
+        try:
+            fut = asyncio.get_running_loop().run_in_executor(
+                self.pool, functools.partial(fn, *args))
+            if timeout is None:
+                return await fut
+            return await asyncio.wait_for(fut, timeout)
+        finally:
+            self.doing, self.since = "", time.monotonic()
 
     async def run(self) -> SinkMetrics:
-        from confluent_kafka import Consumer, KafkaException
+        from confluent_kafka import KafkaException
 
-        conf = rdkafka_conf(self.settings.kafka, "consumer")
-        conf.update({
-            "group.id": self.group,
-            "enable.auto.commit": False,
-            "auto.offset.reset": "earliest",
-            # aiokafka's liveness bound, not librdkafka's 45 s: a killed sink's
-            # partitions go to the other members (or its restart) after 10 s.
-            "session.timeout.ms": 10_000,
-            "heartbeat.interval.ms": 3_000,
-        })
-        try:
-            consumer = Consumer(conf)
-        except KafkaException as exc:
-            from ..errors import KafkaError
-            raise KafkaError(f"sink {self.spec.name}: Kafka client settings refused: "
-                             f"{exc.args[0] if exc.args else exc}") from exc
-        self._consumer = consumer
+        consumer = self._consumer = self._new_consumer()
+        self.since, self.watched = time.monotonic(), True
         try:
             # Fail fast (clear message) if the table is missing, before consuming anything.
             try:
-                await asyncio.to_thread(self.writer._connection)
+                await self._thread("database connect", self.writer._connection)
             except _Unavailable as exc:
                 log.warning("sink %s: database unavailable at start (%s); will retry",
                             self.spec.name, exc)
@@ -398,21 +439,65 @@ class _TableSinkRunner:
                      self.settings.db_schema, self.spec.table, self.group)
             await self._consume_loop()
         finally:
+            self.watched = False
             log.info("sink %s stopped: %s", self.spec.name, self.metrics.line())
             self.writer.close()
             try:
-                await self._call(consumer.close)
+                await self._call(self.consumer.close)
             except Exception as exc:  # best effort: the offsets are committed already
                 log.warning("sink %s: closing the consumer failed: %s", self.spec.name, exc)
             if self._producer is not None:
-                await asyncio.to_thread(self._drop_producer)
+                await self._thread("dead-letter producer close", self._drop_producer)
         return self.metrics
 
+    def _new_consumer(self) -> Consumer:
+        from confluent_kafka import Consumer, KafkaException
+
+        conf = rdkafka_conf(self.settings.kafka, "consumer")
+        conf.update({
+            "group.id": self.group,
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+            # aiokafka's liveness bound, not librdkafka's 45 s: a killed sink's
+            # partitions go to the other members (or its restart) after 10 s.
+            "session.timeout.ms": 10_000,
+            "heartbeat.interval.ms": 3_000,
+            # A request (an offset commit, say) queued to a stopped broker fails after
+            # 30 s rather than librdkafka's 60 s: commits stay within commit_timeout_s.
+            "socket.timeout.ms": 30_000,
+        })
+        try:
+            return Consumer(conf)
+        except KafkaException as exc:
+            from ..errors import KafkaError
+            raise KafkaError(f"sink {self.spec.name}: Kafka client settings refused: "
+                             f"{exc.args[0] if exc.args else exc}") from exc
+
+    def _replace_consumer(self, why: str) -> None:
+        """Give up the consumer (a call of it never returned) and subscribe a new one.
+
+        The old one is kept referenced and never called again: closing or freeing it
+        while its call still runs is not safe, and its close would wait for that call.
+        It is no longer a member of the group (its session expired while it could not
+        poll), so the new consumer takes its partitions and re-reads from the last
+        committed offsets; the conflict key absorbs rows already written.
+        """
+        old = self._consumer
+        if old is not None:
+            _ABANDONED.append(old)
+        self._lock = threading.Lock()  # the stuck call holds the old one
+        self._consumer = self._new_consumer()
+        self._consumer.subscribe([self.topic], on_assign=self._on_assign)
+        self.metrics.consumer_restarts += 1
+        log.error("sink %s: %s; replaced the consumer of group %s (%d replacement(s) so "
+                  "far; the old one is abandoned, not closed)", self.spec.name, why,
+                  self.group, self.metrics.consumer_restarts)
+
     async def _consume_loop(self) -> None:
-        consumer = self.consumer
         last_report = time.monotonic()
         batch = _Batch()
         while not self.stop.is_set():
+            consumer = self.consumer
             left = self.options.batch_rows - len(batch.rows)
             linger_left = (self.options.linger_s - (time.monotonic() - batch.started)
                            if batch.spans else 0.2)
@@ -491,9 +576,11 @@ class _TableSinkRunner:
             w0 = time.perf_counter()
             try:
                 if batch.isolate:
-                    inserted = await asyncio.to_thread(self._write_one_by_one, batch)
+                    inserted = await self._thread("database write", self._write_one_by_one,
+                                                   batch)
                 else:
-                    inserted = await asyncio.to_thread(self.writer.write, batch.rows)
+                    inserted = await self._thread("database write", self.writer.write,
+                                                   batch.rows)
                 self.metrics.write_s += time.perf_counter() - w0
                 self.metrics.direct_fallbacks = self.writer.direct_fallbacks
                 break
@@ -563,14 +650,14 @@ class _TableSinkRunner:
         delay = self.options.retry_initial_s
         while True:
             try:
-                await asyncio.to_thread(self._send_dead_letters, batch.dead)
+                await self._thread("dead-letter flush", self._send_dead_letters, batch.dead)
                 batch.dead.clear()
                 return True
             except Exception as exc:  # broker errors: keep offsets uncommitted, retry
                 log.warning("sink %s: dead-lettering %d record(s) failed (%s); retrying",
                             self.spec.name, len(batch.dead), exc)
                 if self._producer is not None:
-                    await asyncio.to_thread(self._drop_producer)
+                    await self._thread("dead-letter producer close", self._drop_producer)
                 if not retry or self.stop.is_set():
                     return False
                 await self._idle(delay)
@@ -627,13 +714,23 @@ class _TableSinkRunner:
                    if (t, p) in owned]
         if not offsets:
             return
+        consumer = self.consumer
+
+        def commit() -> list[TopicPartition] | None:
+            return consumer.commit(offsets=offsets, asynchronous=False)
+
         try:
-            consumer = self.consumer
-            done = await self._call(
-                lambda: consumer.commit(offsets=offsets, asynchronous=False))
+            # librdkafka waits for a synchronous commit's reply with no timeout, and a
+            # commit sent as the broker stopped was seen to get none: a consumer that
+            # never polls again, never rejoins its group (docs/reliability.md).
+            done = await self._call_bounded(self.options.commit_timeout_s, commit)
             failed = [tp for tp in done or () if tp.error is not None]
             if failed:
                 raise KafkaException(failed[0].error)
+        except TimeoutError:
+            self.metrics.commit_failures += 1
+            self._replace_consumer(f"offset commit did not return within "
+                                   f"{self.options.commit_timeout_s:.0f} s")
         except KafkaException as exc:
             # Rebalanced away: the new owner re-reads from the last commit and the
             # conflict key absorbs the rows we already wrote.
@@ -680,14 +777,67 @@ class _TableSinkRunner:
                                 self.spec.name, topic, part, offset, exc)
 
 
+def abandoned_consumers() -> int:
+    """How many consumers this process gave up because a call of theirs never returned."""
+    return len(_ABANDONED)
+
+
+def _stalled(runners: Sequence[_TableSinkRunner], stall_s: float, now: float) -> str | None:
+    """What is wrong, if a watched runner made no progress for ``stall_s``."""
+    for r in runners:
+        if r.watched and now - r.since > stall_s:
+            return (f"sink {r.spec.name}: {r.doing or 'its loop'} has not returned for "
+                    f"{now - r.since:.0f} s (limit {stall_s:.0f} s); a consumer that does "
+                    f"not poll cannot rejoin its group ({r.group})")
+    return None
+
+
+def _watchdog(runners: Sequence[_TableSinkRunner], options: SinkOptions,
+              done: threading.Event, on_stall: Callable[[str], None]) -> None:
+    """Thread: calls ``on_stall(reason)`` once, when a runner made no progress for
+    ``options.stall_s``. A thread, not a task: it must see a blocked event loop too."""
+    every = max(0.05, min(1.0, options.stall_s / 10))
+    while not done.wait(every):
+        reason = _stalled(runners, options.stall_s, time.monotonic())
+        if reason is not None:
+            on_stall(reason)
+            return
+
+
+def exit_on_stall(reason: str) -> None:
+    """What ``ioc sink`` does with a stuck sink: log why, dump every thread's stack to
+    stderr and exit with code 70 at once, so a supervisor starts a fresh process (the
+    stuck call cannot be interrupted, and a clean stop would wait for it). Nothing is
+    lost: offsets are committed only after the rows are durable."""
+    import faulthandler
+    import os
+    import sys
+
+    log.critical("%s: exiting (code 70) so that a supervisor restarts the sink; "
+                 "thread stacks follow", reason)
+    with contextlib.suppress(Exception):
+        faulthandler.dump_traceback(file=sys.stderr, all_threads=True)
+    logging.shutdown()
+    os._exit(70)
+
+
 async def run_sinks(settings: Settings, specs: Sequence[TableSink],
                     options: SinkOptions | None = None,
-                    stop: asyncio.Event | None = None) -> list[SinkMetrics]:
+                    stop: asyncio.Event | None = None,
+                    on_stall: Callable[[str], None] | None = None) -> list[SinkMetrics]:
     """Run one consume/write loop per spec until ``stop`` is set (or SIGTERM/SIGINT).
+
+    A watchdog thread checks that every runner makes progress: a blocking call that
+    has not returned within ``options.stall_s`` calls ``on_stall(reason)`` (``ioc sink``
+    passes ``exit_on_stall``); without ``on_stall``, ``run_sinks`` raises
+    ``SinkStalled``. A runner that fails takes ``run_sinks`` down with its exception;
+    one that ends without being asked to stop raises ``SinkStalled``: never a sink
+    that runs on with a table no longer written.
 
     Raises:
         StorageError: a target table is missing (run ``ioc db migrate``).
         KafkaError: the broker cannot be reached at start.
+        SinkStalled: a runner stalled or ended on its own (see above).
     """
     options = options or SinkOptions()
     stop = stop or asyncio.Event()
@@ -695,11 +845,46 @@ async def run_sinks(settings: Settings, specs: Sequence[TableSink],
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError):  # not the main thread
             loop.add_signal_handler(sig, stop.set)
-    runners = [_TableSinkRunner(settings, s, options, stop) for s in specs]
+    # Each runner has one call in a thread at a time; the spares stand in for the
+    # threads of calls that never returned (replaced consumers).
+    pool = ThreadPoolExecutor(max_workers=2 * len(specs) + 2, thread_name_prefix="sink")
+    runners = [_TableSinkRunner(settings, s, options, stop, pool) for s in specs]
     tasks = [asyncio.create_task(r.run(), name=f"sink-{r.spec.name}") for r in runners]
+    stalled: asyncio.Future[str] = loop.create_future()
+
+    def settle(reason: str) -> None:  # in the loop
+        if not stalled.done():
+            stalled.set_result(reason)
+
+    def report(reason: str) -> None:  # watchdog thread
+        if on_stall is not None:
+            on_stall(reason)
+        with contextlib.suppress(RuntimeError):  # the loop is closed already
+            loop.call_soon_threadsafe(settle, reason)
+
+    done = threading.Event()
+    watchdog = threading.Thread(target=_watchdog, args=(runners, options, done, report),
+                                name="sink-watchdog", daemon=True)
+    watchdog.start()
     try:
-        return list(await asyncio.gather(*tasks))
+        pending: set[asyncio.Future[Any]] = {*tasks, stalled}
+        while True:
+            finished, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            if stalled in finished:
+                raise SinkStalled(stalled.result())
+            for t in finished:
+                t.result()  # a runner that failed: its exception
+                if not stop.is_set():
+                    name = t.get_name() if isinstance(t, asyncio.Task) else "?"
+                    raise SinkStalled(f"{name} ended without being asked to stop")
+            if all(t.done() for t in tasks):
+                return [t.result() for t in tasks]
     finally:
+        done.set()
         stop.set()
         for t in tasks:
             t.cancel()
+        stalled.cancel()
+        # Let the cancelled runners close their consumers (not one that is stuck).
+        await asyncio.wait(tasks, timeout=15.0)
+        pool.shutdown(wait=False)

@@ -19,15 +19,21 @@ __all__ = ["sink"]
               help="Seconds to wait for a batch to fill after its first message.")
 @click.option("--retry-max", default=10.0, show_default=True, type=click.FloatRange(0.1, 600.0),
               help="Longest backoff in seconds between writes while the database is down.")
+@click.option("--stall-s", default=120.0, show_default=True, type=click.FloatRange(5.0, 3600.0),
+              help="A sink whose Kafka or database call has not returned for this long is "
+                   "stuck: the process logs why, dumps its thread stacks and exits with "
+                   "code 70, for its supervisor to restart it.")
 @click.pass_obj
 def sink(c, tables: str, list_only: bool, batch_rows: int, linger: float,  # type: ignore[no-untyped-def]
-         retry_max: float) -> None:
+         retry_max: float, stall_s: float) -> None:
     """Write topics to PostgreSQL in COPY batches, idempotently, until SIGTERM.
 
     Kafka offsets are committed only after the rows are committed in the database.
     While the database is down, partitions are paused and everything stays in Kafka.
+    A stuck sink exits with code 70 (see --stall-s); SIGUSR1 dumps every thread's
+    stack to stderr.
     """
-    from .sink import SinkOptions, run_sinks
+    from .sink import SinkOptions, exit_on_stall, run_sinks
     from .sink_tables import sink_tables
 
     known = {s.name: s for s in sink_tables()}
@@ -41,8 +47,24 @@ def sink(c, tables: str, list_only: bool, batch_rows: int, linger: float,  # typ
     if unknown:
         raise click.BadParameter(f"unknown sink(s) {unknown}; known: {sorted(known)}",
                                  param_hint="--tables")
-    options = SinkOptions(batch_rows=batch_rows, linger_s=linger, retry_max_s=retry_max)
+    options = SinkOptions(batch_rows=batch_rows, linger_s=linger, retry_max_s=retry_max,
+                          stall_s=stall_s)
+    import faulthandler
+    import signal
+
     from .._runtime import service_start
 
     service_start()
-    asyncio.run(run_sinks(c.settings, [known[n] for n in names], options))
+    faulthandler.register(signal.SIGUSR1, all_threads=True)  # kill -USR1: stacks to stderr
+    asyncio.run(run_sinks(c.settings, [known[n] for n in names], options,
+                          on_stall=exit_on_stall))
+    from .sink import abandoned_consumers
+
+    if abandoned_consumers():
+        # A replaced consumer's call still runs in a thread that the interpreter would
+        # wait for at exit, forever: the offsets are committed, so exit now.
+        import logging
+        import os
+
+        logging.shutdown()
+        os._exit(0)

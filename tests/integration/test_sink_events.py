@@ -253,3 +253,98 @@ def test_sink_rebalance_during_database_outage(fresh_namespace, spawn, private_p
     assert got == (total, total), (got, a.output()[-3000:], b.output()[-2000:])
     assert "resuming" in a.output(), a.output()[-3000:]
     assert a.stop() == 0
+
+
+class _CommitHangs:
+    """A consumer whose ``hang_at``-th offset commit never returns, as librdkafka's
+    synchronous commit did once after a broker stop (docs/reliability.md): the real
+    consumer is closed first, so it has left the group, like the stuck one had."""
+
+    def __init__(self, real, hang_at: int, release: threading.Event) -> None:  # type: ignore[no-untyped-def]
+        self._real, self._hang_at, self._release = real, hang_at, release
+        self.commits = 0
+
+    def commit(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        self.commits += 1
+        if self.commits < self._hang_at:
+            return self._real.commit(*args, **kwargs)
+        self._real.close()
+        self._release.wait(120)
+        raise RuntimeError("released at the end of the test")
+
+    def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
+        return getattr(self._real, name)
+
+
+def test_sink_replaces_a_consumer_whose_commit_never_returns(fresh_namespace, monkeypatch):
+    """The sink-events group stayed empty after a broker stop: the events consumer's
+    synchronous commit never returned, so it never polled again. A commit is now
+    bounded; the consumer is replaced and every event is stored exactly once."""
+    import asyncio
+
+    from ioc.events._storage import EVENTS_SINK
+    from ioc.storage import sink as sink_mod
+
+    s = fresh_namespace("hang")
+    n = 6000
+    _produce(s, range(n))
+    release = threading.Event()
+    made: list[_CommitHangs] = []
+    real_new = sink_mod._TableSinkRunner._new_consumer
+
+    def new_consumer(self):  # type: ignore[no-untyped-def]
+        c = real_new(self)
+        if made:
+            return c
+        made.append(_CommitHangs(c, 2, release))
+        return made[0]
+
+    monkeypatch.setattr(sink_mod._TableSinkRunner, "_new_consumer", new_consumer)
+    options = sink_mod.SinkOptions(batch_rows=1000, linger_s=0.1, commit_timeout_s=3.0,
+                                   stall_s=30.0)
+
+    async def main() -> list:  # type: ignore[type-arg]
+        stop = asyncio.Event()
+        task = asyncio.create_task(sink_mod.run_sinks(s, [EVENTS_SINK], options, stop))
+        while _counts(s)[0] < n or _committed(s, f"{s.namespace}-sink-events") < n:
+            assert not task.done(), task.exception()
+            await asyncio.sleep(0.5)
+        stop.set()
+        return await task
+
+    try:
+        metrics = asyncio.run(asyncio.wait_for(main(), 80))
+    finally:
+        release.set()
+    assert made[0].commits >= 2, "the hanging commit was never reached"
+    assert metrics[0].consumer_restarts == 1, metrics[0].line()
+    assert _counts(s) == (n, n)
+
+
+def test_run_sinks_raises_when_a_sink_stops_making_progress(fresh_namespace, monkeypatch):
+    """A call that never returns (here: consume) is found by the watchdog thread:
+    ``run_sinks`` raises ``SinkStalled`` (``ioc sink`` exits with code 70 instead)."""
+    import asyncio
+
+    from ioc.events._storage import EVENTS_SINK
+    from ioc.storage import sink as sink_mod
+
+    s = fresh_namespace("stall")
+    release = threading.Event()
+
+    def consume_first(self, most):  # type: ignore[no-untyped-def]
+        release.wait(60)
+        return []
+
+    monkeypatch.setattr(sink_mod._TableSinkRunner, "_consume_first", consume_first)
+    reasons: list[str] = []
+    options = sink_mod.SinkOptions(stall_s=2.0)
+    try:
+        with pytest.raises(sink_mod.SinkStalled, match="has not returned"):
+            asyncio.run(asyncio.wait_for(
+                sink_mod.run_sinks(s, [EVENTS_SINK], options, on_stall=reasons.append), 40))
+    finally:
+        release.set()
+    assert len(reasons) == 1, reasons
+    assert "consume_first has not returned" in reasons[0], reasons
+    assert f"{s.namespace}-sink-events" in reasons[0], reasons
