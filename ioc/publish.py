@@ -52,6 +52,32 @@ class PublishResult:
     rejected: list[Rejected] = field(default_factory=list)
 
 
+def _close_now(producer: Any) -> None:
+    """Close a kafka-python producer within about a second, whatever it still holds.
+
+    ``close`` flushes first and raises ``KafkaTimeoutError`` while batches are pending
+    (the broker is away), leaving the producer open: its ``__del__`` then closes it
+    again and prints that error's traceback on stderr. So when a short close fails,
+    the pending batches are aborted (they are resent by the caller: nothing is lost)
+    and the producer closed for good.
+    """
+    from kafka.errors import KafkaError as _KE
+
+    try:
+        producer.close(timeout=0.5)
+        return
+    except _KE as exc:  # pending batches the broker did not take
+        log.debug("publisher: closing the old producer: %r; aborting what it holds", exc)
+    except Exception as exc:  # it failed already
+        log.debug("publisher: closing the old producer: %r", exc)
+    try:  # kafka-python's own force-close path (KafkaProducer.close has no force flag)
+        producer._sender.force_close()
+        producer._accumulator.abort_incomplete_batches()
+        producer.close(timeout=0)
+    except Exception as exc:
+        log.debug("publisher: force-closing the old producer: %r", exc)
+
+
 class Publisher:
     """A validating, idempotent Kafka producer for events.
 
@@ -100,10 +126,7 @@ class Publisher:
         """
         old, self._producer = self._producer, None
         if old is not None:
-            try:
-                old.close(timeout=0)
-            except Exception as exc:  # it failed already
-                log.debug("publisher: closing the old producer: %r", exc)
+            _close_now(old)
 
     def __enter__(self) -> Publisher:
         return self

@@ -465,6 +465,9 @@ class _TableSinkRunner:
             # A request (an offset commit, say) queued to a stopped broker fails after
             # 30 s rather than librdkafka's 60 s: commits stay within commit_timeout_s.
             "socket.timeout.ms": 30_000,
+            # A consumer that has not polled for 60 s (a call that never returns) leaves
+            # the group by itself, so a replacement is not kept waiting for 300 s.
+            "max.poll.interval.ms": 60_000,
         })
         try:
             return Consumer(conf)
@@ -717,7 +720,10 @@ class _TableSinkRunner:
         consumer = self.consumer
 
         def commit() -> list[TopicPartition] | None:
-            return consumer.commit(offsets=offsets, asynchronous=False)
+            try:
+                return consumer.commit(offsets=offsets, asynchronous=False)
+            finally:
+                _close_if_abandoned(consumer)
 
         try:
             # librdkafka waits for a synchronous commit's reply with no timeout, and a
@@ -777,8 +783,21 @@ class _TableSinkRunner:
                                 self.spec.name, topic, part, offset, exc)
 
 
+def _close_if_abandoned(consumer: Any) -> None:
+    """After a call of ``consumer`` returned (in its thread): close the consumer if it was
+    given up meanwhile (best effort; it is no longer a member of its group)."""
+    for i, c in enumerate(_ABANDONED):
+        if c is consumer:
+            del _ABANDONED[i]
+            try:
+                consumer.close()
+            except Exception as exc:
+                log.debug("closing an abandoned consumer: %r", exc)
+            return
+
+
 def abandoned_consumers() -> int:
-    """How many consumers this process gave up because a call of theirs never returned."""
+    """How many consumers this process gave up whose stuck call has not returned yet."""
     return len(_ABANDONED)
 
 
