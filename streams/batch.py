@@ -188,6 +188,32 @@ _decoded = threading.local()
 _state_log = LogThrottle(10.0)
 
 
+def _watermark_high(c: Any, tp: Any, *, within_s: float = 30.0) -> int:
+    """The high watermark of ``tp``, retrying retriable broker errors for ``within_s``
+    (a partition without a leader yet, as just after a broker start: NOT_LEADER...).
+
+    Raises:
+        KafkaException: a non-retriable error, or still failing after ``within_s``.
+    """
+    from confluent_kafka import KafkaError, KafkaException
+
+    passing = {KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE,
+               KafkaError.FENCED_LEADER_EPOCH, KafkaError.UNKNOWN_LEADER_EPOCH,
+               KafkaError.REQUEST_TIMED_OUT, KafkaError._TIMED_OUT, KafkaError._TRANSPORT,
+               KafkaError._ALL_BROKERS_DOWN}
+    deadline = time.monotonic() + within_s
+    while True:
+        try:
+            return int(c.get_watermark_offsets(tp, timeout=10)[1])
+        except KafkaException as exc:
+            err = exc.args[0] if exc.args else None
+            retry = isinstance(err, KafkaError) and (err.code() in passing or err.retriable())
+            if not retry or time.monotonic() > deadline:
+                raise
+            log.warning("watermark of %s[%d]: %s; retrying", tp.topic, tp.partition, err)
+            time.sleep(0.5)
+
+
 def decoded_events(records: list[Any]) -> list[Any]:
     """``decode_event`` of each record's value (an ``Event`` or the ``InvalidEvent``).
 
@@ -363,7 +389,7 @@ class StateTable:
         try:
             ends: dict[int, int] = {}
             for p in partitions:
-                _lo, hi = c.get_watermark_offsets(RdTopicPartition(self.topic, p), timeout=10)
+                hi = _watermark_high(c, RdTopicPartition(self.topic, p))
                 if hi > 0:
                     ends[p] = hi
             if not ends:

@@ -348,9 +348,11 @@ class _TableSinkRunner:
     """
 
     def __init__(self, settings: Settings, spec: TableSink, options: SinkOptions,
-                 stop: asyncio.Event, pool: ThreadPoolExecutor) -> None:
+                 stop: asyncio.Event, pool: ThreadPoolExecutor | None = None) -> None:
         self.settings = settings
-        self.pool = pool  # the sinks' own threads: a stuck call does not starve the others
+        # The sinks' own threads (run_sinks), so a stuck call does not starve the others;
+        # None: the loop's default executor.
+        self.pool = pool
         self.spec = spec
         self.options = options
         self.stop = stop
