@@ -22,6 +22,7 @@ expected, what arrived and where (topic/partition/offset or file and line).
 from __future__ import annotations
 
 __all__ = [
+    "JSON_SHAPE_ERRORS",
     "AuthError",
     "ConfigError",
     "IOCError",
@@ -75,6 +76,18 @@ class InvalidRecord(IOCError):
     def __init__(self, reason: str, message: str) -> None:
         self.reason = reason
         super().__init__(message)
+
+    @classmethod
+    def undecodable(cls, expected: str, exc: BaseException) -> InvalidRecord:
+        """The error of every state/record loader: ``expected`` against what was raised."""
+        return cls("undecodable", f"undecodable: expected {expected}, got "
+                                  f"{type(exc).__name__}: {str(exc)[:200]}")
+
+
+# What the JSON state loaders meet on hostile bytes besides their own checks
+# (orjson.JSONDecodeError is a ValueError; missing keys, wrong shapes, deep nesting).
+JSON_SHAPE_ERRORS = (ValueError, TypeError, KeyError, AttributeError, IndexError,
+                     OverflowError, RecursionError)
 
 
 class KafkaError(IOCError):

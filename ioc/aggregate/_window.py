@@ -21,7 +21,7 @@ from typing import Literal
 import msgspec
 import orjson
 
-from ..errors import InvalidRecord
+from ..errors import JSON_SHAPE_ERRORS, InvalidRecord
 
 __all__ = ["Agg", "EntityWindows", "Rollup", "WindowId", "rollup_key", "window_start"]
 
@@ -124,10 +124,9 @@ class Rollup:
         """
         try:
             w = _rollup_decoder.decode(data)
-        except _UNDECODABLE as exc:
-            raise InvalidRecord("undecodable", f"undecodable: expected a rollup (JSON object "
-                                f"with entity, metric, size, start...), got {type(exc).__name__}: "
-                                f"{str(exc)[:200]}") from exc
+        except MSGSPEC_UNDECODABLE as exc:
+            raise InvalidRecord.undecodable(
+                "a rollup (JSON object with entity, metric, size, start...)", exc) from exc
         agg = Agg(w.count, w.sum, math.inf if w.min is None else w.min,
                   -math.inf if w.max is None else w.max, math.nan if w.last is None else w.last,
                   -math.inf if w.last_time is None else w.last_time)  # JSON null: empty
@@ -154,7 +153,7 @@ class _RollupWire(msgspec.Struct):
 _rollup_decoder = msgspec.json.Decoder(_RollupWire)
 # msgspec's own errors, and what it raises besides on hostile bytes (UnicodeDecodeError
 # inside a string, RecursionError on deep nesting, TypeError for a non-bytes value).
-_UNDECODABLE = (msgspec.MsgspecError, ValueError, TypeError, OverflowError, RecursionError)
+MSGSPEC_UNDECODABLE = (msgspec.MsgspecError, ValueError, TypeError, OverflowError, RecursionError)
 
 WindowId = tuple[str, int, int]  # metric, size, start
 
@@ -252,7 +251,5 @@ class EntityWindows:
             for m, s, st, c, sm, mn, mx, last, lt in d["w"]:
                 ew.windows[(m, s, st)] = Agg(c, sm, mn, mx, last, lt)
             return ew
-        except (ValueError, TypeError, KeyError, AttributeError, IndexError, OverflowError,
-                RecursionError) as exc:  # orjson.JSONDecodeError is a ValueError
-            raise InvalidRecord("undecodable", f"undecodable: expected the windows of an entity, "
-                                f"got {type(exc).__name__}: {str(exc)[:200]}") from exc
+        except JSON_SHAPE_ERRORS as exc:
+            raise InvalidRecord.undecodable("the windows of an entity", exc) from exc

@@ -17,8 +17,9 @@ from zoneinfo import ZoneInfo
 import msgspec
 import orjson
 
+from ..aggregate._window import MSGSPEC_UNDECODABLE as _UNDECODABLE
 from ..config._streams import KpiSpec
-from ..errors import InvalidRecord
+from ..errors import JSON_SHAPE_ERRORS, InvalidRecord
 
 __all__ = ["KpiCounts", "KpiValue", "combine", "kpi_ratio", "period_key", "ranking"]
 
@@ -74,9 +75,8 @@ class KpiValue:
         try:
             w = _kpi_decoder.decode(data)
         except _UNDECODABLE as exc:
-            raise InvalidRecord("undecodable", f"undecodable: expected a KPI value (JSON "
-                                f"object with kpi, group, period...), got "
-                                f"{type(exc).__name__}: {str(exc)[:200]}") from exc
+            raise InvalidRecord.undecodable(
+                "a KPI value (JSON object with kpi, group, period...)", exc) from exc
         return cls(w.kpi, w.group, w.period, w.period_key, w.numerator, w.denominator,
                    w.value, w.unit)
 
@@ -95,9 +95,6 @@ class _KpiWire(msgspec.Struct):
 
 
 _kpi_decoder = msgspec.json.Decoder(_KpiWire)
-# msgspec's own errors, and what it raises besides on hostile bytes (UnicodeDecodeError
-# inside a string, RecursionError on deep nesting, TypeError for a non-bytes value).
-_UNDECODABLE = (msgspec.MsgspecError, ValueError, TypeError, OverflowError, RecursionError)
 
 
 CountKey = tuple[str, str, str]  # kpi id, period, period key
@@ -174,10 +171,8 @@ class KpiCounts:
             for kpi, period, pk, num, den in d["c"]:
                 kc.counts[(kpi, period, pk)] = [num, den]
             return kc
-        except (ValueError, TypeError, KeyError, AttributeError, IndexError, OverflowError,
-                RecursionError) as exc:  # orjson.JSONDecodeError is a ValueError
-            raise InvalidRecord("undecodable", f"undecodable: expected the KPI counts of a group, "
-                                f"got {type(exc).__name__}: {str(exc)[:200]}") from exc
+        except JSON_SHAPE_ERRORS as exc:
+            raise InvalidRecord.undecodable("the KPI counts of a group", exc) from exc
 
 
 def combine(values: Iterable[KpiValue], spec: KpiSpec, group: str) -> KpiValue | None:

@@ -22,8 +22,9 @@ import msgspec
 import orjson
 
 from ..aggregate import window_start
+from ..aggregate._window import MSGSPEC_UNDECODABLE as _UNDECODABLE
 from ..config._streams import RuleSpec
-from ..errors import InvalidRecord
+from ..errors import JSON_SHAPE_ERRORS, InvalidRecord
 
 __all__ = ["Alert", "EntityRules", "RuleState", "alert_id"]
 
@@ -73,9 +74,8 @@ class Alert:
         try:
             w = _alert_decoder.decode(data)
         except _UNDECODABLE as exc:
-            raise InvalidRecord("undecodable", f"undecodable: expected an alert (JSON object "
-                                f"with id, rule, entity, state...), got {type(exc).__name__}: "
-                                f"{str(exc)[:200]}") from exc
+            raise InvalidRecord.undecodable(
+                "an alert (JSON object with id, rule, entity, state...)", exc) from exc
         return cls(w.id, w.rule, w.entity, w.metric, w.severity, w.state, w.start,
                    w.raised_at, w.cleared_at, w.value, w.message, w.scope)
 
@@ -98,9 +98,6 @@ class _AlertWire(msgspec.Struct):
 
 
 _alert_decoder = msgspec.json.Decoder(_AlertWire)
-# msgspec's own errors, and what it raises besides on hostile bytes (UnicodeDecodeError
-# inside a string, RecursionError on deep nesting, TypeError for a non-bytes value).
-_UNDECODABLE = (msgspec.MsgspecError, ValueError, TypeError, OverflowError, RecursionError)
 
 
 @dataclass
@@ -246,7 +243,5 @@ class EntityRules:
             for k, v in d["s"].items():
                 er.states[k] = RuleState(*v)
             return er
-        except (ValueError, TypeError, KeyError, AttributeError, IndexError, OverflowError,
-                RecursionError) as exc:  # orjson.JSONDecodeError is a ValueError
-            raise InvalidRecord("undecodable", f"undecodable: expected the rule states of an entity, "
-                                f"got {type(exc).__name__}: {str(exc)[:200]}") from exc
+        except JSON_SHAPE_ERRORS as exc:
+            raise InvalidRecord.undecodable("the rule states of an entity", exc) from exc
