@@ -84,6 +84,12 @@ def run_worker(settings: Settings, agents: Sequence[AgentSpec] | None = None, *,
     # record for every debug call: ~5-8% of a busy worker's CPU) and writes escape codes.
     worker.spinner = None
     service_start()
+    # kill -USR2 <pid>: every thread's stack to stderr, even with the event loop blocked
+    # (Faust's own SIGUSR1 handler runs on the loop and also lists the asyncio tasks).
+    import faulthandler
+    import signal
+
+    faulthandler.register(signal.SIGUSR2, all_threads=True)
     worker.execute_from_commandline()
 
 
