@@ -188,6 +188,9 @@ _decoded = threading.local()
 _state_log = LogThrottle(10.0)
 
 
+REJOIN_S = 60.0  # a stage consumer outside its group this long, while polling, fails
+
+
 def _watermark_high(c: Any, tp: Any, *, within_s: float = 30.0) -> int:
     """The high watermark of ``tp``, retrying retriable broker errors for ``within_s``
     (a partition without a leader yet, as just after a broker start: NOT_LEADER...).
@@ -310,7 +313,8 @@ class StateTable:
         which the caller drops with the outputs of the failed record)."""
         journal, self._journal = self._journal, None
         for key, before in (journal or {}).items():
-            for d, v in zip((self.changed, self.where, self.data), before, strict=True):
+            maps: tuple[dict[bytes, Any], ...] = (self.changed, self.where, self.data)
+            for d, v in zip(maps, before, strict=True):
                 if v is _MISSING:
                     d.pop(key, None)
                 else:
@@ -776,11 +780,28 @@ class StageRunner:
         next_tick = time.monotonic()
         last_log = time.monotonic()
         consume = self.consumer.consume
+        outside_since: float | None = None  # when the consumer was last seen with no member id
+        member_checked = 0.0
         try:
             while not self.stopping.is_set():
                 msgs = consume(st.batch_max, st.within_s)
                 if self._callback_error is not None:
                     raise self._callback_error
+                now = time.monotonic()
+                if now - member_checked >= 1.0:
+                    # After a broker stop a librdkafka consumer was seen polling for
+                    # minutes with no member id, never joining its group again: fail the
+                    # stage (the worker exits; its supervisor restarts it).
+                    member_checked = now
+                    if self.consumer.memberid():
+                        outside_since = None
+                    elif outside_since is None:
+                        outside_since = now
+                    elif now - outside_since > REJOIN_S:
+                        raise KafkaException(
+                            f"stage {st.name}: not a member of group {self.group} for "
+                            f"{now - outside_since:.0f} s although polling; exiting so "
+                            f"that a supervisor restarts the worker")
                 t0 = time.perf_counter()
                 records: list[Record] = []
                 last: dict[TopicPartition, int] = {}

@@ -156,6 +156,9 @@ class SinkOptions:
     # An offset commit that has not returned by then never will: the consumer is
     # replaced (the rows are durable; the new one re-reads from the last commit).
     commit_timeout_s: float = 45.0
+    # A consumer that polls but has had no member id for this long (outside its group,
+    # not rejoining: seen after a broker stop) is replaced by a new one.
+    rejoin_s: float = 60.0
 
 
 @dataclass
@@ -371,6 +374,8 @@ class _TableSinkRunner:
         self.doing = "starting"
         self.since = time.monotonic()
         self.watched = False  # True from the consumer's creation to the stop
+        self._outside_since: float | None = None  # when the consumer was last seen outside its group
+        self._member_checked = 0.0
 
     def _throttled(self, reason: str, msg: str, *args: Any) -> None:
         held = self._quiet.allow(reason)
@@ -478,30 +483,61 @@ class _TableSinkRunner:
             raise KafkaError(f"sink {self.spec.name}: Kafka client settings refused: "
                              f"{exc.args[0] if exc.args else exc}") from exc
 
-    def _replace_consumer(self, why: str) -> None:
-        """Give up the consumer (a call of it never returned) and subscribe a new one.
+    def _replace_consumer(self, why: str, *, stuck: bool = True) -> None:
+        """Give up the consumer and subscribe a new one.
 
-        The old one is kept referenced and never called again: closing or freeing it
-        while its call still runs is not safe, and its close would wait for that call.
-        It is no longer a member of the group (its session expired while it could not
-        poll), so the new consumer takes its partitions and re-reads from the last
-        committed offsets; the conflict key absorbs rows already written.
+        ``stuck``: a call of the old one never returned; it is kept referenced and never
+        called again (closing or freeing it while its call still runs is not safe, and
+        its close would wait for that call). Otherwise it is closed in a daemon thread
+        of its own. Either way it is no longer a member of the group, so the new
+        consumer takes its partitions and re-reads from the last committed offsets;
+        the conflict key absorbs rows already written.
         """
         old = self._consumer
-        if old is not None:
+        if old is not None and stuck:
             _ABANDONED.append(old)
-        self._lock = threading.Lock()  # the stuck call holds the old one
+        elif old is not None:
+            threading.Thread(target=_close_quietly, args=(old,), daemon=True,
+                             name=f"sink-{self.spec.name}-close").start()
+        self._lock = threading.Lock()  # a stuck call holds the old one
         self._consumer = self._new_consumer()
         self._consumer.subscribe([self.topic], on_assign=self._on_assign)
+        self._outside_since = None
         self.metrics.consumer_restarts += 1
         log.error("sink %s: %s; replaced the consumer of group %s (%d replacement(s) so "
-                  "far; the old one is abandoned, not closed)", self.spec.name, why,
-                  self.group, self.metrics.consumer_restarts)
+                  "far; the old one %s)", self.spec.name, why, self.group,
+                  self.metrics.consumer_restarts,
+                  "is abandoned, not closed" if stuck else "is closed")
+
+    def _check_member(self) -> None:
+        """Replace a consumer that polls but has been outside its group for ``rejoin_s``.
+
+        Seen after a broker stop: consumers of the sink (and of a stage) kept polling
+        with no member id and never sent a JoinGroup again (the broker's log: the
+        member removed on heartbeat expiration, the group empty, nothing after).
+        """
+        now = time.monotonic()
+        if now - self._member_checked < 1.0:
+            return
+        self._member_checked = now
+        try:
+            member = self.consumer.memberid()
+        except RuntimeError:  # closed
+            member = None
+        if member:
+            self._outside_since = None
+        elif self._outside_since is None:
+            self._outside_since = now
+        elif now - self._outside_since > self.options.rejoin_s:
+            self._replace_consumer(f"not a member of its group for "
+                                   f"{now - self._outside_since:.0f} s although polling",
+                                   stuck=False)
 
     async def _consume_loop(self) -> None:
         last_report = time.monotonic()
         batch = _Batch()
         while not self.stop.is_set():
+            self._check_member()
             consumer = self.consumer
             left = self.options.batch_rows - len(batch.rows)
             linger_left = (self.options.linger_s - (time.monotonic() - batch.started)
@@ -766,6 +802,7 @@ class _TableSinkRunner:
 
         end = time.monotonic() + seconds
         while not self.stop.is_set() and (left := end - time.monotonic()) > 0:
+            self._check_member()
             msgs = await self._call(self.consumer.consume, 500, max(0.001, min(left, 0.2)))
             first: dict[tuple[str, int], int] = {}
             for m in msgs:
@@ -783,6 +820,13 @@ class _TableSinkRunner:
                 except KafkaException as exc:
                     log.warning("sink %s: could not rewind %s[%d] to %d: %s",
                                 self.spec.name, topic, part, offset, exc)
+
+
+def _close_quietly(consumer: Any) -> None:
+    try:
+        consumer.close()
+    except Exception as exc:
+        log.debug("closing a replaced consumer: %r", exc)
 
 
 def _close_if_abandoned(consumer: Any) -> None:

@@ -348,3 +348,54 @@ def test_run_sinks_raises_when_a_sink_stops_making_progress(fresh_namespace, mon
     assert len(reasons) == 1, reasons
     assert "consume_first has not returned" in reasons[0], reasons
     assert f"{s.namespace}-sink-events" in reasons[0], reasons
+
+
+class _NeverMember:
+    """A consumer that polls but reports no member id, like the sink-events consumer
+    that stayed outside its group after a broker stop while polling."""
+
+    def __init__(self, real) -> None:  # type: ignore[no-untyped-def]
+        self._real = real
+
+    def memberid(self) -> str:
+        return ""
+
+    def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
+        return getattr(self._real, name)
+
+
+def test_sink_replaces_a_consumer_that_stays_outside_its_group(fresh_namespace, monkeypatch):
+    import asyncio
+
+    from ioc.events._storage import EVENTS_SINK
+    from ioc.storage import sink as sink_mod
+
+    s = fresh_namespace("out")
+    n = 3000
+    _produce(s, range(n))
+    made: list[object] = []
+    real_new = sink_mod._TableSinkRunner._new_consumer
+
+    def new_consumer(self):  # type: ignore[no-untyped-def]
+        c = real_new(self)
+        if made:
+            return c
+        made.append(_NeverMember(c))
+        return made[0]
+
+    monkeypatch.setattr(sink_mod._TableSinkRunner, "_new_consumer", new_consumer)
+    options = sink_mod.SinkOptions(batch_rows=500, linger_s=0.1, rejoin_s=3.0)
+
+    async def main() -> list:  # type: ignore[type-arg]
+        stop = asyncio.Event()
+        task = asyncio.create_task(sink_mod.run_sinks(s, [EVENTS_SINK], options, stop))
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 8 or _counts(s)[0] < n:
+            assert not task.done(), task.exception()
+            await asyncio.sleep(0.5)
+        stop.set()
+        return await task
+
+    metrics = asyncio.run(asyncio.wait_for(main(), 80))
+    assert metrics[0].consumer_restarts == 1, metrics[0].line()
+    assert _counts(s) == (n, n)
