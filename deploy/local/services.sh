@@ -46,10 +46,15 @@ up() {
   for entry in "${SERVICES[@]}"; do
     name="${entry%%|*}"; args="${entry#*|}"
     if pid="$(pid_of "$name")"; then log "$name already running (pid $pid)"; continue; fi
-    # shellcheck disable=SC2086
-    setsid "$IOC" $args >>"$LOGS/$name.log" 2>&1 </dev/null &
+    # Supervised as systemd's Restart=on-failure would: a service that exits on its own
+    # (a crash, kill -9, the sink's stall watchdog, a stage that lost its group) is
+    # started again after 2 s and the restart is logged; 'down' ends the whole group.
+    # shellcheck disable=SC2016
+    setsid bash -c 'while :; do "$0" "$@"; rc=$?; [[ $rc -eq 0 ]] && exit 0
+      echo "[supervisor] ioc $* exited with code $rc at $(date -u +%FT%TZ); restarting in 2 s"
+      sleep 2; done' "$IOC" $args >>"$LOGS/$name.log" 2>&1 </dev/null &
     echo $! >"$RUN/$name.pid"
-    log "started $name (pid $!, log $LOGS/$name.log)"
+    log "started $name (pid $!, supervised, log $LOGS/$name.log)"
   done
   sleep 3
   for entry in "${SERVICES[@]}"; do
@@ -66,9 +71,11 @@ down() {
     name="${entry%%|*}"
     pid="$(pid_of "$name")" || continue
     log "stopping $name (pid $pid)"
-    kill -TERM "$pid" 2>/dev/null || true
-    for ((i = 0; i < 40; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.25; done
-    kill -0 "$pid" 2>/dev/null && { log "$name did not stop in 10 s, killing"; kill -KILL "$pid"; }
+    # The supervisor leads a process group of its own (setsid): TERM reaches it and the
+    # service, so it does not restart what is stopping.
+    kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
+    for ((i = 0; i < 40; i++)); do kill -0 -- "-$pid" 2>/dev/null || break; sleep 0.25; done
+    kill -0 -- "-$pid" 2>/dev/null && { log "$name did not stop in 10 s, killing"; kill -KILL -- "-$pid"; }
     rm -f "$RUN/$name.pid"
   done
 }
