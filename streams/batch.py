@@ -203,7 +203,10 @@ def _watermark_high(c: Any, tp: Any, *, within_s: float = 30.0) -> int:
     passing = {KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE,
                KafkaError.FENCED_LEADER_EPOCH, KafkaError.UNKNOWN_LEADER_EPOCH,
                KafkaError.REQUEST_TIMED_OUT, KafkaError._TIMED_OUT, KafkaError._TRANSPORT,
-               KafkaError._ALL_BROKERS_DOWN}
+               KafkaError._ALL_BROKERS_DOWN,
+               # a changelog topic created a moment ago, not yet in this client's metadata
+               KafkaError._UNKNOWN_PARTITION, KafkaError.UNKNOWN_TOPIC_OR_PART,
+               KafkaError._UNKNOWN_TOPIC}
     deadline = time.monotonic() + within_s
     while True:
         try:
