@@ -36,7 +36,6 @@ import argparse
 import array
 import asyncio
 import base64
-import contextlib
 import json
 import logging
 import os
@@ -47,7 +46,6 @@ import socket
 import statistics
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -57,6 +55,8 @@ import orjson
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from tests.fixtures.stalled_ws import StalledClient  # noqa: E402
 
 CAMERAS = [f"camera:bench{i}" for i in range(4)]
 DATA = [f"kpi:bench{i}" for i in range(12)]
@@ -172,56 +172,6 @@ async def _serve_bare(port: int) -> None:
 
 
 # -- client role ---------------------------------------------------------------------------
-
-
-class StalledClient:
-    """A websocket client that completes the handshake, says hello, and never reads again.
-
-    A raw TCP socket (no client library, no reader thread) with a 4 KiB receive buffer
-    set before ``connect`` (so the advertised window stays tiny): once the kernel buffers
-    on both ends are full, the server's writes to it go nowhere, which is what a frozen
-    browser tab or a dead screen behind a NAT looks like to the server.
-
-    ``reading=True`` makes the same client with a thread that reads and discards
-    everything: the extra connection of the runs without a stalled client, so both
-    kinds of run have the same number of connections made the same way.
-    """
-
-    def __init__(self, port: int, token: str, *, reading: bool = False) -> None:
-        self.sock = socket.socket()
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        self.sock.settimeout(10)
-        self.sock.connect(("127.0.0.1", port))
-        key = base64.b64encode(os.urandom(16)).decode()
-        self.sock.sendall((f"GET /ws HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
-                           f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-                           f"Sec-WebSocket-Version: 13\r\n\r\n").encode())
-        head = b""
-        while b"\r\n\r\n" not in head:  # one byte at a time: read nothing past the 101
-            chunk = self.sock.recv(1)
-            if not chunk:
-                raise RuntimeError(f"stalled client: connection closed during handshake: {head!r}")
-            head += chunk
-        if not head.startswith(b"HTTP/1.1 101"):
-            raise RuntimeError(f"stalled client: handshake refused: {head[:60]!r}")
-        hello = orjson.dumps({"type": "hello", "token": token, "screen": "bench"})
-        self.sock.sendall(bytes([0x81, 0x80 | 126]) + len(hello).to_bytes(2, "big") + b"\0\0\0\0" + hello)
-        self.reading = threading.Event()
-        if reading:
-            self.reading.set()
-            threading.Thread(target=self._drain, daemon=True).start()
-
-    def _drain(self) -> None:
-        """Read and discard while ``reading`` is set; stop reading while it is clear."""
-        self.sock.settimeout(None)
-        with contextlib.suppress(OSError):
-            while self.reading.wait() and self.sock.recv(1 << 16):
-                pass
-
-    def close(self) -> None:
-        with contextlib.suppress(OSError):
-            self.sock.shutdown(socket.SHUT_RDWR)
-        self.sock.close()
 
 
 class _LeanClient(asyncio.Protocol):

@@ -38,6 +38,7 @@ from tests.fixtures.hostile import (
     hostile_text,
     mutated_json_objects,
 )
+from tests.fixtures.stalled_ws import StalledClient
 
 from .wall_fixtures import ServerThread, TileProducer, layout_of, recv_until, wall_settings
 
@@ -253,30 +254,12 @@ def test_zz_server_still_serves_a_good_client(wall: ServerThread) -> None:
 # -- a stalled client ----------------------------------------------------------------------
 
 
-class _Stalled:
-    """Completes the handshake, says hello, never reads; 4 KiB receive buffer."""
-
-    def __init__(self, port: int, token: str) -> None:
-        self.sock = socket.socket()
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        self.sock.settimeout(10)
-        self.sock.connect(("127.0.0.1", port))
-        key = base64.b64encode(os.urandom(16)).decode()
-        self.sock.sendall((f"GET /ws HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
-                           f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-                           f"Sec-WebSocket-Version: 13\r\n\r\n").encode())
-        head = b""
-        while b"\r\n\r\n" not in head:
-            head += self.sock.recv(1)
-        self.sock.sendall(_frame(1, orjson.dumps({"type": "hello", "token": token, "screen": "s"})))
-
-
 def test_stalled_client_is_closed_with_4029_while_the_others_keep_receiving() -> None:
     cfg = wall_settings(_offline(), {"s": layout_of(IDS)}, stall_timeout_s=3.0,
                         write_buffer_bytes=4096, socket_send_buffer_bytes=4096)
     wall = ServerThread(cfg, kafka=False)
     try:
-        stalled = _Stalled(wall.port, wall.token("s"))
+        stalled = StalledClient(wall.port, wall.token("s"), screen="s")
         image = secrets.token_bytes(256 * 1024)
         with connect(wall.url, open_timeout=10, max_size=2**22) as good:
             good.send(json.dumps({"type": "hello", "token": wall.token("s"), "screen": "s"}))
