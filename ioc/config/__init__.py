@@ -23,7 +23,15 @@ import yaml
 from pydantic import BaseModel, Field, ValidationError
 
 from ..errors import ConfigError
-from ._base import Section, SettingsLoader, construct_as, is_text_type, load_yaml_as, options_of
+from ._base import (
+    RENAMED_KEY,
+    Section,
+    SettingsLoader,
+    construct_as,
+    is_text_type,
+    load_yaml_as,
+    options_of,
+)
 from ._cameras import CamerasSettings
 from ._gateway import GatewaySettings
 from ._infra import DatabaseSettings, KafkaSettings, default_state_dir
@@ -229,6 +237,8 @@ def load_settings(
         problems = []
         for err in exc.errors():
             loc = tuple(str(p) for p in err["loc"])
+            if err["type"] == RENAMED_KEY:
+                loc = (*loc, str(err.get("ctx", {}).get("old", "?")))  # point at the old key
             dotted = ".".join(loc) or "(root)"
             msg = err["msg"]
             if err["type"] == "extra_forbidden":

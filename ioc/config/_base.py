@@ -15,12 +15,14 @@ from __future__ import annotations
 import re
 import types
 from pathlib import PurePath
-from typing import Annotated, Any, Literal, Union, get_args, get_origin
+from typing import Annotated, Any, ClassVar, Literal, Union, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, SecretStr
+from pydantic import BaseModel, ConfigDict, SecretStr, model_validator
+from pydantic_core import PydanticCustomError
 
 __all__ = [
+    "RENAMED_KEY",
     "Section",
     "SettingsLoader",
     "construct_as",
@@ -30,10 +32,39 @@ __all__ = [
 ]
 
 
+RENAMED_KEY = "renamed_key"
+"""Pydantic error type of a key that a section no longer reads (``ctx``: old, new, why)."""
+
+
 class Section(BaseModel):
-    """A frozen settings node; unknown keys are errors, not silently ignored."""
+    """A frozen settings node; unknown keys are errors, not silently ignored.
+
+    A section that replaced keys lists them in ``renamed_keys`` (old key -> (new key,
+    why)). A document using an old key is refused with a ``renamed_key`` error whose
+    message names the old and the new key; ``load_settings`` reports it at the dotted
+    path of the old key (and its line), so ``ioc config check`` points at it. The old
+    value is never converted silently: its meaning changed (frames became seconds).
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+    renamed_keys: ClassVar[dict[str, tuple[str, str]]] = {}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _refuse_renamed_keys(cls, data: Any) -> Any:
+        if not cls.renamed_keys or not isinstance(data, dict):
+            return data
+        old = [k for k in cls.renamed_keys if k in data]
+        if not old:
+            return data
+        new, why = cls.renamed_keys[old[0]]
+        also = "".join(f"; also {k!r} -> {cls.renamed_keys[k][0]!r}" for k in old[1:])
+        raise PydanticCustomError(
+            RENAMED_KEY,
+            "key '{old}' is no longer read: use '{new}' ({why}){also}",
+            {"old": old[0], "new": new, "why": why, "also": also},
+        )
 
 
 class SettingsLoader(yaml.SafeLoader):
