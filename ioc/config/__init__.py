@@ -35,6 +35,7 @@ from ._base import (
 from ._cameras import CamerasSettings
 from ._gateway import GatewaySettings
 from ._infra import DatabaseSettings, KafkaSettings, default_state_dir
+from ._metrics import MetricsSettings
 from ._replay import ReplaySettings
 from ._streams import StreamsSettings
 from ._wall import WallSettings
@@ -44,6 +45,7 @@ __all__ = [
     "DatabaseSettings",
     "GatewaySettings",
     "KafkaSettings",
+    "MetricsSettings",
     "ReplaySettings",
     "Settings",
     "StreamsSettings",
@@ -72,6 +74,7 @@ class Settings(Section):
     cameras: CamerasSettings = Field(default_factory=CamerasSettings)
     wall: WallSettings = Field(default_factory=WallSettings)
     replay: ReplaySettings = Field(default_factory=ReplaySettings)
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
 
     @property
     def db_schema(self) -> str:
