@@ -9,7 +9,7 @@ STACK := deploy/local/stack.sh
 help:  ## this list
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
 
-deps:  ## install missing Debian packages (Java 17, Maven, PostgreSQL, Chromium)
+deps:  ## install missing Debian packages (Java 17, Maven, PostgreSQL, Chromium, Prometheus)
 	deploy/local/install-deps.sh
 
 venv: $(VENV)/.installed  ## create the virtual environment and install the project
