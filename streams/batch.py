@@ -75,6 +75,7 @@ from ioc.config import Settings
 from ioc.errors import InvalidEvent, InvalidRecord
 from ioc.events import LogThrottle, dead_letter_headers, decode_event, internal_error_message
 from ioc.kafka import acked_producer, discard_producer, ensure_topics, rdkafka_conf
+from ioc.kafka.membership import MembershipWatch
 from ioc.topics import TopicSpec, topic_name
 
 __all__ = ["Outbox", "Record", "SendFailed", "Stage", "StageMetrics", "StateTable", "TopicPartition", "combine",
@@ -188,7 +189,10 @@ _decoded = threading.local()
 _state_log = LogThrottle(10.0)
 
 
-REJOIN_S = 60.0  # a stage consumer outside its group this long, while polling, fails
+# A stage consumer outside its group while polling fails its stage after REJOIN_S from
+# when the broker answers again, FIRST_JOIN_S when it never joined (ioc/kafka/membership.py).
+REJOIN_S = 20.0
+FIRST_JOIN_S = 60.0
 
 
 def _watermark_high(c: Any, tp: Any, *, within_s: float = 30.0) -> int:
@@ -783,7 +787,7 @@ class StageRunner:
         next_tick = time.monotonic()
         last_log = time.monotonic()
         consume = self.consumer.consume
-        outside_since: float | None = None  # when the consumer was last seen with no member id
+        membership = MembershipWatch(first_join_s=FIRST_JOIN_S, rejoin_s=REJOIN_S)
         member_checked = 0.0
         try:
             while not self.stopping.is_set():
@@ -796,14 +800,11 @@ class StageRunner:
                     # minutes with no member id, never joining its group again: fail the
                     # stage (the worker exits; its supervisor restarts it).
                     member_checked = now
-                    if self.consumer.memberid():
-                        outside_since = None
-                    elif outside_since is None:
-                        outside_since = now
-                    elif now - outside_since > REJOIN_S:
+                    outside = membership.overdue(bool(self.consumer.memberid()), now)
+                    if outside is not None:
                         raise KafkaException(
                             f"stage {st.name}: not a member of group {self.group} for "
-                            f"{now - outside_since:.0f} s although polling; exiting so "
+                            f"{outside:.0f} s although polling; exiting so "
                             f"that a supervisor restarts the worker")
                 t0 = time.perf_counter()
                 records: list[Record] = []
@@ -813,6 +814,7 @@ class StageRunner:
                     if err is not None:
                         if err.fatal():
                             raise KafkaException(err)
+                        membership.error_event(time.monotonic())
                         log.warning("stage %s: consumer: %s", st.name, err)
                         continue
                     r = Record.of(msg)

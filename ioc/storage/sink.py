@@ -63,6 +63,7 @@ from ..config import Settings
 from ..errors import StorageError
 from ..events._deadletter import LogThrottle, dead_letter_headers
 from ..kafka.clients import acked_producer, discard_producer, rdkafka_conf
+from ..kafka.membership import MembershipWatch
 from ..topics import topic_name
 from ._db import connect
 
@@ -156,9 +157,12 @@ class SinkOptions:
     # An offset commit that has not returned by then never will: the consumer is
     # replaced (the rows are durable; the new one re-reads from the last commit).
     commit_timeout_s: float = 45.0
-    # A consumer that polls but has had no member id for this long (outside its group,
-    # not rejoining: seen after a broker stop) is replaced by a new one.
-    rejoin_s: float = 60.0
+    # A consumer that polls but has had no member id (outside its group, not rejoining:
+    # seen after a broker stop) is replaced by a new one: after ``rejoin_s`` counted from
+    # when the broker answers again, or ``first_join_s`` for one that never joined
+    # (ioc/kafka/membership.py).
+    rejoin_s: float = 20.0
+    first_join_s: float = 60.0
 
 
 @dataclass
@@ -374,7 +378,8 @@ class _TableSinkRunner:
         self.doing = "starting"
         self.since = time.monotonic()
         self.watched = False  # True from the consumer's creation to the stop
-        self._outside_since: float | None = None  # when the consumer was last seen outside its group
+        self._membership = MembershipWatch(first_join_s=options.first_join_s,
+                                           rejoin_s=options.rejoin_s)
         self._member_checked = 0.0
 
     def _throttled(self, reason: str, msg: str, *args: Any) -> None:
@@ -502,7 +507,7 @@ class _TableSinkRunner:
         self._lock = threading.Lock()  # a stuck call holds the old one
         self._consumer = self._new_consumer()
         self._consumer.subscribe([self.topic], on_assign=self._on_assign)
-        self._outside_since = None
+        self._membership.reset()
         self.metrics.consumer_restarts += 1
         log.error("sink %s: %s; replaced the consumer of group %s (%d replacement(s) so "
                   "far; the old one %s)", self.spec.name, why, self.group,
@@ -524,14 +529,10 @@ class _TableSinkRunner:
             member = self.consumer.memberid()
         except RuntimeError:  # closed
             member = None
-        if member:
-            self._outside_since = None
-        elif self._outside_since is None:
-            self._outside_since = now
-        elif now - self._outside_since > self.options.rejoin_s:
-            self._replace_consumer(f"not a member of its group for "
-                                   f"{now - self._outside_since:.0f} s although polling",
-                                   stuck=False)
+        outside = self._membership.overdue(bool(member), now)
+        if outside is not None:
+            self._replace_consumer(f"not a member of its group for {outside:.0f} s although "
+                                   f"polling", stuck=False)
 
     async def _consume_loop(self) -> None:
         last_report = time.monotonic()
@@ -580,6 +581,7 @@ class _TableSinkRunner:
         """Log an error event of the consumer (one line per 10 s for a repeated error)."""
         text = str(err)
         now = time.monotonic()
+        self._membership.error_event(now)
         if text != self._last_error[0] or now - self._last_error[1] >= 10.0:
             self._last_error = (text, now)
             log.warning("sink %s: consumer error on %s: %s", self.spec.name, self.topic, text)

@@ -384,7 +384,8 @@ def test_sink_replaces_a_consumer_that_stays_outside_its_group(fresh_namespace, 
         return made[0]
 
     monkeypatch.setattr(sink_mod._TableSinkRunner, "_new_consumer", new_consumer)
-    options = sink_mod.SinkOptions(batch_rows=500, linger_s=0.1, rejoin_s=3.0)
+    options = sink_mod.SinkOptions(batch_rows=500, linger_s=0.1, rejoin_s=3.0,
+                                    first_join_s=3.0)
 
     async def main() -> list:  # type: ignore[type-arg]
         stop = asyncio.Event()

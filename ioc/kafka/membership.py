@@ -1,0 +1,71 @@
+"""When a consumer that keeps polling has been outside its group for too long.
+
+Seen after broker stops: librdkafka consumers that polled for minutes with no member id
+and never sent a JoinGroup again (docs/reliability.md, "Broker stop"). The owner of such
+a consumer replaces it (the sink) or fails its stage (the batch stages), so something
+must decide *when*, without firing while the broker is simply away or while a group
+forms for the first time.
+
+The rule (pure; the caller passes the monotonic clock and what it saw):
+
+- a consumer that has never had a member id gets ``first_join_s`` to get one (a first
+  join under load, an initial rebalance delay);
+- a consumer that had one and lost it gets ``rejoin_s``, counted from the later of the
+  moment it lost its id and the last error event its poll returned (librdkafka reports
+  a broker it cannot reach as error events: ``_TRANSPORT``, ``_ALL_BROKERS_DOWN``...,
+  repeated at each reconnect attempt, at most ``reconnect.backoff.max.ms`` = 10 s
+  apart). So the bound runs from when the broker answers again, not from when it went
+  away: a 30 s broker stop no longer uses up the bound while nothing could join.
+"""
+
+from __future__ import annotations
+
+__all__ = ["MembershipWatch"]
+
+
+class MembershipWatch:
+    """Tracks one consumer's membership as seen by its own poll loop.
+
+    Invariant: ``overdue`` returns a value only while the consumer has no member id and
+    the applicable bound has passed since the later of (id lost or first seen without
+    one, last error event).
+    """
+
+    __slots__ = ("_had_member", "_last_error", "_outside_since", "first_join_s", "rejoin_s")
+
+    def __init__(self, *, first_join_s: float = 60.0, rejoin_s: float = 20.0) -> None:
+        if first_join_s <= 0 or rejoin_s <= 0:
+            raise ValueError(f"expected positive bounds, got first_join_s={first_join_s}, "
+                             f"rejoin_s={rejoin_s}")
+        self.first_join_s = first_join_s
+        self.rejoin_s = rejoin_s
+        self._had_member = False
+        self._outside_since: float | None = None
+        self._last_error: float | None = None
+
+    def error_event(self, now: float) -> None:
+        """The consumer's poll returned an error event at ``now`` (broker unreachable...)."""
+        self._last_error = now
+
+    def reset(self) -> None:
+        """A new consumer replaced the old one: it starts as never joined."""
+        self._had_member = False
+        self._outside_since = None
+        self._last_error = None
+
+    def overdue(self, has_member: bool, now: float) -> float | None:
+        """Seconds outside the group when the bound has passed, else None."""
+        if has_member:
+            self._had_member = True
+            self._outside_since = None
+            return None
+        if self._outside_since is None:
+            self._outside_since = now
+            return None
+        start = self._outside_since
+        if self._last_error is not None and self._last_error > start:
+            start = self._last_error
+        bound = self.rejoin_s if self._had_member else self.first_join_s
+        if now - start > bound:
+            return now - self._outside_since
+        return None

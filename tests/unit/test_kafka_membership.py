@@ -1,0 +1,76 @@
+"""MembershipWatch: when a polling consumer outside its group is given up (pure)."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ioc.kafka.membership import MembershipWatch
+
+
+def test_a_member_is_never_overdue() -> None:
+    w = MembershipWatch(first_join_s=60, rejoin_s=20)
+    assert all(w.overdue(True, t) is None for t in range(0, 1000, 7))
+
+
+def test_first_join_gets_the_long_bound() -> None:
+    w = MembershipWatch(first_join_s=60, rejoin_s=20)
+    assert w.overdue(False, 0.0) is None
+    assert w.overdue(False, 59.0) is None
+    assert w.overdue(False, 61.0) == pytest.approx(61.0)
+
+
+def test_a_lost_member_id_gets_the_short_bound_from_the_last_error_event() -> None:
+    w = MembershipWatch(first_join_s=60, rejoin_s=20)
+    assert w.overdue(True, 0.0) is None
+    assert w.overdue(False, 5.0) is None  # id lost at 5 s (broker stopped)
+    for t in range(6, 36, 3):  # the broker away until 35 s: an error event per reconnect
+        w.error_event(float(t))
+        assert w.overdue(False, float(t)) is None
+    assert w.overdue(False, 50.0) is None  # 17 s after the last error (33 s)
+    assert w.overdue(False, 54.0) == pytest.approx(49.0)  # 21 s after it: given up
+
+
+def test_rejoining_clears_and_reset_forgets_the_past_membership() -> None:
+    w = MembershipWatch(first_join_s=60, rejoin_s=20)
+    w.overdue(True, 0.0)
+    w.overdue(False, 1.0)
+    assert w.overdue(True, 10.0) is None
+    assert w.overdue(False, 11.0) is None
+    w.reset()  # a new consumer: never joined
+    assert w.overdue(False, 12.0) is None
+    assert w.overdue(False, 40.0) is None  # 28 s: within first_join_s
+    assert w.overdue(False, 73.0) is not None
+
+
+def test_bounds_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="positive"):
+        MembershipWatch(first_join_s=0)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["member", "none", "error"]),
+                          st.floats(0, 30, allow_nan=False)), max_size=60))
+def test_never_overdue_before_the_bound_since_the_later_of_loss_and_last_error(
+        steps: list[tuple[str, float]]) -> None:
+    w = MembershipWatch(first_join_s=60, rejoin_s=20)
+    now, outside_since, last_error, had = 0.0, None, None, False
+    for kind, dt in steps:
+        now += dt
+        if kind == "error":
+            w.error_event(now)
+            last_error = now
+            continue
+        got = w.overdue(kind == "member", now)
+        if kind == "member":
+            had, outside_since = True, None
+            assert got is None
+            continue
+        if outside_since is None:
+            outside_since = now
+            assert got is None
+            continue
+        start = max(outside_since, last_error if last_error is not None else outside_since)
+        bound = 20 if had else 60
+        assert (got is not None) == (now - start > bound)
