@@ -1,8 +1,11 @@
 // The wall page: one screen, from `/?screen=NAME#token=TOKEN` (the token may also be a
 // query parameter; the fragment keeps it out of server logs and Referer headers).
+// Protocol 2 adds, for operator tokens, alert handling, pop-ups and presets; against a
+// protocol-1 server the page shows what it did before (no controls, nothing flashing).
 
 import { WallConnection } from "./connection.js";
-import { formatAge, viewFor } from "./renderers.js";
+import { FocusLayer } from "./focus.js";
+import { detailViewFor, formatAge, viewFor } from "./renderers.js";
 
 const params = new URLSearchParams(location.search);
 const frag = new URLSearchParams(location.hash.replace(/^#/, ""));
@@ -14,25 +17,66 @@ if (params.has("token")) {
   history.replaceState(null, "", `${location.pathname}?${params}#token=${encodeURIComponent(token)}`);
 }
 
-const grid = document.getElementById("grid");
-const connEl = document.getElementById("conn");
-const connText = document.getElementById("conn-text");
-const banner = document.getElementById("banner");
-const barClock = document.getElementById("bar-clock");
-const titleEl = document.getElementById("screen-title");
+const $ = (id) => document.getElementById(id);
+const grid = $("grid");
+const connEl = $("conn");
+const connText = $("conn-text");
+const banner = $("banner");
+const barClock = $("bar-clock");
+const titleEl = $("screen-title");
+const presetBadge = $("preset-badge");
+const presetSelect = $("preset-select");
+const roleBadge = $("role-badge");
+const toast = $("toast");
+
+const TOAST_MS = 5000;
+const ACTION_LABEL = { ack: "Acknowledge", assign: "Assign", comment: "Comment", close: "Close" };
 
 const state = {
-  layout: null,       // layout message of the screen
+  layout: null,       // layout of the screen (the active preset's, when one is active)
   tiles: new Map(),   // tile id -> {placement, node, view, header}
+  held: new Map(),    // tile id -> {header, image: {version, bytes}}: kept across presets
   clockOffset: 0,     // server time - local time, seconds
   updates: 0,
 };
 
+/** The page context the views and panels read: who may act, and the alert states. */
+const wall = {
+  protocol: 1,
+  role: "viewer",
+  operator: null,
+  alertStates: new Map(), // alert id -> state (protocol 2)
+  preset: null,
+  presets: [],
+  clockOffset: 0,
+  act: (msg) => request({ type: "action", ...msg }, ACTION_LABEL[msg.action] || msg.action),
+};
+
 function now() { return Date.now() / 1000 + state.clockOffset; }
 
-function buildGrid(layout) {
+const focus = new FocusLayer({
+  popups: $("popups"),
+  drill: $("drill"),
+  wall,
+  viewFor: (id) => {
+    const p = state.tiles.get(id)?.placement;
+    return detailViewFor(p?.view, state.held.get(id)?.header?.kind, id);
+  },
+  placement: (id) => state.tiles.get(id)?.placement ?? null,
+  data: (id) => state.held.get(id) ?? null,
+  alert: (id) => {
+    for (const e of state.tiles.values()) {
+      const item = e.view?.find?.(id);
+      if (item) return item;
+    }
+    return null;
+  },
+});
+
+function buildGrid(layout, { keep }) {
   for (const t of state.tiles.values()) t.view.dispose?.();
   state.tiles.clear();
+  if (!keep) state.held.clear();
   state.layout = layout;
   titleEl.textContent = layout.title || layout.name;
   document.title = `${layout.title || layout.name} – operations wall`;
@@ -61,6 +105,14 @@ function buildGrid(layout) {
     return node;
   });
   grid.replaceChildren(...nodes);
+  // A preset keeps the data held for tiles it shares with the previous layout.
+  for (const [id, held] of state.held) {
+    const entry = state.tiles.get(id);
+    if (!entry) continue;
+    showTile(entry, held.header);
+    if (held.image && held.image.version === held.header.version) entry.view.image?.(held.image.bytes, held.header.image_type);
+  }
+  focus.relayout();
 }
 
 function ensureView(entry, kind) {
@@ -68,26 +120,34 @@ function ensureView(entry, kind) {
   if (entry.view && entry.view.constructor === View) return;
   entry.view?.dispose?.();
   entry.body.replaceChildren();
-  entry.view = new View(entry.body, entry);
-  entry.node.classList.toggle("camera", View.name === "CameraView");
+  entry.view = new View(entry.body, entry, wall);
+  entry.node.classList.toggle("camera", View.isCamera === true);
   if (View.name === "ClockView") entry.node.classList.remove("waiting");
 }
 
-function applyTile(h) {
-  const entry = state.tiles.get(h.id);
-  if (!entry) return;
-  if (entry.header && entry.header.version >= h.version) return;
+function showTile(entry, h) {
   ensureView(entry, h.kind);
   entry.header = h;
   entry.view.update(h.payload || {});
   if (!entry.placement.title && h.payload?.label) entry.title.textContent = h.payload.label;
   entry.node.classList.remove("waiting");
   entry.node.dataset.version = String(h.version);
-  state.updates++;
   tickTile(entry, now());
 }
 
+function applyTile(h) {
+  const held = state.held.get(h.id);
+  if (held && held.header.version >= h.version) return;
+  state.held.set(h.id, { header: h, image: null });
+  const entry = state.tiles.get(h.id);
+  if (entry) showTile(entry, h);
+  state.updates++;
+  if (entry?.view.refresh) focus.alertsChanged();
+  focus.tileChanged(h.id);
+}
+
 function clearTile(id) {
+  state.held.delete(id);
   const entry = state.tiles.get(id);
   if (!entry) return;
   entry.header = null;
@@ -96,6 +156,15 @@ function clearTile(id) {
   ensureView(entry, null);
   entry.node.classList.add("waiting");
   delete entry.node.dataset.version;
+}
+
+function applyImage(id, version, bytes) {
+  const held = state.held.get(id);
+  if (held?.header.version !== version) return;
+  held.image = { version, bytes };
+  const entry = state.tiles.get(id);
+  if (entry?.header?.version === version && entry.view.image) entry.view.image(bytes, held.header.image_type);
+  focus.tileChanged(id);
 }
 
 function tickTile(entry, t) {
@@ -118,8 +187,86 @@ function tickTile(entry, t) {
 function tick() {
   const t = now();
   for (const entry of state.tiles.values()) tickTile(entry, t);
+  focus.tick(Date.now() / 1000);
   barClock.textContent = new Date(t * 1000).toLocaleTimeString("en-GB", { hour12: false });
 }
+
+function refreshAlerts() {
+  for (const e of state.tiles.values()) e.view.refresh?.();
+  focus.alertsChanged();
+}
+
+// -- operator: requests, results, presets ---------------------------------------------------
+
+let toastTimer = null;
+function showToast(text, kind = "error") {
+  toast.textContent = text;
+  toast.dataset.kind = kind;
+  toast.hidden = false;
+  clearTimeout(toastTimer);
+  toastTimer = setTimeout(() => { toast.hidden = true; }, TOAST_MS);
+}
+
+/** Send a request; an answer other than ok is shown briefly, and the result returned. */
+function request(msg, label) {
+  if (!conn) return Promise.resolve({ ok: false, error: "offline", detail: "not connected" });
+  return conn.request(msg).then((r) => {
+    if (!r.ok) showToast(`${label} refused: ${r.error || "error"}${r.detail ? ` – ${r.detail}` : ""}`);
+    return r;
+  });
+}
+
+function setRole(role, operator) {
+  wall.role = role === "operator" ? "operator" : "viewer";
+  wall.operator = operator || null;
+  document.body.dataset.role = wall.role;
+  roleBadge.hidden = wall.role !== "operator";
+  roleBadge.textContent = wall.role === "operator" ? `operator ${wall.operator || ""}`.trim() : "";
+  presetSelect.hidden = !(wall.role === "operator" && wall.protocol >= 2);
+}
+
+function presetNames(list) {
+  return (Array.isArray(list) ? list : [])
+    .map((p) => (typeof p === "string" ? p : p?.name))
+    .filter((n) => typeof n === "string" && n);
+}
+
+function setPreset(name, by) {
+  wall.preset = name || null;
+  presetBadge.hidden = !wall.preset;
+  presetBadge.textContent = wall.preset ? `preset: ${wall.preset}` : "";
+  presetBadge.title = by ? `switched by ${by}` : "";
+  presetBadge.dataset.preset = wall.preset || "";
+  presetBadge.dataset.by = by || "";
+  if (wall.preset && !wall.presets.includes(wall.preset)) wall.presets = [...wall.presets, wall.preset];
+  fillPresetSelect();
+}
+
+function fillPresetSelect() {
+  const opts = [["", "preset: by rule / default"], ...wall.presets.map((n) => [n, `preset: ${n}`])];
+  const current = [...presetSelect.options].map((o) => o.value).join("\n");
+  if (current !== opts.map((o) => o[0]).join("\n")) {
+    presetSelect.replaceChildren(...opts.map(([v, t]) => {
+      const o = document.createElement("option");
+      o.value = v;
+      o.textContent = t;
+      return o;
+    }));
+  }
+  presetSelect.value = wall.preset || "";
+}
+
+presetSelect.addEventListener("change", () => {
+  const name = presetSelect.value || null;
+  request({ type: "preset", preset: name }, "Preset").then((r) => {
+    if (!r.ok) presetSelect.value = wall.preset || ""; // the screen did not switch
+  });
+});
+
+grid.addEventListener("click", (ev) => {
+  const tile = ev.target.closest(".tile.camera");
+  if (tile && !tile.classList.contains("waiting")) focus.toggleDrill(tile.dataset.tile, Date.now() / 1000);
+});
 
 function setConnState(s, detail) {
   connEl.dataset.state = s;
@@ -137,11 +284,39 @@ function setConnState(s, detail) {
   document.body.dataset.conn = s;
 }
 
+function onSnapshot(msg) {
+  state.clockOffset = wall.clockOffset = msg.server_time - Date.now() / 1000;
+  wall.protocol = typeof msg.protocol === "number" ? msg.protocol : 1;
+  document.body.dataset.protocol = String(wall.protocol);
+  setRole(msg.role, msg.operator);
+  if (Array.isArray(msg.presets)) wall.presets = presetNames(msg.presets);
+  if (msg.full || !state.layout || state.layout.hash !== msg.layout.hash) {
+    buildGrid(msg.layout, { keep: !msg.full });
+  }
+  for (const id of msg.removed || []) clearTile(id);
+  for (const h of msg.tiles) applyTile(h);
+  wall.alertStates = new Map(Object.entries(msg.alert_states || {}));
+  setPreset(msg.preset ?? null, null);
+  refreshAlerts();
+  focus.setPopups(wall.protocol >= 2 ? msg.popups : []);
+  tick();
+}
+
+function onPreset(msg) {
+  if (msg.screen && msg.screen !== screen) return;
+  if (msg.layout && typeof msg.layout === "object" && msg.layout.hash !== state.layout?.hash) {
+    buildGrid(msg.layout, { keep: true });
+    refreshAlerts();
+  }
+  setPreset(msg.preset ?? null, msg.by ?? null);
+}
+
+let conn = null;
 if (!token) {
   setConnState("refused", "no token in the page address (#token=...)");
 } else {
   const scheme = location.protocol === "https:" ? "wss:" : "ws:";
-  const conn = new WallConnection({
+  conn = new WallConnection({
     url: `${scheme}//${location.host}/ws`,
     token,
     screen,
@@ -151,27 +326,23 @@ if (!token) {
       for (const [id, e] of state.tiles) if (e.header) v[id] = e.header.version;
       return v;
     },
-    onSnapshot(msg) {
-      state.clockOffset = msg.server_time - Date.now() / 1000;
-      if (msg.full || !state.layout || state.layout.hash !== msg.layout.hash) {
-        buildGrid(msg.layout);
-      }
-      for (const id of msg.removed || []) clearTile(id);
-      for (const h of msg.tiles) applyTile(h);
-      tick();
-    },
+    onSnapshot,
     onTile: applyTile,
     onRemove: clearTile,
-    onImage(id, version, bytes) {
-      const entry = state.tiles.get(id);
-      if (entry?.header?.version === version && entry.view.image) {
-        entry.view.image(bytes, entry.header.image_type);
-      }
-    },
+    onImage: applyImage,
     onState: setConnState,
+    onAlertState(msg) {
+      if (msg.alert === undefined || msg.alert === null) return;
+      wall.alertStates.set(String(msg.alert), msg.state || {});
+      refreshAlerts();
+    },
+    onPreset,
+    onPopup: (msg) => focus.openPopup(msg),
+    onPopupEnd: (msg) => focus.closePopup(msg.alert),
   });
-  window.__wall = { state, conn };
+  window.__wall = { state, wall, conn, focus };
   conn.start();
 }
+setRole("viewer", null);
 tick();
 setInterval(tick, 1000);

@@ -1,4 +1,12 @@
 // Tile renderers: each builds its DOM once and updates it in place on every new version.
+// A view is `new View(body, tile, wall)`: `tile` is the app's entry for the tile, `wall`
+// the page context (role, protocol, alert states, act()).
+
+import { AlertsView } from "./alerts.js";
+import { formatAge, formatNumber } from "./format.js";
+import { AnalyticsOverlay } from "./overlay.js";
+
+export { formatAge, formatNumber };
 
 const SVG = "http://www.w3.org/2000/svg";
 
@@ -13,25 +21,6 @@ function svgEl(tag, attrs) {
   const e = document.createElementNS(SVG, tag);
   for (const [k, v] of Object.entries(attrs || {})) e.setAttribute(k, v);
   return e;
-}
-
-export function formatNumber(v) {
-  if (v === null || v === undefined || Number.isNaN(v)) return "–";
-  const a = Math.abs(v);
-  if (Number.isInteger(v) && a < 100000) return v.toLocaleString("en-US");
-  if (a >= 100000) return (v / 1000).toFixed(0) + "k";
-  if (a >= 1000) return Math.round(v).toLocaleString("en-US");
-  if (a >= 100) return v.toFixed(0);
-  if (a >= 10) return v.toFixed(1);
-  return v.toFixed(2).replace(/0$/, "");
-}
-
-export function formatAge(seconds) {
-  const s = Math.max(0, Math.round(seconds));
-  if (s < 60) return `${s} s`;
-  if (s < 3600) return `${Math.floor(s / 60)} min`;
-  if (s < 86400) return `${Math.floor(s / 3600)} h ${Math.floor((s % 3600) / 60)} min`;
-  return `${Math.floor(s / 86400)} d`;
 }
 
 /** A path through `values` scaled into a width x height box (y up). */
@@ -120,7 +109,10 @@ class SeriesView {
 }
 
 class CameraView {
+  static isCamera = true;
+
   constructor(body) {
+    const stage = this._stage(body);
     this.img = el("img", "cam-img");
     this.img.alt = "";
     this.url = null;
@@ -136,8 +128,11 @@ class CameraView {
     this.motion = el("span", "cam-motion");
     this.motion.title = "motion";
     ov.append(this.counts, this.motion);
-    body.append(this.img, corner, ov);
+    stage.append(this.img, corner, ov);
   }
+
+  /** Where the image goes (the tile body; the detail view puts it in a stage of its own). */
+  _stage(body) { return body; }
 
   update(p) {
     const health = p.health || "online";
@@ -163,33 +158,26 @@ class CameraView {
   }
 }
 
-class AlertsView {
+/** A camera enlarged (drill-in, pop-up): the whole image with its analytics drawn over it. */
+export class CameraDetailView extends CameraView {
   constructor(body, tile) {
-    this.list = el("ul", "alerts");
+    super(body);
     this.tile = tile;
-    body.append(this.list);
+    const facts = el("aside", "cam-facts");
+    body.append(facts);
+    this.analytics = new AnalyticsOverlay(this.stageEl, facts);
+  }
+
+  _stage(body) {
+    body.classList.add("cam-detail");
+    this.stageEl = el("div", "cam-stage");
+    body.append(this.stageEl);
+    return this.stageEl;
   }
 
   update(p) {
-    this.items = (p.items || []).filter((a) => a.state !== "cleared");
-    const rank = { critical: 0, warning: 1, info: 2 };
-    this.items.sort((a, b) => (rank[a.severity] ?? 3) - (rank[b.severity] ?? 3) || b.raised_at - a.raised_at);
-    const rows = this.items.map((a) => {
-      const li = el("li", `alert ${a.severity || "info"}`);
-      li.append(el("span", "sev"), el("span", "msg", a.message || a.id),
-        el("span", "age"), el("span", "meta", `${a.severity || "info"} · ${a.entity || ""}`));
-      return li;
-    });
-    if (!rows.length) rows.push(el("li", "alerts-empty", "No active alerts"));
-    this.list.replaceChildren(...rows);
-    this.tick(Date.now() / 1000);
-  }
-
-  tick(now) {
-    if (!this.items) return;
-    this.list.querySelectorAll(".age").forEach((node, i) => {
-      node.textContent = formatAge(now - this.items[i].raised_at);
-    });
+    super.update(p);
+    this.analytics.update(p, this.tile?.placement);
   }
 }
 
@@ -222,4 +210,10 @@ export function viewFor(view, kind, tileId) {
   if (kind && VIEWS[kind]) return VIEWS[kind];
   const prefix = tileId.split(":", 1)[0];
   return VIEWS[prefix === "sensor" ? "series" : prefix] || TextView;
+}
+
+/** The view of an enlarged tile (drill-in, pop-up): cameras get their analytics overlay. */
+export function detailViewFor(view, kind, tileId) {
+  const View = viewFor(view, kind, tileId);
+  return View === CameraView ? CameraDetailView : View;
 }
