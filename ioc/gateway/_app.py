@@ -35,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -47,6 +48,7 @@ from ..errors import AuthError, InvalidEvent
 from ..events import Event, chunk_events, validate_event
 from ..events._ngsi import ngsi_to_event
 from ..kafka.clients import aiokafka_kwargs
+from ..metrics.hist import Histogram
 from ..topics import topic_name
 from ._auth import Caller, KeyRing
 
@@ -121,6 +123,11 @@ class _Gateway:
         self.keys = KeyRing(self.g.publishers)
         self.topic = topic_name(settings.namespace, "events.raw")
         self.metrics = GatewayMetrics()
+        # For /metrics (ioc.metrics.gateway): answers by (route, status), seconds to
+        # answer by route, rejected events by reason.
+        self.answers: Counter[tuple[str, int]] = Counter()
+        self.latency: dict[str, Histogram] = {}
+        self.rejections: Counter[str] = Counter()
         self.bugs = _Throttled()
         # transport -> its connection guard (ioc.gateway._server), told when a request
         # starts and ends so it times only the reading of request headers.
@@ -181,6 +188,14 @@ class _Gateway:
             self._failed_at = time.monotonic()
             await _quiet_stop(p)
             raise _BrokerDown(f"{type(exc).__name__}: {exc}") from exc
+
+    def answered(self, route: str, status: int, seconds: float) -> None:
+        """Count one answer of ``route`` (a resource of the router, or ``other``)."""
+        self.answers[(route, status)] += 1
+        h = self.latency.get(route)
+        if h is None:
+            h = self.latency[route] = Histogram()
+        h.observe(seconds)
 
     async def close(self) -> None:
         if self._producer is not None:
@@ -314,6 +329,7 @@ async def _finish(gw: _Gateway, events: list[tuple[int, Event]],
                             "message": "the broker did not acknowledge this event; retry "
                                        "later (resending is safe)", "field": None})
         results.sort(key=lambda r: r["index"])
+        gw.rejections.update(r["reason"] for r in results)
         return web.json_response(
             {"accepted": 0, "rejected": len(results), "error": "kafka_unavailable",
              "message": f"Kafka did not acknowledge within {gw.g.ack_timeout_s:.0f} s",
@@ -324,6 +340,8 @@ async def _finish(gw: _Gateway, events: list[tuple[int, Event]],
     results.sort(key=lambda r: r["index"])
     n_ok = len(events)
     n_bad = len(results) - n_ok
+    if n_bad:
+        gw.rejections.update(r["reason"] for r in results if r["status"] == "rejected")
     gw.metrics.accepted += n_ok
     gw.metrics.rejected += n_bad
     if n_bad == 0:
@@ -444,15 +462,21 @@ async def _guarded(request: web.Request, handler: Callable[[web.Request], Awaita
     conn = gw.connections.get(request.transport)
     if conn is not None:
         conn.request_started()
+    t0 = time.perf_counter()
+    status = 500
     try:
-        return await handler(request)
+        resp = await handler(request)
+        status = resp.status
+        return resp
     except web.HTTPException as exc:
+        status = exc.status
         if exc.status >= 500 or exc.empty_body:
             raise
         return _error(exc.status, _HTTP_REASONS.get(exc.status, "bad_request"), exc.reason,
                       **{k: v for k, v in exc.headers.items()
                          if k.lower() in ("allow", "retry-after")})
     except (asyncio.CancelledError, ConnectionError):
+        status = 0
         raise  # the client went away: nobody to answer
     except Exception as exc:
         gw.metrics.internal_errors += 1
@@ -463,6 +487,10 @@ async def _guarded(request: web.Request, handler: Callable[[web.Request], Awaita
     finally:
         if conn is not None:
             conn.request_finished()
+        if status:
+            resource = request.match_info.route.resource
+            gw.answered(resource.canonical if resource is not None else "other", status,
+                        time.perf_counter() - t0)
 
 
 def create_gateway_app(settings: Settings, *, produce: Produce | None = None,

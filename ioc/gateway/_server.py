@@ -248,11 +248,25 @@ class GatewayServer:
 
 
 async def serve(settings: Settings, *, host: str | None = None,
-                port: int | None = None) -> None:
-    """Run the gateway until SIGINT or SIGTERM."""
+                port: int | None = None, metrics_port: int | None = None) -> None:
+    """Run the gateway until SIGINT or SIGTERM, with its /metrics (``metrics.gateway``,
+    or ``metrics_port``: see ``ioc.metrics.start_metrics``).
+
+    Raises:
+        ConfigError: the metrics port cannot be bound.
+    """
+    from ..metrics import start_metrics
+    from ..metrics.gateway import GatewayCollector
+
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    async with GatewayServer(settings, host=host, port=port):
-        await stop.wait()
+    async with GatewayServer(settings, host=host, port=port) as srv:
+        endpoint = start_metrics(settings, "gateway", [GatewayCollector(gateway_state(srv.app))],
+                                 port=metrics_port)
+        try:
+            await stop.wait()
+        finally:
+            if endpoint is not None:
+                endpoint.close()

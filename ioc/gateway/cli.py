@@ -11,8 +11,11 @@ __all__ = ["gateway"]
 @click.option("--host", default=None, help="Bind address (default: gateway.host, 127.0.0.1).")
 @click.option("--port", default=None, type=click.IntRange(0, 65535),
               help="Port (default: gateway.port, 8080).")
+@click.option("--metrics-port", default=None, type=click.IntRange(0, 65535), metavar="N",
+              help="Serve /metrics on this port (default: metrics.gateway, 9403; 0: any free).")
 @click.pass_context
-def gateway(ctx: click.Context, host: str | None, port: int | None) -> None:
+def gateway(ctx: click.Context, host: str | None, port: int | None,
+            metrics_port: int | None) -> None:
     """Run the HTTP gateway: POST events (JSON envelopes or NGSI-LD) into Kafka.
 
     Publishers authenticate with API keys whose SHA-256 is in gateway.publishers;
@@ -38,7 +41,7 @@ def gateway(ctx: click.Context, host: str | None, port: int | None) -> None:
     from ..kafka.clients import quiet_kafka_client_logs
 
     quiet_kafka_client_logs()
-    asyncio.run(serve(s, host=h, port=p))
+    asyncio.run(serve(s, host=h, port=p, metrics_port=metrics_port))
 
 
 @gateway.command("key")

@@ -1,0 +1,89 @@
+"""Serve a service's registry on ``http://<metrics.host>:<port>/metrics`` (a daemon thread)."""
+
+from __future__ import annotations
+
+import errno
+import logging
+import sys
+import threading
+from collections.abc import Iterable
+from typing import Any
+
+from prometheus_client import start_http_server
+from prometheus_client.registry import Collector
+
+from ..config import Settings
+from ..errors import ConfigError
+from ._registry import SERVICES, service_registry
+
+__all__ = ["MetricsEndpoint", "start_metrics"]
+
+log = logging.getLogger("ioc.metrics")
+
+
+class MetricsEndpoint:
+    """A running ``/metrics`` listener; ``close()`` stops it (and collectors with a
+    ``close`` method, such as ``ConsumerLag``)."""
+
+    def __init__(self, httpd: Any, thread: threading.Thread, host: str, service: str,
+                 collectors: list[Collector]) -> None:
+        self._httpd = httpd
+        self._thread = thread
+        self.host = host
+        self.service = service
+        self.port: int = int(httpd.server_port)
+        self._collectors = collectors
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}/metrics"
+
+    def close(self) -> None:
+        for c in self._collectors:
+            close = getattr(c, "close", None)
+            if close is not None:
+                close()
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+
+def start_metrics(settings: Settings, service: str, collectors: Iterable[Collector] = (), *,
+                  port: int | None = None, announce: bool = True) -> MetricsEndpoint | None:
+    """Serve ``collectors`` (plus process, platform and build info) for ``service``.
+
+    Args:
+        service: one of ``SERVICES``; ``metrics.<service>`` is its port.
+        port: the command's ``--metrics-port``; it overrides the settings (also
+            ``metrics.enabled: false`` and a null port). 0: any free port.
+        announce: print ``metrics on http://HOST:PORT/metrics`` to stderr (and log it).
+
+    Returns None when metrics are off for this service.
+
+    Raises:
+        ConfigError: the port is taken or cannot be bound (naming ``metrics.<service>``).
+    """
+    if service not in SERVICES:
+        raise ValueError(f"service must be one of {SERVICES}, got {service!r}")
+    m = settings.metrics
+    if port is None:
+        if not m.enabled:
+            return None
+        port = getattr(m, service)
+        if port is None:
+            return None
+    cs = list(collectors)
+    registry = service_registry(service, settings.namespace, cs)
+    try:
+        httpd, thread = start_http_server(port, addr=m.host, registry=registry)
+    except OSError as exc:
+        why = ("the port is in use (another process serves it; pick another, 0 for any free "
+               "port, or null to switch it off)" if exc.errno == errno.EADDRINUSE
+               else exc.strerror or str(exc))
+        raise ConfigError([(f"metrics.{service}", f"cannot serve metrics on "
+                                                  f"{m.host}:{port}: {why}")]) from exc
+    ep = MetricsEndpoint(httpd, thread, m.host, service, cs)
+    if announce:
+        print(f"metrics on {ep.url}", file=sys.stderr, flush=True)
+    log.info("%s: metrics on %s", service, ep.url)
+    return ep
