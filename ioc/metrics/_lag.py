@@ -37,7 +37,8 @@ GroupsFn = Callable[[], Iterable[tuple[str, Sequence[str]]]]
 
 
 class ConsumerLag(Collector):
-    """The lag of the groups ``groups()`` names, refreshed in a thread of its own."""
+    """The lag of the groups ``groups()`` names, refreshed in a thread of its own
+    (from ``start()``)."""
 
     def __init__(self, settings: Settings, groups: GroupsFn, *, refresh_s: float = 5.0,
                  timeout_s: float = 1.0, stale_s: float = 60.0) -> None:
@@ -53,7 +54,11 @@ class ConsumerLag(Collector):
         self._stop = threading.Event()
         self.refreshes = 0  # completed refresh rounds (tests wait on it)
         self._thread = threading.Thread(target=self._run, name="metrics-lag", daemon=True)
-        self._thread.start()
+
+    def start(self) -> None:
+        """Start the refresher thread (``start_metrics`` does, once it serves)."""
+        if not self._thread.is_alive():
+            self._thread.start()
 
     # -- the collector (the scrape thread): reads the cache only ----------------------
 
@@ -69,7 +74,8 @@ class ConsumerLag(Collector):
 
     def close(self) -> None:
         self._stop.set()
-        self._thread.join(timeout=self.timeout_s * 3 + 1)
+        if self._thread.is_alive():
+            self._thread.join(timeout=self.timeout_s * 3 + 1)
         if not self._thread.is_alive():
             for c in self._consumers.values():
                 try:

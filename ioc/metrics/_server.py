@@ -23,7 +23,7 @@ log = logging.getLogger("ioc.metrics")
 
 class MetricsEndpoint:
     """A running ``/metrics`` listener; ``close()`` stops it (and collectors with a
-    ``close`` method, such as ``ConsumerLag``)."""
+    ``close`` method, such as ``ConsumerLag``, which ``start_metrics`` started)."""
 
     def __init__(self, httpd: Any, thread: threading.Thread, host: str, service: str,
                  collectors: list[Collector]) -> None:
@@ -83,6 +83,10 @@ def start_metrics(settings: Settings, service: str, collectors: Iterable[Collect
         raise ConfigError([(f"metrics.{service}", f"cannot serve metrics on "
                                                   f"{m.host}:{port}: {why}")]) from exc
     ep = MetricsEndpoint(httpd, thread, m.host, service, cs)
+    for c in cs:
+        start = getattr(c, "start", None)
+        if start is not None:
+            start()
     if announce:
         print(f"metrics on {ep.url}", file=sys.stderr, flush=True)
     log.info("%s: metrics on %s", service, ep.url)

@@ -64,6 +64,7 @@ from ..errors import StorageError
 from ..events._deadletter import LogThrottle, dead_letter_headers
 from ..kafka.clients import acked_producer, discard_producer, rdkafka_conf
 from ..kafka.membership import MembershipWatch
+from ..metrics.hist import Histogram
 from ..topics import topic_name
 from ._db import connect
 
@@ -180,6 +181,11 @@ class SinkMetrics:
     write_s: float = 0.0  # time spent in database writes (COPY + merge + commit)
     consumer_restarts: int = 0  # consumers replaced after a call that never returned
     direct_fallbacks: int = 0  # batches the unique key sent from direct COPY to the merge
+    # for /metrics (ioc.metrics.sink): acknowledged dead letters by reason, seconds of
+    # each batch write, and when the current database outage began (monotonic; None: up)
+    dead_letters: dict[str, int] = field(default_factory=dict)
+    write_seconds: Histogram = field(default_factory=Histogram)
+    down_since: float | None = None
 
     @property
     def rows_duplicate(self) -> int:
@@ -625,12 +631,13 @@ class _TableSinkRunner:
                     inserted = await self._thread("database write", self.writer.write,
                                                    batch.rows)
                 self.metrics.write_s += time.perf_counter() - w0
+                self.metrics.write_seconds.observe(time.perf_counter() - w0)
                 self.metrics.direct_fallbacks = self.writer.direct_fallbacks
                 break
             except _Unavailable as exc:
                 self.metrics.db_failures += 1
                 if down_since is None:
-                    down_since = time.monotonic()
+                    down_since = self.metrics.down_since = time.monotonic()
                     log.warning("sink %s: database unavailable (%s); pausing %d partition(s), "
                                 "%d row(s) held, retrying", self.spec.name, exc,
                                 len(self.consumer.assignment()), len(batch.rows))
@@ -645,6 +652,7 @@ class _TableSinkRunner:
                 batch.isolate = True
         if down_since is not None:
             self.metrics.paused_s += time.monotonic() - down_since
+            self.metrics.down_since = None
             log.warning("sink %s: database back after %.1f s; resuming", self.spec.name,
                         time.monotonic() - down_since)
         self.metrics.batches += 1
@@ -694,6 +702,8 @@ class _TableSinkRunner:
         while True:
             try:
                 await self._thread("dead-letter flush", self._send_dead_letters, batch.dead)
+                for _, reason, _ in batch.dead:
+                    self.metrics.dead_letters[reason] = self.metrics.dead_letters.get(reason, 0) + 1
                 batch.dead.clear()
                 return True
             except Exception as exc:  # broker errors: keep offsets uncommitted, retry
@@ -891,8 +901,13 @@ def exit_on_stall(reason: str) -> None:
 async def run_sinks(settings: Settings, specs: Sequence[TableSink],
                     options: SinkOptions | None = None,
                     stop: asyncio.Event | None = None,
-                    on_stall: Callable[[str], None] | None = None) -> list[SinkMetrics]:
+                    on_stall: Callable[[str], None] | None = None,
+                    on_start: Callable[[Sequence[Any]], None] | None = None,
+                    ) -> list[SinkMetrics]:
     """Run one consume/write loop per spec until ``stop`` is set (or SIGTERM/SIGINT).
+
+    ``on_start(runners)`` is told the runners once they exist (``ioc.metrics.sink``
+    reads their ``metrics``, ``spec``, ``group`` and ``topic`` at scrape time).
 
     A watchdog thread checks that every runner makes progress: a blocking call that
     has not returned within ``options.stall_s`` calls ``on_stall(reason)`` (``ioc sink``
@@ -916,6 +931,8 @@ async def run_sinks(settings: Settings, specs: Sequence[TableSink],
     # threads of calls that never returned (replaced consumers).
     pool = ThreadPoolExecutor(max_workers=2 * len(specs) + 2, thread_name_prefix="sink")
     runners = [_TableSinkRunner(settings, s, options, stop, pool) for s in specs]
+    if on_start is not None:
+        on_start(runners)
     tasks = [asyncio.create_task(r.run(), name=f"sink-{r.spec.name}") for r in runners]
     stalled: asyncio.Future[str] = loop.create_future()
 

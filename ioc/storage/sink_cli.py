@@ -23,9 +23,11 @@ __all__ = ["sink"]
               help="A sink whose Kafka or database call has not returned for this long is "
                    "stuck: the process logs why, dumps its thread stacks and exits with "
                    "code 70, for its supervisor to restart it.")
+@click.option("--metrics-port", default=None, type=click.IntRange(0, 65535), metavar="N",
+              help="Serve /metrics on this port (default: metrics.sink, 9402; 0: any free).")
 @click.pass_obj
 def sink(c, tables: str, list_only: bool, batch_rows: int, linger: float,  # type: ignore[no-untyped-def]
-         retry_max: float, stall_s: float) -> None:
+         retry_max: float, stall_s: float, metrics_port: int | None) -> None:
     """Write topics to PostgreSQL in COPY batches, idempotently, until SIGTERM.
 
     Kafka offsets are committed only after the rows are committed in the database.
@@ -53,11 +55,21 @@ def sink(c, tables: str, list_only: bool, batch_rows: int, linger: float,  # typ
     import signal
 
     from .._runtime import service_start
+    from ..metrics import ConsumerLag, start_metrics
+    from ..metrics.sink import SinkCollector, sink_groups
 
     service_start()
     faulthandler.register(signal.SIGUSR1, all_threads=True)  # kill -USR1: stacks to stderr
-    asyncio.run(run_sinks(c.settings, [known[n] for n in names], options,
-                          on_stall=exit_on_stall))
+    runners: list[object] = []  # filled by run_sinks, read by the collectors
+    endpoint = start_metrics(c.settings, "sink", [
+        SinkCollector(runners), ConsumerLag(c.settings, lambda: sink_groups(runners))],
+        port=metrics_port)
+    try:
+        asyncio.run(run_sinks(c.settings, [known[n] for n in names], options,
+                              on_stall=exit_on_stall, on_start=runners.extend))
+    finally:
+        if endpoint is not None:
+            endpoint.close()
     from .sink import abandoned_consumers
 
     if abandoned_consumers():
