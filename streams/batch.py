@@ -191,7 +191,7 @@ _state_log = LogThrottle(10.0)
 
 # A stage consumer outside its group while polling fails its stage after REJOIN_S from
 # when the broker answers again, FIRST_JOIN_S when it never joined (ioc/kafka/membership.py).
-REJOIN_S = 20.0
+REJOIN_S = 12.0
 FIRST_JOIN_S = 60.0
 
 
@@ -806,6 +806,12 @@ class StageRunner:
                             f"stage {st.name}: not a member of group {self.group} for "
                             f"{outside:.0f} s although polling; exiting so "
                             f"that a supervisor restarts the worker")
+                    if membership.probe_due(now):
+                        # Is the broker answering? The bound counts from when it does.
+                        try:
+                            self.consumer.list_topics(st.topics[0], timeout=1.0)
+                        except KafkaException:
+                            membership.broker_down(time.monotonic())
                 t0 = time.perf_counter()
                 records: list[Record] = []
                 last: dict[TopicPartition, int] = {}
@@ -814,7 +820,7 @@ class StageRunner:
                     if err is not None:
                         if err.fatal():
                             raise KafkaException(err)
-                        membership.error_event(time.monotonic())
+                        membership.broker_down(time.monotonic())
                         log.warning("stage %s: consumer: %s", st.name, err)
                         continue
                     r = Record.of(msg)

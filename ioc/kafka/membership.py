@@ -11,11 +11,13 @@ The rule (pure; the caller passes the monotonic clock and what it saw):
 - a consumer that has never had a member id gets ``first_join_s`` to get one (a first
   join under load, an initial rebalance delay);
 - a consumer that had one and lost it gets ``rejoin_s``, counted from the later of the
-  moment it lost its id and the last error event its poll returned (librdkafka reports
-  a broker it cannot reach as error events: ``_TRANSPORT``, ``_ALL_BROKERS_DOWN``...,
-  repeated at each reconnect attempt, at most ``reconnect.backoff.max.ms`` = 10 s
-  apart). So the bound runs from when the broker answers again, not from when it went
-  away: a 30 s broker stop no longer uses up the bound while nothing could join.
+  moment it lost its id and the last time the broker was seen unreachable. The owner
+  reports that with ``broker_down``: an error event its poll returned, and a metadata
+  probe (``list_topics`` with a short timeout) that failed; it probes every
+  ``probe_every_s`` while the consumer is outside its group (``probe_due``), because
+  librdkafka reports a broker it cannot reach once, not at every reconnect attempt.
+  So the bound runs from when the broker answers again, not from when it went away: a
+  30 s broker stop no longer uses up the bound while nothing could join.
 """
 
 from __future__ import annotations
@@ -31,21 +33,33 @@ class MembershipWatch:
     one, last error event).
     """
 
-    __slots__ = ("_had_member", "_last_error", "_outside_since", "first_join_s", "rejoin_s")
+    __slots__ = ("_had_member", "_last_error", "_last_probe", "_outside_since", "first_join_s",
+                 "probe_every_s", "rejoin_s")
 
-    def __init__(self, *, first_join_s: float = 60.0, rejoin_s: float = 20.0) -> None:
+    def __init__(self, *, first_join_s: float = 60.0, rejoin_s: float = 12.0,
+                 probe_every_s: float = 2.0) -> None:
         if first_join_s <= 0 or rejoin_s <= 0:
             raise ValueError(f"expected positive bounds, got first_join_s={first_join_s}, "
                              f"rejoin_s={rejoin_s}")
         self.first_join_s = first_join_s
         self.rejoin_s = rejoin_s
+        self.probe_every_s = probe_every_s
+        self._last_probe = float("-inf")
         self._had_member = False
         self._outside_since: float | None = None
         self._last_error: float | None = None
 
-    def error_event(self, now: float) -> None:
-        """The consumer's poll returned an error event at ``now`` (broker unreachable...)."""
+    def broker_down(self, now: float) -> None:
+        """The broker was seen unreachable at ``now`` (an error event, a failed probe)."""
         self._last_error = now
+
+    def probe_due(self, now: float) -> bool:
+        """Whether to probe the broker now: only while outside the group, every
+        ``probe_every_s``. Returning True counts as the probe having been made."""
+        if self._outside_since is None or now - self._last_probe < self.probe_every_s:
+            return False
+        self._last_probe = now
+        return True
 
     def reset(self) -> None:
         """A new consumer replaced the old one: it starts as never joined."""

@@ -162,7 +162,7 @@ class SinkOptions:
     # seen after a broker stop) is replaced by a new one: after ``rejoin_s`` counted from
     # when the broker answers again, or ``first_join_s`` for one that never joined
     # (ioc/kafka/membership.py).
-    rejoin_s: float = 20.0
+    rejoin_s: float = 12.0
     first_join_s: float = 60.0
 
 
@@ -520,7 +520,7 @@ class _TableSinkRunner:
                   self.metrics.consumer_restarts,
                   "is abandoned, not closed" if stuck else "is closed")
 
-    def _check_member(self) -> None:
+    async def _check_member(self) -> None:
         """Replace a consumer that polls but has been outside its group for ``rejoin_s``.
 
         Seen after a broker stop: consumers of the sink (and of a stage) kept polling
@@ -535,16 +535,25 @@ class _TableSinkRunner:
             member = self.consumer.memberid()
         except RuntimeError:  # closed
             member = None
-        outside = self._membership.overdue(bool(member), now)
+        watch = self._membership
+        outside = watch.overdue(bool(member), now)
         if outside is not None:
             self._replace_consumer(f"not a member of its group for {outside:.0f} s although "
                                    f"polling", stuck=False)
+        elif watch.probe_due(now):
+            # Is the broker answering? The bound counts from when it does.
+            consumer = self.consumer
+            try:
+                await self._call_bounded(
+                    3.0, functools.partial(consumer.list_topics, self.topic, timeout=1.0))
+            except Exception:  # KafkaException, TimeoutError: it does not answer
+                watch.broker_down(time.monotonic())
 
     async def _consume_loop(self) -> None:
         last_report = time.monotonic()
         batch = _Batch()
         while not self.stop.is_set():
-            self._check_member()
+            await self._check_member()
             consumer = self.consumer
             left = self.options.batch_rows - len(batch.rows)
             linger_left = (self.options.linger_s - (time.monotonic() - batch.started)
@@ -587,7 +596,7 @@ class _TableSinkRunner:
         """Log an error event of the consumer (one line per 10 s for a repeated error)."""
         text = str(err)
         now = time.monotonic()
-        self._membership.error_event(now)
+        self._membership.broker_down(now)
         if text != self._last_error[0] or now - self._last_error[1] >= 10.0:
             self._last_error = (text, now)
             log.warning("sink %s: consumer error on %s: %s", self.spec.name, self.topic, text)
@@ -814,7 +823,7 @@ class _TableSinkRunner:
 
         end = time.monotonic() + seconds
         while not self.stop.is_set() and (left := end - time.monotonic()) > 0:
-            self._check_member()
+            await self._check_member()
             msgs = await self._call(self.consumer.consume, 500, max(0.001, min(left, 0.2)))
             first: dict[tuple[str, int], int] = {}
             for m in msgs:

@@ -10,30 +10,30 @@ from ioc.kafka.membership import MembershipWatch
 
 
 def test_a_member_is_never_overdue() -> None:
-    w = MembershipWatch(first_join_s=60, rejoin_s=20)
+    w = MembershipWatch(first_join_s=60, rejoin_s=20, probe_every_s=2)
     assert all(w.overdue(True, t) is None for t in range(0, 1000, 7))
 
 
 def test_first_join_gets_the_long_bound() -> None:
-    w = MembershipWatch(first_join_s=60, rejoin_s=20)
+    w = MembershipWatch(first_join_s=60, rejoin_s=20, probe_every_s=2)
     assert w.overdue(False, 0.0) is None
     assert w.overdue(False, 59.0) is None
     assert w.overdue(False, 61.0) == pytest.approx(61.0)
 
 
-def test_a_lost_member_id_gets_the_short_bound_from_the_last_error_event() -> None:
-    w = MembershipWatch(first_join_s=60, rejoin_s=20)
+def test_a_lost_member_id_gets_the_short_bound_from_the_last_broker_down() -> None:
+    w = MembershipWatch(first_join_s=60, rejoin_s=20, probe_every_s=2)
     assert w.overdue(True, 0.0) is None
     assert w.overdue(False, 5.0) is None  # id lost at 5 s (broker stopped)
     for t in range(6, 36, 3):  # the broker away until 35 s: an error event per reconnect
-        w.error_event(float(t))
+        w.broker_down(float(t))
         assert w.overdue(False, float(t)) is None
     assert w.overdue(False, 50.0) is None  # 17 s after the last error (33 s)
     assert w.overdue(False, 54.0) == pytest.approx(49.0)  # 21 s after it: given up
 
 
 def test_rejoining_clears_and_reset_forgets_the_past_membership() -> None:
-    w = MembershipWatch(first_join_s=60, rejoin_s=20)
+    w = MembershipWatch(first_join_s=60, rejoin_s=20, probe_every_s=2)
     w.overdue(True, 0.0)
     w.overdue(False, 1.0)
     assert w.overdue(True, 10.0) is None
@@ -54,12 +54,12 @@ def test_bounds_must_be_positive() -> None:
                           st.floats(0, 30, allow_nan=False)), max_size=60))
 def test_never_overdue_before_the_bound_since_the_later_of_loss_and_last_error(
         steps: list[tuple[str, float]]) -> None:
-    w = MembershipWatch(first_join_s=60, rejoin_s=20)
+    w = MembershipWatch(first_join_s=60, rejoin_s=20, probe_every_s=2)
     now, outside_since, last_error, had = 0.0, None, None, False
     for kind, dt in steps:
         now += dt
         if kind == "error":
-            w.error_event(now)
+            w.broker_down(now)
             last_error = now
             continue
         got = w.overdue(kind == "member", now)
@@ -74,3 +74,15 @@ def test_never_overdue_before_the_bound_since_the_later_of_loss_and_last_error(
         start = max(outside_since, last_error if last_error is not None else outside_since)
         bound = 20 if had else 60
         assert (got is not None) == (now - start > bound)
+
+
+def test_probes_only_while_outside_and_not_more_often_than_asked() -> None:
+    w = MembershipWatch(first_join_s=60, rejoin_s=20, probe_every_s=2)
+    w.overdue(True, 0.0)
+    assert not w.probe_due(0.5)  # a member: nothing to probe
+    w.overdue(False, 1.0)
+    assert w.probe_due(1.0)
+    assert not w.probe_due(2.5)
+    assert w.probe_due(3.1)
+    w.overdue(True, 4.0)
+    assert not w.probe_due(9.0)
