@@ -176,7 +176,8 @@ def alerts_tile(scope: str, alerts: list[Alert], *, now: float | None = None) ->
         id=f"alerts:{scope}", kind="alerts", version=int(now * 1000), time=now,
         payload={"scope": scope, "items": [
             {"id": a.id, "severity": a.severity, "entity": a.entity, "message": a.message,
-             "raised_at": a.raised_at, "state": a.state} for a in ordered]})
+             "raised_at": a.raised_at, "state": a.state, "rule": a.rule, "metric": a.metric}
+            for a in ordered]})
 
 
 class TileCoalescer:

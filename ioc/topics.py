@@ -58,6 +58,10 @@ CATALOGUE: tuple[TopicSpec, ...] = (
               "latest value of each KPI per group and period"),
     TopicSpec("alerts", 2, "alert id", "JSON alert state (raised/cleared)", "compact", None,
               "alert states, latest per alert"),
+    TopicSpec("alerts.actions", 2, "alert id (screen:<name> for a preset switch)",
+              "JSON action record (ioc.wall.workflow.ActionRecord)", "delete", 30 * _DAY_MS,
+              "operator actions at the wall (ack/assign/comment/close, preset switches); "
+              "every wall replica folds it into the alerts' workflow state"),
     TopicSpec("camera.frames", 4, "camera id", "JPEG bytes; seq/event time in headers", "delete",
               3600 * 1000, "sampled, resized camera frames", max_message_bytes=4 * 1024 * 1024),
     TopicSpec("camera.health", 2, "camera id", "JSON health event", "delete", 7 * _DAY_MS,

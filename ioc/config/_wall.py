@@ -22,9 +22,12 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from ._base import Section
 from ._infra import default_state_dir
 
-__all__ = ["ScreenLayout", "TilePlacement", "WallSettings", "demo_screens"]
+__all__ = ["GridLayout", "PopupSettings", "PresetRule", "ScreenLayout", "TilePlacement",
+           "WallSettings", "demo_screens"]
 
 _SCREEN_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,39}$")
+_NAME = r"^[a-z][a-z0-9_-]{0,39}$"
+_GRID_FIELDS = frozenset({"title", "columns", "rows", "tiles"})
 
 
 class TilePlacement(Section):
@@ -48,8 +51,8 @@ class TilePlacement(Section):
     )
 
 
-class ScreenLayout(Section):
-    """A screen: a grid and the tiles placed on it."""
+class GridLayout(Section):
+    """A grid and the tiles placed on it: a screen's default layout or one of its presets."""
 
     title: str = Field("", max_length=80, description="shown in the page's header bar")
     columns: int = Field(4, ge=1, le=24, description="grid columns")
@@ -57,7 +60,7 @@ class ScreenLayout(Section):
     tiles: list[TilePlacement] = Field(default_factory=list, max_length=96)
 
     @model_validator(mode="after")
-    def _fits_and_no_overlap(self) -> ScreenLayout:
+    def _fits_and_no_overlap(self) -> GridLayout:
         taken: dict[tuple[int, int], str] = {}
         seen: set[str] = set()
         for i, t in enumerate(self.tiles):
@@ -83,10 +86,82 @@ class ScreenLayout(Section):
         """The ids of the tiles placed on this screen."""
         return frozenset(t.tile for t in self.tiles)
 
+    def grid_dump(self) -> dict[str, object]:
+        """The grid fields only (title, columns, rows, tiles): what clients are sent."""
+        return self.model_dump(mode="json", include=set(_GRID_FIELDS))
+
     def layout_hash(self) -> str:
-        """A short digest of the layout; a client holding another hash gets a full snapshot."""
-        return hashlib.sha256(orjson.dumps(self.model_dump(mode="json"),
+        """A short digest of the grid; a client holding another hash gets a full snapshot.
+
+        Only the grid fields count, so adding presets or rules to a screen does not
+        change the hash of its default layout (protocol-1 pages resume as before).
+        """
+        return hashlib.sha256(orjson.dumps(self.grid_dump(),
                                            option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
+
+
+_SEVERITY = Literal["info", "warning", "critical"]
+
+
+class PresetRule(Section):
+    """Switch the screen to ``preset`` while an alert matching every given condition is raised.
+
+    An alert matches when its rule id equals ``rule`` (unset: any), its entity starts
+    with ``entity_prefix`` and its severity is at least ``severity``. The first rule
+    (in list order) with a raised, not closed, matching alert wins; when none matches
+    the screen goes back to its default layout (unless an operator chose a preset).
+    """
+
+    id: str = Field(pattern=_NAME, description="rule name, shown as by: rule:<id>")
+    preset: str = Field(pattern=_NAME, description="a preset of this screen")
+    rule: str | None = Field(None, max_length=64,
+                             description="alert rule id (the alert's kind); unset: any")
+    entity_prefix: str = Field("", max_length=120, description="entity id starts with this")
+    severity: _SEVERITY = Field("info", description="lowest severity that matches")
+
+
+class PopupSettings(Section):
+    """Pop-ups: an alert's camera or sensor tile shown enlarged until acknowledged or cleared."""
+
+    enabled: bool = Field(False, description="show pop-ups on this screen")
+    severity: _SEVERITY = Field("critical", description="lowest severity that pops up")
+    entity_prefix: str = Field("", max_length=120, description="only alerts of these entities")
+    max_open: int = Field(1, ge=1, le=8, description="pop-ups open at once (newest first)")
+
+
+class ScreenLayout(GridLayout):
+    """A screen: its default grid, named preset layouts, preset rules and pop-ups."""
+
+    presets: dict[str, GridLayout] = Field(
+        default_factory=dict, max_length=32,
+        description="preset name -> layout; switched to by rule or by an operator",
+    )
+    preset_rules: list[PresetRule] = Field(default_factory=list, max_length=64,
+                                           description="alerts that switch to a preset")
+    popups: PopupSettings = Field(default_factory=PopupSettings)
+
+    @model_validator(mode="after")
+    def _presets_known(self) -> ScreenLayout:
+        bad = [k for k in self.presets if not _SCREEN_NAME.match(k) or k == "default"]
+        if bad:
+            raise ValueError(f"presets: names must match {_SCREEN_NAME.pattern} and not be "
+                             f"'default' (the default layout), got {bad}")
+        for i, r in enumerate(self.preset_rules):
+            if r.preset not in self.presets:
+                raise ValueError(f"preset_rules.{i}.preset: expected one of "
+                                 f"{sorted(self.presets)}, got {r.preset!r}")
+        return self
+
+    def preset_layout(self, preset: str | None) -> GridLayout:
+        """The grid shown for ``preset`` (None or unknown: the default grid)."""
+        return self.presets.get(preset, self) if preset is not None else self
+
+    def all_tile_ids(self) -> frozenset[str]:
+        """The tile ids of the default layout and of every preset."""
+        ids = set(self.tile_ids())
+        for p in self.presets.values():
+            ids |= p.tile_ids()
+        return frozenset(ids)
 
 
 def _p(tile: str, col: int, row: int, title: str, every: float | None = 60.0, *,
@@ -179,6 +254,24 @@ class WallSettings(Section):
     )
     compression: Literal["off", "deflate"] = Field(
         "off", description="permessage-deflate costs 2x server CPU per delivery; off for tiles"
+    )
+    action_rate_per_s: float = Field(
+        5.0, gt=0, le=1000,
+        description="operator actions and preset switches per second per connection (token bucket)",
+    )
+    action_burst: int = Field(20, ge=1, le=10_000, description="token bucket size")
+    action_flood_close: int = Field(
+        100, ge=1, le=100_000,
+        description="rate-limited requests in a row before the connection is closed with 1008",
+    )
+    action_timeout_s: float = Field(
+        5.0, gt=0, le=60, description="time allowed to store an action in Kafka before "
+                                      "the operator gets an error",
+    )
+    max_alert_states: int = Field(
+        10_000, ge=10, le=1_000_000,
+        description="alert workflow states held; beyond, the oldest closed (else oldest) is "
+                    "forgotten (counted)",
     )
     screens: dict[str, ScreenLayout] = Field(
         default_factory=demo_screens, description="screen name -> layout"

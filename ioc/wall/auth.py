@@ -2,7 +2,9 @@
 
 A token is ``base64url(claims JSON) "." base64url(HMAC-SHA256(key, claims part))``;
 claims are ``{"scr": [screen, ...] | ["*"], "exp": unix seconds, "iat": unix seconds,
-"sub": label}``. Tokens are stateless: any wall server holding the same key verifies
+"sub": label, "role": "viewer" | "operator"}``. ``role`` absent means viewer (tokens
+issued before roles keep working, read-only); an operator token names its person in
+``sub`` (required, non-empty), which is who every action is recorded as. Tokens are stateless: any wall server holding the same key verifies
 them, so replicas need no shared store. The key is never logged.
 """
 
@@ -16,6 +18,7 @@ import secrets
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import orjson
 
@@ -23,7 +26,11 @@ from ..config._wall import WallSettings
 from ..errors import ConfigError
 from .exceptions import CloseCode, TokenError
 
-__all__ = ["TokenClaims", "TokenSigner", "load_or_create_secret"]
+__all__ = ["ROLES", "Role", "TokenClaims", "TokenSigner", "load_or_create_secret"]
+
+Role = Literal["viewer", "operator"]
+ROLES: tuple[Role, ...] = ("viewer", "operator")
+_MAX_NAME = 64
 
 
 def _b64(data: bytes) -> str:
@@ -42,9 +49,15 @@ class TokenClaims:
     expires_at: float
     issued_at: float
     subject: str
+    role: Role = "viewer"
 
     def allows(self, screen: str) -> bool:
         return "*" in self.screens or screen in self.screens
+
+    @property
+    def operator(self) -> str | None:
+        """The operator's name when the token may act, else None."""
+        return self.subject if self.role == "operator" else None
 
 
 class TokenSigner:
@@ -62,14 +75,28 @@ class TokenSigner:
         return _b64(hmac.new(self._key, body.encode(), hashlib.sha256).digest())
 
     def issue(self, screens: list[str] | tuple[str, ...], ttl_s: float, *, subject: str = "",
-              now: float | None = None) -> str:
-        """A token for ``screens`` (``["*"]``: all) valid ``ttl_s`` seconds from ``now``."""
+              role: Role = "viewer", now: float | None = None) -> str:
+        """A token for ``screens`` (``["*"]``: all) valid ``ttl_s`` seconds from ``now``.
+
+        ``role="operator"`` needs ``subject``: the operator's name (1-64 characters).
+
+        Raises:
+            ValueError: no screen, a ttl <= 0, an unknown role or an operator without a name.
+        """
         if not screens:
             raise ValueError("expected at least one screen (or '*'), got none")
         if ttl_s <= 0:
             raise ValueError(f"expected a positive ttl, got {ttl_s}")
+        if role not in ROLES:
+            raise ValueError(f"role: expected one of {list(ROLES)}, got {role!r}")
+        if role == "operator" and not (0 < len(subject.strip()) <= _MAX_NAME):
+            raise ValueError(f"an operator token needs a name of 1-{_MAX_NAME} characters, "
+                             f"got {subject!r}")
         now = time.time() if now is None else now
-        claims = {"scr": list(screens), "iat": int(now), "exp": int(now + ttl_s), "sub": subject}
+        claims: dict[str, object] = {"scr": list(screens), "iat": int(now),
+                                     "exp": int(now + ttl_s), "sub": subject}
+        if role != "viewer":  # viewer tokens keep the old claims exactly
+            claims["role"] = role
         body = _b64(orjson.dumps(claims))
         return f"{body}.{self._sign(body)}"
 
@@ -92,13 +119,19 @@ class TokenSigner:
             raise TokenError(CloseCode.UNAUTHORIZED, "token signature does not match")
         try:
             raw = orjson.loads(_unb64(body))
+            role = raw.get("role", "viewer")
+            if role not in ROLES:
+                raise ValueError(f"role: expected one of {list(ROLES)}, got {str(role)[:20]!r}")
             claims = TokenClaims(
                 screens=tuple(str(s) for s in raw["scr"]),
                 expires_at=float(raw["exp"]),
                 issued_at=float(raw.get("iat", 0)),
                 subject=str(raw.get("sub", "")),
+                role=role,
             )
-        except (ValueError, KeyError, TypeError, orjson.JSONDecodeError) as exc:
+            if role == "operator" and not (0 < len(claims.subject.strip()) <= _MAX_NAME):
+                raise ValueError(f"an operator token needs a name of 1-{_MAX_NAME} characters")
+        except (ValueError, KeyError, TypeError, AttributeError, orjson.JSONDecodeError) as exc:
             raise TokenError(CloseCode.UNAUTHORIZED, f"token claims unreadable: {exc}") from exc
         now = time.time() if now is None else now
         if now >= claims.expires_at:

@@ -72,13 +72,21 @@ def serve_cmd(c, host: str | None, port: int | None) -> None:  # type: ignore[no
               help="Screen the token opens (repeat for several; '*' for all).")
 @click.option("--ttl", default=None, help="Lifetime, e.g. 12h, 30m, 7d (default: wall.token_ttl_s).")
 @click.option("--subject", default="", help="Label recorded in the token (who or which display).")
+@click.option("--role", type=click.Choice(["viewer", "operator"]), default="viewer",
+              show_default=True,
+              help="viewer: read-only; operator: may acknowledge, assign, comment, close "
+                   "alerts and switch presets (needs --name).")
+@click.option("--name", default=None,
+              help="The operator's name (who actions are recorded as); same as --subject.")
 @click.option("--url", "show_url", is_flag=True, help="Print the page URL with the token instead.")
 @click.pass_obj
-def token_cmd(c, screens: tuple[str, ...], ttl: str | None, subject: str, show_url: bool) -> None:  # type: ignore[no-untyped-def]
+def token_cmd(c, screens: tuple[str, ...], ttl: str | None, subject: str, role: str,  # type: ignore[no-untyped-def]
+              name: str | None, show_url: bool) -> None:
     """Issue a signed, expiring token for SCREEN(s) and print it.
 
     The key comes from wall.secret (IOC_WALL__SECRET) or the secret file in the state
     directory, created with mode 600 on first use. The key itself is never printed.
+    An operator token: --role operator --name alice.
     """
     from .auth import TokenSigner, load_or_create_secret
 
@@ -86,8 +94,18 @@ def token_cmd(c, screens: tuple[str, ...], ttl: str | None, subject: str, show_u
     unknown = [x for x in screens if x != "*" and x not in s.wall.screens]
     if unknown:
         raise click.BadParameter(f"unknown screen(s) {unknown}; known: {sorted(s.wall.screens)}")
+    if name is not None and subject and name != subject:
+        raise click.BadParameter(f"--name {name!r} and --subject {subject!r} differ; give one")
+    who = name if name is not None else subject
+    if role == "operator" and not who.strip():
+        raise click.BadParameter("an operator token needs --name (who actions are recorded as)",
+                                 param_hint="--name")
     ttl_s = _parse_ttl(ttl) if ttl else s.wall.token_ttl_s
-    token = TokenSigner(load_or_create_secret(s.wall)).issue(list(screens), ttl_s, subject=subject)
+    try:
+        token = TokenSigner(load_or_create_secret(s.wall)).issue(
+            list(screens), ttl_s, subject=who, role=role)  # type: ignore[arg-type]
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from exc
     if show_url:
         screen = next((x for x in screens if x != "*"), next(iter(s.wall.screens)))
         click.echo(f"http://{s.wall.host}:{s.wall.port}/?screen={screen}#token={token}")

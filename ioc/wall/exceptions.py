@@ -19,6 +19,7 @@ class CloseCode:
     """Websocket close codes the wall server uses (4000-4999 are application codes)."""
 
     GOING_AWAY = 1001
+    POLICY = 1008  # policy violation: a client that keeps flooding requests
     MESSAGE_TOO_BIG = 1009
     INTERNAL_ERROR = 1011
     TRY_AGAIN_LATER = 1013

@@ -23,6 +23,13 @@ server -> client
 
 A tile header is :meth:`ioc.tiles.Tile.header`: id, kind, version, time, produced_at,
 payload, and image_type/image_size for image tiles.
+
+Protocol 2 (hello ``"protocol": 2``; docs/wall.md "Protocol v2") adds, client -> server,
+``{"type": "action", "id": REQ, "action": "ack"|"assign"|"comment"|"close", "alert": A,
+"to": NAME, "text": STR}`` and ``{"type": "preset", "id": REQ, "preset": NAME|null}``,
+each answered by ``{"type": "result", "id": REQ, "ok": bool, "error"?, "detail"?}``;
+server -> client ``alert_state``, ``preset``, ``popup``, ``popup_end``, and more fields
+in the snapshot. A protocol-1 connection is sent none of these.
 """
 
 from __future__ import annotations
@@ -33,13 +40,16 @@ from typing import Any
 
 import orjson
 
-from ..config._wall import ScreenLayout
+from ..config._wall import GridLayout
 from ..tiles import Tile
 from .exceptions import CloseCode, WallProtocolError
 
 __all__ = [
+    "PROTOCOL_VERSION",
     "EncodedTile",
     "Hello",
+    "Rejected",
+    "Request",
     "Snapshot",
     "build_snapshot",
     "encode_image_frame",
@@ -48,7 +58,14 @@ __all__ = [
     "parse_client_message",
     "parse_hello",
     "parse_image_frame",
+    "parse_request",
+    "result_message",
 ]
+
+PROTOCOL_VERSION = 2
+_CLIENT_TYPES = ("hello", "ping", "pong", "action", "preset")
+_MAX_ID_CHARS = 64
+_MAX_FIELD_CHARS = 500
 
 IMAGE_MAGIC = b"IOCI"
 _IMG = struct.Struct(">4sHQ")
@@ -107,17 +124,21 @@ class Hello:
     screen: str
     layout_hash: str | None
     versions: dict[str, int]
+    protocol: int = 1
 
 
 def parse_client_message(data: str | bytes) -> dict[str, Any]:
     """Decode a client frame into a message dict with a known ``type``.
 
     Total over its input: any ``str`` or ``bytes`` either gives a message whose ``type`` is
-    hello/ping/pong (and whose ping/pong ``t`` is null, a boolean, a number or a string of
-    at most 64 characters, so echoing it cannot fail) or raises ``WallProtocolError``.
+    hello/ping/pong/action/preset (whose ping/pong ``t`` and action/preset ``id`` are
+    null, a boolean, a number or a string of at most 64 characters, so echoing them
+    cannot fail) or raises ``WallProtocolError``. The other fields of action/preset
+    are checked by :func:`parse_request`, whose refusals are answers, not closes.
 
     Raises:
-        WallProtocolError: 4000 for binary frames, bad JSON, an unknown type or a bad ``t``.
+        WallProtocolError: 4000 for binary frames, bad JSON, an unknown type, a bad ``t``
+            or a bad request ``id`` (a request that cannot be answered).
     """
     if isinstance(data, bytes):
         raise WallProtocolError(CloseCode.PROTOCOL,
@@ -131,10 +152,17 @@ def parse_client_message(data: str | bytes) -> dict[str, Any]:
                                 f"expected a JSON object of type hello/ping/pong, got a "
                                 f"{type(msg).__name__}")
     kind = msg.get("type")
-    if not isinstance(kind, str) or kind not in ("hello", "ping", "pong"):
+    if not isinstance(kind, str) or kind not in _CLIENT_TYPES:
         raise WallProtocolError(CloseCode.PROTOCOL,
                                 f"expected a message of type hello/ping/pong, got {_short(kind)}")
-    if kind != "hello":
+    if kind in ("action", "preset"):
+        rid = msg.get("id")
+        if not (rid is None or isinstance(rid, bool | int | float)
+                or (isinstance(rid, str) and len(rid) <= _MAX_ID_CHARS)):
+            raise WallProtocolError(CloseCode.PROTOCOL,
+                                    f"{kind}.id: expected null, a number or a string of at most "
+                                    f"{_MAX_ID_CHARS} characters, got {_short(rid)}")
+    elif kind != "hello":
         t = msg.get("t")
         if not (t is None or isinstance(t, bool | int | float)
                 or (isinstance(t, str) and len(t) <= _MAX_T_CHARS)):
@@ -167,6 +195,12 @@ def parse_hello(msg: dict[str, Any]) -> Hello:
         raise WallProtocolError(CloseCode.UNAUTHORIZED,
                                 f"hello.token: expected a string, got {type(token).__name__}")
     layout = msg.get("layout")
+    protocol = msg.get("protocol", 1)
+    if protocol is None:
+        protocol = 1
+    if not isinstance(protocol, int) or isinstance(protocol, bool) or protocol < 1:
+        raise WallProtocolError(CloseCode.PROTOCOL,
+                                f"hello.protocol: expected an integer >= 1, got {_short(protocol)}")
     versions = msg.get("versions") or {}
     if not isinstance(versions, dict) or len(versions) > _MAX_VERSIONS:
         raise WallProtocolError(CloseCode.PROTOCOL,
@@ -179,12 +213,90 @@ def parse_hello(msg: dict[str, Any]) -> Hello:
                                     f"hello.versions[{_short(k)}]: expected an integer, "
                                     f"got {_short(v)}")
         clean[str(k)] = v
-    return Hello(token, screen, layout if isinstance(layout, str) else None, clean)
+    return Hello(token, screen, layout if isinstance(layout, str) else None, clean,
+                 min(protocol, PROTOCOL_VERSION))
 
 
-def layout_message(name: str, layout: ScreenLayout) -> dict[str, Any]:
-    """The layout as the client sees it (with its hash)."""
-    d = layout.model_dump(mode="json")
+@dataclass(frozen=True, slots=True)
+class Request:
+    """A checked ``action`` or ``preset`` message.
+
+    ``kind`` is "action" or "preset"; for an action, ``action`` and ``alert`` are set
+    (``to`` for assign, ``text`` for comment); for a preset, ``preset`` (None: back to
+    the rules and the default layout).
+    """
+
+    id: Any
+    kind: str
+    action: str | None = None
+    alert: str | None = None
+    to: str | None = None
+    text: str | None = None
+    preset: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """A request answered with ``ok: false`` (the connection stays open)."""
+
+    id: Any
+    error: str  # forbidden | rate_limited | unknown_alert | unknown_preset | invalid | unavailable
+    detail: str
+
+    def message(self) -> dict[str, Any]:
+        return result_message(self.id, error=self.error, detail=self.detail)
+
+
+def result_message(rid: Any, *, error: str | None = None, detail: str = "") -> dict[str, Any]:
+    """``{"type": "result", "id": rid, "ok": error is None, ...}``."""
+    if error is None:
+        return {"type": "result", "id": rid, "ok": True}
+    return {"type": "result", "id": rid, "ok": False, "error": error, "detail": detail[:200]}
+
+
+def _text_field(msg: dict[str, Any], name: str, *, required: bool,
+                limit: int = _MAX_FIELD_CHARS) -> str | None:
+    v = msg.get(name)
+    if v is None and not required:
+        return None
+    if not isinstance(v, str) or not v.strip() or len(v) > limit:
+        raise ValueError(f"{msg.get('type')}.{name}: expected a non-empty string of at most "
+                         f"{limit} characters, got {_short(v)}")
+    return v
+
+
+def parse_request(msg: dict[str, Any]) -> Request | Rejected:
+    """Check an ``action``/``preset`` message from :func:`parse_client_message`.
+
+    Total: a :class:`Request`, or a :class:`Rejected` with error ``invalid`` and the
+    bad field named (never raises).
+    """
+    from .workflow import ACTIONS, MAX_ALERT_ID_CHARS, MAX_COMMENT_CHARS, MAX_NAME_CHARS
+
+    rid = msg.get("id")
+    try:
+        if msg.get("type") == "preset":
+            if "preset" not in msg:
+                raise ValueError("preset.preset: expected a preset name or null, got nothing")
+            return Request(rid, "preset", preset=_text_field(msg, "preset", required=False,
+                                                               limit=40))
+        action = msg.get("action")
+        if not isinstance(action, str) or action not in ACTIONS:
+            raise ValueError(f"action.action: expected one of {list(ACTIONS)}, got "
+                             f"{_short(action)}")
+        alert = _text_field(msg, "alert", required=True, limit=MAX_ALERT_ID_CHARS)
+        to = _text_field(msg, "to", required=action == "assign", limit=MAX_NAME_CHARS)
+        text = _text_field(msg, "text", required=action == "comment", limit=MAX_COMMENT_CHARS)
+        return Request(rid, "action", action=action, alert=alert,
+                       to=to if action == "assign" else None,
+                       text=text if action == "comment" else None)
+    except ValueError as exc:
+        return Rejected(rid, "invalid", str(exc))
+
+
+def layout_message(name: str, layout: GridLayout) -> dict[str, Any]:
+    """The layout as the client sees it (with its hash): the grid fields only."""
+    d = layout.grid_dump()
     d["name"] = name
     d["hash"] = layout.layout_hash()
     return d
@@ -200,9 +312,13 @@ class Snapshot:
     tile_count: int = 0
 
 
-def build_snapshot(name: str, layout: ScreenLayout, tiles: dict[str, EncodedTile], hello: Hello,
-                   *, now: float, heartbeat_s: float, ready: bool = True) -> Snapshot:
+def build_snapshot(name: str, layout: GridLayout, tiles: dict[str, EncodedTile], hello: Hello,
+                   *, now: float, heartbeat_s: float, ready: bool = True,
+                   v2: dict[str, Any] | None = None) -> Snapshot:
     """The reply to ``hello`` for screen ``name``, given the current tiles of that screen.
+
+    ``v2``: the protocol-2 fields (protocol, role, operator, alert_states, preset,
+    preset_by, popups, overlays), added to the message as given; None for protocol 1.
 
     A resume (only changed tiles) is possible when the client holds the same layout hash,
     the server has finished rebuilding from the topic, and no version the client holds is
@@ -233,5 +349,7 @@ def build_snapshot(name: str, layout: ScreenLayout, tiles: dict[str, EncodedTile
         "server_time": now,
         "heartbeat_s": heartbeat_s,
     }
+    if v2 is not None:
+        msg.update(v2)
     frames = [t.frame for t in send if t.frame is not None]
     return Snapshot(encode_message(msg), frames, full, len(send))

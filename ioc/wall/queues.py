@@ -29,41 +29,44 @@ class LatestWinsQueue(Generic[T]):
         max_keys: hard bound on distinct pending keys; a new key beyond it raises QueueFull.
     """
 
-    __slots__ = ("_items", "delivered", "drops", "max_keys")
+    __slots__ = ("_items", "_urgent", "delivered", "drops", "max_keys")
 
     def __init__(self, *, max_keys: int = 256) -> None:
         self._items: OrderedDict[Hashable, T] = OrderedDict()
+        self._urgent: OrderedDict[Hashable, T] = OrderedDict()
         self.max_keys = max_keys
         self.drops = 0  # items replaced before they were taken
         self.delivered = 0  # items taken
 
     def __len__(self) -> int:
-        return len(self._items)
+        return len(self._items) + len(self._urgent)
 
     def put(self, key: Hashable, item: T, *, urgent: bool = False) -> bool:
         """Queue ``item`` under ``key``; returns True when it replaced a pending item.
 
         A replaced item keeps its key's place in line (a tile updating often is not
-        starved by being sent to the back). ``urgent`` moves the key to the front
-        (heartbeats).
+        starved by being sent to the back). ``urgent`` items (heartbeats, control
+        messages) go before every non-urgent one, first in first out among themselves;
+        a key is always put with the same ``urgent``.
         """
-        replaced = key in self._items
-        if not replaced and len(self._items) >= self.max_keys:
+        line = self._urgent if urgent else self._items
+        replaced = key in line
+        if not replaced and len(self) >= self.max_keys:
             raise QueueFull(f"expected at most {self.max_keys} pending keys, got one more: {key!r}")
-        self._items[key] = item
+        line[key] = item
         if replaced:
             self.drops += 1
-        if urgent:
-            self._items.move_to_end(key, last=False)
         return replaced
 
     def pop(self) -> T | None:
-        """The oldest pending item, or None when nothing is pending."""
-        if not self._items:
+        """The oldest pending urgent item, else the oldest item; None when nothing is pending."""
+        line = self._urgent or self._items
+        if not line:
             return None
-        _, item = self._items.popitem(last=False)
+        _, item = line.popitem(last=False)
         self.delivered += 1
         return item
 
     def clear(self) -> None:
         self._items.clear()
+        self._urgent.clear()

@@ -6,6 +6,11 @@ tile, and one sender task per client drains its queue into its socket. A slow cl
 only makes its own queue replace pending versions (counted as drops); a client whose
 socket accepts nothing for ``stall_timeout_s`` is closed with 4029. The same port
 serves the ``wall_client`` files and ``/healthz`` through websockets' ``process_request``.
+
+Protocol 2 (operators): the :class:`~.desk.OperatorDesk` holds alerts (from the alert
+tiles), their workflow and each screen's preset and pop-ups; requests are authorised
+there, stored through the :class:`~.action_log.ActionLog` and applied when read back,
+then the changes go to the protocol-2 clients (``_publish_changes``).
 """
 
 from __future__ import annotations
@@ -33,16 +38,24 @@ from websockets.http11 import Request, Response
 
 from ..config import Settings
 from ._logs import LogThrottle
-from .auth import TokenSigner, load_or_create_secret
+from .action_log import ActionLog, KafkaActionLog, MemoryActionLog
+from .auth import TokenClaims, TokenSigner, load_or_create_secret
+from .desk import Changes, OperatorDesk
 from .exceptions import CloseCode, WallError, WallProtocolError
+from .limits import RequestBucket
+from .presets import ScreenView
 from .protocol import (
     EncodedTile,
+    Rejected,
     build_snapshot,
     encode_message,
+    layout_message,
     parse_client_message,
     parse_hello,
+    parse_request,
+    result_message,
 )
-from .queues import LatestWinsQueue
+from .queues import LatestWinsQueue, QueueFull
 from .state import TileStore
 
 __all__ = ["ClientConn", "WallServer", "static_root"]
@@ -78,6 +91,11 @@ class ClientConn:
 
     high_water: int = 2**16
     direct: bool = False  # sender idle, queue empty: tiles may be written without the queue
+    protocol: int = 1
+    claims: TokenClaims | None = None
+    ids: frozenset[str] = frozenset()  # tiles subscribed: the shown layout plus pop-up tiles
+    bucket: RequestBucket | None = None
+    results: int = 0  # result messages queued so far (their queue keys cycle)
 
     def enqueue(self, key: str, item: _Out) -> None:
         """Latest-wins: park ``item`` for the sender task (replacing a pending one)."""
@@ -98,11 +116,16 @@ class ClientConn:
         else:
             self.enqueue(tile_id, (enc.text, enc.frame))
 
-    def control(self, key: str, msg: dict[str, Any]) -> None:
-        """Queue a control message (ping/pong) ahead of tiles; a newer one replaces it."""
+    def control(self, key: Any, msg: dict[str, Any]) -> bool:
+        """Queue a control message (ping/pong/v2) ahead of tiles; a newer one replaces it.
+
+        Returns True when it replaced a pending one (for ping/pong and states: fine;
+        for a result: the client is not reading its answers). Raises QueueFull.
+        """
         self.direct = False
-        self.queue.put(("ctl", key), (encode_message(msg), None), urgent=True)
+        replaced = self.queue.put(("ctl", key), (encode_message(msg), None), urgent=True)
         self.wakeup.set()
+        return replaced
 
 
 class WallServer:
@@ -136,6 +159,13 @@ class WallServer:
         self.source: Any = None
         self.started_at = time.time()
         self._log = LogThrottle(log, every_s=self.cfg.log_every_s)
+        self.server_id = f"{socket.gethostname()}:{id(self):x}"
+        self.desk = OperatorDesk(self.cfg, self.store.ids())
+        self.store.watch("alerts:", self._on_alert_tile)
+        self.actions: ActionLog = (KafkaActionLog(settings, self._on_action, on_ready=self._maybe_ready)
+                                   if kafka else MemoryActionLog(self._on_action))
+        self._tiles_ready = not kafka
+        self._actions_task: asyncio.Task[None] | None = None
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -145,9 +175,11 @@ class WallServer:
         if self._kafka:
             from .kafka_source import KafkaTileSource
 
-            self.source = KafkaTileSource(self.settings, self.store, on_ready=self.ready.set)
+            self.source = KafkaTileSource(self.settings, self.store, on_ready=self._tiles_rebuilt)
             self._source_task = asyncio.create_task(self.source.run(), name="wall-kafka-source")
             self._source_task.add_done_callback(self._source_done)
+            self._actions_task = asyncio.create_task(self.actions.run(), name="wall-actions")
+            self._actions_task.add_done_callback(self._actions_done)
         else:
             self.ready.set()
         self._server = await serve(
@@ -168,6 +200,20 @@ class WallServer:
         self._tasks.append(asyncio.create_task(self._heartbeat_and_watchdog(), name="wall-watchdog"))
         log.info("wall: serving %d screen(s) on http://%s:%d/ (websocket %s)",
                  len(cfg.screens), cfg.host, self.port, cfg.ws_path)
+
+    def _tiles_rebuilt(self) -> None:
+        self._tiles_ready = True
+        self._maybe_ready()
+
+    def _maybe_ready(self) -> None:
+        """Ready once the tiles and the actions are both rebuilt."""
+        if self._tiles_ready and self.actions.ready.is_set():
+            self.ready.set()
+
+    def _actions_done(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            log.error("wall: actions log stopped: %s", task.exception())
+            self.counters["actions_failed"] += 1
 
     def _source_done(self, task: asyncio.Task[None]) -> None:
         if not task.cancelled() and task.exception() is not None:
@@ -190,10 +236,11 @@ class WallServer:
             self._server.close()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._server.wait_closed(), 5)
-        if self._source_task is not None:
-            self._source_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._source_task
+        for bg in (self._source_task, self._actions_task):
+            if bg is not None:
+                bg.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await bg
 
     async def serve_forever(self) -> None:
         """Start, serve until cancelled, stop."""
@@ -281,7 +328,7 @@ class WallServer:
     def health(self) -> dict[str, Any]:
         """Readiness and counters, as served on ``/healthz``."""
         per_screen = Counter(c.screen for c in self.clients)
-        failed = self.counters["source_failed"] > 0
+        failed = self.counters["source_failed"] > 0 or self.counters["actions_failed"] > 0
         return {
             "status": "failed" if failed else "ok" if self.ready.is_set() else "rebuilding",
             "namespace": self.settings.namespace,
@@ -293,6 +340,16 @@ class WallServer:
             "delivered": self.counters["delivered"] + sum(c.queue.delivered for c in self.clients),
             "counters": {k: v for k, v in self.counters.items() if k != "delivered"},
             "store": vars(self.store.stats),
+            "operators": {
+                "alerts_known": len(self.desk.alerts),
+                "alert_states": len(self.desk.book.states),
+                "alert_states_evicted": self.desk.book.evicted,
+                "actions_folded": self.desk.folded,
+                "actions_duplicate": self.desk.book.duplicates,
+                "actions_undecodable": getattr(self.actions, "undecodable", 0),
+                "presets": {k: v.preset for k, v in self.desk.views.items() if v.preset},
+                "popups": sum(len(v.popups) for v in self.desk.views.values()),
+            },
             "uptime_s": round(time.time() - self.started_at, 1),
         }
 
@@ -353,15 +410,23 @@ class WallServer:
                     sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, cfg.socket_send_buffer_bytes)
             except OSError:  # the peer left while we were busy; its socket is gone
                 return
+        v2 = hello.protocol >= 2
+        view = self.desk.views.get(hello.screen, ScreenView()) if v2 else ScreenView()
+        shown = layout.preset_layout(view.preset)
+        ids = shown.tile_ids() | view.popup_tiles()
+        # v2: results, alert states, presets and pop-ups are control messages too
+        max_keys = len(layout.all_tile_ids()) + 8 + (64 + _RESULT_KEYS + 16 if v2 else 0)
         client = ClientConn(ws, hello.screen, claims.subject,
-                            LatestWinsQueue(max_keys=len(layout.tiles) + 8),
-                            high_water=cfg.write_buffer_bytes)
+                            LatestWinsQueue(max_keys=max_keys),
+                            high_water=cfg.write_buffer_bytes, protocol=hello.protocol,
+                            claims=claims, ids=ids,
+                            bucket=RequestBucket(cfg.action_rate_per_s, cfg.action_burst))
         self.clients.add(client)
-        ids = layout.tile_ids()
         # Subscribe before the snapshot is built (no await between): nothing is missed.
         self._register(client, ids)
-        snap = build_snapshot(hello.screen, layout, self.store.select(ids), hello,
-                              now=time.time(), heartbeat_s=cfg.heartbeat_s)
+        snap = build_snapshot(hello.screen, shown, self.store.select(ids), hello,
+                              now=time.time(), heartbeat_s=cfg.heartbeat_s,
+                              v2=self._v2_snapshot(client, view) if v2 else None)
         self.counters["snapshots_full" if snap.full else "snapshots_resume"] += 1
         log.info("wall: %s connected to %s (%s, %d tiles)", ws.remote_address, hello.screen,
                  "full snapshot" if snap.full else "resumed", snap.tile_count)
@@ -379,7 +444,7 @@ class WallServer:
                           ws.remote_address, client.screen, exc.reason)
             await self._close(client, exc.code, exc.reason)
         finally:
-            self._unregister(client, ids)
+            self._unregister(client, client.ids)
             if sender is not None:
                 sender.cancel()
             self.clients.discard(client)
@@ -473,6 +538,11 @@ class WallServer:
                 client.control("pong", {"type": "pong", "t": msg.get("t")})
             elif kind == "hello":
                 raise WallProtocolError(CloseCode.PROTOCOL, "expected ping/pong, got a second hello")
+            elif kind in ("action", "preset"):
+                if client.protocol < 2:
+                    raise WallProtocolError(CloseCode.PROTOCOL,
+                                            f"{kind} needs protocol 2 (hello.protocol: 2)")
+                await self._request(client, msg)
 
     async def _close(self, client: ClientConn, code: int, reason: str, *,
                      timeout_s: float = 4.0) -> None:
@@ -512,3 +582,144 @@ class WallServer:
                                                            timeout_s=cfg.stall_close_grace_s))
                     self._closers.add(task)
                     task.add_done_callback(self._closers.discard)
+
+    # -- protocol 2: operators, presets, pop-ups ----------------------------------------------
+
+    def _v2_snapshot(self, client: ClientConn, view: ScreenView) -> dict[str, Any]:
+        claims = client.claims
+        assert claims is not None
+        return {
+            "protocol": 2,
+            "role": claims.role,
+            "operator": claims.operator,
+            "alert_states": self.desk.alert_states(),
+            "preset": view.preset,
+            "preset_by": view.by,
+            "presets": sorted(self.cfg.screens[client.screen].presets),
+            "popups": [p.as_message() for p in view.popups],
+            "overlays": camera_overlays(self.settings,
+                                        self.cfg.screens[client.screen].all_tile_ids()),
+        }
+
+    def _answer(self, client: ClientConn, msg: dict[str, Any]) -> None:
+        """Queue a result; a client that leaves its answers unread is closed (1008)."""
+        client.results += 1
+        if self._control(client, ("result", client.results % _RESULT_KEYS), msg):
+            self._close_soon(client, CloseCode.POLICY, "flooding: results not read")
+
+    async def _request(self, client: ClientConn, msg: dict[str, Any]) -> None:
+        """Authorise, rate-limit, store an action/preset request and answer it."""
+        cfg = self.cfg
+        assert client.bucket is not None and client.claims is not None
+        if not client.bucket.take(time.monotonic()):
+            self.counters["requests_rate_limited"] += 1
+            if client.bucket.refused_in_a_row > cfg.action_flood_close:
+                raise WallError(CloseCode.POLICY,
+                                f"rate limit: more than {cfg.action_flood_close} requests "
+                                f"refused in a row")
+            self._answer(client, result_message(msg.get("id"), error="rate_limited",
+                                                detail=f"at most {cfg.action_rate_per_s:g}/s, "
+                                                       f"bursts of {cfg.action_burst}"))
+            return
+        req = parse_request(msg)
+        out = req if isinstance(req, Rejected) else self.desk.authorise(
+            client.claims, client.screen, req, now=time.time(), server=self.server_id)
+        if isinstance(out, Rejected):
+            self.counters[f"requests_{out.error}"] += 1
+            self._answer(client, out.message())
+            return
+        try:
+            await self.actions.publish(out)
+        except (TimeoutError, Exception) as exc:  # the operator must hear it did not work
+            self.counters["requests_unavailable"] += 1
+            self._log.log(logging.WARNING, "action_store", "wall: storing an action failed: %s",
+                          exc)
+            self._answer(client, result_message(msg.get("id"), error="unavailable",
+                                                detail="the action could not be stored; "
+                                                       "try again"))
+            return
+        self.counters[f"actions_{out.action}"] += 1
+        log.info("wall: %s %s %s (%s, screen %s)", out.by, out.action, out.alert,
+                 out.to or out.preset or "", client.screen)
+        self._answer(client, result_message(msg.get("id")))
+
+    def _on_alert_tile(self, enc: EncodedTile | None, tile_id: str) -> None:
+        self._publish_changes(self.desk.on_alert_tile(
+            tile_id, None if enc is None else enc.tile.payload))
+
+    def _on_action(self, rec: Any) -> None:
+        self._publish_changes(self.desk.fold(rec))
+
+    def _control(self, client: ClientConn, key: Any, msg: dict[str, Any]) -> bool:
+        try:
+            return client.control(key, msg)
+        except QueueFull:
+            self._close_soon(client, CloseCode.STALLED, "stalled: too many pending messages")
+            return False
+
+    def _close_soon(self, client: ClientConn, code: int, reason: str) -> None:
+        task = asyncio.create_task(self._close(client, code, reason))
+        self._closers.add(task)
+        task.add_done_callback(self._closers.discard)
+
+    def _publish_changes(self, ch: Changes) -> None:
+        """Send what changed to the protocol-2 clients (never awaits)."""
+        if not ch or not self.clients:
+            return
+        states = [(aid, {"type": "alert_state", "alert": aid, "state": st.as_message()})
+                  for aid, st in ch.alert_states.items()]
+        for c in list(self.clients):
+            if c.protocol < 2 or c.closing is not None:
+                continue
+            for aid, msg in states:
+                self._control(c, ("alert", aid), msg)
+            if c.screen in ch.screens:
+                old, new = ch.screens[c.screen]
+                self._switch_view(c, old, new)
+
+    def _switch_view(self, c: ClientConn, old: ScreenView, new: ScreenView) -> None:
+        """Move ``c`` to ``new``: preset message, pop-up messages, tile subscriptions."""
+        layout = self.cfg.screens[c.screen]
+        shown = layout.preset_layout(new.preset)
+        if (old.preset, old.by) != (new.preset, new.by):
+            self._control(c, ("preset",), {
+                "type": "preset", "screen": c.screen, "preset": new.preset, "by": new.by,
+                "layout": layout_message(c.screen, shown)})
+        was = {p.alert: p for p in old.popups}
+        now = {p.alert: p for p in new.popups}
+        for aid in was.keys() - now.keys():
+            self._control(c, ("popup", aid), {"type": "popup_end", "alert": aid})
+        for aid, p in now.items():
+            if was.get(aid) != p:
+                self._control(c, ("popup", aid), {"type": "popup", **p.as_message()})
+        ids = shown.tile_ids() | new.popup_tiles()
+        added, gone = ids - c.ids, c.ids - ids
+        self._unregister(c, gone)
+        self._register(c, added)
+        c.ids = ids
+        # after the messages above (control() stopped direct writes, so these queue
+        # behind them): the held version of each tile the client may not have
+        for tid in sorted(added if old.preset == new.preset else ids):
+            enc = self.store.get(tid)
+            if enc is not None:
+                c.offer(enc, tid)
+
+
+_RESULT_KEYS = 48  # results pending per client before it counts as not reading them
+
+
+def camera_overlays(settings: Settings, tile_ids: frozenset[str]) -> dict[str, dict[str, Any]]:
+    """Zones and counting lines (normalized 0..1) of the cameras among ``tile_ids``."""
+    out: dict[str, dict[str, Any]] = {}
+    cams = settings.cameras
+    for cam in cams.cameras:
+        tid = f"camera:{cam.id}"
+        if tid not in tile_ids:
+            continue
+        a = cam.analytics or cams.analytics
+        out[tid] = {
+            "zones": [{"name": z.name, "polygon": [list(p) for p in z.polygon]} for z in a.zones],
+            "lines": [{"name": ln.name, "a": list(ln.a), "b": list(ln.b),
+                       "direction": ln.direction} for ln in a.lines],
+        }
+    return out

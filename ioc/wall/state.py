@@ -7,7 +7,7 @@ and out-of-order partitions converge on the same state.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, KeysView
 from dataclasses import dataclass
 
 from ..tiles import Tile
@@ -38,7 +38,23 @@ class TileStore:
     def __init__(self) -> None:
         self._tiles: dict[str, EncodedTile] = {}
         self._listeners: dict[str, set[Listener]] = {}
+        self._watchers: list[tuple[str, Listener]] = []
         self.stats = StoreStats()
+
+    def ids(self) -> KeysView[str]:
+        """A live view of the held tile ids."""
+        return self._tiles.keys()
+
+    def watch(self, prefix: str, listener: Listener) -> None:
+        """Also call ``listener`` for every tile whose id starts with ``prefix`` (alerts:)."""
+        self._watchers.append((prefix, listener))
+
+    def _notify(self, enc: EncodedTile | None, tile_id: str) -> None:
+        for fn in tuple(self._listeners.get(tile_id, ())):
+            fn(enc, tile_id)
+        for prefix, fn in self._watchers:
+            if tile_id.startswith(prefix):
+                fn(enc, tile_id)
 
     def __len__(self) -> int:
         return len(self._tiles)
@@ -59,8 +75,7 @@ class TileStore:
         enc = EncodedTile.of(tile)
         self._tiles[tile.id] = enc
         self.stats.applied += 1
-        for fn in tuple(self._listeners.get(tile.id, ())):
-            fn(enc, tile.id)
+        self._notify(enc, tile.id)
         return True
 
     def remove(self, tile_id: str) -> bool:
@@ -68,8 +83,7 @@ class TileStore:
         if self._tiles.pop(tile_id, None) is None:
             return False
         self.stats.removed += 1
-        for fn in tuple(self._listeners.get(tile_id, ())):
-            fn(None, tile_id)
+        self._notify(None, tile_id)
         return True
 
     def subscribe(self, ids: frozenset[str], listener: Listener) -> Callable[[], None]:

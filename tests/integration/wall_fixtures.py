@@ -70,6 +70,9 @@ class ServerThread:
     def token(self, *screens: str, ttl: float = 600) -> str:
         return self.signer.issue(list(screens), ttl)
 
+    def operator_token(self, name: str, *screens: str, ttl: float = 600) -> str:
+        return self.signer.issue(list(screens), ttl, subject=name, role="operator")
+
     def stop(self) -> None:
         asyncio.run_coroutine_threadsafe(self.server.stop(), self.loop).result(30)
         self.loop.call_soon_threadsafe(self.loop.stop)
