@@ -222,6 +222,23 @@ def health(c: Ctx, timeout: float, no_worker: bool) -> None:
         sys.exit(1)
 
 
+@main.command()
+@click.option("--once", is_flag=True, help="Print one frame and exit: 1 when a service is down.")
+@click.option("--interval", default=2.0, show_default=True, type=click.FloatRange(0.1, 3600),
+              help="Seconds between frames; also the window of the rates.")
+@click.option("--timeout", default=2.0, show_default=True, type=click.FloatRange(0.1, 60),
+              help="Seconds to wait for each service's whole /metrics answer.")
+@pass_ctx
+def status(c: Ctx, once: bool, interval: float, timeout: float) -> None:
+    """One refreshing screen of every service (worker, sink, gateway, wall, camera, feeds):
+    up or down, events in and out per second, consumer lag, dead letters, drops, the oldest
+    wall tile. Read from each service's /metrics on the ports of settings.metrics.
+    """
+    from .status import run_status
+
+    sys.exit(run_status(c.settings, once=once, interval=interval, timeout=timeout))
+
+
 def _register_domain_commands() -> None:
     # Domain command groups, listed explicitly (no discovery). Each domain adds its line.
     from .cameras_cli import camera
