@@ -5,7 +5,8 @@
 #   deploy/local/services.sh up|down|status
 #
 # Environment: IOC_CONFIG (settings file, default deploy/local/demo.yaml), VENV (.venv),
-# IOC_STATE_DIR (as for stack.sh).
+# IOC_STATE_DIR (as for stack.sh), PROMETHEUS_ADDR (where Prometheus listens, default
+# 127.0.0.1:9090; it scrapes with deploy/prometheus/prometheus.yml, data in the state dir).
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -17,7 +18,9 @@ VENV="${VENV:-$ROOT/.venv}"
 IOC="$VENV/bin/ioc"
 export IOC_CONFIG="${IOC_CONFIG:-$HERE/demo.yaml}"
 
-# name | ioc arguments.
+PROMETHEUS_ADDR="${PROMETHEUS_ADDR:-127.0.0.1:9090}"
+
+# name | ioc arguments (or "!command arguments" for a program that is not ioc).
 SERVICES=(
   "worker|worker"
   "sink|sink"
@@ -26,6 +29,11 @@ SERVICES=(
   "feeds|feeds run"
   "cameras|camera run"
 )
+if command -v prometheus >/dev/null; then
+  SERVICES+=("prometheus|!$(command -v prometheus) --config.file=$ROOT/deploy/prometheus/prometheus.yml \
+--storage.tsdb.path=$STATE/prometheus --storage.tsdb.retention.time=7d \
+--web.listen-address=$PROMETHEUS_ADDR")
+fi
 
 log() { printf '[services] %s\n' "$*" >&2; }
 
@@ -42,17 +50,19 @@ pid_of() {
 
 up() {
   mkdir -p "$RUN" "$LOGS"
-  local entry name args pid
+  local entry name args pid cmd
+  command -v prometheus >/dev/null || log "prometheus not installed (deploy/local/install-deps.sh): not started"
   for entry in "${SERVICES[@]}"; do
     name="${entry%%|*}"; args="${entry#*|}"
     if pid="$(pid_of "$name")"; then log "$name already running (pid $pid)"; continue; fi
+    cmd="$IOC"; [[ "$args" == '!'* ]] && { cmd="${args%% *}"; cmd="${cmd#!}"; args="${args#* }"; }
     # Supervised as systemd's Restart=on-failure would: a service that exits on its own
     # (a crash, kill -9, the sink's stall watchdog, a stage that lost its group) is
     # started again after 2 s and the restart is logged; 'down' ends the whole group.
     # shellcheck disable=SC2016
     setsid bash -c 'while :; do "$0" "$@"; rc=$?; [[ $rc -eq 0 ]] && exit 0
       echo "[supervisor] ioc $* exited with code $rc at $(date -u +%FT%TZ); restarting in 2 s"
-      sleep 2; done' "$IOC" $args >>"$LOGS/$name.log" 2>&1 </dev/null &
+      sleep 2; done' "$cmd" $args >>"$LOGS/$name.log" 2>&1 </dev/null &
     echo $! >"$RUN/$name.pid"
     log "started $name (pid $!, supervised, log $LOGS/$name.log)"
   done
