@@ -18,6 +18,7 @@ def sink_tables() -> list[TableSink]:
     from ..events._storage import EVENTS_SINK
     from ..kpi._storage import KPI_VALUES_SINK
     from ..rules._storage import ALERTS_SINK
+    from ..wall._storage import ALERT_ACTIONS_SINK
 
     return [
         EVENTS_SINK,
@@ -26,4 +27,5 @@ def sink_tables() -> list[TableSink]:
         ROLLUPS_SINK,
         KPI_VALUES_SINK,
         ALERTS_SINK,
+        ALERT_ACTIONS_SINK,
     ]

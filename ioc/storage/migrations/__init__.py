@@ -14,6 +14,7 @@ from . import (
     m0160_timescale_aggregates,
     m0200_cameras,
     m0210_timescale_cameras,
+    m0300_alert_actions,
     m0400_runs,
 )
 
@@ -26,5 +27,6 @@ MIGRATIONS: list[Migration] = [
     m0160_timescale_aggregates.MIGRATION,
     m0200_cameras.MIGRATION,
     m0210_timescale_cameras.MIGRATION,
+    m0300_alert_actions.MIGRATION,
     m0400_runs.MIGRATION,
 ]
