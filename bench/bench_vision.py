@@ -126,7 +126,7 @@ def motion_accuracy(data: Path) -> None:
         if scene is None:
             scene = SceneRasters.build(cfg, f.shape[1], f.shape[0])
         t0 = time.process_time()
-        out = md.detect(f, scene)
+        out = md.detect(f, scene, i / 30)  # CDnet highway: 30 fps
         secs += time.process_time() - t0
         if i < first:
             continue

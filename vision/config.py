@@ -107,13 +107,23 @@ class MotionConfig(Section):
 
     Defaults were chosen on the CDnet highway clip (see docs/performance/vision.md):
     color input and a 5x5 median filter beat gray input with blur and opening by
-    about 0.2 F1 there, for about 15% more time.
+    about 0.2 F1 there, for about 15% more time. Times are in seconds of frame
+    timestamps, so one setting means the same at 2 and at 30 fps.
     """
+
+    renamed_keys = {
+        "history": ("history_s", "seconds; MOG2's frame count is derived from the measured "
+                    "frame interval"),
+        "warmup_frames": ("warmup_s", "seconds of frame timestamps, not frames"),
+    }
 
     enabled: bool = Field(True, description="run motion detection (tracking needs it)")
     width: int = Field(320, ge=64, le=1920, description="processing width in px (aspect kept)")
     color: bool = Field(True, description="model color pixels (False: gray, a bit cheaper)")
-    history: int = Field(300, ge=10, le=10_000, description="MOG2 history in frames")
+    history_s: float = Field(
+        10.0, ge=1, le=3600,
+        description="MOG2 history in seconds (frames = this / the measured frame interval)",
+    )
     var_threshold: float = Field(16.0, gt=0, le=1000, description="MOG2 variance threshold")
     detect_shadows: bool = Field(True, description="classify shadows (not counted as motion)")
     median: int = Field(
@@ -132,8 +142,8 @@ class MotionConfig(Section):
         description="when this share of the frame changes at once (lights, auto exposure), "
         "the model is relearned and the frame reports no motion",
     )
-    warmup_frames: int = Field(
-        20, ge=0, le=1000, description="frames learned before motion is reported"
+    warmup_s: float = Field(
+        4.0, ge=0, le=600, description="seconds learned before motion is reported"
     )
 
 
@@ -212,51 +222,74 @@ class TrackingConfig(Section):
 
 
 class TamperConfig(Section):
-    """Lens covered, lost focus, camera moved: compared with a slowly updated reference."""
+    """Lens covered, lost focus, camera moved: measured against a reference view.
+
+    The reference (edges in tiles, sharpness at three scales, colour spread) is built
+    during ``warmup_s``, then follows the scene with the time constant
+    ``reference_time_constant_s`` while nothing is pending, and is frozen while
+    anything is pending or raised, so a gradual blur is not absorbed. Times are in
+    seconds of frame timestamps (the same at 2, 5, 15 and 30 fps). What each kind
+    measures: docs/vision.md.
+    """
+
+    renamed_keys = {
+        "confirm_frames": ("confirm_s", "seconds, not frames"),
+        "moved_confirm_frames": ("moved_confirm_s", "seconds, not frames"),
+        "clear_frames": ("clear_s", "seconds, not frames"),
+        "reference_frames": ("warmup_s", "seconds of frames averaged into the first reference"),
+        "reference_rate": ("reference_time_constant_s",
+                           "a time constant in seconds instead of a rate per frame"),
+        "covered_std_max": ("covered_area", "the detector was redesigned (docs/vision.md)"),
+        "covered_edge_max": ("covered_area", "the detector was redesigned (docs/vision.md)"),
+        "covered_max_similarity": ("lost_match", "the detector was redesigned (docs/vision.md)"),
+        "moved_similarity_ratio": ("lost_match", "the detector was redesigned (docs/vision.md)"),
+    }
 
     enabled: bool = Field(True, description="run tamper detection")
-    width: int = Field(160, ge=64, le=640, description="analysis width in px")
-    covered_std_max: float = Field(
-        5.0, ge=0, le=128, description="block std-dev (at mean gray 128) below which it is flat"
+    width: int = Field(
+        320, ge=128, le=640,
+        description="analysis width in px of the finest scale (the next two are 1/2, 1/4)",
     )
-    covered_edge_max: float = Field(
-        0.01, ge=0, le=1, description="edge-pixel ratio below which the view is 'covered'"
+    lost_match: float = Field(
+        0.5, gt=0, lt=1,
+        description="a tile has lost the reference when its edge correlation falls below "
+        "this share of its usual value",
     )
     covered_area: float = Field(
-        0.7, gt=0, le=1, description="share of the frame that must be featureless to be 'covered'"
+        0.7, gt=0, le=1,
+        description="share of the textured tiles that must lose the reference for "
+        "'covered' or 'moved'",
     )
     defocus_ratio: float = Field(
-        0.35, gt=0, lt=1, description="sharpness below this share of the reference is 'defocused'"
+        0.5, gt=0, lt=1,
+        description="fine-scale sharpness under this share of the reference's is 'defocused' "
+        "(the view itself still matching at the coarse scale)",
     )
     moved_min_shift: float = Field(
-        0.04, gt=0, le=1, description="global shift (fraction of width) that counts as 'moved'"
+        0.03, gt=0, le=1, description="global shift (fraction of width) that counts as 'moved'"
     )
-    moved_similarity_ratio: float = Field(
-        0.65,
-        gt=0,
-        lt=1,
-        description="edge correlation with the reference below this share of its usual "
-        "value is 'moved' (a small turn of the camera)",
+    confirm_s: float = Field(
+        0.6, ge=0, le=60, description="seconds a condition must hold to raise covered/defocused"
     )
-    covered_max_similarity: float = Field(
-        0.6, ge=-1, le=1, description="edge correlation must also fall below this to be 'covered'"
+    moved_confirm_s: float = Field(
+        1.0, ge=0, le=60,
+        description="seconds to raise 'moved' (longer: a truck close to the lens hides "
+        "most of the view for a moment)",
     )
-    confirm_frames: int = Field(
-        3, ge=1, le=50, description="consecutive frames to raise covered/defocused"
+    clear_s: float = Field(1.0, ge=0, le=600, description="seconds of normal view to clear")
+    warmup_s: float = Field(
+        2.0, ge=0, le=600,
+        description="seconds of frames averaged into the first reference (nothing raised)",
     )
-    moved_confirm_frames: int = Field(
-        5,
-        ge=1,
-        le=50,
-        description="consecutive frames to raise 'moved' (longer: a truck close to the "
-        "lens lowers the correlation for a moment)",
+    reference_time_constant_s: float = Field(
+        10.0, ge=0, le=86_400,
+        description="time constant of the reference following the scene while nothing is "
+        "pending (0: never follows)",
     )
-    clear_frames: int = Field(5, ge=1, le=100, description="consecutive frames to clear")
-    reference_frames: int = Field(
-        10, ge=1, le=500, description="frames averaged into the first reference (warm-up)"
-    )
-    reference_rate: float = Field(
-        0.02, ge=0, le=1, description="update rate of the reference while nothing is raised"
+    relearn_after_s: float = Field(
+        60.0, ge=1, le=86_400,
+        description="a change that raised nothing but kept the reference frozen this long "
+        "becomes the new reference (a parked truck, a new shop sign)",
     )
 
 

@@ -3,10 +3,15 @@
 The detector keeps one background model per camera. Two situations would flood the
 foreground mask without anything moving, and both return an empty mask instead:
 
-- warm-up: the first ``warmup_frames`` frames only teach the model;
+- warm-up: frames in the first ``warmup_s`` seconds (of frame timestamps) only teach
+  the model;
 - a sudden global change (lights switched, auto exposure): when more than
   ``lighting_ratio`` of the valid area changes at once, the model is relearned from
   this frame (learning rate 1), as Frigate recalibrates on large changes.
+
+MOG2 counts its history in frames; ``history_s`` is turned into frames with the
+measured frame interval (a running mean of timestamp steps), so the model forgets at
+the same speed in seconds whatever the camera's frame rate.
 """
 
 from __future__ import annotations
@@ -19,9 +24,16 @@ import numpy as np
 from .config import MotionConfig
 from .geometry import SceneRasters
 
-__all__ = ["MotionDetector", "MotionOutput"]
+__all__ = ["MotionDetector", "MotionOutput", "history_frames"]
 
 _FG = 200  # MOG2 marks foreground 255 and shadows 127: keep only the former
+_ASSUMED_INTERVAL = 0.2  # s; until two frames have been seen (what `camera run` samples)
+_MIN_HISTORY, _MAX_HISTORY = 10, 100_000
+
+
+def history_frames(history_s: float, interval_s: float) -> int:
+    """MOG2's history in frames for ``history_s`` seconds at one frame per ``interval_s``."""
+    return max(_MIN_HISTORY, min(_MAX_HISTORY, round(history_s / max(interval_s, 1e-3))))
 
 
 @dataclass(slots=True)
@@ -43,6 +55,10 @@ class MotionDetector:
         self.cfg = cfg
         self.frames = 0
         self.relearn_count = 0
+        self.interval_s = _ASSUMED_INTERVAL
+        self._first_ts: float | None = None
+        self._last_ts = 0.0
+        self._intervals = 0
         self._mog = self._new_model()
         k = cfg.close_kernel
         self._kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)) if k > 1 else None
@@ -50,7 +66,7 @@ class MotionDetector:
 
     def _new_model(self) -> cv2.BackgroundSubtractorMOG2:
         return cv2.createBackgroundSubtractorMOG2(
-            history=self.cfg.history,
+            history=history_frames(self.cfg.history_s, self.interval_s),
             varThreshold=self.cfg.var_threshold,
             detectShadows=self.cfg.detect_shadows,
         )
@@ -59,9 +75,33 @@ class MotionDetector:
         """Forget the background model (the next frames warm it up again)."""
         self._mog = self._new_model()
         self.frames = 0
+        self._first_ts = None
 
-    def detect(self, image: np.ndarray, scene: SceneRasters) -> MotionOutput:
-        """Update the model with ``image`` and return this frame's foreground and ratios.
+    @property
+    def history(self) -> int:
+        """MOG2's current history in frames."""
+        return int(self._mog.getHistory())
+
+    def _timing(self, ts: float) -> float:
+        """Update the measured frame interval; return seconds since the first frame."""
+        if self._first_ts is None:
+            self._first_ts = ts
+        else:
+            dt = ts - self._last_ts
+            if 0 < dt <= 60:  # a gap (camera offline) says nothing about the frame rate
+                self._intervals += 1
+                # Mean of the first steps, then a running mean that follows rate changes.
+                k = max(1.0 / self._intervals, 0.05)
+                self.interval_s += (dt - self.interval_s) * k
+                want = history_frames(self.cfg.history_s, self.interval_s)
+                if abs(want - self.history) > 0.1 * self.history:
+                    self._mog.setHistory(want)
+        self._last_ts = ts
+        return ts - self._first_ts
+
+    def detect(self, image: np.ndarray, scene: SceneRasters, ts: float) -> MotionOutput:
+        """Update the model with ``image`` taken at ``ts`` (seconds, non-decreasing) and
+        return this frame's foreground and ratios.
 
         ``image`` is BGR when ``cfg.color`` else gray, already ``cfg.width`` wide (the
         caller shares the downscaled frame with other stages).
@@ -69,8 +109,9 @@ class MotionDetector:
         if not self.cfg.color and image.ndim == 3:
             image = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
         self.frames += 1
+        age = self._timing(ts)
         raw = self._mog.apply(image)
-        warming = self.frames <= self.cfg.warmup_frames
+        warming = age < self.cfg.warmup_s
         _, fg = cv2.threshold(raw, _FG, 255, cv2.THRESH_BINARY)
         if self._median:
             # Removes speckle noise without eroding thin objects the way opening does.

@@ -206,7 +206,7 @@ class CameraAnalyzer:
         scene = self._scene
 
         if self.motion is not None:
-            mo = self.motion.detect(small if cfg.motion.color else gray, scene)
+            mo = self.motion.detect(small if cfg.motion.color else gray, scene, ts)
             warming |= mo.warming_up
             res.motion = MotionResult(mo.ratio, mo.zones, mo.active)
             if self.tracker is not None and self.counter is not None:
@@ -217,7 +217,8 @@ class CameraAnalyzer:
                 res.tracks = len(self.tracker.tracks)
 
         if self.tamper is not None:
-            res.tamper = self.tamper.detect(fit_width(gray, cfg.tamper.width), ts)
+            # BGR: the tamper detector also measures colour (a cloth or spray flattens it).
+            res.tamper = self.tamper.detect(fit_width(small, cfg.tamper.width), ts)
             warming |= not res.tamper.ready
         else:
             res.tamper = TamperState(ready=True)

@@ -1,35 +1,50 @@
-"""Tamper detection: lens covered, lost focus, camera moved, against a slow reference.
+"""Tamper detection: lens covered, lost focus, camera moved, against a frozen reference.
 
-Measures on each frame (gray, downscaled to ``cfg.width``):
+Each kind changes something different, so each is measured on its own terms, on a
+frame at ``cfg.width`` (BGR) and two half-size levels below it (1/2, 1/4):
 
-- **flat share**: the share of 8x8 blocks whose std-dev is under ``covered_std_max``
-  (scaled by the frame's mean brightness / 128, so a darker scene is not "flat").
-- **sharpness**: variance of the Laplacian divided by the variance of the gray image.
-  Dividing by contrast makes it indifferent to global brightness and gain changes.
-- **shift**: phase correlation of the smoothed frame with the reference image.
-- **similarity**: zero-mean normalized correlation of the edge maps (Sobel magnitude of
-  the smoothed images) of frame and reference, clipped pixels left out. A few pixels of
-  misalignment (a small turn) decorrelate edges far more than lighting, blur or
-  passing traffic do.
+- **match**: per tile of a 8x6 grid at the 1/2 level, the zero-mean correlation of the
+  edge map (Sobel magnitude of the lightly smoothed image) with the reference's. A
+  tile whose correlation falls under ``lost_match`` x its usual value has *lost* the
+  reference; tiles with no texture in the reference, or whose usual correlation is
+  low (busy roads, trees), are not scored. ``lost`` is the share of scored tiles that
+  lost the reference: a crowd or traffic loses a few tiles, a camera that moved or a
+  cover loses nearly all of them.
+- **sharpness** at three scales: mean absolute Laplacian at each level divided by the
+  contrast (std-dev) of the coarsest level, as a ratio to the reference's. Defocus
+  takes the fine scale first; gain and lighting change every scale alike and cancel.
+- **coarse**: correlation of the 1/4 level (blurred scene layout) with the reference's.
+  A defocused view keeps its layout; a moved or covered one does not.
+- **colour**: spread of the chroma (B-G, R-G) over brightness, as a ratio to the
+  reference's. A cloth or a spray pulls every pixel toward one colour.
+- **shift**: phase correlation of the 1/2 level with the reference (only computed
+  when the view lost the reference): a pan or tilt is a clean shift, and undoing it
+  restores the match (``aligned``).
 
-Decisions:
+Decisions (``lost >= covered_area`` means the view no longer matches):
 
-- covered: flat share >= ``covered_area``, at least 0.25 above the reference's (a
-  naturally flat scene does not alarm) and similarity < ``covered_max_similarity``;
-- defocused (when not covered): sharpness < ``defocus_ratio`` x the reference's;
-- moved (when not covered): shift > ``moved_min_shift`` of the width, or (when not
-  defocused) similarity < ``moved_similarity_ratio`` x its usual value.
+- defocused: fine sharpness < ``defocus_ratio``, mid sharpness < (1 + defocus_ratio) / 2
+  and the coarse layout still matches (>= 0.6);
+- covered: the view does not match, no shift explains it, and the texture or colour
+  changed: colour collapsed (< 0.45), the mid scale lost most of its energy (< 0.5),
+  the contrast collapsed, or the fine/mid texture is foreign (< 0.5 or > 2 of the
+  reference's);
+- moved: the view does not match and it is not covered and not defocused: the scene's
+  own texture and colour are still there (or a shift over ``moved_min_shift`` undoes it).
 
-A condition is raised after ``confirm_frames`` (moved: ``moved_confirm_frames``)
-consecutive positive frames and cleared after ``clear_frames`` negative ones. The
-reference (image, flat share, sharpness) is the mean of the first ``reference_frames``
-frames (the warm-up: nothing is raised before), then follows the scene at
-``reference_rate`` per frame while nothing is raised or pending, so slow changes (dusk,
-seasons) never alarm; the usual similarity follows at 5x that rate.
+Times are seconds of frame timestamps: a condition raises after holding ``confirm_s``
+(moved: ``moved_confirm_s``) and clears after ``clear_s`` without it. The reference is
+the mean of the frames of the first ``warmup_s`` (nothing is raised before), then
+follows the scene with time constant ``reference_time_constant_s`` while the view
+matches and nothing is pending; it is frozen while anything is pending or raised, so
+a blur growing over a second or two is measured against the sharp view. A change that
+raised nothing but kept the reference frozen for ``relearn_after_s`` becomes the new
+reference.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import cv2
@@ -38,91 +53,130 @@ import numpy as np
 from .config import TamperConfig
 from .result import TamperEvent, TamperState
 
-__all__ = ["TamperDetector", "TamperMeasures", "measure"]
+__all__ = ["TamperDetector", "TamperMeasures"]
 
-_BLOCK = 8
-_K5 = np.ones((5, 5), np.uint8)
 _KINDS = ("covered", "defocused", "moved")
+_GRID_X, _GRID_Y = 8, 6
+_WATCH_LOST = 0.3        # tiles lost beyond which the reference stops following
+_WATCH_FINE = 0.8        # fine sharpness ratio under which it stops following
+_EPS = 1e-6
 
 
 @dataclass(frozen=True, slots=True)
 class TamperMeasures:
-    """The per-frame measures the decisions are made on."""
+    """The per-frame measures the decisions are made on (ratios are to the reference)."""
 
-    flat: float
-    sharpness: float
+    lost: float
+    fine: float
+    mid: float
+    coarse_sharp: float
+    coarse: float
+    colour: float
+    contrast: float  # flatness (contrast over brightness) as a ratio to the reference
     shift: float
-    similarity: float
+    aligned: float
 
 
-def _flat_share(gray: np.ndarray, std_max: float) -> float:
-    h, w = gray.shape
-    hb, wb = h // _BLOCK, w // _BLOCK
-    g = gray[: hb * _BLOCK, : wb * _BLOCK].astype(np.float32)
-    # Block means of x and x^2 by area resampling: var = E[x^2] - E[x]^2, no Python loop.
-    m = cv2.resize(g, (wb, hb), interpolation=cv2.INTER_AREA)
-    m2 = cv2.resize(g * g, (wb, hb), interpolation=cv2.INTER_AREA)
-    var = m2 - m * m
-    return float(np.count_nonzero(var < std_max * std_max)) / var.size
+@dataclass(slots=True)
+class _Features:
+    edges: np.ndarray      # float32 at the 1/2 level, cropped to the tile grid
+    half: np.ndarray       # smoothed float32 1/2 level (phase correlation)
+    quarter: np.ndarray    # float32 1/4 level (coarse layout)
+    sharp: tuple[float, float, float]
+    contrast: float        # std-dev of the 1/4 level (+2)
+    flatness: float        # that std-dev over the brightness: gain and lighting cancel
+    colour: float
 
 
-def _sharpness(gray: np.ndarray) -> float:
-    lap = cv2.Laplacian(gray, cv2.CV_32F, ksize=3)
-    _, lstd = cv2.meanStdDev(lap)
-    _, gstd = cv2.meanStdDev(gray)
-    return float(lstd[0, 0] ** 2) / (float(gstd[0, 0] ** 2) + 1.0)
+def _levels(image: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    if image.ndim == 3:
+        q = cv2.pyrDown(cv2.pyrDown(image))
+        b, g, r = cv2.split(q.astype(np.int16))
+        cb, cr = b - g, r - g
+        spread = math.sqrt(float(cb.var()) + float(cr.var()))
+        colour = spread / (float(g.mean()) + 16.0)
+        g0 = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+    else:
+        g0, colour = image, -1.0
+    g1 = cv2.pyrDown(g0)
+    g2 = cv2.pyrDown(g1)
+    return g0, g1, g2, colour
 
 
-def _smooth(gray: np.ndarray) -> np.ndarray:
-    return cv2.GaussianBlur(gray.astype(np.float32), (0, 0), 2.0)
+def _mean_abs_laplacian(img: np.ndarray) -> float:
+    lap = cv2.Laplacian(img, cv2.CV_16S, ksize=1)
+    return float(cv2.norm(lap, cv2.NORM_L1)) / lap.size
 
 
-def _edges(smooth: np.ndarray) -> np.ndarray:
-    gx = cv2.Sobel(smooth, cv2.CV_32F, 1, 0)
-    gy = cv2.Sobel(smooth, cv2.CV_32F, 0, 1)
-    return cv2.magnitude(gx, gy)
+def features(image: np.ndarray) -> _Features:
+    """Everything measured on one frame (BGR or gray, already ``cfg.width`` wide)."""
+    g0, g1, g2, colour = _levels(image)
+    mean, std = cv2.meanStdDev(g2)
+    contrast = float(std[0, 0]) + 2.0
+    flatness = contrast / (float(mean[0, 0]) + 16.0)
+    sharp = (_mean_abs_laplacian(g0) / contrast, _mean_abs_laplacian(g1) / contrast,
+             _mean_abs_laplacian(g2) / contrast)
+    h, w = g1.shape
+    th, tw = h // _GRID_Y, w // _GRID_X
+    half = cv2.GaussianBlur(g1.astype(np.float32), (0, 0), 1.0)
+    crop = half[: th * _GRID_Y, : tw * _GRID_X]
+    edges = cv2.magnitude(cv2.Sobel(crop, cv2.CV_32F, 1, 0), cv2.Sobel(crop, cv2.CV_32F, 0, 1))
+    return _Features(edges, half, g2.astype(np.float32), sharp, contrast, flatness, colour)
+
+
+def _tile_stats(e: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Zero-mean tiles (grid, pixels) and their norms."""
+    h, w = e.shape
+    t = e.reshape(_GRID_Y, h // _GRID_Y, _GRID_X, w // _GRID_X).transpose(0, 2, 1, 3)
+    t = t.reshape(_GRID_Y * _GRID_X, -1)
+    t = t - t.mean(axis=1, keepdims=True)
+    return t, np.sqrt((t * t).sum(axis=1))
+
+
+def tile_match(e: np.ndarray, ref_tiles: np.ndarray, ref_norms: np.ndarray) -> np.ndarray:
+    """Zero-mean normalized correlation of each tile of ``e`` with the reference's."""
+    t, n = _tile_stats(e)
+    return np.asarray((t * ref_tiles).sum(axis=1) / (n * ref_norms + _EPS))
 
 
 def _ncc(a: np.ndarray, b: np.ndarray) -> float:
-    am, bm = a - a.mean(), b - b.mean()
-    den = float(np.sqrt((am * am).sum() * (bm * bm).sum()))
-    return float((am * bm).sum()) / den if den > 1e-6 else 0.0
-
-
-def _ncc_full(a: np.ndarray, b: np.ndarray) -> float:
-    # Same-size matchTemplate is one zero-mean normalized correlation, in C. It answers
-    # 1.0 for a featureless image, which must count as no correlation (a covered lens).
-    if float(cv2.meanStdDev(a)[1][0, 0]) < 1e-3 or float(cv2.meanStdDev(b)[1][0, 0]) < 1e-3:
+    # Same-size matchTemplate is one zero-mean normalized correlation, in C. A featureless
+    # image answers 1.0 there; it must count as no correlation (a covered lens).
+    if float(cv2.meanStdDev(a)[1][0, 0]) < 0.5 or float(cv2.meanStdDev(b)[1][0, 0]) < 0.5:
         return 0.0
     return float(cv2.matchTemplate(a, b, cv2.TM_CCOEFF_NORMED)[0, 0])
 
 
-def measure(gray: np.ndarray, ref: np.ndarray | None, window: np.ndarray | None,
-            cfg: TamperConfig) -> tuple[TamperMeasures, np.ndarray]:
-    """Measures of ``gray`` against the reference image ``ref`` (smoothed float32).
+class _Reference:
+    """The reference view: running images and scalars, and per-tile usual matches."""
 
-    Returns the measures and this frame's smoothed image (to update the reference).
-    """
-    sm = _smooth(gray)
-    shift, sim = 0.0, 1.0
-    if ref is not None:
-        # Half size is plenty for a shift of several % of the width, and 4x cheaper.
-        # phaseCorrelate multiplies its inputs by the window in place (OpenCV 4.14):
-        # hand it fresh arrays, or the reference fades a little more every frame.
-        (dx, dy), _ = cv2.phaseCorrelate(cv2.pyrDown(ref), cv2.pyrDown(sm), window)
-        shift = 2 * float((dx * dx + dy * dy) ** 0.5) / gray.shape[1]
-        # Edges of the smoothed images: a few pixels of misalignment (a small turn of
-        # the camera) decorrelate edges far more than lighting, blur or passing traffic.
-        # Clipped pixels (strong light, auto exposure) lose their edges: leave them out.
-        er, es = _edges(ref), _edges(sm)
-        clipped = gray >= 245
-        if not clipped.any():
-            sim = _ncc_full(er, es)
-        else:
-            keep = cv2.erode((~clipped).astype(np.uint8), _K5).astype(bool)
-            sim = _ncc(er[keep], es[keep]) if keep.mean() > 0.3 else 0.0
-    flat_max = cfg.covered_std_max * max(float(gray.mean()), 16.0) / 128.0
-    return TamperMeasures(_flat_share(gray, flat_max), _sharpness(gray), shift, sim), sm
+    def __init__(self, f: _Features) -> None:
+        self.edges = f.edges.copy()
+        self.half = f.half.copy()
+        self.quarter = f.quarter.copy()
+        self.sharp = list(f.sharp)
+        self.contrast = f.contrast
+        self.flatness = f.flatness
+        self.colour = f.colour
+        self.usual: np.ndarray | None = None  # per-tile usual correlation
+        self.n = 1
+        self._tiles: tuple[np.ndarray, np.ndarray] | None = None
+
+    def tiles(self) -> tuple[np.ndarray, np.ndarray]:
+        if self._tiles is None:
+            self._tiles = _tile_stats(self.edges)
+        return self._tiles
+
+    def follow(self, f: _Features, rate: float) -> None:
+        """Move toward ``f`` by ``rate`` (0..1)."""
+        cv2.accumulateWeighted(f.edges, self.edges, rate)
+        cv2.accumulateWeighted(f.half, self.half, rate)
+        cv2.accumulateWeighted(f.quarter, self.quarter, rate)
+        self.sharp = [s + (x - s) * rate for s, x in zip(self.sharp, f.sharp, strict=True)]
+        self.contrast += (f.contrast - self.contrast) * rate
+        self.flatness += (f.flatness - self.flatness) * rate
+        self.colour += (f.colour - self.colour) * rate
+        self._tiles = None
 
 
 class TamperDetector:
@@ -133,80 +187,149 @@ class TamperDetector:
         self.reset()
 
     def reset(self) -> None:
-        """Forget the reference: the next ``reference_frames`` frames warm it up again."""
+        """Forget the reference: the next ``warmup_s`` of frames build it again."""
         self.frames = 0
-        self._ref: np.ndarray | None = None
-        self._ref_flat = 0.0
-        self._ref_sharp = 0.0
-        self._ref_sim: float | None = None
+        self._ref: _Reference | None = None
+        self._shape: tuple[int, ...] | None = None
+        self._first_ts: float | None = None
+        self._last_ts: float | None = None
+        self._ready = False
         self._window: np.ndarray | None = None
-        self.state = {k: False for k in _KINDS}
-        self._pos = dict.fromkeys(_KINDS, 0)
-        self._neg = dict.fromkeys(_KINDS, 0)
+        self.state = dict.fromkeys(_KINDS, False)
+        self._since: dict[str, float | None] = dict.fromkeys(_KINDS, None)
+        self._clear_since: dict[str, float | None] = dict.fromkeys(_KINDS, None)
+        self._frozen_since: float | None = None
+        self._corr: np.ndarray | None = None
         self.last: TamperMeasures | None = None
 
     @property
     def ready(self) -> bool:
         """True once the reference is built (warm-up over)."""
-        return self.frames >= self.cfg.reference_frames
+        return self._ready
 
-    def detect(self, gray: np.ndarray, ts: float) -> TamperState:
-        """Update with one gray frame (already ``cfg.width`` wide) and return the state."""
+    # -- measures ---------------------------------------------------------------------
+
+    def _measure(self, f: _Features, ref: _Reference) -> TamperMeasures:
+        rt, rn = ref.tiles()
+        corr = self._corr = tile_match(f.edges, rt, rn)
+        usual = ref.usual if ref.usual is not None else np.full_like(corr, 0.8)
+        # Tiles without texture in the reference, or busy ones that never match well,
+        # say nothing about the camera.
+        scored = (rn > 1e-3 * max(float(rn.max()), _EPS)) & (usual >= 0.3)
+        if not scored.any():
+            scored = np.ones_like(scored)
+        lost_t = corr < self.cfg.lost_match * usual
+        lost = float(np.count_nonzero(lost_t & scored)) / float(np.count_nonzero(scored))
+        fine, mid, coarse_s = (x / max(r, _EPS) for x, r in zip(f.sharp, ref.sharp, strict=True))
+        coarse = _ncc(f.quarter, ref.quarter)
+        colour = 1.0 if f.colour < 0 or ref.colour <= 0.02 else f.colour / ref.colour
+        contrast = f.flatness / max(ref.flatness, _EPS)
+        shift, aligned = 0.0, 0.0
+        if lost >= self._unmatched_at():
+            if self._window is None or self._window.shape != f.half.shape:
+                self._window = cv2.createHanningWindow((f.half.shape[1], f.half.shape[0]),
+                                                       cv2.CV_32F)
+            # phaseCorrelate multiplies its inputs by the window in place: hand it copies.
+            (dx, dy), _ = cv2.phaseCorrelate(ref.half.copy(), f.half.copy(), self._window)
+            shift = math.hypot(dx, dy) / f.half.shape[1]
+            if shift > 0.5 * self.cfg.moved_min_shift:
+                aligned = self._aligned(f, ref, dx, dy)
+        return TamperMeasures(lost, fine, mid, coarse_s, coarse, colour, contrast, shift,
+                              aligned)
+
+    @staticmethod
+    def _aligned(f: _Features, ref: _Reference, dx: float, dy: float) -> float:
+        """Edge correlation over the overlap once the shift is undone."""
+        h, w = f.edges.shape
+        ix, iy = round(dx), round(dy)
+        if abs(ix) >= w // 2 or abs(iy) >= h // 2:
+            return 0.0
+        cur = f.edges[max(0, iy): h + min(0, iy), max(0, ix): w + min(0, ix)]
+        old = ref.edges[max(0, -iy): h + min(0, -iy), max(0, -ix): w + min(0, -ix)]
+        return _ncc(cur, old)
+
+    def _unmatched_at(self) -> float:
+        # Hysteresis: a view already found unmatched (pending or raised) stays so until
+        # most of it matches again; a zoom keeps its centre tiles near the threshold.
+        busy = any(self.state[k] or self._since[k] is not None for k in ("covered", "moved"))
+        return self.cfg.covered_area * (0.65 if busy else 1.0)
+
+    def _conditions(self, m: TamperMeasures) -> dict[str, bool]:
         cfg = self.cfg
-        if self._ref is not None and self._ref.shape != gray.shape:
-            self.reset()
-        if self._window is None:
-            half = cv2.pyrDown(gray)
-            self._window = cv2.createHanningWindow((half.shape[1], half.shape[0]), cv2.CV_32F)
-        ready = self.ready
-        m, sm = measure(gray, self._ref if ready else None, self._window, cfg)
-        self.last = m
-        self.frames += 1
-        if not ready:
-            # Warm-up: the reference is the running mean of the first frames.
-            n = self.frames
-            if self._ref is None:
-                self._ref = sm
-            else:
-                cv2.accumulateWeighted(sm, self._ref, 1.0 / n)
-            self._ref_flat += (m.flat - self._ref_flat) / n
-            self._ref_sharp += (m.sharpness - self._ref_sharp) / n
-            return TamperState(ready=False)
+        unmatched = m.lost >= self._unmatched_at()
+        # Translucent cover (cloth, plastic, spray): the scene still shows through and
+        # matches, but flattened (contrast over brightness) and pulled to one colour or
+        # overlaid with a texture of its own. Lighting, dusk and IR keep the contrast.
+        foreign_texture = not (0.5 <= m.fine <= 2.0) or not (0.5 <= m.mid <= 2.0)
+        translucent = m.contrast < 0.4 and (m.colour < 0.45 or foreign_texture)
+        defocused = (m.fine < cfg.defocus_ratio and m.mid < (1 + cfg.defocus_ratio) / 2
+                     and m.coarse >= 0.6 and m.colour >= 0.45 and m.contrast >= 0.4)
+        shifted = m.shift >= cfg.moved_min_shift and m.aligned >= 0.5
+        foreign = m.colour < 0.45 or m.mid < 0.5 or m.contrast < 0.3 or foreign_texture
+        covered = ((unmatched and not shifted and foreign) or translucent) and not defocused
+        moved = unmatched and not covered and not defocused
+        return {"covered": covered, "defocused": defocused, "moved": moved}
 
-        covered = (m.flat >= cfg.covered_area and m.flat - self._ref_flat >= 0.25
-                   and m.similarity < cfg.covered_max_similarity)
-        # A covered lens is also blurry and unaligned: report only 'covered' then.
-        defocused = (not covered) and m.sharpness < cfg.defocus_ratio * self._ref_sharp
-        if self._ref_sim is None:
-            self._ref_sim = m.similarity
-        # Blur weakens edges too; a defocused view is reported as that, not as moved.
-        moved = (not covered) and (
-            m.shift > cfg.moved_min_shift
-            or (not defocused and m.similarity < cfg.moved_similarity_ratio * self._ref_sim)
-        )
+    @staticmethod
+    def _abnormal(m: TamperMeasures) -> bool:
+        """Anything far from the reference: the reference stops following it."""
+        return (m.lost > _WATCH_LOST or not (_WATCH_FINE <= m.fine <= 1 / _WATCH_FINE)
+                or not (_WATCH_FINE <= m.mid <= 1 / _WATCH_FINE) or m.colour < 0.7
+                or not (0.6 <= m.contrast <= 1.7))
+
+    # -- the state machine ---------------------------------------------------------------
+
+    def detect(self, image: np.ndarray, ts: float) -> TamperState:
+        """Update with one frame taken at ``ts`` (seconds, non-decreasing) and return the
+        state. ``image`` is BGR (colour is measured) or gray, ``cfg.width`` wide."""
+        cfg = self.cfg
+        if self._shape is not None and self._shape != image.shape:
+            self.reset()
+        self._shape = image.shape
+        f = features(image)
+        self.frames += 1
+        dt = 0.0 if self._last_ts is None else max(0.0, ts - self._last_ts)
+        self._last_ts = ts
+        if self._first_ts is None:
+            self._first_ts = ts
+        if not self._ready:
+            # Warm-up: the reference is the running mean of the first frames.
+            if self._ref is None:
+                self._ref = _Reference(f)
+            else:
+                self._ref.n += 1
+                self._ref.follow(f, 1.0 / self._ref.n)
+            if ts - self._first_ts >= cfg.warmup_s and self._ref.n >= 2:
+                self._ready = True
+                self._ref.usual = tile_match(f.edges, *self._ref.tiles())
+            return TamperState(ready=False)
+        ref = self._ref
+        assert ref is not None
+        m = self._measure(f, ref)
+        self.last = m
+        now = self._conditions(m)
         changed = []
-        for kind, now in (("covered", covered), ("defocused", defocused), ("moved", moved)):
-            if now:
-                self._pos[kind] += 1
-                self._neg[kind] = 0
-                need = cfg.moved_confirm_frames if kind == "moved" else cfg.confirm_frames
-                if not self.state[kind] and self._pos[kind] >= need:
+        for kind in _KINDS:
+            if now[kind]:
+                self._clear_since[kind] = None
+                if self._since[kind] is None:
+                    self._since[kind] = ts
+                need = cfg.moved_confirm_s if kind == "moved" else cfg.confirm_s
+                since = self._since[kind]
+                if not self.state[kind] and since is not None and ts - since >= need:
                     self.state[kind] = True
                     changed.append(TamperEvent(kind, True, ts, _value(kind, m)))
             else:
-                self._neg[kind] += 1
-                self._pos[kind] = 0
-                if self.state[kind] and self._neg[kind] >= cfg.clear_frames:
-                    self.state[kind] = False
-                    changed.append(TamperEvent(kind, False, ts, _value(kind, m)))
-        quiet = not any(self.state.values()) and not any(self._pos.values())
-        if quiet and cfg.reference_rate > 0 and self._ref is not None:
-            r = cfg.reference_rate
-            cv2.accumulateWeighted(sm, self._ref, r)
-            self._ref_flat += (m.flat - self._ref_flat) * r
-            self._ref_sharp += (m.sharpness - self._ref_sharp) * r
-            # The usual similarity follows faster: it only sets the scale of 'moved'.
-            self._ref_sim += (m.similarity - self._ref_sim) * min(1.0, 5 * r)
+                self._since[kind] = None
+                if self.state[kind]:
+                    if self._clear_since[kind] is None:
+                        self._clear_since[kind] = ts
+                    since = self._clear_since[kind]
+                    if since is not None and ts - since >= cfg.clear_s:
+                        self.state[kind] = False
+                        self._clear_since[kind] = None
+                        changed.append(TamperEvent(kind, False, ts, _value(kind, m)))
+        self._update_reference(f, m, now, ts, dt)
         return TamperState(
             covered=self.state["covered"],
             defocused=self.state["defocused"],
@@ -215,10 +338,36 @@ class TamperDetector:
             ready=True,
         )
 
+    def _update_reference(self, f: _Features, m: TamperMeasures, now: dict[str, bool],
+                          ts: float, dt: float) -> None:
+        cfg = self.cfg
+        ref = self._ref
+        assert ref is not None
+        raised = any(self.state.values())
+        watch = any(now.values()) or self._abnormal(m)
+        if raised or watch:
+            if self._frozen_since is None:
+                self._frozen_since = ts
+            if not raised and ts - self._frozen_since >= cfg.relearn_after_s:
+                # A lasting change that is no tamper: it becomes the reference.
+                usual = ref.usual
+                self._ref = _Reference(f)
+                self._ref.usual = usual
+                self._frozen_since = None
+            return
+        self._frozen_since = None
+        tau = cfg.reference_time_constant_s
+        if tau <= 0 or dt <= 0:
+            return
+        rate = 1.0 - math.exp(-dt / tau)
+        ref.follow(f, rate)
+        # The usual correlation of each tile follows faster: it only sets the scale.
+        assert ref.usual is not None and self._corr is not None
+        ref.usual += (self._corr - ref.usual) * min(1.0, 5 * rate)
 
 def _value(kind: str, m: TamperMeasures) -> float:
     if kind == "covered":
-        return m.flat
+        return m.lost
     if kind == "defocused":
-        return m.sharpness
-    return max(m.shift, 1.0 - m.similarity)
+        return m.fine
+    return max(m.shift, m.lost)

@@ -110,7 +110,7 @@ def test_cdnet_highway_motion_f1(shared_data: Path) -> None:
         assert frame is not None and frame.shape[1] <= cfg.motion.width
         if scene is None:
             scene = SceneRasters.build(cfg, frame.shape[1], frame.shape[0])
-        out = motion.detect(frame, scene)
+        out = motion.detect(frame, scene, i / 30)  # CDnet highway: 30 fps
         if i < first:
             continue
         gt = cv2.imread(str(d / f"groundtruth/gt{i:06d}.png"), cv2.IMREAD_GRAYSCALE)
