@@ -18,8 +18,10 @@ const NAME_MAX = 80;
  */
 export function activeAlerts(items, states, v2) {
   const out = [];
+  const seen = new Set();
   for (const item of items || []) {
-    if (!item || typeof item !== "object") continue;
+    if (!item || typeof item !== "object" || seen.has(String(item.id))) continue;
+    seen.add(String(item.id)); // one row per alert id: the first listing wins
     const state = (v2 && states.get(String(item.id))) || null;
     const cleared = item.state === "cleared";
     const acked = Boolean(state?.acked_by);

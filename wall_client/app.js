@@ -48,6 +48,7 @@ const wall = {
   alertStates: new Map(), // alert id -> state (protocol 2)
   preset: null,
   presets: [],
+  overlays: {},           // camera tile id -> {zones, lines} (protocol 2 snapshot)
   clockOffset: 0,
   act: (msg) => request({ type: "action", ...msg }, ACTION_LABEL[msg.action] || msg.action),
 };
@@ -63,6 +64,7 @@ const focus = new FocusLayer({
     return detailViewFor(p?.view, state.held.get(id)?.header?.kind, id);
   },
   placement: (id) => state.tiles.get(id)?.placement ?? null,
+  alertTile: () => [...state.tiles.values()].find((e) => e.view?.refresh)?.node ?? null,
   data: (id) => state.held.get(id) ?? null,
   alert: (id) => {
     for (const e of state.tiles.values()) {
@@ -233,17 +235,33 @@ function presetNames(list) {
 
 function setPreset(name, by) {
   wall.preset = name || null;
+  wall.presetBy = by || null;
   presetBadge.hidden = !wall.preset;
-  presetBadge.textContent = wall.preset ? `preset: ${wall.preset}` : "";
-  presetBadge.title = by ? `switched by ${by}` : "";
   presetBadge.dataset.preset = wall.preset || "";
   presetBadge.dataset.by = by || "";
-  if (wall.preset && !wall.presets.includes(wall.preset)) wall.presets = [...wall.presets, wall.preset];
+  const label = document.createElement("span");
+  label.textContent = wall.preset ? `preset ${wall.preset}` : "";
+  const who = document.createElement("span");
+  who.className = "preset-by";
+  // "rule:floods" -> "by rule floods", "operator:alice" -> "by alice"
+  who.textContent = by ? `by ${by.startsWith("operator:") ? by.slice(9) : by.replace(":", " ")}` : "";
+  presetBadge.replaceChildren(label, who);
+  if (wall.preset && wall.preset !== "default" && !wall.presets.includes(wall.preset)) {
+    wall.presets = [...wall.presets, wall.preset];
+  }
   fillPresetSelect();
 }
 
+/** The switcher's value for what the screen shows: a preset, the pinned default, or rules. */
+function presetChoice() {
+  if (wall.preset) return wall.preset;
+  return wall.presetBy?.startsWith("operator:") ? "default" : "";
+}
+
 function fillPresetSelect() {
-  const opts = [["", "preset: by rule / default"], ...wall.presets.map((n) => [n, `preset: ${n}`])];
+  // "" drops the operator's choice (rules decide); "default" pins the default layout.
+  const opts = [["", "layout: by rule"], ["default", "layout: default (pinned)"],
+    ...wall.presets.filter((n) => n !== "default").map((n) => [n, `preset: ${n}`])];
   const current = [...presetSelect.options].map((o) => o.value).join("\n");
   if (current !== opts.map((o) => o[0]).join("\n")) {
     presetSelect.replaceChildren(...opts.map(([v, t]) => {
@@ -253,13 +271,13 @@ function fillPresetSelect() {
       return o;
     }));
   }
-  presetSelect.value = wall.preset || "";
+  presetSelect.value = presetChoice();
 }
 
 presetSelect.addEventListener("change", () => {
   const name = presetSelect.value || null;
   request({ type: "preset", preset: name }, "Preset").then((r) => {
-    if (!r.ok) presetSelect.value = wall.preset || ""; // the screen did not switch
+    if (!r.ok) presetSelect.value = presetChoice(); // the screen did not switch
   });
 });
 
@@ -290,13 +308,14 @@ function onSnapshot(msg) {
   document.body.dataset.protocol = String(wall.protocol);
   setRole(msg.role, msg.operator);
   if (Array.isArray(msg.presets)) wall.presets = presetNames(msg.presets);
+  if (msg.overlays && typeof msg.overlays === "object") wall.overlays = msg.overlays;
   if (msg.full || !state.layout || state.layout.hash !== msg.layout.hash) {
     buildGrid(msg.layout, { keep: !msg.full });
   }
   for (const id of msg.removed || []) clearTile(id);
   for (const h of msg.tiles) applyTile(h);
   wall.alertStates = new Map(Object.entries(msg.alert_states || {}));
-  setPreset(msg.preset ?? null, null);
+  setPreset(msg.preset ?? null, msg.preset_by ?? null);
   refreshAlerts();
   focus.setPopups(wall.protocol >= 2 ? msg.popups : []);
   tick();
@@ -344,5 +363,6 @@ if (!token) {
   conn.start();
 }
 setRole("viewer", null);
+window.addEventListener("resize", () => focus.fitPopups());
 tick();
 setInterval(tick, 1000);

@@ -133,6 +133,7 @@ export class WallConnection {
 
   _onResult(msg) {
     this.stats.results[msg.ok ? "ok" : "error"]++;
+    this.stats.lastResult = msg;
     const p = this.pending.get(msg.id);
     if (!p) return; // answered after its timeout, or not ours
     this.pending.delete(msg.id);

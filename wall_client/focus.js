@@ -39,6 +39,7 @@ class FocusPanel {
     if (!header) return;
     if (this.version === null || header.version > this.version) {
       this.version = header.version;
+      if (!this.entry.placement.title && header.payload?.label) this.title.textContent = header.payload.label;
       this.view.update(header.payload || {});
       this.node.classList.remove("waiting");
     }
@@ -55,7 +56,8 @@ export class FocusLayer {
   /**
    * @param {object} o popups, drill (container elements), viewFor(tileId) -> View class,
    *   placement(tileId), data(tileId) -> {header, image} held for the tile, alert(id) ->
-   *   the alert's payload item or null, wall (role, protocol, alertStates, act, clockOffset).
+   *   the alert's payload item or null, alertTile() -> the grid's alert list tile element
+   *   or null, wall (role, protocol, alertStates, act, clockOffset).
    */
   constructor(o) {
     this.o = o;
@@ -109,6 +111,23 @@ export class FocusLayer {
     c.replaceChildren(...shown, ...(hidden > 0 ? [this.more] : []));
     c.dataset.count = String(shown.length);
     c.hidden = shown.length === 0;
+    this.fitPopups();
+  }
+
+  /**
+   * Keep the alert list usable while pop-ups are open: when the screen's alert tile sits
+   * in the left or right part of the grid, the pop-ups cover the rest of it only.
+   */
+  fitPopups() {
+    const c = this.o.popups;
+    c.style.left = c.style.right = "";
+    const list = this.o.alertTile?.();
+    if (c.hidden || !list) return;
+    const stage = c.parentElement.getBoundingClientRect();
+    const r = list.getBoundingClientRect();
+    if (r.width > stage.width / 2) return;
+    if (r.left - stage.left >= stage.width / 2 - 1) c.style.right = `${stage.right - r.left}px`;
+    else if (r.right - stage.left <= stage.width / 2 + 1) c.style.left = `${r.right - stage.left}px`;
   }
 
   _caption(id) {
@@ -190,5 +209,6 @@ export class FocusLayer {
   /** The grid was rebuilt (a preset): panels keep their own views; refill them. */
   relayout() {
     for (const p of this.popups.values()) this.tileChanged(p.panel.tileId);
+    this.fitPopups();
   }
 }

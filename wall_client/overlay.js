@@ -4,8 +4,10 @@
 // Geometry is normalized (0..1, x right, y down), as vision/config.py defines zones
 // (`{name, polygon: [[x, y], ...]}`) and lines (`{name, a: [x, y], b: [x, y], direction}`).
 // It is read from the camera tile's payload (`zones`/`lines`, or `overlay.zones`/
-// `overlay.lines`), else from the tile's placement in the layout (`overlay`). Counts come
-// from the payload's `counts` ("people:<zone>", "<line>:in", "<line>:out").
+// `overlay.lines`), else from the snapshot's `overlays` (protocol 2: per camera tile, from
+// the cameras' analytics settings), else from the tile's placement (`overlay`). Counts
+// come from the payload's `counts` ("people:<zone>", "<line>:in", "<line>:out"), the
+// tamper state from its `tamper` when the producer reports one.
 
 const SVG = "http://www.w3.org/2000/svg";
 const MAX_SHAPES = 64;
@@ -27,9 +29,9 @@ function isPoint(p) {
   return Array.isArray(p) && p.length >= 2 && Number.isFinite(p[0]) && Number.isFinite(p[1]);
 }
 
-/** Zones and lines of a camera tile, from its payload or else its placement; bad shapes dropped. */
-export function overlayGeometry(payload, placement) {
-  const src = [payload, payload?.overlay, placement?.overlay].find(
+/** Zones and lines of a camera tile (payload, else `extra`, else placement); bad shapes dropped. */
+export function overlayGeometry(payload, placement, extra) {
+  const src = [payload, payload?.overlay, extra, placement?.overlay].find(
     (o) => o && (Array.isArray(o.zones) || Array.isArray(o.lines))) || {};
   const zones = (Array.isArray(src.zones) ? src.zones : []).slice(0, MAX_SHAPES)
     .map((z) => ({ name: String(z?.name ?? ""), points: (z?.polygon || z?.points || []).filter(isPoint) }))
@@ -62,12 +64,12 @@ export class AnalyticsOverlay {
     facts.append(this.tamper, this.table);
   }
 
-  update(p, placement) {
+  update(p, placement, extra) {
     const w = Number(p.width) > 0 ? Number(p.width) : 640;
     const h = Number(p.height) > 0 ? Number(p.height) : 360;
     this.svg.setAttribute("viewBox", `0 0 ${w} ${h}`);
     const counts = p.counts || {};
-    const { zones, lines } = overlayGeometry(p, placement);
+    const { zones, lines } = overlayGeometry(p, placement, extra);
     const font = h * 0.05;
     const shapes = [];
     for (const z of zones) {

@@ -160,9 +160,10 @@ class CameraView {
 
 /** A camera enlarged (drill-in, pop-up): the whole image with its analytics drawn over it. */
 export class CameraDetailView extends CameraView {
-  constructor(body, tile) {
+  constructor(body, tile, wall) {
     super(body);
     this.tile = tile;
+    this.wall = wall;
     const facts = el("aside", "cam-facts");
     body.append(facts);
     this.analytics = new AnalyticsOverlay(this.stageEl, facts);
@@ -177,7 +178,8 @@ export class CameraDetailView extends CameraView {
 
   update(p) {
     super.update(p);
-    this.analytics.update(p, this.tile?.placement);
+    const id = this.tile?.placement?.tile;
+    this.analytics.update(p, this.tile?.placement, id ? this.wall?.overlays?.[id] : undefined);
   }
 }
 
