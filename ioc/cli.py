@@ -177,8 +177,10 @@ def db_status(c: Ctx) -> None:
 @main.command()
 @click.option("--agents", default="", help="Comma-separated agent names (default: all).")
 @click.option("--loglevel", default=None, help="Faust log level (default: streams.log_level).")
+@click.option("--metrics-port", default=None, type=click.IntRange(0, 65535), metavar="N",
+              help="Serve /metrics on this port (default: metrics.worker, 9401; 0: any free).")
 @pass_ctx
-def worker(c: Ctx, agents: str, loglevel: str | None) -> None:
+def worker(c: Ctx, agents: str, loglevel: str | None, metrics_port: int | None) -> None:
     """Run the stream worker: Faust agents (probe, vision, camera_health) and batch stages
     (validate, aggregate, kpis, rules, tiles). Scale out by starting more: each agent and
     stage group shares its partitions among the workers.
@@ -192,7 +194,7 @@ def worker(c: Ctx, agents: str, loglevel: str | None) -> None:
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from exc
     sys.argv = [sys.argv[0]]  # faust's Worker reads argv; give it none of ours
-    run_worker(c.settings, chosen, loglevel=loglevel)
+    run_worker(c.settings, chosen, loglevel=loglevel, metrics_port=metrics_port)
 
 
 @main.command()

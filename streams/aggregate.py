@@ -163,7 +163,7 @@ def _register(app: faust.App, settings: Settings) -> None:
     host_stage(app, settings, Stage(
         "aggregate", [events], process, tables=[table], tick=send_due, on_revoked=on_revoked,
         tick_every_s=max(0.02, cfg.update_interval_s / 4), batch_max=cfg.batch_max,
-        within_s=cfg.batch_within_s))
+        within_s=cfg.batch_within_s, counters={"aggregate": m, "throttle": throttle}))
 
 
 AGGREGATE = AgentSpec("aggregate", _register,

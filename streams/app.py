@@ -76,9 +76,22 @@ def create_app(settings: Settings, agents: Sequence[AgentSpec] | None = None) ->
     return app
 
 
-def run_worker(settings: Settings, agents: Sequence[AgentSpec] | None = None, *, loglevel: str | None = None) -> None:
-    """Run a Faust worker in this process until SIGTERM/SIGINT."""
+def run_worker(settings: Settings, agents: Sequence[AgentSpec] | None = None, *,
+               loglevel: str | None = None, metrics_port: int | None = None) -> None:
+    """Run a Faust worker in this process until SIGTERM/SIGINT, with its /metrics
+    (``metrics.worker``, or ``metrics_port``: see ``ioc.metrics.start_metrics``).
+
+    Raises:
+        ConfigError: the metrics port cannot be bound.
+    """
+    from ioc.metrics import ConsumerLag, start_metrics
+    from ioc.metrics.cameras import AnalysisCollector
+    from ioc.metrics.stages import StagesCollector, stage_groups
+
     app = create_app(settings, agents)
+    start_metrics(settings, "worker", [
+        StagesCollector(app), AnalysisCollector(app, [c.id for c in settings.cameras.cameras]),
+        ConsumerLag(settings, lambda: stage_groups(app))], port=metrics_port)
     worker = faust.Worker(app, loglevel=(loglevel or settings.streams.log_level).lower(), quiet=True)
     # Faust's terminal spinner sets the root logger to DEBUG (so every library builds a
     # record for every debug call: ~5-8% of a busy worker's CPU) and writes escape codes.

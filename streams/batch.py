@@ -491,6 +491,9 @@ class Stage:
     within_s: float = 0.01
     commit_every_s: float = 0.2
     metrics: StageMetrics = field(default_factory=StageMetrics)
+    # named counter objects of the stage's own (``RouteCounts``, ``AggregateMetrics``, an
+    # ``UpdateThrottle``...), read at scrape time by ``ioc.metrics.stages``
+    counters: dict[str, Any] = field(default_factory=dict)
 
 
 class StageRunner:
@@ -518,6 +521,10 @@ class StageRunner:
         self.careful_s = 30.0
         self.last_failure = -1e9
         self._log_throttle = LogThrottle(10.0)
+        # for /metrics (ioc.metrics.stages): acknowledged dead letters by (dlq.stage,
+        # dlq.reason), and the seconds the last restore of new partitions took
+        self.dead_letters: dict[tuple[bytes, bytes], int] = {}
+        self.restore_s: float | None = None
 
     # -- rebalance callbacks (librdkafka calls them inside consume(), in our thread) --
 
@@ -544,6 +551,7 @@ class StageRunner:
         self._forget(tps)
 
     def assigned(self, tps: set[TopicPartition]) -> None:
+        t0 = time.perf_counter()
         for t in self.stage.tables:
             t.drop(tp.partition for tp in self.owned - tps if tp.topic == t.source)
             new = sorted(tp.partition for tp in tps - self.owned if tp.topic == t.source)
@@ -552,6 +560,8 @@ class StageRunner:
             if n:
                 log.info("stage %s: restored %d record(s) of %s for partitions %s",
                          self.stage.name, n, t.topic, new)
+        if self.stage.tables and tps - self.owned:
+            self.restore_s = time.perf_counter() - t0
         self.owned = set(tps)
         if self.stage.on_assigned is not None:
             self.stage.on_assigned(set(tps))
@@ -614,6 +624,7 @@ class StageRunner:
                 if phases:
                     continue
                 self.stage.metrics.outputs += len(out)
+                self._count_dead_letters(outputs.records)
                 out.records.clear()
                 return
             except (SendFailed, KafkaException) as exc:
@@ -626,6 +637,15 @@ class StageRunner:
                 time.sleep(delay)
                 delay = min(delay * 2, 10.0)
                 self._replace_producer()
+
+    def _count_dead_letters(self, records: list[Any]) -> None:
+        """Count the (acknowledged) records to ``<ns>.dlq`` by (dlq.stage, dlq.reason)."""
+        dlq, counts = self.dlq, self.dead_letters
+        for topic, _key, _value, _part, headers in records:
+            if topic == dlq and headers:
+                h = dict(headers)  # the dlq.* headers come last: they win
+                key = (h.get("dlq.stage", b""), h.get("dlq.reason", b""))
+                counts[key] = counts.get(key, 0) + 1
 
     def checkpoint(self, out: Outbox) -> None:
         """Write the changed states (after ``out``, the outputs), then commit the input.
@@ -972,6 +992,7 @@ def host_stage(app: faust.App, settings: Settings, stage: Stage) -> None:
         for st in stages:
             groups.setdefault(tuple(sorted(st.topics)), []).append(st)
         runners = [StageRunner(settings, app_id, combine(g)) for g in groups.values()]
+        app._ioc_runners = runners  # type: ignore[attr-defined]  # read by ioc.metrics.stages
         await asyncio.gather(*(r.run(app) for r in runners))
 
     app.task(run_stages)

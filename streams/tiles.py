@@ -166,7 +166,7 @@ def _register(app: faust.App, settings: Settings) -> None:
     host_stage(app, settings, Stage(
         "tiles", [rollups, kpis, alerts], process, tables=[kpi_table, alert_table],
         tick=flush, tick_every_s=ts.flush_every_s, on_assigned=on_assigned,
-        batch_max=5000, within_s=min(0.02, ts.flush_every_s)))
+        batch_max=5000, within_s=min(0.02, ts.flush_every_s), counters={"throttle": coalescer}))
 
 
 TILES = AgentSpec("tiles", _register, "rollups/kpis/alerts -> rate-limited wall tiles")

@@ -54,7 +54,7 @@ def _register(app: faust.App, settings: Settings) -> None:
 
     # a raw record may hold up to 1,000 events: fewer records per batch than the others
     host_stage(app, settings, Stage("validate", [topic_name(ns, "events.raw")], process,
-                                    batch_max=500, within_s=0.01))
+                                    batch_max=500, within_s=0.01, counters={"route": counts}))
 
 
 VALIDATE = AgentSpec("validate", _register,

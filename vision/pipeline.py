@@ -28,6 +28,7 @@ import cv2
 import numpy as np
 
 from ioc.errors import InvalidFrame
+from ioc.metrics.hist import Histogram
 
 from .config import AnalyticsConfig
 from .frames import check_frame, decode_jpeg, fit_width
@@ -55,6 +56,7 @@ class AnalyzerStats:
     thumbnails: int = 0
     resets: int = 0
     busy_ms: float = 0.0
+    seconds: Histogram = field(default_factory=Histogram)  # per analysed frame (/metrics)
 
     def as_dict(self) -> dict[str, Any]:
         """Plain-dict copy for logs and metrics."""
@@ -182,6 +184,7 @@ class CameraAnalyzer:
         self._last_ts = ts
         result.elapsed_ms = (time.perf_counter() - t0) * 1000
         self.stats.busy_ms += result.elapsed_ms
+        self.stats.seconds.observe(result.elapsed_ms / 1000)
         self.stats.analyzed += 1
         return result
 

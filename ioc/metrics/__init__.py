@@ -12,10 +12,31 @@ place. ``start_metrics(settings, service, collectors, port=...)`` serves them on
 
 from __future__ import annotations
 
-from ._lag import ConsumerLag
-from ._registry import SERVICES, BuildInfo, histogram_family, service_registry, version
-from ._server import MetricsEndpoint, start_metrics
+from typing import TYPE_CHECKING, Any
+
 from .hist import LATENCY_BUCKETS_S, SIZE_BUCKETS_BYTES, Histogram
+
+if TYPE_CHECKING:
+    from ._lag import ConsumerLag
+    from ._registry import SERVICES, BuildInfo, histogram_family, service_registry, version
+    from ._server import MetricsEndpoint, start_metrics
+
+# Imported on first use: the services' hot modules import ``Histogram`` from here (via
+# ``ioc.metrics.hist``) and need neither prometheus_client nor the settings for it.
+_LAZY = {"ConsumerLag": "_lag", "SERVICES": "_registry", "BuildInfo": "_registry",
+         "histogram_family": "_registry", "service_registry": "_registry",
+         "version": "_registry", "MetricsEndpoint": "_server", "start_metrics": "_server"}
+
+
+def __getattr__(name: str) -> Any:
+    mod = _LAZY.get(name)
+    if mod is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(f"{__name__}.{mod}"), name)
+    globals()[name] = value
+    return value
 
 __all__ = [
     "LATENCY_BUCKETS_S",

@@ -20,12 +20,13 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from ..config import Settings
+if TYPE_CHECKING:
+    from ..config import Settings
 
 __all__ = ["ConsumerLag", "GroupsFn"]
 

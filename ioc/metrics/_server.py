@@ -7,14 +7,16 @@ import logging
 import sys
 import threading
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import start_http_server
 from prometheus_client.registry import Collector
 
-from ..config import Settings
 from ..errors import ConfigError
 from ._registry import SERVICES, service_registry
+
+if TYPE_CHECKING:
+    from ..config import Settings
 
 __all__ = ["MetricsEndpoint", "start_metrics"]
 
