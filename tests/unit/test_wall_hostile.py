@@ -16,13 +16,24 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ioc.config import load_settings
+from ioc.config._wall import WallSettings
 from ioc.tiles import Tile, encode_tile
 from ioc.wall._logs import LogThrottle
 from ioc.wall.auth import TokenSigner
+from ioc.wall.desk import OperatorDesk
 from ioc.wall.exceptions import CloseCode, WallError, WallProtocolError
 from ioc.wall.kafka_source import KafkaTileSource
-from ioc.wall.protocol import encode_message, parse_client_message, parse_hello
+from ioc.wall.protocol import (
+    Rejected,
+    Request,
+    encode_message,
+    parse_client_message,
+    parse_hello,
+    parse_request,
+    result_message,
+)
 from ioc.wall.state import TileStore
+from ioc.wall.workflow import ActionRecord
 from tests.fixtures.hostile import (
     deep_json,
     hostile_bytes,
@@ -74,7 +85,10 @@ def test_client_messages_parse_or_raise_a_protocol_error(raw: str | bytes) -> No
         assert 0 < len(exc.reason.encode()) <= 123  # fits a close frame
         return
     assert isinstance(raw, str)
-    assert msg["type"] in ("hello", "ping", "pong")
+    assert msg["type"] in ("hello", "ping", "pong", "action", "preset")
+    if msg["type"] in ("action", "preset"):
+        assert encode_message(result_message(msg.get("id")))
+        return
     if msg["type"] != "hello":
         # What the server echoes must always encode.
         assert encode_message({"type": "pong", "t": msg.get("t")})
@@ -144,6 +158,76 @@ def test_non_ascii_token_is_refused_not_a_type_error() -> None:
         signer.verify(f"{body}.é", "main")
     assert e.value.code == CloseCode.UNAUTHORIZED
     assert signer.verify(good, "main").screens == ("main",)
+
+
+# -- protocol 2: action/preset requests and hello.protocol ---------------------------------
+
+ACTION = {"type": "action", "id": "r1", "action": "comment", "alert": "a1", "text": "hi",
+          "to": "bob"}
+PRESET = {"type": "preset", "id": 3, "preset": "flood"}
+
+
+def _request_texts() -> st.SearchStrategy[str]:
+    objs = st.one_of(mutated_json_objects(ACTION), mutated_json_objects(PRESET),
+                     st.builds(lambda a, v: {**ACTION, "action": a, "alert": v},
+                               st.sampled_from(["ack", "assign", "comment", "close", "x"]),
+                               hostile_json_values(max_leaves=3)))
+    return objs.filter(_dumpable).map(
+        lambda v: _as_text(orjson.dumps(v, option=orjson.OPT_NON_STR_KEYS)))
+
+
+def _desk() -> OperatorDesk:
+    cfg = WallSettings.model_validate({"secret": "x" * 16, "screens": {"main": {
+        "columns": 1, "rows": 1, "tiles": [{"tile": "alerts:all", "col": 1, "row": 1}],
+        "presets": {"flood": {"columns": 1, "rows": 1,
+                              "tiles": [{"tile": "sensor:r:level", "col": 1, "row": 1}]}}}}})
+    desk = OperatorDesk(cfg)
+    desk.on_alert_tile("alerts:all", {"items": [{"id": "a1", "severity": "critical",
+                                                 "entity": "r", "state": "raised"}]})
+    return desk
+
+
+_DESK = _desk()
+_OPERATOR = TokenSigner(KEY).verify(TokenSigner(KEY).issue(["main"], 600, subject="alice",
+                                                           role="operator"), "main")
+
+
+@settings(max_examples=300, deadline=None)
+@given(_request_texts())
+def test_requests_give_a_request_an_answer_or_a_protocol_error(raw: str) -> None:
+    try:
+        msg = parse_client_message(raw)
+    except WallProtocolError as exc:
+        assert exc.code == CloseCode.PROTOCOL and 0 < len(exc.reason.encode()) <= 123
+        return
+    if msg["type"] not in ("action", "preset"):
+        return
+    out = parse_request(msg)
+    # every answer the server could send encodes, whatever the client sent
+    if isinstance(out, Rejected):
+        assert out.error == "invalid" and len(out.detail) <= 200
+        assert encode_message(out.message())
+        return
+    assert isinstance(out, Request) and encode_message(result_message(out.id))
+    for text in (out.alert, out.to, out.text, out.preset):
+        assert text is None or (isinstance(text, str) and 0 < len(text) <= 500)
+    decided = _DESK.authorise(_OPERATOR, "main", out, now=1.0)
+    if isinstance(decided, Rejected):
+        assert decided.error in ("unknown_alert", "unknown_preset", "invalid")
+        assert encode_message(decided.message())
+    else:  # what would be stored reads back the same
+        assert ActionRecord.from_bytes(decided.to_bytes()) == decided
+
+
+@settings(max_examples=300, deadline=None)
+@given(hostile_json_values(max_leaves=4))
+def test_hello_protocol_is_1_2_or_a_protocol_error(protocol: Any) -> None:
+    try:
+        hello = parse_hello({**HELLO, "protocol": protocol})
+    except WallProtocolError as exc:
+        assert exc.code == CloseCode.PROTOCOL and "hello.protocol" in exc.reason
+        return
+    assert hello.protocol in (1, 2)
 
 
 # -- the tiles topic ---------------------------------------------------------------------
