@@ -31,8 +31,11 @@ def wall() -> None:
 @wall.command("serve")
 @click.option("--host", default=None, help="Bind address (default: wall.host, 127.0.0.1).")
 @click.option("--port", type=int, default=None, help="Port (default: wall.port, 8765; 0: any free).")
+@click.option("--metrics-port", default=None, type=click.IntRange(0, 65535), metavar="N",
+              help="Serve /metrics on this port (default: metrics.wall, 9404; 0: any free).")
 @click.pass_obj
-def serve_cmd(c, host: str | None, port: int | None) -> None:  # type: ignore[no-untyped-def]
+def serve_cmd(c, host: str | None, port: int | None,  # type: ignore[no-untyped-def]
+              metrics_port: int | None) -> None:
     """Serve the wall screens, the browser client and /healthz on one port.
 
     Rebuilds the latest version of every tile from <ns>.wall.tiles, then follows it.
@@ -47,6 +50,9 @@ def serve_cmd(c, host: str | None, port: int | None) -> None:  # type: ignore[no
         s = s.model_copy(update={"wall": w})
 
     async def main() -> None:
+        from ..metrics import start_metrics
+        from ..metrics.wall import WallCollector
+
         server = WallServer(s)
         task = asyncio.current_task()
         loop = asyncio.get_running_loop()
@@ -55,9 +61,12 @@ def serve_cmd(c, host: str | None, port: int | None) -> None:  # type: ignore[no
         await server.start()
         click.echo(f"wall: listening on http://{s.wall.host}:{server.port}/ "
                    f"(screens: {', '.join(s.wall.screens)}; namespace {s.namespace})", err=True)
+        endpoint = start_metrics(s, "wall", [WallCollector(server)], port=metrics_port)
         try:
             await server.serve_forever_started()
         finally:
+            if endpoint is not None:
+                endpoint.close()
             await server.stop()
 
     from ..kafka.clients import quiet_kafka_client_logs

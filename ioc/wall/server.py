@@ -37,6 +37,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from ..config import Settings
+from ..metrics.hist import SIZE_BUCKETS_BYTES, Histogram
 from ._logs import LogThrottle
 from .action_log import ActionLog, KafkaActionLog, MemoryActionLog
 from .auth import TokenClaims, TokenSigner, load_or_create_secret
@@ -148,6 +149,11 @@ class WallServer:
         self.clients: set[ClientConn] = set()
         self.counters: Counter[str] = Counter()
         self.closed_drops = 0
+        # for /metrics (ioc.metrics.wall): deliveries and drops of closed clients by
+        # screen, seconds of each fan-out, bytes of each snapshot
+        self.closed_by_screen: Counter[tuple[str, str]] = Counter()
+        self.fanout_seconds = Histogram()
+        self.snapshot_bytes = Histogram(SIZE_BUCKETS_BYTES)
         self._kafka = kafka
         self._source_task: asyncio.Task[None] | None = None
         self._tasks: list[asyncio.Task[Any]] = []
@@ -428,6 +434,7 @@ class WallServer:
                               now=time.time(), heartbeat_s=cfg.heartbeat_s,
                               v2=self._v2_snapshot(client, view) if v2 else None)
         self.counters["snapshots_full" if snap.full else "snapshots_resume"] += 1
+        self.snapshot_bytes.observe(len(snap.message) + sum(len(f) for f in snap.frames))
         log.info("wall: %s connected to %s (%s, %d tiles)", ws.remote_address, hello.screen,
                  "full snapshot" if snap.full else "resumed", snap.tile_count)
         sender: asyncio.Task[None] | None = None
@@ -449,6 +456,8 @@ class WallServer:
                 sender.cancel()
             self.clients.discard(client)
             self.closed_drops += client.queue.drops
+            self.closed_by_screen[client.screen, "delivered"] += client.queue.delivered
+            self.closed_by_screen[client.screen, "drops"] += client.queue.drops
             self.counters["delivered"] += client.queue.delivered
             self.counters["disconnects"] += 1
             if client.queue.drops:
@@ -485,6 +494,7 @@ class WallServer:
             for c in group:
                 c.offer(None, tile_id)
             return
+        t0 = time.perf_counter()
         ready = []
         item = (enc.text, enc.frame)
         for c in group:
@@ -501,6 +511,7 @@ class WallServer:
             for c in ready:
                 c.queue.delivered += 1
                 c.bytes_sent += size
+        self.fanout_seconds.observe(time.perf_counter() - t0)
 
     async def _send(self, client: ClientConn, data: bytes, *, text: bool) -> None:
         client.blocked_since = time.monotonic()
