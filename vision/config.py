@@ -182,12 +182,19 @@ class DnnPeopleConfig(Section):
 class PeopleConfig(Section):
     """People detection and counting per zone."""
 
+    renamed_keys = {
+        "every_n_frames": ("interval_s", "seconds between detections, not frames"),
+    }
+
     enabled: bool = Field(
         False, description="run the people detector (costly: tens of ms per run, see docs)"
     )
     detector: Literal["hog", "dnn"] = Field("hog", description="which detector")
-    every_n_frames: int = Field(
-        5, ge=1, le=1000, description="detect on every n-th frame; counts are held in between"
+    interval_s: float = Field(
+        1.0,
+        ge=0,
+        le=3600,
+        description="seconds between detections (0: every frame); counts are held in between",
     )
     hog: HogPeopleConfig = Field(default_factory=HogPeopleConfig)
     dnn: DnnPeopleConfig | None = Field(None, description="required when detector is 'dnn'")
@@ -200,23 +207,67 @@ class PeopleConfig(Section):
 
 
 class TrackingConfig(Section):
-    """Centroid tracking of moving blobs (vehicles) for line counting."""
+    """Kalman-predicted blob tracking (vehicles, people) and counting across lines.
+
+    Speeds and times are in frame sizes per second and in seconds of frame timestamps,
+    so one setting tracks the same at 2 and at 30 fps.
+    """
+
+    renamed_keys = {
+        "max_distance": ("max_speed", "a speed in frame widths per second replaces the "
+                         "per-frame jump (tracks are now predicted, see docs/vision.md)"),
+        "max_missed": ("max_missed_s", "seconds a track survives unseen, not frames"),
+        "min_hits": ("min_age_s", "seconds a track must be seen before it counts, not frames"),
+    }
 
     enabled: bool = Field(True, description="track blobs and count line crossings")
     min_area: float = Field(
         0.0015, gt=0, le=0.5, description="smallest blob, as a fraction of the frame area"
     )
-    max_distance: float = Field(
-        0.08, gt=0, le=1, description="largest centroid jump between frames (fraction of width)"
+    min_fill: float = Field(
+        0.4,
+        ge=0,
+        le=1,
+        description="share of a blob's box that must be foreground (speckle from leaves "
+        "or shimmer spreads thin; a vehicle or a person fills its box)",
     )
-    max_missed: int = Field(5, ge=0, le=100, description="frames a track survives unseen")
-    min_hits: int = Field(2, ge=1, le=50, description="frames seen before a track may count")
+    max_speed: float = Field(
+        1.0,
+        gt=0,
+        le=20,
+        description="fastest object, in frame widths (heights, vertically) per second: the "
+        "search radius of a new track before its velocity is known",
+    )
+    max_accel: float = Field(
+        0.3,
+        gt=0,
+        le=50,
+        description="how fast an object may change speed (frame sizes per second squared): "
+        "how much a known track's search region grows with time",
+    )
+    max_missed_s: float = Field(
+        1.0, ge=0, le=60, description="seconds a track survives unseen (coasting on its velocity)"
+    )
+    min_age_s: float = Field(
+        0.2,
+        ge=0,
+        le=60,
+        description="seconds between a track's first and latest sighting before it may "
+        "count (and at least two sightings); a crossing made earlier counts then",
+    )
     hysteresis: float = Field(
         0.01,
         ge=0,
         le=0.2,
         description="distance from the line (fraction of width) inside which a centroid "
         "keeps its previous side; an object lingering on the line is counted once",
+    )
+    scene_change_ratio: float = Field(
+        0.3,
+        gt=0,
+        le=1,
+        description="when the moving share of the frame grows by this much from one frame "
+        "to the next (a cut, a camera moved), tracks are reset instead of counted",
     )
     max_tracks: int = Field(64, ge=1, le=1000, description="bound on live tracks; extra dropped")
 

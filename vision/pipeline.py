@@ -97,6 +97,8 @@ class CameraAnalyzer:
         self._seq = 0
         self._people_last: PeopleResult | None = None
         self._people_age = 0
+        self._people_ts = -math.inf  # timestamp of the last people detection
+        self._motion_ratio = 0.0  # moving share of the previous frame (scene changes)
         # Largest width any stage looks at: JPEGs are decoded reduced down toward it.
         need = [cfg.motion.width if cfg.motion.enabled else 0,
                 cfg.tamper.width if cfg.tamper.enabled else 0,
@@ -213,8 +215,16 @@ class CameraAnalyzer:
             warming |= mo.warming_up
             res.motion = MotionResult(mo.ratio, mo.zones, mo.active)
             if self.tracker is not None and self.counter is not None:
-                blobs = find_blobs(mo.mask, cfg.tracking.min_area)
-                seen = self.tracker.update(blobs)
+                jump = mo.ratio - self._motion_ratio
+                self._motion_ratio = mo.ratio
+                if mo.relearned or jump >= cfg.tracking.scene_change_ratio:
+                    # A cut or a moved camera: new blobs everywhere at once. Counting
+                    # them against the old tracks would make crossings out of nothing.
+                    self.tracker.reset()
+                    seen = []
+                else:
+                    blobs = find_blobs(mo.mask, cfg.tracking.min_area, cfg.tracking.min_fill)
+                    seen = self.tracker.update(blobs, ts)
                 res.crossings = self.counter.update(seen)
                 res.counts = {k: LineCount(v.in_, v.out) for k, v in self.counter.totals.items()}
                 res.tracks = len(self.tracker.tracks)
@@ -223,11 +233,14 @@ class CameraAnalyzer:
             # BGR: the tamper detector also measures colour (a cloth or spray flattens it).
             res.tamper = self.tamper.detect(fit_width(small, cfg.tamper.width), ts)
             warming |= not res.tamper.ready
+            if self.tracker is not None and any(e.kind == "moved" and e.active
+                                                for e in res.tamper.changed):
+                self.tracker.reset()  # the lines no longer lie where they were drawn
         else:
             res.tamper = TamperState(ready=True)
 
         if self.people is not None:
-            res.people = self._people(frame, scene)
+            res.people = self._people(frame, scene, ts)
 
         res.warming_up = warming
         if self.thumbnails.due(self._seq):
@@ -235,14 +248,14 @@ class CameraAnalyzer:
             self.stats.thumbnails += 1
         return res
 
-    def _people(self, frame: np.ndarray, scene: SceneRasters) -> PeopleResult:
+    def _people(self, frame: np.ndarray, scene: SceneRasters, ts: float) -> PeopleResult:
         assert self.people is not None
-        every = self.cfg.people.every_n_frames
-        if self._people_last is not None and (self._seq - 1) % every != 0:
+        if self._people_last is not None and ts - self._people_ts < self.cfg.people.interval_s:
             self._people_age += 1
             last = self._people_last
             return PeopleResult(last.total, dict(last.zones), list(last.boxes), False,
                                 self._people_age)
+        self._people_ts = ts
         boxes = self.people.detect(frame)
         self.stats.people_runs += 1
         kept = []

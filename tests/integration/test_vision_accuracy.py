@@ -16,6 +16,7 @@ that camera; docs/vision.md lists them.
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
@@ -28,6 +29,7 @@ from vision import AnalyticsConfig, CameraAnalyzer
 from vision.geometry import SceneRasters
 from vision.motion import MotionDetector
 
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 PETS_STEP = 25
 TUD_STEP = 3
 
@@ -72,7 +74,7 @@ def _people_cfg(**hog: float) -> AnalyticsConfig:
     return AnalyticsConfig.model_validate({
         "motion": {"enabled": False}, "tamper": {"enabled": False},
         "thumbnail": {"enabled": False},
-        "people": {"enabled": True, "every_n_frames": 1, "hog": hog},
+        "people": {"enabled": True, "interval_s": 0, "hog": hog},
     })
 
 
@@ -123,6 +125,38 @@ def test_cdnet_highway_motion_f1(shared_data: Path) -> None:
     f1 = 2 * precision * recall / (precision + recall)
     print(f"CDnet highway motion P {precision:.3f} R {recall:.3f} F1 {f1:.3f}")
     assert f1 >= 0.70
+
+
+# --- line crossing --------------------------------------------------------------------
+
+
+def _highway_counts(d: Path, truth: dict, step: int) -> dict[str, tuple[int, int]]:
+    lines = [{"name": k, **v} for k, v in truth["lines"].items()]
+    an = CameraAnalyzer("highway", AnalyticsConfig.model_validate({
+        "lines": lines, "tamper": {"enabled": False}, "thumbnail": {"enabled": False}}))
+    first, last = truth["frames"]
+    got = {k: [0, 0] for k in truth["lines"]}
+    for i in range(1, last + 1, step):
+        frame = cv2.imread(str(d / f"input/in{i:06d}.jpg"), cv2.IMREAD_COLOR)
+        assert frame is not None
+        r = an.process(frame, i / truth["native_fps"])
+        if i >= first:  # the truth covers the scored frames only
+            for k, c in r.crossings.items():
+                got[k][0] += c.in_
+                got[k][1] += c.out
+    return {k: (v[0], v[1]) for k, v in got.items()}
+
+
+def test_cdnet_highway_line_counts_at_5_fps(shared_data: Path) -> None:
+    """Vehicles per direction across two lines, against tests/fixtures/highway_crossings.json
+    (built from CDnet's per-pixel masks): error <= 10% per direction, nothing backwards."""
+    truth = json.loads((FIXTURES / "highway_crossings.json").read_text())
+    got = _highway_counts(shared_data / "video/cdnet_highway", truth, 6)  # 30 -> 5 fps
+    print(f"CDnet highway 5 fps: {got} truth "
+          f"{ {k: (v['in'], v['out']) for k, v in truth['crossings'].items()} }")
+    for name, c in truth["crossings"].items():
+        assert abs(got[name][0] - c["in"]) <= 0.1 * c["in"], (name, got[name], c["in"])
+        assert got[name][1] == c["out"] == 0, (name, got[name])
 
 
 # --- tamper ---------------------------------------------------------------------------

@@ -94,7 +94,7 @@ def test_dnn_people_counted_per_zone_by_foot_point(tmp_path: Path) -> None:
     path = _onnx(det, tmp_path / "zones.onnx")
     cfg = AnalyticsConfig.model_validate({
         "zones": [{"name": "left", "polygon": [[0, 0], [0.5, 0], [0.5, 1], [0, 1]]}],
-        "people": {"enabled": True, "detector": "dnn", "every_n_frames": 2,
+        "people": {"enabled": True, "detector": "dnn", "interval_s": 0.3,
                    "dnn": {"model": str(path), "input_width": SIZE, "input_height": SIZE}},
     })
     an = CameraAnalyzer("cam", cfg)

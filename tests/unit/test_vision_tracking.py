@@ -100,13 +100,14 @@ def test_object_lingering_on_the_line_is_counted_once() -> None:
 def test_track_jumping_back_and_forth_over_the_line_counts_once() -> None:
     from vision.tracking import Blob
 
-    cfg = TrackingConfig(min_hits=1, max_distance=1.0)
+    cfg = TrackingConfig(min_age_s=0.0, max_speed=10.0, max_accel=20.0)
     ln = CountingLine(name="g", a=(0.5, 1.0), b=(0.5, 0.0))
     tr, lc = BlobTracker(cfg), LineCounter((ln,), cfg)
-    xs = [0.3, 0.4, *[0.5 + (0.05 if i % 2 else -0.05) for i in range(20)], 0.7]
+    xs = [0.1, 0.2, 0.3, 0.4, *[0.5 + (0.05 if i % 2 else -0.05) for i in range(20)], 0.7]
     per_frame = []
-    for x in xs:
-        per_frame.append(lc.update(tr.update([Blob(x, 0.5, (x, 0.5, 0.01, 0.01), 0.01)]))["g"])
+    for i, x in enumerate(xs):
+        blob = Blob(x, 0.5, (x - 0.01, 0.49, 0.02, 0.02), 0.0004)
+        per_frame.append(lc.update(tr.update([blob], i * 0.2))["g"])
     assert (lc.totals["g"].in_, lc.totals["g"].out) == (1, 0)
     assert sum(c.in_ for c in per_frame) == 1
 
@@ -149,7 +150,7 @@ def test_tracker_bounds_live_tracks_and_counts_drops() -> None:
         cv2.rectangle(mask, (10 + i * 50, 50), (30 + i * 50, 80), 255, -1)
     blobs = find_blobs(mask, 0.001)
     assert len(blobs) == 6
-    tr.update(blobs)
+    tr.update(blobs, 0.0)
     assert len(tr.tracks) == 3 and tr.dropped == 3
 
 
@@ -160,10 +161,12 @@ def test_one_track_counts_at_most_once_per_line(path: list[float]) -> None:
     """Whatever path one tracked object takes, each line counts it at most once."""
     from vision.tracking import Track
 
-    cfg = TrackingConfig(min_hits=1)
+    cfg = TrackingConfig(min_age_s=0.0)
     ln = CountingLine(name="g", a=(0.5, 1.0), b=(0.5, 0.0))
     lc = LineCounter((ln,), cfg)
-    t = Track(1, path[0], 0.5, (0, 0, 0, 0))
+    # A straight track already confirmed (it travelled far), so only the path decides.
+    t = Track(1, path[0], 0.5, (0, 0, 0, 0), hits=2, x0=0.5, y0=0.0, path=0.5)
+    t.state[:2] = (0.5, 0.5)
     for x in path:
         t.cx = x
         t.hits += 1
@@ -196,3 +199,73 @@ def test_masked_area_reports_no_motion_and_no_crossing() -> None:
     assert (an.counter.totals["gate"].in_, an.counter.totals["gate"].out) == (0, 0)
     r = an.process(_scene([0.3], warm=0)[0], 99.0)
     assert r.motion.ratio == 0.0
+
+
+def test_fast_object_at_5_fps_is_tracked_and_counted_once() -> None:
+    # 0.14 of the width per sample: faster than the old per-frame jump limit (0.08).
+    an = _run(_cfg(), _scene(np.arange(0.08, 0.95, 0.14)))
+    assert an.counter is not None
+    assert (an.counter.totals["gate"].in_, an.counter.totals["gate"].out) == (1, 0)
+
+
+@pytest.mark.parametrize("fps", [2, 5, 15, 30])
+def test_same_motion_counts_the_same_at_every_frame_rate(fps: int) -> None:
+    # 0.3 widths per second, 3 s of travel: the same in seconds whatever the sampling.
+    n = 3 * fps
+    xs = 0.05 + 0.3 * np.arange(n) / fps
+    floor = _floor()
+    frames = [floor.copy() for _ in range(5 * fps)]  # warm-up (seconds)
+    frames += _scene(xs, warm=0)
+    an = CameraAnalyzer("cam", _cfg())
+    for i, f in enumerate(frames):
+        assert an.process(f, i / fps).skipped is None
+    assert an.counter is not None
+    assert (an.counter.totals["gate"].in_, an.counter.totals["gate"].out) == (1, 0)
+
+
+def test_path_beside_the_end_of_the_line_segment_is_not_counted() -> None:
+    cfg = AnalyticsConfig.model_validate({
+        **_cfg().model_dump(),
+        "lines": [{"name": "gate", "a": [0.5, 1.0], "b": [0.5, 0.6]}],  # lower 40% only
+    })
+    an = _run(cfg, _scene(np.linspace(0.1, 0.9, 30), y=0.3))
+    assert an.counter is not None
+    assert (an.counter.totals["gate"].in_, an.counter.totals["gate"].out) == (0, 0)
+
+
+def test_scene_cut_resets_tracks_instead_of_counting() -> None:
+    # An edited clip: one view with a box left of the line, then a cut to another view
+    # whose texture differs everywhere, with a box right of the line.
+    other = _floor(seed=7)
+    frames = _scene([0.3] * 10)
+    for _ in range(10):
+        f = other.copy()
+        cv2.rectangle(f, (200, 80), (228, 100), (250, 250, 250), -1)
+        frames.append(f)
+    an = _run(_cfg(), frames)
+    assert an.counter is not None and an.tracker is not None
+    assert (an.counter.totals["gate"].in_, an.counter.totals["gate"].out) == (0, 0)
+    assert an.tracker.resets >= 1
+
+
+def test_blobs_that_jump_far_after_a_long_gap_are_new_tracks() -> None:
+    from vision.tracking import Blob
+
+    cfg = TrackingConfig()
+    tr = BlobTracker(cfg)
+    for i in range(4):  # a parked object (seen, not moving)
+        tr.update([Blob(0.3, 0.5, (0.28, 0.48, 0.04, 0.04), 0.0016)], i * 0.2)
+    (first,) = tr.tracks
+    tr.update([Blob(0.9, 0.1, (0.88, 0.08, 0.04, 0.04), 0.0016)], 1.0)
+    assert first in tr.tracks and len(tr.tracks) == 2  # not matched: a new track
+
+
+@pytest.mark.parametrize(("old", "new"), [("max_distance", "max_speed"),
+                                          ("max_missed", "max_missed_s"),
+                                          ("min_hits", "min_age_s")])
+def test_frame_based_tracking_keys_are_refused_naming_the_new_key(old: str, new: str) -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError) as err:
+        AnalyticsConfig.model_validate({"tracking": {old: 5}})
+    assert f"'{old}'" in str(err.value) and f"'{new}'" in str(err.value)
