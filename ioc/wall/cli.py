@@ -132,6 +132,15 @@ def screens_cmd(c) -> None:  # type: ignore[no-untyped-def]
         for p in layout.tiles:
             every = "never stale" if p.expected_interval_s is None else f"every {p.expected_interval_s:g}s"
             click.echo(f"  {p.tile:32} col {p.col}+{p.col_span} row {p.row}+{p.row_span}  {every}")
+        for pname, grid in layout.presets.items():
+            click.echo(f"  preset {pname}: {grid.title!r} {grid.columns}x{grid.rows}, "
+                       f"{len(grid.tiles)} tiles, layout {grid.layout_hash()}")
+        for r in layout.preset_rules:
+            click.echo(f"  rule {r.id}: -> {r.preset} when rule={r.rule or '*'} "
+                       f"entity={r.entity_prefix or '*'}* severity>={r.severity}")
+        if layout.popups.enabled:
+            click.echo(f"  pop-ups: severity>={layout.popups.severity}, "
+                       f"at most {layout.popups.max_open}")
 
 
 @wall.command("demo-tiles")

@@ -22,13 +22,13 @@ _UNITS = {
     "documents_signed": ("", 845, 60), "postal_returns": ("", 127, 25),
     "response_time": ("min", 7.4, 2.0),
 }
-_ALERTS = [
-    ("critical", "sensor:river-01", "River level above warning threshold (3.2 m)"),
-    ("warning", "camera:central-station", "Crowd density high on platform 2"),
-    ("warning", "sensor:park-03", "PM2.5 above 35 µg/m³ for 30 min"),
-    ("info", "gateway:egov", "Postal service batch delayed 12 min"),
-    ("warning", "camera:river-bridge", "Camera view partially obstructed"),
-    ("info", "sensor:ring-road", "Traffic counter 14 back online"),
+_ALERTS = [  # severity, entity, message, rule (the alert's kind)
+    ("critical", "sensor:river-01", "River level above warning threshold (3.2 m)", "river_level_high"),
+    ("warning", "camera:central-station", "Crowd density high on platform 2", "crowd_density"),
+    ("warning", "sensor:park-03", "PM2.5 above 35 µg/m³ for 30 min", "pm25_high"),
+    ("info", "gateway:egov", "Postal service batch delayed 12 min", "postal_delay"),
+    ("warning", "camera:river-bridge", "Camera view partially obstructed", "camera_tamper"),
+    ("info", "sensor:ring-road", "Traffic counter 14 back online", "sensor_back"),
 ]
 
 
@@ -136,9 +136,9 @@ class DemoTiles:
                 "value": hist[-1][1], "series": hist}, produced_at=now))
         for p in self.placements("alerts"):
             if not self._alerts or self.rng.random() < 0.15:
-                sev, entity, message = _ALERTS[len(self._alerts) % len(_ALERTS)]
+                sev, entity, message, rule = _ALERTS[len(self._alerts) % len(_ALERTS)]
                 self._alerts.insert(0, {"id": f"a{len(self._alerts) + 1}", "severity": sev,
-                                        "entity": entity, "message": message,
+                                        "entity": entity, "message": message, "rule": rule,
                                         "raised_at": now - self.rng.randint(30, 3000),
                                         "state": "raised"})
                 del self._alerts[6:]

@@ -20,7 +20,7 @@ from ..config._wall import PresetRule, ScreenLayout
 from .alerts import SEVERITY_RANK, AlertInfo, alert_tile_id
 from .workflow import AlertWorkflow
 
-__all__ = ["DEFAULT", "Popup", "ScreenView", "rule_matches", "screen_view"]
+__all__ = ["DEFAULT", "Popup", "ScreenView", "entity_matches", "rule_matches", "screen_view"]
 
 DEFAULT = "default"
 """An operator's choice of the default layout (pins it while a rule would switch)."""
@@ -48,10 +48,18 @@ class ScreenView:
         return frozenset(p.tile for p in self.popups)
 
 
+def entity_matches(entity: str, prefix: str) -> bool:
+    """``entity`` starts with ``prefix``, with or without a ``camera:``/``sensor:`` head."""
+    if entity.startswith(prefix):
+        return True
+    head, _, bare = entity.partition(":")
+    return head in ("camera", "sensor") and bare.startswith(prefix)
+
+
 def rule_matches(rule: PresetRule, alert: AlertInfo) -> bool:
     """``alert`` satisfies every condition of ``rule`` (state and workflow aside)."""
     return ((rule.rule is None or alert.rule == rule.rule)
-            and alert.entity.startswith(rule.entity_prefix)
+            and entity_matches(alert.entity, rule.entity_prefix)
             and alert.rank >= SEVERITY_RANK[rule.severity])
 
 
@@ -92,7 +100,7 @@ def screen_view(layout: ScreenLayout, alerts: Iterable[AlertInfo],
         for a, wf in live:
             if len(popups) >= cfg.max_open:
                 break
-            if a.rank < floor or not a.entity.startswith(cfg.entity_prefix):
+            if a.rank < floor or not entity_matches(a.entity, cfg.entity_prefix):
                 continue
             if wf is not None and wf.acked:
                 continue

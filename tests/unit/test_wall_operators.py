@@ -256,6 +256,13 @@ def test_preset_rules_in_order_and_back_when_cleared() -> None:
     assert view(lay, infos(item("a1")), acked).preset == "flood"  # an ack does not switch back
 
 
+def test_entity_prefix_matches_with_or_without_a_tile_head() -> None:
+    lay = screen(preset_rules=[{"id": "r", "preset": "flood", "entity_prefix": "river-"}])
+    assert view(lay, infos(item("a", entity="sensor:river-01"))).preset == "flood"
+    assert view(lay, infos(item("a", entity="river-01"))).preset == "flood"
+    assert view(lay, infos(item("a", entity="kpi:river-01"))).preset is None
+
+
 def test_operator_choice_wins_and_default_pins() -> None:
     lay = screen()
     alerts = infos(item("a1"))
