@@ -14,6 +14,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import click
@@ -112,10 +113,13 @@ def run_cameras(
     stats_every_s: float = 10.0,
     duration_s: float | None = None,
     stop_event: threading.Event | None = None,
+    on_start: Callable[[list[Any]], None] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Capture cameras until SIGTERM/SIGINT, ``duration_s``, or every file source ended.
 
     Returns the per-camera statistics (also logged every ``stats_every_s``).
+    ``on_start(captures)`` is told the ``CameraCapture`` threads before they start
+    (``ioc.metrics.cameras.CaptureCollector`` reads them at scrape time).
 
     Raises:
         click.BadParameter: an unknown camera id was asked for.
@@ -153,6 +157,8 @@ def run_cameras(
         publishers.append(FramePublisher(producer, topic, cap))
         log.info("camera %s: %s source %s at %.1f fps, width %d", cid, cam.kind,
                  cs.get(cid).redacted_url() if cs.get(cid) else "?", cam.fps, cam.width)  # type: ignore[union-attr]
+    if on_start is not None:
+        on_start(captures)
     for t in [*captures, *publishers]:
         t.start()
     started = time.monotonic()
@@ -199,8 +205,11 @@ def camera() -> None:
               help="Seconds between statistics lines in the log (-v shows them).")
 @click.option("--duration", default=None, type=click.FloatRange(0.1),
               help="Stop after this many seconds (default: run until SIGTERM/SIGINT).")
+@click.option("--metrics-port", default=None, type=click.IntRange(0, 65535), metavar="N",
+              help="Serve /metrics on this port (default: metrics.camera, 9405; 0: any free).")
 @click.pass_obj
-def camera_run(c: Any, camera_ids: tuple[str, ...], stats_every: float, duration: float | None) -> None:
+def camera_run(c: Any, camera_ids: tuple[str, ...], stats_every: float, duration: float | None,
+               metrics_port: int | None) -> None:
     """Capture cameras: sample to the target fps, resize, JPEG-encode, publish.
 
     Frames go to <ns>.camera.frames keyed by camera id with headers seq, ts (capture
@@ -209,8 +218,18 @@ def camera_run(c: Any, camera_ids: tuple[str, ...], stats_every: float, duration
     stops cleanly and prints one JSON line of per-camera statistics (frames read,
     published, dropped by reason, reconnects).
     """
-    stats = run_cameras(c.settings, list(camera_ids) or None, stats_every_s=stats_every,
-                        duration_s=duration)
+    from .metrics import start_metrics
+    from .metrics.cameras import CaptureCollector
+
+    captures: list[Any] = []  # filled by run_cameras, read by the collector
+    endpoint = start_metrics(c.settings, "camera", [CaptureCollector(captures)],
+                             port=metrics_port)
+    try:
+        stats = run_cameras(c.settings, list(camera_ids) or None, stats_every_s=stats_every,
+                            duration_s=duration, on_start=captures.extend)
+    finally:
+        if endpoint is not None:
+            endpoint.close()
     click.echo(json.dumps({"cameras": stats}))
     sys.stdout.flush()
 

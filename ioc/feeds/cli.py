@@ -54,17 +54,25 @@ def feeds_list(data: Path | None) -> None:
                    f"{s.span_s / 86400:6.1f} days  {','.join(metrics)}")
 
 
-def _send_retrying(pub: Any, events: list[Event]) -> Any:
-    """``pub.send_many(events)``, retried with backoff while the broker does not answer.
+def _send_retrying(pub: Any, pending: list[tuple[str, Event]], counts: Any) -> Any:
+    """``pub.send_many`` of the ``(feed, event)`` pairs, retried with backoff while the
+    broker does not answer; counted per feed in ``counts`` (``FeedCounts``).
 
     Resending is safe (the sink keeps one row per event id). The feed falls behind
     meanwhile and catches up after (its events keep their planned times).
     """
+    events = [e for _, e in pending]
     delay = 1.0
     while True:
         try:
-            return pub.send_many(events)
+            res = pub.send_many(events)
+            bad = {r.index for r in res.rejected}
+            for i, (feed, _) in enumerate(pending):
+                counts.add(counts.rejected if i in bad else counts.published, feed)
+            return res
         except KafkaError as exc:
+            for feed, _ in pending:
+                counts.add(counts.errors, feed)
             log.warning("feeds: %d event(s) not sent (%s); retrying in %.0f s", len(events), exc, delay)
             time.sleep(delay)
             delay = min(delay * 2, 30.0)
@@ -82,15 +90,19 @@ def _send_retrying(pub: Any, events: list[Event]) -> Any:
 @click.option("--synthetic", is_flag=True, help="Use synthetic series even if recordings exist.")
 @click.option("--batch", default=200, show_default=True, type=click.IntRange(1, 100_000),
               help="Most events sent (and acknowledged) per batch.")
+@click.option("--metrics-port", default=None, type=click.IntRange(0, 65535), metavar="N",
+              help="Serve /metrics on this port (default: metrics.feeds, 9406; 0: any free).")
 @click.pass_obj
 def feeds_run(c, speed: float, egov_rate: float, duration: float, data: Path | None,  # type: ignore[no-untyped-def]
-              synthetic: bool, batch: int) -> None:
+              synthetic: bool, batch: int, metrics_port: int | None) -> None:
     """Replay sensor series as live events (event time = now) plus e-government events.
 
     Events go through ioc.publish.Publisher to <ns>.events.raw (validated, idempotent
     producer), so a worker running the 'validate' agent must be up for them to reach
     <ns>.events. Prints one status line every 10 s.
     """
+    from ..metrics import start_metrics
+    from ..metrics.feeds import FeedCollector, FeedCounts
     from ..publish import Publisher
     from . import EgovGenerator, FeedPlan
 
@@ -105,37 +117,43 @@ def feeds_run(c, speed: float, egov_rate: float, duration: float, data: Path | N
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, _stop)
+    counts = FeedCounts()
+    endpoint = start_metrics(settings, "feeds", [FeedCollector(counts)], port=metrics_port)
     start = time.time()
-    streams: list[Iterator[tuple[float, Event]]] = [FeedPlan(series, speed=speed).events(start)]
+    streams: list[Iterator[tuple[float, str, Event]]] = [
+        ((t, "sensors", e) for t, e in FeedPlan(series, speed=speed).events(start))]
     if egov_rate > 0:
-        streams.append(EgovGenerator(rate=egov_rate).events(start))
+        streams.append((t, "egov", e) for t, e in EgovGenerator(rate=egov_rate).events(start))
     merged = heapq.merge(*streams, key=lambda x: x[0])
     sent = rejected = 0
     last_report = time.monotonic()
-    pending: list[Event] = []
+    pending: list[tuple[str, Event]] = []
     with Publisher(settings, linger_ms=5) as pub:
         try:
-            for due, event in merged:
+            for due, feed, event in merged:
                 if duration and due - start > duration:
                     break
                 wait = due - time.time()
                 if wait > 0 or len(pending) >= batch:
                     if pending:
-                        res = _send_retrying(pub, pending)
+                        res = _send_retrying(pub, pending, counts)
                         sent += len(res.accepted)
                         rejected += len(res.rejected)
                         pending = []
                     if (wait := due - time.time()) > 0:
                         time.sleep(wait)
-                pending.append(event)
+                pending.append((feed, event))
                 if time.monotonic() - last_report >= 10:
                     last_report = time.monotonic()
                     click.echo(f"feeds: sent={sent} rejected={rejected} "
                                f"elapsed={time.time() - start:.0f}s")
             if pending:
-                res = _send_retrying(pub, pending)
+                res = _send_retrying(pub, pending, counts)
                 sent += len(res.accepted)
                 rejected += len(res.rejected)
         except KeyboardInterrupt:
             pass
+        finally:
+            if endpoint is not None:
+                endpoint.close()
     click.echo(f"feeds: done, sent={sent} rejected={rejected}")

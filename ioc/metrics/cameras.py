@@ -16,7 +16,12 @@ from prometheus_client.registry import Collector
 from ._registry import histogram_family, snapshot_items
 from .hist import Histogram
 
-__all__ = ["SKIP_LABELS", "AnalysisCollector", "CaptureCollector"]
+__all__ = ["DROP_LABELS", "SKIP_LABELS", "AnalysisCollector", "CaptureCollector"]
+
+#: Reasons a captured frame is not published (``vision.capture.CaptureStats.dropped``
+#: and the publisher's ``publish_failed``); anything else is exported as ``other``.
+DROP_LABELS = frozenset({"sampled_out", "empty", "encode_failed", "queue_full",
+                         "publish_failed", "other"})
 
 #: Reasons a frame is not analysed (``vision.frames.SKIP_REASONS`` and the agent's own);
 #: anything else is exported as ``other``.
@@ -49,8 +54,8 @@ class CaptureCollector(Collector):
         pub = CounterMetricFamily("ioc_camera_frames_published", "frames published to "
                                   "<ns>.camera.frames", labels=["camera"])
         drop = CounterMetricFamily("ioc_camera_frames_dropped", "frames read but not "
-                                   "published (sampled out, empty, not encoded, queue full)",
-                                   labels=["camera"])
+                                   "published, by reason (sampled_out is the sampling to "
+                                   "the camera's fps, not a loss)", labels=["camera", "reason"])
         up = GaugeMetricFamily("ioc_camera_up", "1: frames arriving; 0: offline or "
                                "retrying", labels=["camera"])
         now = time.monotonic()
@@ -63,7 +68,12 @@ class CaptureCollector(Collector):
             alive = c.is_alive() and not getattr(c, "finished", False)
             cap.add_metric([cam], read)
             pub.add_metric([cam], s.published)
-            drop.add_metric([cam], sum(n for _, n in snapshot_items(s.dropped)))
+            by: dict[str, int] = {}
+            for reason, n in snapshot_items(s.dropped):
+                k = reason if reason in DROP_LABELS else "other"
+                by[k] = by.get(k, 0) + n
+            for reason, n in sorted(by.items()):
+                drop.add_metric([cam, reason], n)
             up.add_metric([cam], 1.0 if alive and now - last[1] <= self.up_s else 0.0)
         yield from (cap, pub, drop, up)
 
