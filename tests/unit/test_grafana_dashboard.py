@@ -148,3 +148,51 @@ def test_every_rule_expression_names_exported_metrics(file: str) -> None:
                            if not _exported(n) and n not in recorded})}
     assert not unknown, unknown
 
+
+
+def _real_families() -> set[str]:
+    """Family names (``# TYPE`` lines) that ioc.metrics' collectors export, built on
+    empty service state: what the services' /metrics declare before any traffic."""
+    from prometheus_client import generate_latest
+
+    from ioc.config import load_settings
+    from ioc.gateway._app import _Gateway
+    from ioc.metrics import ConsumerLag, service_registry
+    from ioc.metrics.cameras import AnalysisCollector, CaptureCollector
+    from ioc.metrics.feeds import FeedCollector, FeedCounts
+    from ioc.metrics.gateway import GatewayCollector
+    from ioc.metrics.sink import SinkCollector
+    from ioc.metrics.stages import StagesCollector
+    from ioc.metrics.wall import WallCollector
+    from ioc.wall.auth import TokenSigner
+    from ioc.wall.server import WallServer
+
+    s = load_settings(overrides={"namespace": "dash"})
+
+    class NoStages:  # a worker app whose stages have not started
+        pass
+
+    reg = service_registry("worker", s.namespace)
+    for c in (StagesCollector(NoStages()), ConsumerLag(s, list), SinkCollector([]),
+              GatewayCollector(_Gateway(s)),
+              WallCollector(WallServer(s, kafka=False, signer=TokenSigner(b"k" * 32))),
+              CaptureCollector([]), AnalysisCollector(NoStages(), []), FeedCollector(FeedCounts())):
+        reg.register(c)
+    return set(re.findall(r"^# TYPE (\S+) ", generate_latest(reg).decode(), re.M))
+
+
+def test_the_real_collectors_export_what_the_dashboard_and_rules_name() -> None:
+    real = _real_families()
+    assert not CONTRACT - real, f"in the contract, not exported: {sorted(CONTRACT - real)}"
+    named = set(metric_names(_dashboard()["templating"]["list"][0]["definition"])) - {"namespace"}
+    for e in dashboard_exprs(_dashboard()):
+        named |= metric_names(e)
+    for file in ("recording.yml", "alerts.yml"):
+        for g in yaml.safe_load((RULES / file).read_text())["groups"]:
+            for r in g["rules"]:
+                named |= metric_names(r["expr"])
+    named -= _recording_rules() | PROMETHEUS_OWN
+    named = {re.sub(r"_(bucket|sum|count)$", "", n) if re.sub(r"_(bucket|sum|count)$", "", n)
+             in HISTOGRAMS else n for n in named}
+    assert named, "no metric names found"
+    assert not named - real, f"named but not exported: {sorted(named - real)}"
