@@ -188,7 +188,18 @@ class WallServer:
             self._actions_task.add_done_callback(self._actions_done)
         else:
             self.ready.set()
-        self._server = await serve(
+        try:
+            self._server = await self._listen()
+        except BaseException:
+            await self.stop()  # the Kafka tasks started above must not outlive a failed bind
+            raise
+        self._tasks.append(asyncio.create_task(self._heartbeat_and_watchdog(), name="wall-watchdog"))
+        log.info("wall: serving %d screen(s) on http://%s:%d/ (websocket %s)",
+                 len(cfg.screens), cfg.host, self.port, cfg.ws_path)
+
+    async def _listen(self) -> Server:
+        cfg = self.cfg
+        return await serve(
             self._handle,
             cfg.host,
             cfg.port,
@@ -203,9 +214,6 @@ class WallServer:
             open_timeout=cfg.auth_timeout_s,
             server_header=None,
         )
-        self._tasks.append(asyncio.create_task(self._heartbeat_and_watchdog(), name="wall-watchdog"))
-        log.info("wall: serving %d screen(s) on http://%s:%d/ (websocket %s)",
-                 len(cfg.screens), cfg.host, self.port, cfg.ws_path)
 
     def _tiles_rebuilt(self) -> None:
         self._tiles_ready = True
@@ -257,11 +265,15 @@ class WallServer:
             await self.stop()
 
     async def serve_forever_started(self) -> None:
-        """Wait while serving; re-raises the tile source's error if it fails."""
-        if self._source_task is not None:
-            await self._source_task
-        else:
+        """Wait while serving; re-raises the error of the tile source or the actions log
+        when either fails (``ioc wall serve`` then exits for its supervisor)."""
+        bg = [t for t in (self._source_task, self._actions_task) if t is not None]
+        if not bg:
             await asyncio.Future()
+            return
+        done, _ = await asyncio.wait(bg, return_when=asyncio.FIRST_COMPLETED)
+        for t in done:
+            t.result()
 
     # -- HTTP: static files, health, origin check ---------------------------------------
 
