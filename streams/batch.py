@@ -191,7 +191,9 @@ _state_log = LogThrottle(10.0)
 
 # A stage consumer outside its group while polling fails its stage after REJOIN_S from
 # when the broker answers again, FIRST_JOIN_S when it never joined (ioc/kafka/membership.py).
-REJOIN_S = 12.0
+# Longer than the sink's 12 s: failing a stage restarts its worker and re-reads its
+# state, where the sink only replaces one consumer.
+REJOIN_S = 20.0
 FIRST_JOIN_S = 60.0
 
 
