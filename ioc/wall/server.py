@@ -171,6 +171,7 @@ class WallServer:
         self.actions: ActionLog = (KafkaActionLog(settings, self._on_action, on_ready=self._maybe_ready)
                                    if kafka else MemoryActionLog(self._on_action))
         self._tiles_ready = not kafka
+        self._overlays = camera_overlays(settings)  # every camera: pop-ups come from anywhere
         self._actions_task: asyncio.Task[None] | None = None
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -620,8 +621,7 @@ class WallServer:
             "preset_by": view.by,
             "presets": sorted(self.cfg.screens[client.screen].presets),
             "popups": [p.as_message() for p in view.popups],
-            "overlays": camera_overlays(self.settings,
-                                        self.cfg.screens[client.screen].all_tile_ids()),
+            "overlays": self._overlays,
         }
 
     def _answer(self, client: ClientConn, msg: dict[str, Any]) -> None:
@@ -731,14 +731,12 @@ class WallServer:
 _RESULT_KEYS = 48  # results pending per client before it counts as not reading them
 
 
-def camera_overlays(settings: Settings, tile_ids: frozenset[str]) -> dict[str, dict[str, Any]]:
-    """Zones and counting lines (normalized 0..1) of the cameras among ``tile_ids``."""
+def camera_overlays(settings: Settings) -> dict[str, dict[str, Any]]:
+    """Zones and counting lines (normalized 0..1) of every configured camera, by tile id."""
     out: dict[str, dict[str, Any]] = {}
     cams = settings.cameras
     for cam in cams.cameras:
         tid = f"camera:{cam.id}"
-        if tid not in tile_ids:
-            continue
         a = cam.analytics or cams.analytics
         out[tid] = {
             "zones": [{"name": z.name, "polygon": [list(p) for p in z.polygon]} for z in a.zones],

@@ -347,3 +347,19 @@ def test_request_bucket() -> None:
     assert b.refused_in_a_row == 1 and not b.take(0.1)
     assert b.take(0.6) and b.refused_in_a_row == 0  # 0.5 s at 2/s: one more
     assert not b.take(0.6)
+
+
+def test_camera_overlays_are_normalized_zones_and_lines() -> None:
+    from ioc.wall.server import camera_overlays
+
+    s = load_settings(env={}, overrides={"cameras": {"cameras": [
+        {"id": "gate", "url": "clip.avi", "analytics": {
+            "zones": [{"name": "road", "polygon": [[0, 0.5], [1, 0.5], [1, 1]]}],
+            "lines": [{"name": "in", "a": [0.1, 0.6], "b": [0.9, 0.6]}]}},
+        {"id": "plain", "url": "other.avi"}]}})
+    ov = camera_overlays(s)
+    assert ov["camera:gate"] == {
+        "zones": [{"name": "road", "polygon": [[0, 0.5], [1, 0.5], [1, 1]]}],
+        "lines": [{"name": "in", "a": [0.1, 0.6], "b": [0.9, 0.6], "direction": "left_to_right"}]}
+    assert ov["camera:plain"] == {"zones": [], "lines": []}
+    assert orjson.loads(orjson.dumps(ov)) == ov
