@@ -10,7 +10,9 @@ What it asserts, in order:
    ``events.raw``: the gateway's accepted/rejected counters, the validate stage's events
    in and dead letters, and the sink's rows, as Prometheus has them, equal what was
    sent; the recording rules give non-zero rates; the groups' lag comes back to 0;
-2. the sink stopped: IOCServiceDown fires for job ioc-sink (and for nothing else);
+   ``ioc status --once`` reads every line of the services' exposition and shows them up;
+2. the sink stopped: IOCServiceDown fires for job ioc-sink (and for nothing else), and
+   ``ioc status --once`` shows it DOWN (exit code 1);
 3. the sink started against an unreachable database: IOCSinkPaused fires and the sink
    group's lag grows to the records published meanwhile;
 4. the sink started again against the real database: that lag drains to 0 and every
@@ -21,9 +23,12 @@ from __future__ import annotations
 
 import http.client
 import json
+import re
 import secrets
 import shutil
 import socket
+import subprocess
+import sys
 import time
 import urllib.parse
 import urllib.request
@@ -37,7 +42,9 @@ import yaml
 
 from ioc.config import Settings
 from ioc.gateway import hash_key, new_key
+from ioc.status import parse_exposition, scrape
 from ioc.topics import topic_name
+from tests.conftest import settings_env
 
 pytestmark = [pytest.mark.kafka, pytest.mark.db]
 
@@ -173,6 +180,20 @@ def _raw_garbage(s: Settings, n: int) -> None:
         p.close(timeout=5)
 
 
+def _status(s: Settings, ports: dict[str, int], *, expect_rc: int) -> str:
+    """``ioc status --once`` on the test's metrics ports (wall, camera, feeds off)."""
+    env = settings_env(s)
+    env.update({f"IOC_METRICS__{job.removeprefix('ioc-').upper()}": str(p) for job, p in ports.items()})
+    env.update({"IOC_METRICS__WALL": "null", "IOC_METRICS__CAMERA": "null",
+                "IOC_METRICS__FEEDS": "null", "COLUMNS": "160"})
+    r = subprocess.run([sys.executable, "-m", "ioc", "status", "--once", "--interval", "0.5",
+                        "--timeout", "3"], env=env, capture_output=True, text=True, timeout=60,
+                       cwd=ROOT)
+    assert r.returncode == expect_rc, r.stdout + r.stderr
+    assert "unreadable" not in r.stdout, r.stdout
+    return r.stdout
+
+
 @pytest.mark.timeout(300)
 def test_prometheus_sees_the_services_move_and_fires_alerts(fresh_namespace, spawn, tmp_path):
     s = fresh_namespace("prom")
@@ -243,12 +264,20 @@ def test_prometheus_sees_the_services_move_and_fires_alerts(fresh_namespace, spa
         q for q in api.query(f"namespace_group:ioc_consumer_lag:sum{{{sel}}} == 0")
         if q["metric"]["group"].endswith(".validate")], 30)
     assert api.firing("IOCServiceDown") == []
+    for job, port in ports.items():  # what ioc status reads: the real exposition, every line
+        e = parse_exposition(scrape(f"http://127.0.0.1:{port}/metrics", timeout=5))
+        assert e.bad_lines == 0 and e.samples, job
+    out = _status(s, ports, expect_rc=0)
+    for svc in ("worker", "sink", "gateway"):
+        assert re.search(rf"^. {svc} +. up ", out, re.M), out
 
     # 2. the sink stopped: IOCServiceDown for it, and for nothing else ----------------------
     assert sk.stop() == 0, sk.output()[-3000:]
     api.procs = [worker, gw, prom]
     down = api.wait("IOCServiceDown firing", lambda: api.firing("IOCServiceDown"), 30)
     assert [(a["job"], a["namespace"]) for a in down] == [("ioc-sink", ns)], down
+    out = _status(s, ports, expect_rc=1)
+    assert re.search(r"^. sink +. DOWN ", out, re.M) and "connection refused" in out, out
 
     # 3. a sink that cannot reach its database: paused, and its lag grows -----------------
     n_more = 150
