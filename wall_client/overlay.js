@@ -128,6 +128,7 @@ export class AnalyticsOverlay {
     for (const [k, v] of Object.entries(counts)) if (!drawn.has(k)) row(k, String(v));
     if (typeof p.motion === "number") row("motion", `${Math.round(p.motion * 100)} %`);
     if (typeof p.fps === "number") row("frames/s", p.fps.toFixed(1));
+    if (lines.length) row("● on a line", "its “in” side", "fact-legend");
     if (!zones.length && !lines.length) row("zones / lines", "none configured", "fact-none");
     this.table.replaceChildren(...rows);
   }

@@ -154,13 +154,24 @@ def _page(browser, wall, *, role: str = "operator", name: str = "alice", width: 
     return page, errors
 
 
+@pytest.fixture(scope="module")
+def pages(browser, wall, feed):
+    """Three pages on the screen for the whole module: operators alice (a) and bob (b, who
+    asks for reduced motion) and a viewer (v); each with the page errors it collected."""
+    a = _page(browser, wall, name="alice")
+    b = _page(browser, wall, name="bob", reduced_motion="reduce")
+    v = _page(browser, wall, role="viewer")
+    yield {"a": a[0], "b": b[0], "v": v[0], "errors": a[1] + b[1] + v[1]}
+    for page in (a[0], b[0], v[0]):
+        page.close()
+
+
 def _animation(page, aid: str) -> str:
     return page.locator(f'.alert[data-alert="{aid}"]').evaluate("e => getComputedStyle(e).animationName")
 
 
-def test_acknowledge_on_one_browser_is_seen_on_another_within_a_second(browser, wall, feed):
-    a, errors_a = _page(browser, wall, name="alice")
-    b, errors_b = _page(browser, wall, name="bob", reduced_motion="reduce")
+def test_acknowledge_on_one_browser_is_seen_on_another_within_a_second(pages, feed):
+    a, b = pages["a"], pages["b"]
     warn = feed.raise_("ack-warn", "warning", "optest-pipe", "Pressure low")
     crit = feed.raise_("ack-crit", "critical", "optest-pump", "Pump 3 stopped")
     for page in (a, b):
@@ -207,14 +218,12 @@ def test_acknowledge_on_one_browser_is_seen_on_another_within_a_second(browser, 
     a.locator(f'.alert[data-alert="{warn}"] [data-act="close"]').click()
     for page in (a, b):
         page.wait_for_function(ROW_GONE, arg=warn, timeout=5000)
-    assert errors_a == [] and errors_b == []
-    a.close()
-    b.close()
+    assert pages["errors"] == []
 
 
-def test_viewer_has_no_controls_and_a_forged_action_is_refused(browser, wall, feed):
+def test_viewer_has_no_controls_and_a_forged_action_is_refused(pages, feed):
     aid = feed.raise_("viewer", "critical", "optest-valve", "Valve 7 open")
-    v, errors = _page(browser, wall, role="viewer")
+    v = pages["v"]
     v.wait_for_function(ROW_IS, arg=[aid, "flash", "true"], timeout=5000)
     assert v.locator("button.act").count() == 0
     assert v.locator("#preset-select").is_hidden()
@@ -233,14 +242,13 @@ def test_viewer_has_no_controls_and_a_forged_action_is_refused(browser, wall, fe
     assert v.evaluate("window.__wall.conn.stats.connects") == 1
     assert v.locator(f'.alert[data-alert="{aid}"]').get_attribute("data-acked") == "false"
     assert v.locator("#preset-badge").is_hidden()
-    feed.clear(aid)
-    assert errors == []
-    v.close()
+    pages["a"].locator(f'.alert[data-alert="{aid}"] [data-act="close"]').click()
+    v.wait_for_function(ROW_GONE, arg=aid, timeout=5000)
+    assert pages["errors"] == []
 
 
-def test_popup_opens_for_a_critical_alert_and_goes_away_on_ack(browser, wall, feed):
-    a, errors = _page(browser, wall, name="alice")
-    v, _ = _page(browser, wall, role="viewer")
+def test_popup_opens_for_a_critical_alert_and_goes_away_on_ack(pages, feed):
+    a, v = pages["a"], pages["v"]
     aid = feed.raise_("popup", "critical", CAM, "Intrusion at the test gate")
     for page in (a, v):
         page.wait_for_function(POPUP_OPEN, arg=aid, timeout=5000)
@@ -257,15 +265,13 @@ def test_popup_opens_for_a_critical_alert_and_goes_away_on_ack(browser, wall, fe
     for page in (a, v):
         page.wait_for_function(POPUP_GONE, arg=aid, timeout=5000)
     assert a.locator("#popups").is_hidden()
-    feed.clear(aid)
-    assert errors == []
-    a.close()
-    v.close()
+    feed.clear(aid)  # acknowledged and cleared: leaves the list
+    a.wait_for_function(ROW_GONE, arg=aid, timeout=5000)
+    assert pages["errors"] == []
 
 
-def test_preset_switches_by_rule_and_back_and_by_hand(browser, wall, feed):
-    a, errors = _page(browser, wall, name="alice")
-    b, _ = _page(browser, wall, name="bob")
+def test_preset_switches_by_rule_and_back_and_by_hand(pages, feed):
+    a, b = pages["a"], pages["b"]
     assert a.locator("#preset-badge").is_hidden()
     aid = feed.raise_("flood", "warning", "optest-river", "River above 3 m", rule="river_level_high",
                       metric="level")
@@ -292,13 +298,13 @@ def test_preset_switches_by_rule_and_back_and_by_hand(browser, wall, feed):
     b.locator("#preset-select").select_option("")
     a.wait_for_function(PRESET_IS, arg="", timeout=3000)
     a.wait_for_function(TILE_SHOWN, arg=PUMP, timeout=3000)
-    assert errors == []
-    a.close()
-    b.close()
+    a.locator(f'.alert[data-alert="{aid}"] [data-act="close"]').click()
+    a.wait_for_function(ROW_GONE, arg=aid, timeout=5000)
+    assert pages["errors"] == []
 
 
-def test_drill_in_shows_the_analytics_overlay_and_returns(browser, wall, feed):
-    a, errors = _page(browser, wall, name="alice")
+def test_drill_in_shows_the_analytics_overlay_and_returns(pages):
+    a = pages["a"]
     a.wait_for_function("(id) => document.querySelector(`.grid .tile[data-tile=\"${id}\"]`).dataset.version",
                         arg=CAM, timeout=5000)
     a.locator(f'.grid .tile[data-tile="{CAM}"]').click()
@@ -319,24 +325,24 @@ def test_drill_in_shows_the_analytics_overlay_and_returns(browser, wall, feed):
     assert 28 < due <= 30, due
     a.evaluate("() => { window.__wall.focus.drillUntil = Date.now() / 1000; }")
     drill.wait_for(state="detached", timeout=3000)
-    assert errors == []
-    a.close()
+    assert pages["errors"] == []
 
 
-def test_operator_screenshots(browser, wall, feed):
+def test_operator_screenshots(pages, feed):
     """An operator's screen with a preset active, a flashing critical alert, a pop-up, and
     a drill-in, at 1920x1080 and 3840x2160 (in artifacts/; checked by eye)."""
+    page = pages["a"]
     flood = feed.raise_("shot-flood", "warning", "optest-river", "River level above 3 m at the weir",
                         rule="river_level_high", metric="level")
     crit = feed.raise_("shot-crit", "critical", "optest-pump", "Pump station 3 stopped: no flow")
     pop = feed.raise_("shot-pop", "critical", CAM, "Person on the track at the test gate")
     feed.raise_("shot-info", "info", "optest-gateway", "Postal batch delayed 12 min")
+    page.wait_for_function(PRESET_IS, arg="flood", timeout=5000)
+    page.wait_for_function(POPUP_OPEN, arg=pop, timeout=5000)
+    page.wait_for_function(ROW_IS, arg=[crit, "flash", "true"], timeout=5000)
     ARTIFACTS.mkdir(exist_ok=True)
     for width, height in ((1920, 1080), (3840, 2160)):
-        page, errors = _page(browser, wall, name="alice", width=width, height=height)
-        page.wait_for_function(PRESET_IS, arg="flood", timeout=5000)
-        page.wait_for_function(POPUP_OPEN, arg=pop, timeout=5000)
-        page.wait_for_function(ROW_IS, arg=[crit, "flash", "true"], timeout=5000)
+        page.set_viewport_size({"width": width, "height": height})
         page.locator(".focus.popup .cam-img").evaluate("i => i.complete || new Promise(r => i.onload = r)")
         sw, sh = page.evaluate("[document.documentElement.scrollWidth, document.documentElement.scrollHeight]")
         assert (sw, sh) == (width, height)
@@ -345,7 +351,8 @@ def test_operator_screenshots(browser, wall, feed):
         page.evaluate("(id) => window.__wall.focus.toggleDrill(id, Date.now() / 1000)", CAM)
         page.locator(".focus.drill .cam-img").evaluate("i => i.complete || new Promise(r => i.onload = r)")
         page.screenshot(path=str(ARTIFACTS / f"wall-drill-{width}x{height}.png"), animations="disabled")
-        assert errors == []
-        page.close()
+        page.evaluate("() => window.__wall.focus.closeDrill()")
+    page.set_viewport_size({"width": 1920, "height": 1080})
     for aid in (flood, crit, pop):
         feed.clear(aid)
+    assert pages["errors"] == []
