@@ -106,6 +106,10 @@ def settings_env(s: Settings) -> dict[str, str]:
     env["IOC_DATABASE__DSN"] = s.database.dsn.get_secret_value()
     if s.database.passfile:
         env["IOC_DATABASE__PASSFILE"] = str(s.database.passfile)
+    # Metrics on any free port: several workers of a test (or tests of parallel runs on
+    # one machine) must not fight over the default ports 9401-9406.
+    for svc in ("worker", "sink", "gateway", "wall", "camera", "feeds"):
+        env.setdefault(f"IOC_METRICS__{svc.upper()}", "0")
     return env
 
 
