@@ -50,7 +50,7 @@ CLIP = "video/traffic_cctv/motorway_bgslibrary_video02.avi"
 
 def _env(s: Settings, cams: list[dict], people: bool, thumb_every: int | None,
          within: float | None) -> dict[str, str]:
-    env = dict(os.environ)
+    env = dict(os.environ, IOC_METRICS__ENABLED="false")
     if within is not None:
         env["IOC_CAMERAS__BATCH_WITHIN_S"] = str(within)
     env["IOC_NAMESPACE"] = s.namespace

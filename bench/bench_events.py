@@ -309,7 +309,7 @@ def records_written(s: Settings) -> dict[str, int]:
 
 
 def spawn(args: list[str], s: Settings, log: Path) -> subprocess.Popen[bytes]:
-    env = dict(os.environ, IOC_NAMESPACE=s.namespace,
+    env = dict(os.environ, IOC_METRICS__ENABLED="false", IOC_NAMESPACE=s.namespace,
                IOC_KAFKA__BOOTSTRAP_SERVERS=",".join(s.kafka.bootstrap_servers),
                IOC_DATABASE__DSN=s.database.dsn.get_secret_value())
     return subprocess.Popen([sys.executable, "-m", "ioc", *args], env=env, cwd=ROOT,

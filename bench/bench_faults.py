@@ -479,7 +479,7 @@ def run_fault(name: str, action: Action, kafka: Kafka, pg: Postgres, a: argparse
     logdir.mkdir(parents=True)
     key = new_key()
     ports = {"gateway_port": a.gateway_port, "wall_port": a.wall_port}
-    env = dict(os.environ, IOC_CONFIG=str(workdir / "config.yaml"), IOC_NAMESPACE=ns,
+    env = dict(os.environ, IOC_METRICS__ENABLED="false", IOC_CONFIG=str(workdir / "config.yaml"), IOC_NAMESPACE=ns,
                IOC_KAFKA__BOOTSTRAP_SERVERS=kafka.bootstrap,
                IOC_KAFKA__REPLICATION_FACTOR=str(kafka.replication),
                IOC_DATABASE__DSN=pg.dsn, IOC_WALL__SECRET=WALL_SECRET,

@@ -260,7 +260,7 @@ def main() -> int:
         print("could not create the bench topics", file=sys.stderr)
         return 2
     port = _free_port()
-    env = dict(os.environ, IOC_NAMESPACE=s.namespace,
+    env = dict(os.environ, IOC_METRICS__ENABLED="false", IOC_NAMESPACE=s.namespace,
                IOC_KAFKA__BOOTSTRAP_SERVERS=",".join(s.kafka.bootstrap_servers),
                IOC_GATEWAY__PUBLISHERS=json.dumps(
                    {"bench": {"key_sha256": hash_key(KEY), "sources": ["loops", "air"]}}),

@@ -111,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
     base = load_settings()
     s = base.with_namespace(f"bl{secrets.token_hex(4)}")
     assert ensure_topics(s).success and ensure_topics(s, [BASELINE]).success
-    env = dict(os.environ, IOC_NAMESPACE=s.namespace,
+    env = dict(os.environ, IOC_METRICS__ENABLED="false", IOC_NAMESPACE=s.namespace,
                IOC_KAFKA__BOOTSTRAP_SERVERS=",".join(s.kafka.bootstrap_servers))
     args.full = not args.partial
     if args.full:
