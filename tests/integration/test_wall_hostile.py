@@ -135,6 +135,58 @@ def test_any_client_messages_get_a_close_code_and_the_server_stays_up(
     assert wall.call(lambda: wall.server.counters["handler_errors"]) == 0
 
 
+_ACTION = {"type": "action", "id": "r", "action": "comment", "alert": "a1", "text": "t", "to": "b"}
+_PRESET = {"type": "preset", "id": 1, "preset": "p"}
+
+
+@pytest.fixture(scope="module")
+def wall2() -> Iterator[ServerThread]:
+    """A server with a preset, pop-ups and one alert, for protocol-2 operator clients."""
+    screen = layout_of(["alerts:all", IDS[0]]).model_dump(mode="json")
+    screen["presets"] = {"p": layout_of([IDS[1]]).grid_dump()}
+    screen["popups"] = {"enabled": True}
+    st_ = ServerThread(wall_settings(_offline(), {"s": screen}, action_burst=10_000,
+                                     action_rate_per_s=1000), kafka=False)
+    st_.call(lambda: st_.server.store.apply(Tile("alerts:all", "alerts", 1, time.time(), {
+        "items": [{"id": "a1", "severity": "critical", "entity": "h2", "state": "raised"}]})))
+    yield st_
+    st_.stop()
+
+
+def _requests() -> st.SearchStrategy[str | bytes]:
+    objs = st.one_of(mutated_json_objects(_ACTION), mutated_json_objects(_PRESET))
+    return st.one_of(objs.filter(_ok).map(
+        lambda d: orjson.dumps(d, option=orjson.OPT_NON_STR_KEYS, default=str).decode()),
+        _frames())
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                   HealthCheck.function_scoped_fixture])
+@given(frames=st.lists(_requests(), min_size=1, max_size=4))
+def test_operator_requests_are_answered_or_closed_with_a_client_code(
+        wall2: ServerThread, frames: list[str | bytes]) -> None:
+    with connect(wall2.url, open_timeout=10, max_size=2**22) as ws:
+        ws.send(json.dumps({"type": "hello", "token": wall2.operator_token("op", "s"),
+                            "screen": "s", "protocol": 2}))
+        assert orjson.loads(ws.recv(timeout=10))["type"] == "snapshot"
+        try:
+            for f in frames:
+                ws.send(f)
+            ws.send(json.dumps({"type": "ping", "t": "end"}))
+            while True:
+                raw = ws.recv(timeout=10)
+                msg = orjson.loads(raw) if isinstance(raw, str) else None
+                if msg and msg.get("type") == "result":
+                    assert msg["ok"] or msg["error"] in (
+                        "invalid", "unknown_alert", "unknown_preset"), msg
+                if msg and msg.get("type") == "pong" and msg.get("t") == "end":
+                    return
+        except ConnectionClosed as exc:
+            code = exc.rcvd.code if exc.rcvd else None
+            assert code in CLIENT_CODES, (code, exc)
+    assert wall2.call(lambda: wall2.server.counters["handler_errors"]) == 0
+
+
 def _raw_ws(port: int) -> socket.socket:
     """A raw TCP socket past the websocket handshake (nothing read beyond the 101)."""
     sock = socket.create_connection(("127.0.0.1", port), timeout=10)
