@@ -242,9 +242,12 @@ def service_row(service: str, url: str, now: Exposition | None, before: Expositi
         if (tiles := now.total("ioc_wall_tiles")) is not None:
             notes.append(f"{_n(tiles)} tiles")
     elif service == "camera":
+        dropped, sampled = (rate("ioc_camera_frames_dropped_total"),
+                            rate("ioc_camera_frames_dropped_total", reason="sampled_out"))
         kw = {"rate_in": rate("ioc_camera_frames_captured_total"),
-              "rate_out": rate("ioc_camera_frames_analysed_total"),
-              "drops": rate("ioc_camera_frames_dropped_total")}
+              "rate_out": rate("ioc_camera_frames_published_total"),
+              # sampling down to the camera's fps is not a loss
+              "drops": None if dropped is None else max(0.0, dropped - (sampled or 0.0))}
         ups = now.by_label("ioc_camera_up", "camera")
         if ups:
             off = sorted(c for c, v in ups.items() if v < 1)

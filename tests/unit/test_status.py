@@ -83,7 +83,8 @@ def test_rows_of_every_service() -> None:
     assert rows["gateway"].rate_in == 40 and "3 connections" in rows["gateway"].detail
     assert rows["wall"].rate_out == 16 and rows["wall"].drops == 2
     assert rows["wall"].oldest_tile_s == 75 and "2 clients" in rows["wall"].detail
-    assert rows["camera"].rate_in == 20 and rows["camera"].rate_out == 16
+    assert rows["camera"].rate_in == 60 and rows["camera"].rate_out == 16
+    assert rows["camera"].drops == 4  # queue_full only: sampled_out is not a loss
     assert "1/2 cameras up (offline: highway)" in rows["camera"].detail
     assert rows["feeds"].rate_out == 12
     text = _text(Snapshot(tuple(rows.values()), time.time(), "ioc"))
