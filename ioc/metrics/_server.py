@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import errno
 import logging
+import socket
 import sys
 import threading
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
+from wsgiref.simple_server import WSGIRequestHandler, make_server
 
-from prometheus_client import start_http_server
+from prometheus_client import CollectorRegistry, make_wsgi_app
+from prometheus_client.exposition import ThreadingWSGIServer
 from prometheus_client.registry import Collector
 
 from ..errors import ConfigError
@@ -21,6 +24,33 @@ if TYPE_CHECKING:
 __all__ = ["MetricsEndpoint", "start_metrics"]
 
 log = logging.getLogger("ioc.metrics")
+
+
+class _Handler(WSGIRequestHandler):
+    """The library's exposition handler, with a read timeout: a client that does not send
+    its request within ``timeout`` seconds is dropped (its thread does not wait forever)."""
+
+    timeout = 10.0
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """No access log (one line per scrape)."""
+
+
+class _Server4(ThreadingWSGIServer):
+    address_family = socket.AF_INET
+
+
+class _Server6(ThreadingWSGIServer):
+    address_family = socket.AF_INET6
+
+
+def _serve(registry: CollectorRegistry, host: str, port: int) -> tuple[Any, threading.Thread]:
+    """``prometheus_client.start_http_server`` with a read timeout per connection."""
+    server = _Server6 if ":" in host else _Server4
+    httpd = make_server(host, port, make_wsgi_app(registry), server, handler_class=_Handler)
+    thread = threading.Thread(target=httpd.serve_forever, name="metrics-http", daemon=True)
+    thread.start()
+    return httpd, thread
 
 
 class MetricsEndpoint:
@@ -77,7 +107,7 @@ def start_metrics(settings: Settings, service: str, collectors: Iterable[Collect
     cs = list(collectors)
     registry = service_registry(service, settings.namespace, cs)
     try:
-        httpd, thread = start_http_server(port, addr=m.host, registry=registry)
+        httpd, thread = _serve(registry, m.host, port)
     except OSError as exc:
         why = ("the port is in use (another process serves it; pick another, 0 for any free "
                "port, or null to switch it off)" if exc.errno == errno.EADDRINUSE

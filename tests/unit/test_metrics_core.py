@@ -144,3 +144,17 @@ def test_sink_collector_reads_the_runners_at_scrape_time():
     assert s.value("ioc_dead_letters_total", stage="sink", reason="db_refused") == 2
     assert s.value("ioc_dead_letters_total", stage="sink", reason="other") == 1
     assert sink_groups(runners) == [(r.group, [r.topic])]
+
+
+def test_a_client_that_sends_nothing_is_dropped_and_does_not_hold_up_scrapes(monkeypatch):
+    from ioc.metrics import _server
+
+    monkeypatch.setattr(_server._Handler, "timeout", 0.5)
+    ep = start_metrics(_settings(), "camera", port=0, announce=False)
+    assert ep is not None
+    try:
+        with socket.create_connection(("127.0.0.1", ep.port), timeout=10) as slow:
+            assert "ioc_build_info" in scrape(ep.url).names()  # served meanwhile
+            assert slow.recv(100) == b""  # closed by the server (recv would time out at 10 s)
+    finally:
+        ep.close()
