@@ -10,9 +10,15 @@ Usage::
     Line counting: vehicles per direction across two lines on CDnet highway at 5 and
     30 fps against tests/fixtures/highway_crossings.json (from the per-pixel masks),
     with the analyzer's time per frame next to a raw decode + MOG2 loop.
+(a2) Tamper: every case of tests/fixtures/tamper_cases.json (tampering with known onsets
+    on real clips) at 5 fps and at the clip's own rate: detected or not, delay after the
+    tamper is complete, wrong kinds, raises before the onset, clear delay; negatives
+    must raise nothing.
 (b) Throughput on one core (``cv2.setNumThreads(1)``) at 640x360, 5 fps: cameras per
     core for motion + tamper + thumbnails (one zone, one counting line), next to the
-    same run's raw OpenCV loop (JPEG decode + MOG2 on the same frames), and the ratio.
+    same run's raw OpenCV loop (JPEG decode + MOG2 on the same frames), and the ratio;
+    and the analyzers as they were before issue 14 (bench/_vision_legacy.py) in the same
+    run, with the tamper detectors alone.
     People detection is reported separately. CPU time of this process is measured
     (``time.process_time``), so other load on the machine inflates it less than wall time;
     the methods are interleaved and each one's best of the rounds is kept.
@@ -35,10 +41,18 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench._vision_legacy import (  # noqa: E402
+    LegacyAnalyzer,
+    LegacyTamperConfig,
+    LegacyTamperDetector,
+)
+from tests.fixtures.tamper_cases import load_cases, run_case  # noqa: E402
 from vision import AnalyticsConfig, CameraAnalyzer  # noqa: E402
+from vision.frames import fit_width  # noqa: E402
 from vision.geometry import SceneRasters  # noqa: E402
 from vision.motion import MotionDetector  # noqa: E402
 from vision.people import make_people_detector  # noqa: E402
+from vision.tamper import TamperDetector  # noqa: E402
 
 FPS = 5.0
 
@@ -246,16 +260,38 @@ def analytics_cfg(people: bool = False) -> AnalyticsConfig:
     })
 
 
-def run_analytics(cams: list[list[bytes]], cfg: AnalyticsConfig) -> tuple[float, int]:
-    """CameraAnalyzer.process_jpeg, one analyzer per camera."""
-    ans = [CameraAnalyzer(f"cam{i}", cfg) for i in range(len(cams))]
+def run_analytics(cams: list[list[bytes]], cfg: AnalyticsConfig, *,
+                  legacy: bool = False) -> tuple[float, int]:
+    """CameraAnalyzer.process_jpeg (``legacy``: the analyzers before issue 14), one
+    analyzer per camera, frames stamped at FPS (warm-ups and confirmations are in seconds)."""
+    ans: list[Any] = [LegacyAnalyzer(f"cam{i}", cfg) if legacy else CameraAnalyzer(f"cam{i}", cfg)
+                      for i in range(len(cams))]
     seq = _interleaved(cams)
     t0 = time.process_time()
-    for ci, data in seq:
-        r = ans[ci].process_jpeg(data, time.time())
+    for k, (ci, data) in enumerate(seq):
+        r = ans[ci].process_jpeg(data, (k // len(cams)) / FPS)
         if r.skipped:
             raise SystemExit(f"frame skipped: {r.skipped}")
     return time.process_time() - t0, len(seq)
+
+
+def run_tamper_alone(cams: list[list[bytes]], legacy: bool) -> tuple[float, int]:
+    """The tamper detector alone on the frames the analyzer hands it (old: gray at 160 px,
+    new: BGR at tamper.width), decoding excluded."""
+    cfg = AnalyticsConfig()
+    frames = []
+    for ci, data in _interleaved(cams):
+        small = fit_width(_imdecode(data, cv2.IMREAD_REDUCED_COLOR_2), cfg.motion.width)
+        if legacy:
+            frames.append((ci, fit_width(cv2.cvtColor(small, cv2.COLOR_BGR2GRAY), 160)))
+        else:
+            frames.append((ci, fit_width(small, cfg.tamper.width)))
+    dets: list[Any] = [LegacyTamperDetector(LegacyTamperConfig()) if legacy
+                       else TamperDetector(cfg.tamper) for _ in cams]
+    t0 = time.process_time()
+    for k, (ci, f) in enumerate(frames):
+        dets[ci].detect(f, (k // len(cams)) / FPS)
+    return time.process_time() - t0, len(frames)
 
 
 def throughput(data: Path, per_camera: int, rounds: int) -> None:
@@ -265,6 +301,10 @@ def throughput(data: Path, per_camera: int, rounds: int) -> None:
         "raw loop: decode 640x360 + MOG2": run_raw_full,
         "raw loop: decode 1/2 + MOG2 (same size)": run_raw_same_size,
         "analytics: motion+tamper+thumbnails": lambda c: run_analytics(c, analytics_cfg()),
+        "old analytics (before issue 14)": lambda c: run_analytics(c, analytics_cfg(),
+                                                                   legacy=True),
+        "tamper alone, new": lambda c: run_tamper_alone(c, False),
+        "tamper alone, old": lambda c: run_tamper_alone(c, True),
     }
     best: dict[str, float] = {}
     for _ in range(rounds):
@@ -282,10 +322,49 @@ def throughput(data: Path, per_camera: int, rounds: int) -> None:
     print(f"  ratio analytics / raw loop at the same size:        {ana / same:.2f}")
     print(f"  cameras per core (motion+tamper+thumbnails, 5 fps): {1 / ana / FPS:.1f}"
           f"  (target >= 30)")
+    old = best["old analytics (before issue 14)"]
+    print(f"  cameras per core, new / old analyzers (same run):   {1 / ana / FPS:.1f} / "
+          f"{1 / old / FPS:.1f} = {old / ana:.2f} (target >= 0.85: cost within 15%)")
+    tn, to = best["tamper alone, new"], best["tamper alone, old"]
+    print(f"  tamper alone: new {tn * 1000:.2f} ms/frame, old {to * 1000:.2f} ms/frame"
+          f" (x{tn / to:.2f}); the rest of the difference is motion, tracking and lines")
     short = [c[: max(10, per_camera // 4)] for c in cams]
     secs, n = run_analytics(short, analytics_cfg(people=True))
     print(f"  with HOG people every 5th frame (upscale 1.5):    {secs / n * 1000:6.2f} ms/frame"
           f"  {n / secs / FPS:.1f} cameras/core")
+
+
+def tamper_accuracy(data: Path, quick: bool) -> None:
+    """Every case of tests/fixtures/tamper_cases.json at 5 fps and at the clip's rate."""
+    cases = load_cases()
+    if quick:
+        cases = cases[::3]
+    rows = []
+    for case in cases:
+        for fps in (FPS, None):
+            cfg = AnalyticsConfig.model_validate({"thumbnail": {"enabled": False}})
+            an = CameraAnalyzer(case.name, cfg)
+            o = run_case(case, data, lambda f, t, an=an: an.process(f, t).tamper, fps=fps)
+            rows.append(o)
+            raises = [(round(t - case.onset_s, 1), k) for t, k, a in o.events if a]
+            if case.expect is None:
+                verdict = "ok (no raise)" if o.ok else f"FALSE RAISE {raises}"
+                print(f"  {case.name:28s} {o.fps:4.0f} fps  negative          {verdict}")
+                continue
+            delay = "-" if o.delay_s is None else f"{o.delay_s:+.2f} s"
+            clear = "-" if o.clear_delay_s is None else f"{o.clear_delay_s:.2f} s"
+            print(f"  {case.name:28s} {o.fps:4.0f} fps  {case.expect:9s} "
+                  f"{'detected' if o.detected else 'MISSED  '} delay {delay:8s} "
+                  f"wrong kinds {list(o.wrong) or '-'}  early raises {o.early}  "
+                  f"dropped {o.dropped}  cleared {clear}")
+    pos = [o for o in rows if o.case.expect is not None]
+    neg = [o for o in rows if o.case.expect is None]
+    delays = [o.delay_s for o in pos if o.detected and o.delay_s is not None]
+    print(f"  tamper: {sum(o.ok for o in pos)}/{len(pos)} tampers met (kind within 2 s of "
+          f"completion, cleared after restoration), {sum(o.ok for o in neg)}/{len(neg)} "
+          f"negatives without a raise; delay after completion max "
+          f"{max(delays, default=float('nan')):.2f} s, mean "
+          f"{float(np.mean(delays)) if delays else float('nan'):.2f} s")
 
 
 def main() -> None:
@@ -295,6 +374,7 @@ def main() -> None:
     ap.add_argument("--data", type=Path,
                     default=Path(os.environ.get("IOC_DATA_DIR") or ROOT.parent / "shared/data"))
     ap.add_argument("--skip-accuracy", action="store_true")
+    ap.add_argument("--skip-tamper", action="store_true", help="skip the tamper cases (a2)")
     args = ap.parse_args()
     cv2.setNumThreads(1)
     data: Path = args.data
@@ -311,6 +391,9 @@ def main() -> None:
                         {"upscale": 1.0, "hit_threshold": -0.5, "min_score": -0.5})
         motion_accuracy(data)
         line_counting(data)
+    if not args.skip_tamper:
+        print("(a2) tamper on real footage (tests/fixtures/tamper_cases.json), defaults")
+        tamper_accuracy(data, args.quick)
     print("(b) throughput, one core, 640x360 JPEG q80, 5 fps per camera, 3 cameras interleaved")
     throughput(data, 60 if args.quick else 200, 2 if args.quick else 3)
 

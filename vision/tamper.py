@@ -18,8 +18,8 @@ frame at ``cfg.width`` (BGR) and two half-size levels below it (1/2, 1/4):
 - **colour**: spread of the chroma (B-G, R-G) over brightness, as a ratio to the
   reference's. A cloth or a spray pulls every pixel toward one colour.
 - **shift**: phase correlation of the 1/2 level with the reference (only computed
-  when the view lost the reference): a pan or tilt is a clean shift, and undoing it
-  restores the match (``aligned``).
+  when a third of the tiles lost the reference): a pan or tilt is a clean shift, and
+  undoing it restores the match (``aligned``).
 
 Decisions (``lost >= covered_area`` means the view no longer matches):
 
@@ -29,8 +29,9 @@ Decisions (``lost >= covered_area`` means the view no longer matches):
   changed: colour collapsed (< 0.45), the mid scale lost most of its energy (< 0.5),
   the contrast collapsed, or the fine/mid texture is foreign (< 0.5 or > 2 of the
   reference's);
-- moved: the view does not match and it is not covered and not defocused: the scene's
-  own texture and colour are still there (or a shift over ``moved_min_shift`` undoes it).
+- moved: the view does not match, or a shift over ``moved_min_shift`` undoing which
+  restores the match (>= 0.5) explains it, and it is neither covered nor defocused:
+  the scene's own texture and colour are still there.
 
 Times are seconds of frame timestamps: a condition raises after holding ``confirm_s``
 (moved: ``moved_confirm_s``) and clears after ``clear_s`` without it. The reference is
@@ -225,7 +226,7 @@ class TamperDetector:
         colour = 1.0 if f.colour < 0 or ref.colour <= 0.02 else f.colour / ref.colour
         contrast = f.flatness / max(ref.flatness, _EPS)
         shift, aligned = 0.0, 0.0
-        if lost >= self._unmatched_at():
+        if lost >= min(_WATCH_LOST, self._unmatched_at()):
             if self._window is None or self._window.shape != f.half.shape:
                 self._window = cv2.createHanningWindow((f.half.shape[1], f.half.shape[0]),
                                                        cv2.CV_32F)
@@ -267,7 +268,9 @@ class TamperDetector:
         shifted = m.shift >= cfg.moved_min_shift and m.aligned >= 0.5
         foreign = m.colour < 0.45 or m.mid < 0.5 or m.contrast < 0.3 or foreign_texture
         covered = ((unmatched and not shifted and foreign) or translucent) and not defocused
-        moved = unmatched and not covered and not defocused
+        # A clean shift (pan, tilt, knock) that undoing restores: moved, even when the
+        # edges along the shift still match in many tiles.
+        moved = (unmatched or shifted) and not covered and not defocused
         return {"covered": covered, "defocused": defocused, "moved": moved}
 
     @staticmethod
