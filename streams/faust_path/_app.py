@@ -72,8 +72,8 @@ def create_faust_app(settings: Settings, *, data_dir: Path) -> faust.App:
         broker_heartbeat_interval=min(3.0, s.session_timeout_s / 3),
         producer_linger=s.producer_linger_s,
     )
-    tables = {name: app.Table(name, partitions=parts, key_serializer="raw",
-                              value_serializer="raw") for name in TABLES}
+    tables = {name: app.Table(name, partitions=parts, key_type=bytes,
+                              value_type=bytes) for name in TABLES}
     core = EventCore(settings)
     app._ioc_core = core  # type: ignore[attr-defined]
     events = app.topic(topic_name(ns, "events"), key_serializer="raw", value_serializer="raw",
@@ -124,11 +124,11 @@ def create_faust_app(settings: Settings, *, data_dir: Path) -> faust.App:
                 store._db_for_partition(p).put(key, value)
                 table.send_changelog(p, key, value)
 
-    @app.on_partitions_revoked.connect
+    @app.on_partitions_revoked.connect  # type: ignore[arg-type]
     async def revoked(_app: Any, revoked: Any, **_kw: Any) -> None:
         core.forget(tp.partition for tp in revoked if tp.topic == events.get_topic_name())
 
-    @app.on_partitions_assigned.connect
+    @app.on_partitions_assigned.connect  # type: ignore[arg-type]
     async def assigned(_app: Any, assigned: Any, **_kw: Any) -> None:
         # states of newly assigned partitions are restored from changelogs: drop ours
         core.forget(tp.partition for tp in assigned if tp.topic == events.get_topic_name())
