@@ -108,5 +108,13 @@ class StagesCollector(Collector):
 
 
 def stage_groups(app: Any) -> list[tuple[str, list[str]]]:
-    """``(group, topics)`` of each stage consumer of ``app``, for ``ConsumerLag``."""
-    return [(r.group, list(r.stage.topics)) for r in _runners(app)]
+    """``(group, topics)`` of each stage consumer of ``app``, then of the Faust agents'
+    consumer (group ``app.conf.id``: probe, vision), for ``ConsumerLag``."""
+    out = [(r.group, list(r.stage.topics)) for r in _runners(app)]
+    agents = getattr(app, "agents", None)
+    if agents:
+        topics = sorted({t for a in list(agents.values())
+                         for t in getattr(a.channel, "topics", ())})
+        if topics:
+            out.append((str(app.conf.id), topics))
+    return out
