@@ -137,7 +137,7 @@ def screens_cmd(c) -> None:  # type: ignore[no-untyped-def]
                        f"{len(grid.tiles)} tiles, layout {grid.layout_hash()}")
         for r in layout.preset_rules:
             click.echo(f"  rule {r.id}: -> {r.preset} when rule={r.rule or '*'} "
-                       f"entity={r.entity_prefix or '*'}* severity>={r.severity}")
+                       f"entity={r.entity_prefix}* severity>={r.severity}")
         if layout.popups.enabled:
             click.echo(f"  pop-ups: severity>={layout.popups.severity}, "
                        f"at most {layout.popups.max_open}")
