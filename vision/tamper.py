@@ -128,8 +128,8 @@ def features(image: np.ndarray) -> _Features:
 def _tile_stats(e: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Zero-mean tiles (grid, pixels) and their norms."""
     h, w = e.shape
-    t = e.reshape(_GRID_Y, h // _GRID_Y, _GRID_X, w // _GRID_X).transpose(0, 2, 1, 3)
-    t = t.reshape(_GRID_Y * _GRID_X, -1)
+    grid = e.reshape(_GRID_Y, h // _GRID_Y, _GRID_X, w // _GRID_X).transpose(0, 2, 1, 3)
+    t: np.ndarray = grid.reshape(_GRID_Y * _GRID_X, -1)
     t = t - t.mean(axis=1, keepdims=True)
     return t, np.sqrt((t * t).sum(axis=1))
 

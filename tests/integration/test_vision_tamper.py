@@ -21,7 +21,7 @@ AT_5_FPS = [
     "defocus-ramp-0.3s-pets", "defocus-ramp-2s-highway", "defocus-disc-0.5s-motorway",
     "cover-fabric-highway", "cover-bubble-pets", "cover-crop-motorway", "cover-hand-pets",
     "cover-spray-highway", "pan-1s-highway", "tilt-1s-pets", "zoom-1s-motorway",
-    "knock-pets", "lighting-ramp-down-pets", "ir-switch-motorway", "dusk-highway",
+    "knock-pets", "lighting-ramp-down-pets", "ir-switch-motorway", "dusk-highway", "rain-pets",
     "crowd-pets",
 ]
 AT_NATIVE = ["defocus-ramp-2s-highway", "cover-fabric-highway", "cover-bubble-pets",
