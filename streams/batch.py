@@ -643,11 +643,10 @@ class StageRunner:
     def _count_dead_letters(self, records: list[Any]) -> None:
         """Count the (acknowledged) records to ``<ns>.dlq`` by (dlq.stage, dlq.reason)."""
         dlq, counts = self.dlq, self.dead_letters
-        for topic, _key, _value, _part, headers in records:
-            if topic == dlq and headers:
-                h = dict(headers)  # the dlq.* headers come last: they win
-                key = (h.get("dlq.stage", b""), h.get("dlq.reason", b""))
-                counts[key] = counts.get(key, 0) + 1
+        for rec in [rec for rec in records if rec[0] == dlq]:  # one fast pass, then the few
+            h = dict(rec[4] or ())  # the dlq.* headers come last: they win
+            key = (h.get("dlq.stage", b""), h.get("dlq.reason", b""))
+            counts[key] = counts.get(key, 0) + 1
 
     def checkpoint(self, out: Outbox) -> None:
         """Write the changed states (after ``out``, the outputs), then commit the input.
