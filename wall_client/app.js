@@ -281,6 +281,10 @@ presetSelect.addEventListener("change", () => {
   });
 });
 
+document.addEventListener("keydown", (ev) => {
+  if (ev.key === "Escape") focus.closeDrill();
+});
+
 grid.addEventListener("click", (ev) => {
   const tile = ev.target.closest(".tile.camera");
   if (tile && !tile.classList.contains("waiting")) focus.toggleDrill(tile.dataset.tile, Date.now() / 1000);

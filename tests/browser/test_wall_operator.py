@@ -340,6 +340,7 @@ def test_operator_screenshots(pages, feed):
     page.wait_for_function(PRESET_IS, arg="flood", timeout=5000)
     page.wait_for_function(POPUP_OPEN, arg=pop, timeout=5000)
     page.wait_for_function(ROW_IS, arg=[crit, "flash", "true"], timeout=5000)
+    page.locator("#toast").wait_for(state="hidden", timeout=7000)  # an earlier refusal, shown briefly
     ARTIFACTS.mkdir(exist_ok=True)
     for width, height in ((1920, 1080), (3840, 2160)):
         page.set_viewport_size({"width": width, "height": height})
