@@ -188,9 +188,11 @@ def _n(v: float | None) -> str:
 
 
 def service_row(service: str, url: str, now: Exposition | None, before: Exposition | None = None,
-                dt: float = 0.0, error: str = "") -> ServiceRow:
+                dt: float = 0.0, error: str = "", *, namespace: str = "") -> ServiceRow:
     """The row of ``service`` from its latest scrape ``now`` (None: it did not answer, for
-    ``error``) and the one ``dt`` seconds before it (rates need both)."""
+    ``error``) and the one ``dt`` seconds before it (rates need both). With ``namespace``,
+    a service whose ``ioc_build_info`` names another service or namespace says so in its
+    detail (the port belongs to another deployment)."""
     if now is None:
         return ServiceRow(service, url, up=False, error=error or "no answer")
 
@@ -201,6 +203,12 @@ def service_row(service: str, url: str, now: Exposition | None, before: Expositi
     lag = math.fsum(lag_groups.values()) if lag_groups else None
     dead = rate("ioc_dead_letters_total")
     notes: list[str] = []
+    for lab in now.series("ioc_build_info"):
+        info = dict(lab)
+        if info.get("service", service) != service or (
+                namespace and info.get("namespace", namespace) != namespace):
+            notes.append(f"NOT OURS: serves {info.get('service', '?')} of namespace "
+                         f"{info.get('namespace', '?')}")
     if now.bad_lines:
         notes.append(f"{now.bad_lines} unreadable line(s)")
     kw: dict[str, object] = {}
@@ -398,7 +406,8 @@ class StatusScreen:
         for (svc, url), (t, now, error) in zip(self.urls.items(), answers, strict=True):
             prev = self._before.get(svc)
             rows.append(service_row(svc, url, now, prev[1] if prev else None,
-                                    t - prev[0] if prev else 0.0, error))
+                                    t - prev[0] if prev else 0.0, error,
+                                    namespace=self.namespace))
             if now is not None:
                 self._before[svc] = (t, now)
             else:

@@ -91,6 +91,14 @@ def test_rows_of_every_service() -> None:
     assert "PAUSED" in text and "offline: highway" in text and "75 s" in text
 
 
+def test_a_port_of_another_deployment_is_named() -> None:
+    e = parse_exposition(exposition("worker", 1))  # ioc_build_info: worker of namespace ioc
+    assert "NOT OURS" not in service_row("worker", URL, e, namespace="ioc").detail
+    assert "NOT OURS: serves worker of namespace ioc" in service_row(
+        "worker", URL, e, namespace="other").detail
+    assert "NOT OURS: serves worker" in service_row("sink", URL, e, namespace="ioc").detail
+
+
 def test_a_down_service_renders_as_down() -> None:
     row = service_row("sink", URL, None, error="connection refused")
     assert not row.up
