@@ -190,7 +190,7 @@ def _status(s: Settings, ports: dict[str, int], *, expect_rc: int) -> str:
                         "--timeout", "3"], env=env, capture_output=True, text=True, timeout=60,
                        cwd=ROOT)
     assert r.returncode == expect_rc, r.stdout + r.stderr
-    assert "unreadable" not in r.stdout, r.stdout
+    assert "unreadable" not in r.stdout and "NOT OURS" not in r.stdout, r.stdout
     return r.stdout
 
 
