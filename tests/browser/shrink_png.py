@@ -29,17 +29,20 @@ def palette_png(src: Path, dst: Path, *, colors: int = 256, seed: int = 7) -> tu
     """Write ``src`` as an indexed PNG of at most ``colors`` colours to ``dst``; (bytes in, out)."""
     import cv2
 
-    bgr = cv2.imread(str(src), cv2.IMREAD_COLOR)
-    if bgr is None:
+    img = cv2.imread(str(src), cv2.IMREAD_COLOR)
+    if img is None:
         raise ValueError(f"expected a readable image at {src}, got nothing")
+    bgr = np.asarray(img, dtype=np.uint8)
     h, w = bgr.shape[:2]
     px = bgr.reshape(-1, 3)
     rng = np.random.default_rng(seed)
     sample = px[rng.choice(len(px), min(_SAMPLE, len(px)), replace=False)].astype(np.float32)
     cv2.setRNGSeed(seed)
-    _, _, centers = cv2.kmeans(sample, colors, None,
+    labels = np.zeros((len(sample), 1), np.int32)
+    _, _, found = cv2.kmeans(sample, colors, labels,
                                (cv2.TERM_CRITERIA_EPS + cv2.TERM_CRITERIA_MAX_ITER, 20, 0.5),
                                2, cv2.KMEANS_PP_CENTERS)
+    centers = np.asarray(found, dtype=np.float32)
     # Nearest palette colour of every 5-bit-per-channel colour, then a table lookup per pixel.
     grid = (np.stack(np.meshgrid(*[np.arange(32)] * 3, indexing="ij"), -1).reshape(-1, 3) * 8 + 4)
     d = ((grid[:, None, :].astype(np.float32) - centers[None, :, :]) ** 2).sum(-1)
