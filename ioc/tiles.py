@@ -10,8 +10,9 @@ Tile ids (stable): ``camera:<camera>``, ``kpi:<kpi>[:<group>]``,
 Kinds and their payloads (JSON objects):
 
 - ``camera``: ``{"camera", "width", "height", "motion": 0..1, "counts": {name: int},
-  "health": "online"|"offline"|"degraded", "fps": float}``; the thumbnail (JPEG with
-  the overlays drawn in) is the tile's ``image``.
+  "health": "online"|"offline"|"degraded", "fps": float, "tamper": {"covered",
+  "defocused", "moved", "ready": bool}}`` (``tamper`` only when tamper detection ran);
+  the thumbnail (JPEG with the overlays drawn in) is the tile's ``image``.
 - ``kpi``: ``{"label", "value": float|None, "unit", "period", "group", "trend": [float],
   "ranking": [{"group", "value"}]}``.
 - ``series``: ``{"label", "entity", "metric", "unit", "value", "series": [[t, v], ...]}``.

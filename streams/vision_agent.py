@@ -118,22 +118,31 @@ def camera_tile(
     health: str,
     fps: float,
     image: bytes | None,
+    tamper: Any = None,
 ) -> Tile:
-    """A ``camera`` tile as ioc/tiles.py defines its payload."""
+    """A ``camera`` tile as ioc/tiles.py defines its payload.
+
+    ``tamper``: the frame's ``vision.result.TamperState`` (None: not analysed); its flags
+    go into the payload for the wall's drill-in.
+    """
+    payload: dict[str, Any] = {
+        "camera": camera,
+        "width": width,
+        "height": height,
+        "motion": round(float(motion), 4),
+        "counts": counts,
+        "health": health,
+        "fps": round(float(fps), 2),
+    }
+    if tamper is not None:
+        payload["tamper"] = {"covered": bool(tamper.covered), "defocused": bool(tamper.defocused),
+                             "moved": bool(tamper.moved), "ready": bool(tamper.ready)}
     return Tile(
         id=f"camera:{camera}",
         kind="camera",
         version=version,
         time=ts,
-        payload={
-            "camera": camera,
-            "width": width,
-            "height": height,
-            "motion": round(float(motion), 4),
-            "counts": counts,
-            "health": health,
-            "fps": round(float(fps), 2),
-        },
+        payload=payload,
         image=image,
     )
 
@@ -357,7 +366,8 @@ def _register(app: faust.App, settings: Settings) -> None:
                 lt = rt.next_tile(r.camera, r.ts)
                 tile = camera_tile(r.camera, ts=r.ts, version=lt.version, width=r.width,
                                    height=r.height, motion=r.motion.ratio, counts=_counts(r),
-                                   health=health, fps=fps, image=r.thumbnail)
+                                   health=health, fps=fps, image=r.thumbnail,
+                                   tamper=getattr(r, "tamper", None))
                 lt.ts, lt.payload, lt.image = r.ts, tile.payload, r.thumbnail
                 tile_bytes = encode_tile(tile)
             except Exception as exc:

@@ -107,9 +107,11 @@ export class AnalyticsOverlay {
     this.svg.replaceChildren(...shapes);
 
     const flags = tamperFlags(p.tamper);
-    this.tamper.className = `cam-tamper ${flags === null ? "unknown" : flags.length ? "raised" : "ok"}`;
-    this.tamper.dataset.tamper = flags === null ? "unknown" : flags.join(",") || "none";
-    this.tamper.textContent = flags === null ? "Tamper: not reported"
+    // The detector has no reference yet (just started, or the scene was reset).
+    const warming = flags !== null && !flags.length && p.tamper?.ready === false;
+    this.tamper.className = `cam-tamper ${flags === null || warming ? "unknown" : flags.length ? "raised" : "ok"}`;
+    this.tamper.dataset.tamper = flags === null ? "unknown" : warming ? "warming" : flags.join(",") || "none";
+    this.tamper.textContent = flags === null ? "Tamper: not reported" : warming ? "Tamper: warming up"
       : flags.length ? `TAMPER: ${flags.join(", ")}` : "Tamper: none";
 
     const rows = [];
