@@ -96,11 +96,13 @@ export class FocusLayer {
     this._layoutPopups();
   }
 
-  /** Replace every pop-up with `list` (a snapshot's `popups`). */
+  /** Replace every pop-up with `list` (a snapshot's `popups`, newest first). */
   setPopups(list) {
-    const keep = new Set((list || []).map((m) => String(m.alert)));
+    const items = Array.isArray(list) ? list : [];
+    const keep = new Set(items.map((m) => String(m.alert)));
     for (const id of [...this.popups.keys()]) if (!keep.has(id)) this.closePopup(id);
-    for (const m of list || []) this.openPopup(m);
+    // Oldest first, as live `popup` messages arrive: the newest are the ones shown.
+    for (const m of [...items].reverse()) this.openPopup(m);
   }
 
   _layoutPopups() {
