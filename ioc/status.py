@@ -225,13 +225,16 @@ def service_row(service: str, url: str, now: Exposition | None, before: Expositi
             notes.append(f"{_n(late)} late")
     elif service == "sink":
         kw = {"rate_out": rate("ioc_sink_rows_written_total")}
-        paused = now.total("ioc_sink_paused")
-        if paused:
-            notes.append("PAUSED (database down?)")
-        elif paused is not None:
+        paused = now.by_label("ioc_sink_paused", "table")
+        if any(paused.values()):
+            tables = sorted(t for t, v in paused.items() if v)
+            notes.append(f"PAUSED (database down?): {', '.join(tables[:6])}"
+                         + (", ..." if len(tables) > 6 else ""))
+        elif paused:
             notes.append("writing")
-        if (down := now.total("ioc_sink_database_down_seconds_total")):
-            notes.append(f"db down {down:,.0f} s in all")
+        down = now.by_label("ioc_sink_database_down_seconds_total", "table")
+        if down and max(down.values()) > 0:  # per table: the longest, not their sum
+            notes.append(f"database down {max(down.values()):,.0f} s since start")
     elif service == "gateway":
         kw = {"rate_in": rate("ioc_gateway_events_accepted_total")}
         rej = rate("ioc_gateway_events_rejected_total")

@@ -79,7 +79,9 @@ def test_rows_of_every_service() -> None:
                                                                 cameras_down=("highway",))),
                            parse_exposition(exposition(s, 1)), dt=1.0)
             for s in SERVICES}
-    assert rows["sink"].rate_out == 100 and "PAUSED" in rows["sink"].detail and rows["sink"].lag == 7
+    assert rows["sink"].rate_out == 100 and rows["sink"].lag == 7
+    assert "PAUSED (database down?): events;" in rows["sink"].detail
+    assert "database down 30 s" in rows["sink"].detail  # the longest table, not the sum
     assert rows["gateway"].rate_in == 40 and "3 connections" in rows["gateway"].detail
     assert rows["wall"].rate_out == 16 and rows["wall"].drops == 2
     assert rows["wall"].oldest_tile_s == 75 and "2 clients" in rows["wall"].detail
