@@ -328,6 +328,32 @@ def test_drill_in_shows_the_analytics_overlay_and_returns(pages):
     assert pages["errors"] == []
 
 
+def test_alert_states_and_preset_choice_survive_a_wall_restart(pages, wall, feed):
+    a, b = pages["a"], pages["b"]
+    aid = feed.raise_("restart", "critical", "optest-sluice", "Sluice gate 2 jammed")
+    b.wait_for_function(ROW_IS, arg=[aid, "flash", "true"], timeout=5000)
+    a.locator(f'.alert[data-alert="{aid}"] [data-act="ack"]').click()
+    a.locator("#preset-select").select_option("flood")
+    b.wait_for_function(ROW_IS, arg=[aid, "acked", "true"], timeout=3000)
+    b.wait_for_function(PRESET_IS, arg="flood", timeout=3000)
+    connects = b.evaluate("window.__wall.conn.stats.connects")
+    wall.stop()
+    b.wait_for_function("() => document.body.dataset.conn !== 'live'", timeout=10000)
+    wall.start()
+    for page in (a, b):
+        page.wait_for_function(LIVE, timeout=30000)
+    # The restarted server rebuilt both from Kafka; the pages show them again.
+    assert b.evaluate("window.__wall.conn.stats.connects") == connects + 1
+    b.wait_for_function(ROW_IS, arg=[aid, "acked", "true"], timeout=5000)
+    assert b.locator(f'.alert[data-alert="{aid}"]').get_attribute("data-flash") == "false"
+    assert b.locator("#preset-badge").get_attribute("data-by") == "operator:alice"
+    a.locator("#preset-select").select_option("")
+    b.wait_for_function(PRESET_IS, arg="", timeout=3000)
+    a.locator(f'.alert[data-alert="{aid}"] [data-act="close"]').click()
+    b.wait_for_function(ROW_GONE, arg=aid, timeout=5000)
+    assert pages["errors"] == []
+
+
 def test_operator_screenshots(pages, feed):
     """An operator's screen with a preset active, a flashing critical alert, a pop-up, and
     a drill-in, at 1920x1080 and 3840x2160 (in artifacts/; checked by eye)."""
