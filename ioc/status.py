@@ -217,7 +217,10 @@ def service_row(service: str, url: str, now: Exposition | None, before: Expositi
         for st in sorted(now.by_label("ioc_stage_events_in_total", "stage")):
             stages[st] = (rate("ioc_stage_events_in_total", stage=st),
                           rate("ioc_stage_records_out_total", stage=st))
-        kw = {"rate_in": rate("ioc_stage_events_in_total"),
+        # in: the system's intake (the validate stage), not the sum over stages, which
+        # counts one event once per stage it passes; out: records produced by all stages
+        kw = {"rate_in": rate("ioc_stage_events_in_total", stage="validate") if "validate"
+              in stages else rate("ioc_stage_events_in_total"),
               "rate_out": rate("ioc_stage_records_out_total"), "stages": stages}
         if (cf := now.total("ioc_commit_failures_total")):
             notes.append(f"{_n(cf)} commit failures")

@@ -58,7 +58,7 @@ def test_rates_from_two_scrapes_of_contract_metrics() -> None:
     before, now = parse_exposition(exposition("worker", 10)), parse_exposition(exposition("worker", 14))
     r = service_row("worker", URL, now, before, dt=2.0)
     assert r.up
-    assert r.rate_in == pytest.approx((100 + 10) * 4 / 2)
+    assert r.rate_in == pytest.approx(100 * 4 / 2)  # the validate stage's intake
     assert r.rate_out == pytest.approx((50 + 5) * 4 / 2)
     assert r.dead_letters == pytest.approx(3 * 4 / 2)
     assert r.lag == 42
