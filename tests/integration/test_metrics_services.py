@@ -118,8 +118,11 @@ def test_accepted_events_rows_written_and_lag_move(fresh_namespace, spawn):
     assert w.value("ioc_consumer_lag", group=group, topic=f"{ns}.events.raw") == 0
     assert {d["partition"] for d in w.labels("ioc_consumer_lag")} >= {"0"}
 
-    # the sink starts on a backlog: its lag is the backlog, then 0 once the rows are in
-    sink = spawn(["sink", "--tables", "events", "--metrics-port", "0"], settings=s, name="sink")
+    # The sink starts on a backlog: its lag is the backlog, then 0 once the rows are in.
+    # Lag counts from committed offsets, and a 3 s linger holds the first commit back, so
+    # the backlog is there to be seen whatever the speed of the first lag refresh.
+    sink = spawn(["sink", "--tables", "events", "--linger", "3", "--metrics-port", "0"],
+                 settings=s, name="sink")
     sink_metrics = _metrics_url(sink)
     sgroup = f"{ns}-sink-events"
     lags: list[float] = []
