@@ -137,7 +137,7 @@ def _check_never_crashes(data: bytes | str) -> None:
     assert e.bad_lines >= 0
     rows = []
     for s in SERVICES:
-        r = service_row(s, URL, e, e, dt=1.0)
+        r = service_row(s, URL, e, e, dt=1.0, namespace="ioc")
         assert r.up
         for v in (r.rate_in, r.rate_out, r.dead_letters, r.drops):
             assert v is None or v >= 0  # a counter that went down gives no rate
@@ -155,7 +155,8 @@ _line = st.one_of(
     st.text(max_size=60),
     st.builds(lambda n, lab, v: f"{n}{{{lab}}} {v}", st.sampled_from(
         ["ioc_consumer_lag", "ioc_stage_events_in_total", "ioc_camera_up", "ioc_sink_paused",
-         "ioc_wall_oldest_tile_age_seconds", "ioc_wall_drops_total", "x"]),
+         "ioc_wall_oldest_tile_age_seconds", "ioc_wall_drops_total", "ioc_build_info",
+         "ioc_camera_frames_dropped_total", "ioc_sink_database_down_seconds_total", "x"]),
         st.text(alphabet='a="\\,} {\n', max_size=20),
         st.sampled_from(["1", "-1", "NaN", "+Inf", "-Inf", "1e308", "1e309", "", "x", "1 2 3 4"])),
 )
