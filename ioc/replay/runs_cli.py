@@ -31,9 +31,12 @@ def runs_group() -> None:
 @click.option("--no-worker", is_flag=True, help="Only register; start workers yourself "
               "(ioc -n NAMESPACE -c FILE worker).")
 @click.option("--agents", default="", help="Comma-separated agents for the worker (default: all).")
+@click.option("--metrics-port", default=0, show_default=True, type=click.IntRange(0, 65535),
+              metavar="N", help="The worker's /metrics port; 0: any free port (printed), "
+              "since a run's worker usually runs beside the live one on metrics.worker.")
 @pass_ctx
 def runs_start(c: Ctx, run_ns: str, run_config: str | None, label: str, no_worker: bool,
-               agents: str) -> None:
+               agents: str, metrics_port: int) -> None:
     """Register a run of NAMESPACE with --config's settings, then run the worker on it
     in the foreground (until SIGINT/SIGTERM) and mark the run finished or failed."""
     from .runs import finish_run, start_run
@@ -56,7 +59,7 @@ def runs_start(c: Ctx, run_ns: str, run_config: str | None, label: str, no_worke
     status = "failed"
     try:
         sys.argv = [sys.argv[0]]  # faust's Worker reads argv
-        run_worker(run, chosen)
+        run_worker(run, chosen, metrics_port=metrics_port)
         status = "finished"
     except SystemExit as exc:
         status = "finished" if exc.code in (0, None) else "failed"
