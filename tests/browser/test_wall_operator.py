@@ -145,6 +145,8 @@ def _page(browser, wall, *, role: str = "operator", name: str = "alice", width: 
     page = browser.new_page(viewport={"width": width, "height": height}, reduced_motion=reduced_motion)
     errors: list[str] = []
     page.on("pageerror", lambda e: errors.append(str(e)))
+    # A CSP refusal (inline script/style, eval, a foreign URL) is only a console error.
+    page.on("console", lambda m: errors.append(m.text) if "Content Security Policy" in m.text else None)
     signer = TokenSigner(SECRET.encode())
     token = (signer.issue([SCREEN], 3600, subject=name, role="operator") if role == "operator"
              else signer.issue([SCREEN], 3600))
