@@ -40,6 +40,9 @@ class SinkCollector(Collector):
                                    "acknowledged), by stage and reason",
                                    labels=["stage", "reason"])
         now = time.monotonic()
+        # Every reason from the start at 0: rate() over a series that appears already
+        # holding its first count misses that count. Summed over the tables' runners.
+        by_reason: dict[str, int] = dict.fromkeys((*DEAD_LETTER_REASONS, "other"), 0)
         for r in runners:
             m, table = r.metrics, r.spec.table
             rows.add_metric([table], m.rows_inserted)
@@ -47,14 +50,16 @@ class SinkCollector(Collector):
             since = m.down_since
             down.add_metric([table], m.paused_s + (now - since if since is not None else 0.0))
             paused.add_metric([table], 1.0 if r._paused else 0.0)
-            for reason, n in sorted(dict(m.dead_letters).items()):
-                dead.add_metric(["sink", reason if reason in DEAD_LETTER_REASONS else "other"],
-                                n)
+            for reason, n in dict(m.dead_letters).items():
+                key = reason if reason in DEAD_LETTER_REASONS else "other"
+                by_reason[key] = by_reason.get(key, 0) + n
         yield rows
         yield fallbacks
         yield histogram_family("ioc_sink_batch_seconds", "seconds to write one batch "
                                "(COPY, merge, commit)", ["table"],
                                [([r.spec.table], r.metrics.write_seconds) for r in runners])
+        for reason, n in sorted(by_reason.items()):
+            dead.add_metric(["sink", reason], n)
         yield down
         yield paused
         yield dead

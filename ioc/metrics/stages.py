@@ -89,21 +89,24 @@ class StagesCollector(Collector):
                                    "acknowledged), by stage and reason",
                                    labels=["stage", "reason"])
         names = {st.name for st in stages}
+        # Every (stage, reason) from the start at 0: rate() over a series that appears
+        # already holding its first count misses that count.
+        by: dict[tuple[str, str], int] = {
+            (n, reason): 0 for n in names for reason in (*DEAD_LETTER_REASONS, "other")}
         for r in runners:
             name = r.stage.name
             out.add_metric([name], r.stage.metrics.outputs)
             commits.add_metric([name], r.stage.metrics.commit_failures)
             if r.restore_s is not None:
                 restore.add_metric([name], r.restore_s)
-            by: dict[tuple[str, str], int] = {}
             for (stage_b, reason_b), n in snapshot_items(r.dead_letters):
                 stage = stage_b.decode("utf-8", "replace")
                 reason = reason_b.decode("utf-8", "replace")
                 key = (stage if stage in names else name,
                        reason if reason in DEAD_LETTER_REASONS else "other")
                 by[key] = by.get(key, 0) + n
-            for (stage, reason), n in sorted(by.items()):
-                dead.add_metric([stage, reason], n)
+        for (stage, reason), n in sorted(by.items()):
+            dead.add_metric([stage, reason], n)
         yield from (rin, ein, out, batches, busy, dead, late, held, commits, entries, restore)
 
 

@@ -146,6 +146,29 @@ def test_sink_collector_reads_the_runners_at_scrape_time():
     assert sink_groups(runners) == [(r.group, [r.topic])]
 
 
+def test_sink_dead_letters_exist_at_zero_and_sum_over_tables():
+    """rate() needs a series before its first count; two tables, one series per reason."""
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from ioc.events import DEAD_LETTER_REASONS
+    from tests.fixtures.metrics import Scrape
+
+    runners = [_runner(0), _runner(1)]
+    reg = CollectorRegistry()
+    reg.register(SinkCollector(runners))
+    s = Scrape(generate_latest(reg).decode())
+    for reason in DEAD_LETTER_REASONS:
+        assert s.value("ioc_dead_letters_total", stage="sink", reason=reason) == 0
+    runners[0].metrics.dead_letters["sink_unreadable"] = 2
+    runners[1].metrics.dead_letters["sink_unreadable"] = 3
+    text = generate_latest(reg).decode()
+    lines = [ln for ln in text.splitlines()
+             if ln.startswith("ioc_dead_letters_total{") and '"sink_unreadable"' in ln]
+    assert len(lines) == 1, lines  # one series, not one per table
+    assert Scrape(text).value("ioc_dead_letters_total", stage="sink",
+                              reason="sink_unreadable") == 5
+
+
 def test_a_client_that_sends_nothing_is_dropped_and_does_not_hold_up_scrapes(monkeypatch):
     from ioc.metrics import _server
 

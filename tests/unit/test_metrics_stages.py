@@ -57,6 +57,9 @@ def test_validate_counts_records_events_and_dead_letters_by_reason():
     app = _app()
     s0 = _scrape(app)
     assert s0.value("ioc_stage_records_in_total", stage="validate") == 0
+    # every declared reason exists at 0 before the first dead letter (rate() needs it)
+    assert all(s0.value("ioc_dead_letters_total", stage="validate", reason=r) == 0
+               for r in DEAD_LETTER_REASONS)
     raw = orjson.dumps([_event(1), _event(2), _event(3, time="yesterday")])
     rec = Record("mt.events.raw", 0, 0, b"loops", raw, [])
     runner = _runner(app, "validate")
