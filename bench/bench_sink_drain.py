@@ -15,10 +15,11 @@ the committed offsets of its group are read every 0.25 s. Figures:
                     + incoming) and net (backlog only: gross - R)
     raw consume     baseline (a): the same topic read with confluent-kafka (records/s,
                     no database, no decoding)
-    direct COPY     baseline (b): the same rows (``event_rows`` of the same records,
-                    built in memory beforehand) binary-COPYed in committed batches of
-                    ``--copy-batch`` rows into a table identical to ``events`` (unique
-                    key and indexes included); rows/s
+    direct COPY     baseline (b): the same rows (the spec's ``to_rows`` of the same
+                    records, built in memory beforehand, in its ``copy_types``)
+                    binary-COPYed in committed batches of ``--copy-batch`` rows
+                    into a table identical to ``events`` (unique key and indexes
+                    included); rows/s
     to_rows         the events spec's ``to_rows`` alone over the same records (µs/row)
 
 and the ratios sink/raw consume, sink/COPY; CPU seconds per 1,000 rows of the sink
@@ -50,7 +51,7 @@ from psycopg import sql  # noqa: E402
 
 from ioc.config import Settings, load_settings  # noqa: E402
 from ioc.events import Event, encode_event  # noqa: E402
-from ioc.events._storage import EVENTS_SINK, event_rows  # noqa: E402
+from ioc.events._storage import EVENTS_SINK  # noqa: E402
 from ioc.kafka import delete_namespace_topics, ensure_topics  # noqa: E402
 from ioc.storage import connect, drop_schema, migrate  # noqa: E402
 
@@ -198,7 +199,7 @@ def direct_copy(s: Settings, rows: list[tuple[Any, ...]], batch: int
         t0, cpu0, pg0 = time.perf_counter(), time.process_time(), cpu_of(backend)
         for i in range(0, len(rows), batch):
             with c.cursor() as cur, cur.copy(stmt) as cp:
-                cp.set_types(list(EVENTS_SINK.types))
+                cp.set_types(list(EVENTS_SINK.copy_types or EVENTS_SINK.types))
                 for r in rows[i:i + batch]:
                     cp.write_row(r)
             c.commit()
@@ -253,7 +254,7 @@ def main() -> None:
         dt_raw, cpu_raw = raw_consume(s, topic, n)
         log(f"raw consume: {n / dt_raw:,.0f} records/s")
         tr0 = time.perf_counter()
-        rows = [r for k, v, h in records for r in event_rows(k, v, h)]
+        rows = [r for k, v, h in records for r in EVENTS_SINK.to_rows(k, v, h)]
         us_rows = (time.perf_counter() - tr0) / n * 1e6
         dt_copy, cpu_copy, pg_copy = direct_copy(s, rows, a.copy_batch)
         log(f"direct COPY ({a.copy_batch:,}-row batches): {n / dt_copy:,.0f} rows/s")

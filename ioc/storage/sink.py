@@ -116,6 +116,13 @@ class TableSink:
             committed, on the writer's connection outside any transaction (the hourly
             rollup view's refresh). It raises only ``psycopg.OperationalError`` (the
             batch is then retried, idempotently); other failures it logs itself.
+        copy_types: when ``to_rows`` returns values already in their column's binary
+            COPY format, the type whose (C) dumper sends each one as it is: ``int8`` for
+            a ``timestamptz`` (microseconds since 2000-01-01 UTC), ``bytea`` for a
+            ``jsonb`` (``b"\\x01"`` + JSON text). None: the rows hold Python values of
+            ``types`` (``datetime``, ``dict``...). ``TableWriter.write(rows)`` takes rows
+            of ``types`` either way; the sink passes its ``to_rows`` rows with
+            ``encoded=True``.
     """
 
     name: str
@@ -128,11 +135,15 @@ class TableSink:
     on_conflict: Literal["nothing", "update"] = "nothing"
     description: str = ""
     after_write: AfterWriteFn | None = None
+    copy_types: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         if len(self.columns) != len(self.types):
             raise ValueError(f"sink {self.name}: {len(self.columns)} columns but "
                              f"{len(self.types)} types")
+        if self.copy_types is not None and len(self.copy_types) != len(self.columns):
+            raise ValueError(f"sink {self.name}: {len(self.columns)} columns but "
+                             f"{len(self.copy_types)} copy types")
         missing = [c for c in self.conflict if c not in self.columns]
         if missing or not self.conflict:
             raise ValueError(f"sink {self.name}: conflict key {self.conflict} must be a "
@@ -181,6 +192,7 @@ class SinkMetrics:
     write_s: float = 0.0  # time spent in database writes (COPY + merge + commit)
     consumer_restarts: int = 0  # consumers replaced after a call that never returned
     direct_fallbacks: int = 0  # batches the unique key sent from direct COPY to the merge
+    early_resumes: int = 0  # backoffs cut short: the database accepted a connection again
     # for /metrics (ioc.metrics.sink): acknowledged dead letters by reason, seconds of
     # each batch write, and when the current database outage began (monotonic; None: up)
     dead_letters: dict[str, int] = field(default_factory=dict)
@@ -197,6 +209,7 @@ class SinkMetrics:
                 f"rejected={self.messages_rejected} db_failures={self.db_failures} "
                 f"paused_s={self.paused_s:.1f} commit_failures={self.commit_failures} "
                 f"write_s={self.write_s:.1f} direct_fallbacks={self.direct_fallbacks} "
+                f"early_resumes={self.early_resumes} "
                 f"consumer_restarts={self.consumer_restarts}")
 
 
@@ -220,6 +233,7 @@ class TableWriter:
         self.spec = spec
         self._conn: psycopg.Connection | None = None
         self._seen_duplicate = False  # the last batch had rows already stored
+        self.connect_failed = False  # the last connection attempt failed (database down)
         self.direct_fallbacks = 0  # direct COPYs refused by the unique key
         schema = settings.db_schema
         cols = sql.SQL(", ").join(map(sql.Identifier, spec.columns))
@@ -250,7 +264,9 @@ class TableWriter:
         try:
             conn = connect(self.settings.database)
         except StorageError as exc:
+            self.connect_failed = True
             raise _Unavailable(str(exc)) from exc
+        self.connect_failed = False
         try:
             set_json_dumps(orjson.dumps, context=conn)
             with conn.transaction():
@@ -267,8 +283,11 @@ class TableWriter:
         self._conn = conn
         return conn
 
-    def write(self, rows: Sequence[Sequence[Any]]) -> int:
+    def write(self, rows: Sequence[Sequence[Any]], *, encoded: bool = False) -> int:
         """Write ``rows`` in one transaction; return how many were new.
+
+        ``encoded``: the rows come from the spec's ``to_rows``, in its ``copy_types``
+        (when it has them); otherwise they hold Python values of its ``types``.
 
         Raises:
             _Unavailable: the connection failed (retry later with the same rows).
@@ -284,7 +303,7 @@ class TableWriter:
             if self.spec.on_conflict == "nothing" and not self._seen_duplicate:
                 try:
                     with conn.transaction(), conn.cursor() as cur:
-                        self._copy_rows(cur, self._copy_direct, rows)
+                        self._copy_rows(cur, self._copy_direct, rows, encoded)
                     self._after_write(conn, rows)
                     return len(rows)
                 except psycopg.errors.UniqueViolation:
@@ -293,7 +312,7 @@ class TableWriter:
                     self._seen_duplicate = True
                     self.direct_fallbacks += 1
             with conn.transaction(), conn.cursor() as cur:
-                self._copy_rows(cur, self._copy, rows)
+                self._copy_rows(cur, self._copy, rows, encoded)
                 cur.execute(self._merge)
                 inserted = max(cur.rowcount, 0)
             if inserted == len(rows):
@@ -315,9 +334,10 @@ class TableWriter:
             self.spec.after_write(conn, self.settings, rows)
 
     def _copy_rows(self, cur: psycopg.Cursor[Any], statement: sql.Composed,
-                   rows: Sequence[Sequence[Any]]) -> None:
+                   rows: Sequence[Sequence[Any]], encoded: bool) -> None:
+        types = self.spec.copy_types if encoded and self.spec.copy_types else self.spec.types
         with cur.copy(statement) as cp:
-            cp.set_types(list(self.spec.types))
+            cp.set_types(list(types))
             for r in rows:
                 cp.write_row(r)
 
@@ -637,8 +657,8 @@ class _TableSinkRunner:
                     inserted = await self._thread("database write", self._write_one_by_one,
                                                    batch)
                 else:
-                    inserted = await self._thread("database write", self.writer.write,
-                                                   batch.rows)
+                    inserted = await self._thread("database write", functools.partial(
+                        self.writer.write, encoded=True), batch.rows)
                 self.metrics.write_s += time.perf_counter() - w0
                 self.metrics.write_seconds.observe(time.perf_counter() - w0)
                 self.metrics.direct_fallbacks = self.writer.direct_fallbacks
@@ -653,7 +673,7 @@ class _TableSinkRunner:
                 self._pause()
                 if not retry or self.stop.is_set():
                     return False
-                await self._idle(delay)
+                await self._backoff(delay)
                 delay = min(delay * 2, self.options.retry_max_s)
             except (psycopg.Error, _Unwritable) as exc:
                 log.warning("sink %s: batch refused (%s); isolating bad messages",
@@ -687,7 +707,7 @@ class _TableSinkRunner:
             if a == b:
                 return 0
             try:
-                return self.writer.write(batch.rows[a:b])
+                return self.writer.write(batch.rows[a:b], encoded=True)
             except (psycopg.Error, _Unwritable) as exc:
                 if hi - lo > 1:
                     mid = (lo + hi) // 2
@@ -816,6 +836,24 @@ class _TableSinkRunner:
             parts = self.consumer.assignment()
             if parts:
                 self.consumer.resume(parts)
+
+    async def _backoff(self, seconds: float) -> None:
+        """``_idle(seconds)`` between two writes while the database is down, cut short as
+        soon as it accepts a connection again (tried about once a second while
+        connecting is what fails): the write is retried within ~1 s of the database's
+        return, not after the rest of a backoff of up to ``retry_max_s``. A database
+        that accepts connections but fails the writes keeps the whole backoff."""
+        end = time.monotonic() + seconds
+        while not self.stop.is_set() and (left := end - time.monotonic()) > 0:
+            await self._idle(min(left, 1.0))
+            if not self.writer.connect_failed or end - time.monotonic() <= 0:
+                continue
+            try:
+                await self._thread("database connect", self.writer._connection)
+            except _Unavailable:
+                continue
+            self.metrics.early_resumes += 1
+            return
 
     async def _idle(self, seconds: float) -> None:
         """Wait while paused, still consuming so the group keeps us (max.poll.interval.ms)."""

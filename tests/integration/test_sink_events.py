@@ -164,6 +164,35 @@ def test_direct_copy_falls_back_to_merge_on_duplicates(fresh_namespace):
     assert _counts(s) == (260, 260)
 
 
+def test_encoded_copy_rows_store_what_event_rows_store(fresh_namespace):
+    """The sink's pre-encoded rows (int8 time, binary jsonb) land as the same rows, with
+    the same unique key, as the Python-typed rows of ``event_rows``: the second write of
+    the same events is all duplicates, on both paths (direct COPY and the merge)."""
+    from ioc.events._storage import EVENTS_SINK, event_copy_rows, event_rows
+    from ioc.storage.sink import TableWriter
+
+    s = fresh_namespace("enc")
+    t0 = time.time() - 600
+    raw = [encode_event(Event(id=f"e{i}", source="enc", type="air.quality", entity=f"s{i % 7}",
+                              time=t0 + i * 0.0013 + 0.0000005, values={"pm25": i / 3, "n": -0.0},
+                              attributes={"a": "é\u2028", "k": 2**62, "b": i % 2 == 0}))
+           for i in range(300)]
+    enc = [r for v in raw for r in event_copy_rows(None, v, ())]
+    plain = [r for v in raw for r in event_rows(None, v, ())]
+    w = TableWriter(s, EVENTS_SINK)
+    try:
+        assert w.write(enc[:200], encoded=True) == 200  # direct COPY
+        assert w.write(plain, encoded=False) == 100  # 200 already there: merged
+        assert w.write(enc, encoded=True) == 0  # all stored: the merge path, encoded
+        with connect(s.database, autocommit=True) as c:
+            got = c.execute(sql.SQL("select time, source, id, type, entity, values, attributes "
+                                    "from {} order by id").format(
+                sql.Identifier(s.db_schema, "events"))).fetchall()
+    finally:
+        w.close()
+    assert sorted(got, key=lambda r: r[2]) == sorted(plain, key=lambda r: r[2])
+
+
 @pytest.mark.timeout(240)
 def test_sink_survives_20s_database_outage(fresh_namespace, spawn, private_postgres):  # noqa: F811
     pg = private_postgres()
@@ -172,8 +201,10 @@ def test_sink_survives_20s_database_outage(fresh_namespace, spawn, private_postg
                                  "kafka": {"bootstrap_servers": shared.kafka.bootstrap_servers},
                                  "database": {"dsn": pg.dsn, "passfile": None}})
     migrate(s)
+    # A backoff of up to 30 s: the sink must not wait it out once the database is back
+    # (early_resumes: the backoff cut short when a connection succeeded again).
     sink = spawn(["-v", "sink", "--tables", "events", "--batch-rows", "2000", "--linger", "0.2",
-                  "--retry-max", "2"], settings=s, name="sink")
+                  "--retry-max", "30"], settings=s, name="sink")
     total = 14_000
     producer = threading.Thread(target=_produce, args=(s, range(total)),
                                 kwargs={"rate": 400.0})
@@ -193,6 +224,8 @@ def test_sink_survives_20s_database_outage(fresh_namespace, spawn, private_postg
     assert "database unavailable" in out and "resuming" in out, out[-3000:]
     assert up_after >= 20
     assert sink.stop() == 0
+    assert re.search(r"sink events stopped: .*early_resumes=[1-9]", sink.output()), \
+        sink.output()[-3000:]
     with connect(s.database, autocommit=True) as c:
         ids = {r[0] for r in c.execute(sql.SQL("select id from {}").format(
             sql.Identifier(s.db_schema, "events")))}
