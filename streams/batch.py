@@ -67,15 +67,14 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 import faust
-from aiokafka.partitioner import murmur2
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer
-from confluent_kafka import TopicPartition as RdTopicPartition
 
 from ioc.config import Settings
 from ioc.errors import InvalidEvent, InvalidRecord
 from ioc.events import LogThrottle, dead_letter_headers, decode_event, internal_error_message
-from ioc.kafka import acked_producer, discard_producer, ensure_topics, rdkafka_conf
+from ioc.kafka import acked_producer, discard_producer, ensure_topics, partition_for, rdkafka_conf
 from ioc.kafka.membership import MembershipWatch
+from ioc.kafka.rdkafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer
+from ioc.kafka.rdkafka import TopicPartition as RdTopicPartition
 from ioc.topics import TopicSpec, topic_name
 
 __all__ = ["Outbox", "Record", "SendFailed", "Stage", "StageMetrics", "StateTable", "TopicPartition", "combine",
@@ -119,7 +118,7 @@ def key_partition(key: bytes | None, partitions: int) -> int:
     kafka-python, aiokafka and librdkafka's ``murmur2_random`` agree on it. Keyless
     records go to partition 0.
     """
-    return (murmur2(key) & 0x7FFFFFFF) % partitions if key is not None else 0
+    return partition_for(key, partitions) if key is not None else 0
 
 
 class SendFailed(Exception):
@@ -204,7 +203,7 @@ def _watermark_high(c: Any, tp: Any, *, within_s: float = 30.0) -> int:
     Raises:
         KafkaException: a non-retriable error, or still failing after ``within_s``.
     """
-    from confluent_kafka import KafkaError, KafkaException
+    from ioc.kafka.rdkafka import KafkaError, KafkaException
 
     passing = {KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE,
                KafkaError.FENCED_LEADER_EPOCH, KafkaError.UNKNOWN_LEADER_EPOCH,

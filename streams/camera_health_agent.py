@@ -30,6 +30,7 @@ import faust
 import orjson
 
 from ioc.config import Settings
+from ioc.kafka import partition_for as key_partition_for
 from ioc.tiles import encode_tile
 from ioc.topics import spec, topic_name
 
@@ -49,10 +50,9 @@ log = logging.getLogger(__name__)
 
 
 def partition_for(camera: str, partitions: int) -> int:
-    """The partition Kafka's default partitioner gives the key ``camera``."""
-    from kafka.partitioner.default import murmur2
-
-    return (murmur2(camera.encode()) & 0x7FFFFFFF) % partitions
+    """The partition of the camera id ``camera`` (``ioc.kafka.partition_for`` of its
+    UTF-8 bytes, as the capture publisher keys its frames)."""
+    return key_partition_for(camera.encode(), partitions)
 
 
 def _register(app: faust.App, settings: Settings) -> None:

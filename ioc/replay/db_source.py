@@ -1,7 +1,7 @@
 """Replay source: historical events from a namespace's ``events`` table.
 
 Rows become canonical events (``ioc.events.encode_event``) keyed by entity, in the
-partition a keyed producer would choose (murmur2, as Kafka's default partitioner), in
+partition a keyed producer would choose (``ioc.kafka.partition_for``), in
 event-time order; the Kafka timestamp is the event time. Read with a server-side
 cursor, so memory stays bounded whatever the range.
 """
@@ -48,9 +48,8 @@ def count_events(settings: Settings, start_s: float, end_s: float) -> int:
 def db_events(settings: Settings, start_s: float, end_s: float, *,
               batch: int = 5000) -> Iterator[tuple[int, KafkaRecord]]:
     """``(event time ns, record for <ns>.events)`` for stored events in ``[start_s, end_s)``."""
-    from kafka.partitioner.default import murmur2
-
     from ..events import Event, encode_event
+    from ..kafka import partition_for
     from ..storage import connect
 
     topic = topic_name(settings.namespace, "events")
@@ -67,6 +66,6 @@ def db_events(settings: Settings, start_s: float, end_s: float, *,
             ev = Event(id=eid, source=source, type=etype, entity=entity, time=ts,
                        values=values, attributes=attrs)
             key = entity.encode()
-            p = (murmur2(key) & 0x7FFFFFFF) % parts
+            p = partition_for(key, parts)
             ms = round(ts * 1000)
             yield round(ts * 1e9), KafkaRecord(topic, p, i, ms, key, encode_event(ev), (), 0)
