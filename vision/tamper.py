@@ -15,8 +15,8 @@ frame at ``cfg.width`` (BGR) and two half-size levels below it (1/2, 1/4):
   takes the fine scale first; gain and lighting change every scale alike and cancel.
 - **coarse**: correlation of the 1/4 level (blurred scene layout) with the reference's.
   A defocused view keeps its layout; a moved or covered one does not.
-- **colour**: spread of the chroma (B-G, R-G) over brightness, as a ratio to the
-  reference's. A cloth or a spray pulls every pixel toward one colour.
+- **colour**: spread of the chroma (Cr, Cb of every 4th pixel) over brightness, as a
+  ratio to the reference's. A cloth or a spray pulls every pixel toward one colour.
 - **shift**: phase correlation of the 1/2 level with the reference (only computed
   when a third of the tiles lost the reference): a pan or tilt is a clean shift, and
   undoing it restores the match (``aligned``).
@@ -91,11 +91,12 @@ class _Features:
 
 def _levels(image: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
     if image.ndim == 3:
-        q = cv2.pyrDown(cv2.pyrDown(image))
-        b, g, r = cv2.split(q.astype(np.int16))
-        cb, cr = b - g, r - g
-        spread = math.sqrt(float(cb.var()) + float(cr.var()))
-        colour = spread / (float(g.mean()) + 16.0)
+        # Every 4th pixel: the spread of colours needs no smoothing, and a pyramid of
+        # the BGR frame would cost more than everything else here.
+        q = cv2.cvtColor(np.ascontiguousarray(image[::4, ::4]), cv2.COLOR_BGR2YCrCb)
+        mean, std = cv2.meanStdDev(q)
+        spread = math.hypot(float(std[1, 0]), float(std[2, 0]))
+        colour = spread / (float(mean[0, 0]) + 16.0)
         g0 = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
     else:
         g0, colour = image, -1.0
@@ -141,11 +142,11 @@ def tile_match(e: np.ndarray, ref_tiles: np.ndarray, ref_norms: np.ndarray) -> n
 
 
 def _ncc(a: np.ndarray, b: np.ndarray) -> float:
-    # Same-size matchTemplate is one zero-mean normalized correlation, in C. A featureless
-    # image answers 1.0 there; it must count as no correlation (a covered lens).
-    if float(cv2.meanStdDev(a)[1][0, 0]) < 0.5 or float(cv2.meanStdDev(b)[1][0, 0]) < 0.5:
-        return 0.0
-    return float(cv2.matchTemplate(a, b, cv2.TM_CCOEFF_NORMED)[0, 0])
+    """Zero-mean normalized correlation of two same-size images; 0 when either is flat
+    (a covered lens must not correlate with anything)."""
+    am, bm = a - a.mean(), b - b.mean()
+    den = float(np.sqrt(float((am * am).sum()) * float((bm * bm).sum())))
+    return float((am * bm).sum()) / den if den > 1e-3 * a.size else 0.0
 
 
 class _Reference:
@@ -222,7 +223,7 @@ class TamperDetector:
         lost_t = corr < self.cfg.lost_match * usual
         lost = float(np.count_nonzero(lost_t & scored)) / float(np.count_nonzero(scored))
         fine, mid, coarse_s = (x / max(r, _EPS) for x, r in zip(f.sharp, ref.sharp, strict=True))
-        coarse = _ncc(f.quarter, ref.quarter)
+        coarse = _ncc(f.quarter, ref.quarter) if min(f.contrast, ref.contrast) > 2.5 else 0.0
         colour = 1.0 if f.colour < 0 or ref.colour <= 0.02 else f.colour / ref.colour
         contrast = f.flatness / max(ref.flatness, _EPS)
         shift, aligned = 0.0, 0.0
