@@ -148,17 +148,45 @@ class MotionConfig(Section):
 
 
 class HogPeopleConfig(Section):
-    """OpenCV's built-in HOG + linear SVM people detector (64x128 window)."""
+    """OpenCV's built-in HOG + linear SVM people detector (64x128 window).
 
-    upscale: float = Field(
-        1.5, ge=0.25, le=3.0, description="resize factor before detection; >1 finds small people"
+    The scale is chosen from the expected person height: ``person_height`` when set,
+    else learnt from the camera's own confident, moving detections (docs/vision.md).
+    """
+
+    upscale: float | None = Field(
+        None,
+        ge=0.25,
+        le=3.0,
+        description="fixed resize factor before detection (>1 finds small people); "
+        "null: chosen from the expected person height",
+    )
+    person_height: tuple[float, float] | None = Field(
+        None,
+        description="[smallest, tallest] person as fractions of the frame height, where "
+        "people are; null: learnt from the scene",
     )
     win_stride: int = Field(8, ge=4, le=32, description="window stride in px")
     padding: int = Field(8, ge=0, le=64, description="padding in px around the image")
     scale: float = Field(1.05, gt=1.0, le=1.5, description="image pyramid scale step")
     hit_threshold: float = Field(0.0, ge=-2, le=5, description="SVM distance threshold")
-    min_score: float = Field(0.6, ge=-2, le=10, description="drop detections weaker than this")
+    min_score: float = Field(
+        -0.5, ge=-2, le=10,
+        description="drop detections weaker than this (low: the height and motion checks "
+        "remove what a low threshold lets in)",
+    )
+    calibration_score: float = Field(
+        1.0, ge=-2, le=10,
+        description="moving detections at least this strong teach the expected height",
+    )
     nms_iou: float = Field(0.4, gt=0, le=1, description="non-maximum suppression IoU")
+
+    @field_validator("person_height")
+    @classmethod
+    def _height_range(cls, v: tuple[float, float] | None) -> tuple[float, float] | None:
+        if v is not None and not (0 < v[0] <= v[1] <= 1):
+            raise ValueError(f"person_height must be 0 < smallest <= tallest <= 1, got {v}")
+        return v
 
 
 class DnnPeopleConfig(Section):

@@ -210,9 +210,12 @@ class CameraAnalyzer:
             self._scene = SceneRasters.build(cfg, gray.shape[1], gray.shape[0])
         scene = self._scene
 
+        fg = None  # this frame's foreground, once the background model is ready
         if self.motion is not None:
             mo = self.motion.detect(small if cfg.motion.color else gray, scene, ts)
             warming |= mo.warming_up
+            if not (mo.warming_up or mo.relearned):
+                fg = mo.mask
             res.motion = MotionResult(mo.ratio, mo.zones, mo.active)
             if self.tracker is not None and self.counter is not None:
                 jump = mo.ratio - self._motion_ratio
@@ -240,7 +243,7 @@ class CameraAnalyzer:
             res.tamper = TamperState(ready=True)
 
         if self.people is not None:
-            res.people = self._people(frame, scene, ts)
+            res.people = self._people(frame, scene, ts, fg)
 
         res.warming_up = warming
         if self.thumbnails.due(self._seq):
@@ -248,7 +251,8 @@ class CameraAnalyzer:
             self.stats.thumbnails += 1
         return res
 
-    def _people(self, frame: np.ndarray, scene: SceneRasters, ts: float) -> PeopleResult:
+    def _people(self, frame: np.ndarray, scene: SceneRasters, ts: float,
+                motion: np.ndarray | None) -> PeopleResult:
         assert self.people is not None
         if self._people_last is not None and ts - self._people_ts < self.cfg.people.interval_s:
             self._people_age += 1
@@ -256,7 +260,7 @@ class CameraAnalyzer:
             return PeopleResult(last.total, dict(last.zones), list(last.boxes), False,
                                 self._people_age)
         self._people_ts = ts
-        boxes = self.people.detect(frame)
+        boxes = self.people.detect(frame, motion)
         self.stats.people_runs += 1
         kept = []
         zones = dict.fromkeys(scene.zones, 0)

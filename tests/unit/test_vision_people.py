@@ -119,3 +119,70 @@ def test_masked_feet_are_not_counted(tmp_path: Path) -> None:
     r = CameraAnalyzer("cam", cfg).process(np.zeros((120, 160, 3), np.uint8), 0.0)
     assert r.people is not None and r.people.total == 1
     assert r.people.boxes[0].x < 0.5
+
+
+def test_yolov8_full_size_output_class_filter_and_nms(tmp_path: Path) -> None:
+    """The shape ultralytics exports for an 80-class model at 640x640 ([1, 84, 8400]),
+    here with an input of 64: boxes of other classes, a box whose best class is not
+    'person', and overlapping duplicates."""
+    det = np.zeros((1, 84, 8400), np.float32)
+    det[0, :4, 10] = [20, 20, 10, 20]
+    det[0, 4, 10] = 0.92                       # person
+    det[0, :4, 11] = [21, 21, 10, 20]
+    det[0, 4, 11] = 0.7                        # its duplicate: suppressed
+    det[0, :4, 500] = [44, 40, 12, 24]
+    det[0, 4, 500] = 0.6                       # another person, apart
+    det[0, :4, 900] = [40, 10, 10, 10]
+    det[0, 4, 900], det[0, 4 + 2, 900] = 0.55, 0.9  # person 0.55 but a car 0.9: not a person
+    det[0, :4, 901] = [10, 50, 8, 8]
+    det[0, 4 + 16, 901] = 0.99                 # a dog
+    boxes = _detector(_onnx(det, tmp_path / "v8full.onnx"), "yolov8").detect(
+        np.zeros((64, 64, 3), np.uint8))
+    got = sorted((round(b.x * 64), round(b.y * 64), round(b.w * 64), round(b.h * 64))
+                 for b in boxes)
+    assert got == [(15, 10, 10, 20), (38, 28, 12, 24)]
+
+
+def test_hog_person_height_range_is_validated() -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError) as err:
+        PeopleConfig.model_validate({"hog": {"person_height": [0.5, 0.2]}})
+    assert "person_height" in str(err.value)
+
+
+def test_frame_based_people_key_is_refused_naming_the_new_key() -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError) as err:
+        PeopleConfig.model_validate({"every_n_frames": 5})
+    assert "'every_n_frames'" in str(err.value) and "'interval_s'" in str(err.value)
+
+
+def test_person_heights_learn_a_ground_plane() -> None:
+    from vision.people import PersonHeights
+
+    ph = PersonHeights()
+    rng = np.random.default_rng(3)
+    for _ in range(40):
+        y = float(rng.uniform(0.4, 0.95))
+        ph.add(y, (0.05 + 0.3 * y) * float(rng.uniform(0.9, 1.1)))
+    ph.add(0.5, 0.9)  # an outlier (a door taken for a person)
+    assert ph.fitted
+    assert ph.at(0.5) == pytest.approx(0.2, rel=0.1)
+    assert ph.at(0.9) == pytest.approx(0.32, rel=0.1)
+    lo, hi = ph.range()
+    assert lo < 0.2 < hi < 0.4
+
+
+def test_hog_scale_follows_the_configured_person_height() -> None:
+    from vision.people import HogPeopleDetector
+
+    cfg = PeopleConfig.model_validate({"enabled": True, "hog": {"person_height": [0.1, 0.2]}})
+    det = HogPeopleDetector(cfg.hog)
+    det.detect(np.zeros((480, 640, 3), np.uint8))
+    assert det.upscale == pytest.approx(2.5)  # 48 px people: as far as the cap goes
+    cfg = PeopleConfig.model_validate({"enabled": True, "hog": {"person_height": [0.5, 0.8]}})
+    det = HogPeopleDetector(cfg.hog)
+    det.detect(np.zeros((480, 640, 3), np.uint8))
+    assert det.upscale == pytest.approx(1.0)  # tall people: native size
