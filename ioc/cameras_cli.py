@@ -45,9 +45,9 @@ class FramePublisher(threading.Thread):
         self._stop_evt.set()
 
     def run(self) -> None:
-        from kafka.errors import KafkaError as _KE
-
         from vision.capture import frame_headers
+
+        from .kafka.kafka_python import KafkaError as _KE
 
         stats = self.capture.stats
         key = self.capture.cam.id.encode()
@@ -85,10 +85,9 @@ class FramePublisher(threading.Thread):
 
 
 def _producer(settings: Settings) -> Any:
-    from kafka import KafkaProducer
-    from kafka.errors import KafkaError as _KE
-
     from .kafka import kafka_python_kwargs
+    from .kafka.kafka_python import KafkaError as _KE
+    from .kafka.kafka_python import KafkaProducer
 
     try:
         return KafkaProducer(

@@ -40,7 +40,7 @@ def probe_worker(settings: Settings, *, timeout: float, probe_id: str) -> float:
     Raises:
         KafkaError: no echo within ``timeout`` (no worker running, or it is stuck).
     """
-    from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+    from .kafka.kafka_python import KafkaConsumer, KafkaProducer, TopicPartition
 
     reply_topic = topic_name(settings.namespace, "system.probe.reply")
     kw = kafka_python_kwargs(settings.kafka)

@@ -61,7 +61,7 @@ def _close_now(producer: Any) -> None:
     the pending batches are aborted (they are resent by the caller: nothing is lost)
     and the producer closed for good.
     """
-    from kafka.errors import KafkaError as _KE
+    from .kafka.kafka_python import KafkaError as _KE
 
     try:
         producer.close(timeout=0.5)
@@ -106,8 +106,8 @@ class Publisher:
         self._producer: Any = self._new_producer()
 
     def _new_producer(self) -> Any:
-        from kafka import KafkaProducer
-        from kafka.errors import KafkaError as _KE
+        from .kafka.kafka_python import KafkaError as _KE
+        from .kafka.kafka_python import KafkaProducer
 
         try:
             return KafkaProducer(acks="all", enable_idempotence=True,
@@ -209,7 +209,7 @@ class Publisher:
         return self._live().send(self.topic, key=e.source.encode(), value=encode_event(e))
 
     def _wait(self, futures: list[tuple[int, Any, Any]]) -> list[str]:
-        from kafka.errors import KafkaError as _KE
+        from .kafka.kafka_python import KafkaError as _KE
 
         if not futures:
             return []

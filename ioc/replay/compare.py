@@ -132,9 +132,8 @@ def _topic_latest(settings: Settings, topic: str, timeout_s: float = 10.0) -> di
     """Latest JSON value per key on ``topic`` (None when the topic does not exist)."""
     import time
 
-    from kafka import KafkaConsumer, TopicPartition
-
     from ..kafka import kafka_python_kwargs
+    from ..kafka.kafka_python import KafkaConsumer, TopicPartition
 
     consumer = KafkaConsumer(enable_auto_commit=False, **kafka_python_kwargs(settings.kafka))
     try:

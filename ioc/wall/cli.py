@@ -155,9 +155,8 @@ def screens_cmd(c) -> None:  # type: ignore[no-untyped-def]
 def demo_tiles_cmd(c, screen: str, duration: float, data_interval: float, camera_fps: float,  # type: ignore[no-untyped-def]
                    once: bool) -> None:
     """Produce demo tiles for SCREEN's layout to <ns>.wall.tiles (kafka-python producer)."""
-    from kafka import KafkaProducer
-
     from ..kafka import kafka_python_kwargs
+    from ..kafka.kafka_python import KafkaProducer
     from ..tiles import encode_tile
     from ..topics import spec
     from .demo import DemoTiles
