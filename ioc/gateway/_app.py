@@ -138,8 +138,8 @@ class _Gateway:
         self._failed_at = 0.0
 
     async def producer(self) -> Any:
-        from aiokafka import AIOKafkaProducer
-        from aiokafka.errors import KafkaError as AIOKafkaError
+        from ..kafka.aio import AIOKafkaProducer
+        from ..kafka.aio import KafkaError as AIOKafkaError
 
         if self._producer is not None:
             return self._producer

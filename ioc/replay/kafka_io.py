@@ -55,8 +55,8 @@ async def consume_range(settings: Settings, topics: Iterable[str], *, start_s: f
     Raises:
         KafkaError: a topic does not exist or the broker is unreachable.
     """
-    from aiokafka import AIOKafkaConsumer, TopicPartition
-    from aiokafka.errors import KafkaError as _KE
+    from ..kafka.aio import AIOKafkaConsumer, TopicPartition
+    from ..kafka.aio import KafkaError as _KE
 
     info = info if info is not None else TopicRange()
     topics = list(topics)
@@ -154,8 +154,8 @@ class KafkaTarget:
         self.first_error: BaseException | None = None
 
     async def start(self) -> None:
-        from aiokafka import AIOKafkaProducer
-        from aiokafka.errors import KafkaError as _KE
+        from ..kafka.aio import AIOKafkaProducer
+        from ..kafka.aio import KafkaError as _KE
 
         self._producer = AIOKafkaProducer(**self._kw)
         try:

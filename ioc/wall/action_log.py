@@ -88,8 +88,8 @@ class KafkaActionLog(ActionLog):
         Raises:
             KafkaError: the broker is unreachable or the topic does not exist.
         """
-        from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-        from aiokafka.errors import KafkaError as AKError
+        from ..kafka.aio import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+        from ..kafka.aio import KafkaError as AKError
 
         kw = aiokafka_kwargs(self.settings.kafka)
         producer = AIOKafkaProducer(**kw, acks="all", enable_idempotence=True, linger_ms=0)

@@ -51,8 +51,8 @@ class KafkaTileSource:
         Raises:
             KafkaError: the broker is unreachable or the topic does not exist.
         """
-        from aiokafka import AIOKafkaConsumer, TopicPartition
-        from aiokafka.errors import KafkaError as AKError
+        from ..kafka.aio import AIOKafkaConsumer, TopicPartition
+        from ..kafka.aio import KafkaError as AKError
 
         consumer = AIOKafkaConsumer(
             **aiokafka_kwargs(self.settings.kafka),
