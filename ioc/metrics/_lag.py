@@ -99,9 +99,8 @@ class ConsumerLag(Collector):
     def _consumer(self, group: str) -> Any:
         c = self._consumers.get(group)
         if c is None:
-            from confluent_kafka import Consumer
-
             from ..kafka.clients import rdkafka_conf
+            from ..kafka.rdkafka import Consumer
 
             conf = rdkafka_conf(self.settings.kafka, "consumer")
             conf.update({"group.id": group, "enable.auto.commit": False,
@@ -120,7 +119,7 @@ class ConsumerLag(Collector):
 
     def refresh(self) -> None:
         """One round: committed offsets and watermarks of every watched partition."""
-        from confluent_kafka import KafkaException, TopicPartition
+        from ..kafka.rdkafka import KafkaException, TopicPartition
 
         for group, topics in list(self.groups()):
             c = self._consumer(group)

@@ -69,7 +69,7 @@ from ..topics import topic_name
 from ._db import connect
 
 if TYPE_CHECKING:  # confluent_kafka is imported when a sink runs (it takes ~80 ms)
-    from confluent_kafka import Consumer, Message, Producer, TopicPartition
+    from ..kafka.rdkafka import Consumer, Message, Producer, TopicPartition
 
 __all__ = [
     "Headers",
@@ -453,7 +453,7 @@ class _TableSinkRunner:
             self.doing, self.since = "", time.monotonic()
 
     async def run(self) -> SinkMetrics:
-        from confluent_kafka import KafkaException
+        from ..kafka.rdkafka import KafkaException
 
         consumer = self._consumer = self._new_consumer()
         self.since, self.watched = time.monotonic(), True
@@ -489,7 +489,7 @@ class _TableSinkRunner:
         return self.metrics
 
     def _new_consumer(self) -> Consumer:
-        from confluent_kafka import Consumer, KafkaException
+        from ..kafka.rdkafka import Consumer, KafkaException
 
         conf = rdkafka_conf(self.settings.kafka, "consumer")
         conf.update({
@@ -789,7 +789,7 @@ class _TableSinkRunner:
             discard_producer(producer)
 
     async def _commit(self, batch: _Batch) -> None:
-        from confluent_kafka import KafkaException, TopicPartition
+        from ..kafka.rdkafka import KafkaException, TopicPartition
 
         owned = {(tp.topic, tp.partition) for tp in self.consumer.assignment()}
         offsets = [TopicPartition(t, p, off) for (t, p), off in batch.offsets.items()
@@ -857,7 +857,7 @@ class _TableSinkRunner:
 
     async def _idle(self, seconds: float) -> None:
         """Wait while paused, still consuming so the group keeps us (max.poll.interval.ms)."""
-        from confluent_kafka import KafkaException, TopicPartition
+        from ..kafka.rdkafka import KafkaException, TopicPartition
 
         end = time.monotonic() + seconds
         while not self.stop.is_set() and (left := end - time.monotonic()) > 0:
