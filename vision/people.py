@@ -119,7 +119,8 @@ class HogPeopleDetector(PeopleDetector):
     configured, else from ``PersonHeights`` fitted on this camera's own confident,
     moving detections (until then, a wide search at ``_SEARCH_UPSCALE``). Detections far
     from the expected height at their foot point, and (when a motion mask is given)
-    detections with no moving pixel under them, are dropped.
+    weak detections (under ``calibration_score``) with under ``_MIN_MOVING`` of their box
+    moving, are dropped.
     """
 
     def __init__(self, cfg: HogPeopleConfig) -> None:
@@ -138,7 +139,7 @@ class HogPeopleDetector(PeopleDetector):
         if levels != self._levels:
             hog = cv2.HOGDescriptor((64, 128), (16, 16), (8, 8), (8, 8), 9, 1, -1.0, 0, 0.2,
                                     True, levels)
-            hog.setSVMDetector(cv2.HOGDescriptor_getDefaultPeopleDetector())
+            hog.setSVMDetector(np.asarray(cv2.HOGDescriptor.getDefaultPeopleDetector()))
             self._hog, self._levels = hog, levels
         return self._hog
 
@@ -206,10 +207,13 @@ class HogPeopleDetector(PeopleDetector):
             box = Box(x0 / iw, y0 / ih, (x1 - x0) / iw, (y1 - y0) / ih, scores[i])
             if not self._plausible(box):
                 continue
+            strong = box.score >= self.cfg.calibration_score
             moving = motion is None or _moving_share(motion, box) >= _MIN_MOVING
-            if moving and box.score >= self.cfg.calibration_score:
+            if moving and strong:
                 self.heights.add(box.y + box.h, box.h)
-            if moving:
+            # A weak detection on still background is the door or the sign a low threshold
+            # finds; a strong one may be someone standing still (absorbed by MOG2).
+            if moving or strong:
                 out.append(box)
         return out
 
