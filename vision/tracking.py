@@ -309,13 +309,13 @@ class LineCounter:
                     side = 1 if d > 0 else -1
                     prev = t.sides.get(ln.name)
                     t.sides[ln.name] = (side, t.cx, t.cy)
-                    if prev is not None and prev[0] != side:
-                        if segments_cross((prev[1], prev[2]), (t.cx, t.cy), ln.a, ln.b):
-                            l2r = prev[0] < 0 < side
-                            if t.pending.get(ln.name) == (not l2r):
-                                del t.pending[ln.name]  # crossed back before confirmation
-                            else:
-                                t.pending[ln.name] = l2r
+                    if (prev is not None and prev[0] != side
+                            and segments_cross((prev[1], prev[2]), (t.cx, t.cy), ln.a, ln.b)):
+                        l2r = prev[0] < 0 < side
+                        if t.pending.get(ln.name) == (not l2r):
+                            del t.pending[ln.name]  # crossed back before confirmation
+                        else:
+                            t.pending[ln.name] = l2r
                 if confirmed and ln.name in t.pending:
                     l2r = t.pending.pop(ln.name)
                     t.counted.add(ln.name)
