@@ -32,8 +32,8 @@ def _view(seed: int = 7) -> np.ndarray:
     return img
 
 
-def _tamper_run(change, fps: float = 5.0, seconds: float = 8.0, onset_s: float = 4.0
-                ) -> tuple[dict[str, float], TamperDetector]:
+def _tamper_run(change, fps: float = 5.0, seconds: float = 8.0, onset_s: float = 4.0,
+                gray: bool = False) -> tuple[dict[str, float], TamperDetector]:
     """Frames of a slightly noisy view at ``fps``; ``change`` applied from ``onset_s``.
 
     Returns, per raised kind, the seconds from onset to the alarm.
@@ -47,6 +47,8 @@ def _tamper_run(change, fps: float = 5.0, seconds: float = 8.0, onset_s: float =
         f = cv2.add(base, rng.integers(0, 6, base.shape, dtype=np.uint8))
         if t >= onset_s:
             f = change(f)
+        elif gray:
+            f = cv2.cvtColor(f, cv2.COLOR_BGR2GRAY)
         st = td.detect(f, t)
         if t < TamperConfig().warmup_s:
             assert not st.ready and not st.changed  # warm-up raises nothing
@@ -217,3 +219,15 @@ def test_frame_size_change_resets_state() -> None:
     assert not an.process(_view(), 25).warming_up
     r = an.process(cv2.resize(_view(), (640, 360)), 26)
     assert r.warming_up and an.stats.resets == 1
+
+
+@pytest.mark.parametrize(
+    ("change", "kind"),
+    [(lambda f: cv2.GaussianBlur(f, (0, 0), 4), "defocused"), (lambda f: _shift(f, 0.08), "moved"),
+     (lambda f: np.zeros_like(f), "covered")],
+    ids=["blur", "shift", "black"],
+)
+def test_tamper_on_gray_frames_without_colour(change, kind: str) -> None:
+    raised, _ = _tamper_run(lambda f: cv2.cvtColor(change(f), cv2.COLOR_BGR2GRAY),
+                            gray=True)
+    assert set(raised) == {kind}
