@@ -28,7 +28,8 @@ baseline COPY's client and backend; the load average before and after. The
 namespace's topics and schema are dropped at the end (``--keep`` keeps them).
 
 ``--py-spy FILE`` records the sink process with py-spy (raw folded stacks, 100 Hz)
-during the drain.
+during the drain. ``--sink-root DIR`` runs the sink of another checkout (``git worktree
+add DIR COMMIT``), for before/after runs alternated on the same machine.
 """
 
 from __future__ import annotations
@@ -230,6 +231,8 @@ def main() -> None:
     ap.add_argument("--copy-batch", type=int, default=5000, help="rows per baseline COPY")
     ap.add_argument("--sink-args", default="", help="extra arguments of ioc sink")
     ap.add_argument("--py-spy", default="", metavar="FILE", help="py-spy the sink into FILE")
+    ap.add_argument("--sink-root", default=str(ROOT), metavar="DIR",
+                    help="run the sink of this checkout (default: this one)")
     ap.add_argument("--keep", action="store_true", help="keep the namespace")
     ap.add_argument("--timeout", type=float, default=900.0)
     a = ap.parse_args()
@@ -267,6 +270,7 @@ def main() -> None:
                    IOC_DATABASE__DSN=s.database.dsn.get_secret_value(), PGAPPNAME=app)
         if s.database.passfile:
             env["IOC_DATABASE__PASSFILE"] = str(s.database.passfile)
+        env["PYTHONPATH"] = a.sink_root
         group = f"{s.namespace}-sink-events"
         watch = Consumer({"bootstrap.servers": ",".join(s.kafka.bootstrap_servers),
                           "group.id": group, "enable.auto.commit": False})
@@ -277,7 +281,7 @@ def main() -> None:
         log(f"starting {' '.join(argv[2:])}" + (f" with {a.incoming:,.0f} ev/s incoming"
                                                   if incoming else ""))
         with open(logdir / "sink.log", "wb") as out:
-            sink_proc = subprocess.Popen(argv, env=env, cwd=ROOT, stdout=out,
+            sink_proc = subprocess.Popen(argv, env=env, cwd=a.sink_root, stdout=out,
                                          stderr=subprocess.STDOUT)
         t_start = time.monotonic()
         if incoming is not None:
@@ -335,7 +339,7 @@ def main() -> None:
         print()
         print(f"SINK DRAIN of {n:,} events, {a.incoming:,.0f} ev/s incoming; "
               f"{os.cpu_count()} cores; load average {load0:.1f} before, {load1:.1f} after")
-        print(f"sink ({' '.join(argv[3:])}): first commit {first[0] - t_start:.1f} s after "
+        print(f"sink ({' '.join(argv[3:])}; {a.sink_root}): first commit {first[0] - t_start:.1f} s after "
               f"start, caught up {done[0] - t_start:.1f} s after start")
         print(f"  sink drain        {gross:>9,.0f} rows/s gross, {net:,.0f} net above the "
               f"incoming ({rows_drained:,} rows in {dt:.1f} s)")

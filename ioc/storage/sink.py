@@ -399,10 +399,12 @@ class _TableSinkRunner:
         self._lock = threading.Lock()  # one blocking consumer call at a time
         self._last_error: tuple[str, float] = ("", 0.0)  # consumer error last logged, when
         self._quiet = LogThrottle(10.0)  # rejected-message lines: one per reason per 10 s
-        # Progress, read by the watchdog thread of run_sinks: what the runner waits for
-        # and since when (monotonic; set when each blocking call starts and ends).
-        self.doing = "starting"
-        self.since = time.monotonic()
+        # Progress, read by the watchdog thread of run_sinks (``doing``, ``since``): the
+        # blocking calls running (a write may overlap a consume), each with its start
+        # (monotonic), and when the last one ended.
+        self._calls: dict[int, tuple[str, float]] = {}
+        self._phase = "starting"
+        self._free_since = time.monotonic()
         self.watched = False  # True from the consumer's creation to the stop
         self._membership = MembershipWatch(first_join_s=options.first_join_s,
                                            rejoin_s=options.rejoin_s)
@@ -412,6 +414,18 @@ class _TableSinkRunner:
         held = self._quiet.allow(reason)
         if held is not None:
             log.error(msg + (f" ({held} more since the last line)" if held else ""), *args)
+
+    @property
+    def doing(self) -> str:
+        """What the runner waits for: its oldest blocking call running ("" when none)."""
+        calls = list(self._calls.values())  # read by the watchdog thread: copy first
+        return min(calls, key=lambda c: c[1])[0] if calls else self._phase
+
+    @property
+    def since(self) -> float:
+        """Since when (monotonic): the oldest call's start, else the last call's end."""
+        calls = list(self._calls.values())
+        return min(c[1] for c in calls) if calls else self._free_since
 
     @property
     def consumer(self) -> Consumer:
@@ -442,7 +456,8 @@ class _TableSinkRunner:
         Raises:
             TimeoutError: ``timeout`` seconds passed; the call still runs in its thread.
         """
-        self.doing, self.since = what, time.monotonic()
+        token = object()
+        self._calls[id(token)] = (what, time.monotonic())
         try:
             fut = asyncio.get_running_loop().run_in_executor(
                 self.pool, functools.partial(fn, *args))
@@ -450,13 +465,14 @@ class _TableSinkRunner:
                 return await fut
             return await asyncio.wait_for(fut, timeout)
         finally:
-            self.doing, self.since = "", time.monotonic()
+            del self._calls[id(token)]
+            self._free_since = time.monotonic()
 
     async def run(self) -> SinkMetrics:
         from ..kafka.rdkafka import KafkaException
 
         consumer = self._consumer = self._new_consumer()
-        self.since, self.watched = time.monotonic(), True
+        self._phase, self._free_since, self.watched = "", time.monotonic(), True
         try:
             # Fail fast (clear message) if the table is missing, before consuming anything.
             try:
@@ -570,33 +586,95 @@ class _TableSinkRunner:
                 watch.broker_down(time.monotonic())
 
     async def _consume_loop(self) -> None:
+        """Fill batches and flush them, in offset order.
+
+        While one batch is written (``_write_ahead``: one attempt, then its offsets are
+        committed) the next one is consumed and decoded, so the sink's decoding and
+        PostgreSQL's work on the COPY overlap: at most one batch in flight and one
+        filling (2 x ``batch_rows`` rows in memory). A batch that needs more than one
+        clean attempt (database down, rows refused, dead letters) is flushed by
+        ``_flush`` with nothing else running: no consume overlaps its pausing, idling
+        and rewinding, and no later batch is flushed before it succeeded.
+        """
         last_report = time.monotonic()
         batch = _Batch()
-        while not self.stop.is_set():
-            await self._check_member()
-            consumer = self.consumer
-            left = self.options.batch_rows - len(batch.rows)
-            linger_left = (self.options.linger_s - (time.monotonic() - batch.started)
-                           if batch.spans else 0.2)
-            if left > 0 and linger_left > 0:
+        inflight: tuple[_Batch, asyncio.Task[bool]] | None = None
+        try:
+            while not self.stop.is_set():
+                if inflight is not None and inflight[1].done():
+                    done, inflight = inflight, None
+                    if not await self._settle(*done):
+                        return  # stopping while the database is down: all stays in Kafka
+                await self._check_member()
+                consumer = self.consumer
+                left = self.options.batch_rows - len(batch.rows)
+                linger_left = (self.options.linger_s - (time.monotonic() - batch.started)
+                               if batch.spans else 0.2)
+                if left > 0 and linger_left > 0:
+                    if batch.spans:
+                        msgs = await self._call(consumer.consume, left,
+                                                max(0.001, min(linger_left, 0.2)))
+                    else:
+                        msgs = await self._call(self._consume_first, left)
+                        if msgs:
+                            batch.started = time.monotonic()  # linger from the first message
+                    self._add(batch, msgs)
+                    continue
+                if inflight is not None:
+                    done, inflight = inflight, None
+                    if not await self._settle(*done):
+                        return
                 if batch.spans:
-                    msgs = await self._call(consumer.consume, left,
-                                            max(0.001, min(linger_left, 0.2)))
-                else:
-                    msgs = await self._call(self._consume_first, left)
-                    if msgs:
-                        batch.started = time.monotonic()  # linger counts from the first message
-                self._add(batch, msgs)
-                continue
-            if batch.spans and not await self._flush(batch):
-                break  # stopping while the database is down: the batch stays in Kafka
-            batch = _Batch()
-            now = time.monotonic()
-            if now - last_report >= self.options.report_every_s:
-                last_report = now
-                log.info("sink %s: %s", self.spec.name, self.metrics.line())
-        if batch.spans:
-            await self._flush(batch, retry=False)
+                    if batch.dead or self._paused:
+                        if not await self._flush(batch):
+                            return  # stopping while the database is down
+                    else:
+                        inflight = (batch, asyncio.create_task(self._write_ahead(batch)))
+                batch = _Batch()
+                now = time.monotonic()
+                if now - last_report >= self.options.report_every_s:
+                    last_report = now
+                    log.info("sink %s: %s", self.spec.name, self.metrics.line())
+            if inflight is not None:
+                done, inflight = inflight, None
+                if not await self._settle(*done, retry=False):
+                    return  # the later batch must not commit past this one
+            if batch.spans:
+                await self._flush(batch, retry=False)
+        finally:
+            if inflight is not None:
+                inflight[1].cancel()
+
+    async def _settle(self, batch: _Batch, task: asyncio.Task[bool], *, retry: bool = True
+                      ) -> bool:
+        """Wait for a ``_write_ahead``; when it could not write the batch, ``_flush`` it
+        (nothing else runs meanwhile). False: stopping with the batch not written."""
+        if await task:
+            return True
+        return await self._flush(batch, retry=retry)
+
+    async def _write_ahead(self, batch: _Batch) -> bool:
+        """One attempt at writing ``batch`` (no dead letters in it), then its offsets
+        committed; runs while the loop fills the next batch. False, with nothing
+        written and nothing committed, when the attempt failed in any way: the caller
+        then ``_flush``es the batch (retries, isolation of refused rows, pausing)."""
+        w0 = time.perf_counter()
+        try:
+            inserted = await self._thread("database write", functools.partial(
+                self.writer.write, encoded=True), batch.rows)
+        except (_Unavailable, psycopg.Error, _Unwritable):
+            return False
+        self._written(batch, inserted, time.perf_counter() - w0)
+        await self._commit(batch)
+        return True
+
+    def _written(self, batch: _Batch, inserted: int, seconds: float) -> None:
+        self.metrics.write_s += seconds
+        self.metrics.write_seconds.observe(seconds)
+        self.metrics.direct_fallbacks = self.writer.direct_fallbacks
+        self.metrics.batches += 1
+        self.metrics.rows_staged += len(batch.rows) - batch.refused_rows
+        self.metrics.rows_inserted += inserted
 
     def _consume_first(self, most: int) -> list[Message]:
         """Wait up to 0.2 s for a first message, then take what else is already
@@ -659,9 +737,7 @@ class _TableSinkRunner:
                 else:
                     inserted = await self._thread("database write", functools.partial(
                         self.writer.write, encoded=True), batch.rows)
-                self.metrics.write_s += time.perf_counter() - w0
-                self.metrics.write_seconds.observe(time.perf_counter() - w0)
-                self.metrics.direct_fallbacks = self.writer.direct_fallbacks
+                seconds = time.perf_counter() - w0
                 break
             except _Unavailable as exc:
                 self.metrics.db_failures += 1
@@ -684,9 +760,7 @@ class _TableSinkRunner:
             self.metrics.down_since = None
             log.warning("sink %s: database back after %.1f s; resuming", self.spec.name,
                         time.monotonic() - down_since)
-        self.metrics.batches += 1
-        self.metrics.rows_staged += len(batch.rows) - batch.refused_rows
-        self.metrics.rows_inserted += inserted
+        self._written(batch, inserted, seconds)
         if batch.dead and not await self._dead_letter(batch, retry=retry):
             return False
         await self._commit(batch)
@@ -974,9 +1048,10 @@ async def run_sinks(settings: Settings, specs: Sequence[TableSink],
     for sig in (signal.SIGTERM, signal.SIGINT):
         with contextlib.suppress(NotImplementedError, RuntimeError):  # not the main thread
             loop.add_signal_handler(sig, stop.set)
-    # Each runner has one call in a thread at a time; the spares stand in for the
-    # threads of calls that never returned (replaced consumers).
-    pool = ThreadPoolExecutor(max_workers=2 * len(specs) + 2, thread_name_prefix="sink")
+    # The spares stand in for the threads of calls that never returned (replaced
+    # consumers).
+    # A runner has up to two calls in threads at a time (a write overlapping a consume).
+    pool = ThreadPoolExecutor(max_workers=3 * len(specs) + 2, thread_name_prefix="sink")
     runners = [_TableSinkRunner(settings, s, options, stop, pool) for s in specs]
     if on_start is not None:
         on_start(runners)

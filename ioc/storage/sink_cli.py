@@ -14,11 +14,13 @@ __all__ = ["sink"]
               help="Comma-separated sink names (default: all; see --list).")
 @click.option("--list", "list_only", is_flag=True, help="List the known sinks and exit.")
 @click.option("--batch-rows", default=5000, show_default=True, type=click.IntRange(1, 1_000_000),
-              help="Rows per COPY batch; also the most rows held in memory per sink.")
+              help="Rows per COPY batch; a sink holds at most two batches in memory "
+                   "(one being written while the next fills).")
 @click.option("--linger", default=0.5, show_default=True, type=click.FloatRange(0.0, 60.0),
               help="Seconds to wait for a batch to fill after its first message.")
 @click.option("--retry-max", default=10.0, show_default=True, type=click.FloatRange(0.1, 600.0),
-              help="Longest backoff in seconds between writes while the database is down.")
+              help="Longest backoff in seconds between writes while the database is down "
+                   "(cut short once it accepts a connection again, probed every second).")
 @click.option("--stall-s", default=120.0, show_default=True, type=click.FloatRange(5.0, 3600.0),
               help="A sink whose Kafka or database call has not returned for this long is "
                    "stuck: the process logs why, dumps its thread stacks and exits with "
