@@ -267,7 +267,7 @@ class TrackingConfig(Section):
         "search radius of a new track before its velocity is known",
     )
     max_accel: float = Field(
-        0.3,
+        0.2,
         gt=0,
         le=50,
         description="how fast an object may change speed (frame sizes per second squared): "
