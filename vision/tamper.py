@@ -370,6 +370,8 @@ class TamperDetector:
         ref.usual += (self._corr - ref.usual) * min(1.0, 5 * rate)
 
 def _value(kind: str, m: TamperMeasures) -> float:
+    """The event's value: covered, tiles lost; defocused, the fine sharpness ratio; moved,
+    the larger of tiles lost and the shift (fraction of the width)."""
     if kind == "covered":
         return m.lost
     if kind == "defocused":
