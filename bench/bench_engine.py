@@ -31,7 +31,8 @@ rate       R events/s for T s into each path in turn (stages, faust, repeated), 
 capacity   N events written before the worker starts; events/s from the worker's start
            (after its warm-up probe) until its group committed the end: the most a path
            drains, for choosing R.
-restart    one event each of N entities (air-quality, 3 window sizes, two rules), drained
+restart    one event each of N entities (air-quality readings of entities "aq-N", so that
+           the absence rule of "air-" entities does not fire), drained
            and committed; the worker stopped (SIGTERM); a probe written; the worker
            started again: seconds from the process start until the probe's KPI value
            is out. Faust twice: with its RocksDB directory kept (a restart) and wiped (a
@@ -132,10 +133,15 @@ def build_input(path: str, chunks: list[list[Event]], raw0: int = 0) -> Input:
     return inp
 
 
-def chunked(n: int, rate: float, run: str) -> list[list[Event]]:
-    """``n`` bench events in publisher chunks, each chunk ending with a probe event."""
+def chunked(n: int, rate: float, run: str, time_step: float = 0.001) -> list[list[Event]]:
+    """``n`` bench events in publisher chunks, each chunk ending with a probe event;
+    ``time_step``: event-time seconds between two events (make_events: 0.001)."""
     chunk = max(100, int(rate // 20))
-    evs = [Event(**e) for e in make_events(n, run)]
+    raw = make_events(n, run)
+    t_start = time.time() - n * time_step
+    for i, e in enumerate(raw):
+        e["time"] = t_start + i * time_step
+    evs = [Event(**e) for e in raw]
     out = []
     for j, i in enumerate(range(0, n, chunk)):
         out.append([*evs[i:i + chunk], probe_event(j, evs[min(i + chunk, n) - 1].time)])
@@ -165,7 +171,8 @@ _BROKER_PID: int | None = None
 def env_of(s: Settings) -> dict[str, str]:
     return dict(os.environ, IOC_NAMESPACE=s.namespace,
                 IOC_KAFKA__BOOTSTRAP_SERVERS=",".join(s.kafka.bootstrap_servers),
-                IOC_DATABASE__DSN=s.database.dsn.get_secret_value())
+                IOC_DATABASE__DSN=s.database.dsn.get_secret_value(),
+                IOC_METRICS__WORKER="0")  # any free port: other workers run on this machine
 
 
 def start(path: str, s: Settings, data_dir: Path, log: Path) -> subprocess.Popen[bytes]:
@@ -173,6 +180,16 @@ def start(path: str, s: Settings, data_dir: Path, log: Path) -> subprocess.Popen
             else ["-m", "streams.faust_path", "--data-dir", str(data_dir)])
     return subprocess.Popen([sys.executable, *args], env=env_of(s), cwd=ROOT,
                             stdout=open(log, "ab"), stderr=subprocess.STDOUT)
+
+
+def crashes(log: Path) -> str:
+    """Agent crashes Faust logged (each restarts the agent; the record in flight is
+    acknowledged without its state writes): '' when none."""
+    try:
+        n = log.read_text(errors="replace").count("Crashed reason=")
+    except OSError:
+        return ""
+    return f"  [{n} Faust agent crash(es) in {log.name}]" if n else ""
 
 
 def stop(p: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
@@ -318,6 +335,7 @@ class RateResult:
     records: int
     processed: int
     load: tuple[str, str]
+    log: Path
     verdict: list[str]
 
     def line(self) -> str:
@@ -338,11 +356,12 @@ COMMIT_S = 1.0
 
 
 def run_rate(path: str, rate: float, seconds: float, *, kill_at: float | None = None,
-             drain_s: float = 30.0) -> tuple[RateResult, Settings | None, Any]:
+             drain_s: float = 30.0, time_step: float = 0.001
+             ) -> tuple[RateResult, Settings | None, Any]:
     """One path at ``rate`` for ``seconds``; waits at most ``drain_s`` after publishing for
     lag 0 (the verdict needs 15 s)."""
     n = int(rate * seconds)
-    chunks = chunked(n, rate, secrets.token_hex(3))
+    chunks = chunked(n, rate, secrets.token_hex(3), time_step)
     warm = build_input(path, [[probe_event(-1, chunks[0][0].time)]])
     inp = build_input(path, chunks, raw0=1)
     inp.chunks = warm.chunks + inp.chunks
@@ -434,7 +453,7 @@ def run_rate(path: str, rate: float, seconds: float, *, kill_at: float | None = 
             shutil.rmtree(data_dir, ignore_errors=True)
         records = sum(len(c) for c in inp.chunks)
         r = RateResult(path, rate, n, max(0.0, t_pub - n / rate), samples, t_pub, drained,
-                       cpu_w, cpu_b, lat, records, max(1, processed), (l0, loadavg()), [])
+                       cpu_w, cpu_b, lat, records, max(1, processed), (l0, loadavg()), log, [])
         r.verdict = verdict(r)
         return r, (s if kill_at is not None else None), inp
 
@@ -464,7 +483,7 @@ def cmd_rate(a: argparse.Namespace) -> None:
     for rep in range(a.repeat):
         for path in PATHS:
             r, _s, _i = run_rate(path, rates[path], a.seconds)
-            print(f"run {rep + 1}: {r.line()}" + ("" if not r.verdict else
+            print(f"run {rep + 1}: {r.line()}" + crashes(r.log) + ("" if not r.verdict else
                   "\n        not sustained: " + "; ".join(r.verdict)), flush=True)
             print("        lag (s of input, every 2 s): " + " ".join(
                 f"{lag / r.rate:.1f}" for _t, lag in r.samples), flush=True)
@@ -522,7 +541,7 @@ def cmd_capacity(a: argparse.Namespace) -> None:
                   f"{n / dt:>8,.0f} ev/s (from its first output; records "
                   f"{sum(len(c) for c in inp.chunks):,}); CPU µs/event worker "
                   f"{cpu_w / n * 1e6:.1f} broker {cpu_b / n * 1e6:.1f}; load {l0} -> "
-                  f"{loadavg()}", flush=True)
+                  f"{loadavg()}" + crashes(log), flush=True)
     for rep in range(a.repeat):
         print(f"ratio run {rep + 1}: faust/stages capacity "
               f"{figures['faust'][rep] / figures['stages'][rep]:.2f}")
@@ -538,7 +557,7 @@ def cmd_restart(a: argparse.Namespace) -> None:
             run = secrets.token_hex(3)
             t = time.time() - 60
             evs = [Event(id=f"{run}-{i}", source="bench", type="air.quality",
-                         entity=f"air-{i:06d}", time=t + i * 1e-4,
+                         entity=f"aq-{i:06d}", time=t + i * 1e-4,
                          values={"pm25": 20.0, "pm10": 30.0}, attributes={})
                    for i in range(a.entities)]
             chunks = [evs[i:i + chunk] for i in range(0, len(evs), chunk)]
@@ -582,7 +601,7 @@ def cmd_restart(a: argparse.Namespace) -> None:
                         print(f"run {rep + 1}: {path:<7} {name:<24} processes again "
                               f"{dt:5.1f} s after the process start ({a.entities:,} "
                               f"entities; changelog records {state}); load {l0} -> "
-                              f"{loadavg()}", flush=True)
+                              f"{loadavg()}" + crashes(log), flush=True)
                         # the probe counts once: a further start re-reads nothing new,
                         # so write one more probe for the next variant
                         w.inp.chunks.append([*build_input(path, [[probe_event(n_probe, t + 2)]]
@@ -653,7 +672,9 @@ def run_rate_keep(path: str, rate: float, seconds: float, kill_at: float
 
     globals()["delete_namespace_topics"] = keep
     try:
-        r, s, inp = run_rate(path, rate, seconds, kill_at=kill_at, drain_s=600.0)
+        # 50 ms of event time between events: windows close (closed rollups are checked)
+        r, s, inp = run_rate(path, rate, seconds, kill_at=kill_at, drain_s=600.0,
+                             time_step=0.05)
     finally:
         globals()["delete_namespace_topics"] = orig
     print(r.line())
@@ -803,6 +824,9 @@ def main() -> None:
     cp.add_argument("--chunk-rate", type=float, default=10_000)
     cp.add_argument("--repeat", type=int, default=2)
     a = ap.parse_args()
+    # SIGTERM (and SIGINT, ignored in background jobs) end the bench through its finally
+    # blocks: workers stopped, namespaces deleted
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     print(f"cores: {os.cpu_count()}  load (1/5/15 min): {loadavg()}  events partitions: "
           f"{PARTS}  broker: {','.join(load_settings().kafka.bootstrap_servers)}", flush=True)
     {"rate": cmd_rate, "capacity": cmd_capacity, "restart": cmd_restart, "kill": cmd_kill,
