@@ -20,10 +20,18 @@ row already there; only then is the batch rolled back and written through stagin
 the direct COPY costs PostgreSQL ~40% less CPU per row than staging + merge
 (docs/performance/events.md).
 
-When the database is unreachable, the sink keeps its one in-memory batch (bounded
-by ``SinkOptions.batch_rows``), pauses every assigned partition so nothing more is
-fetched (the rest stays in Kafka), retries with exponential backoff, and resumes
-when a write succeeds. A message whose rows the database refuses (bad data, not a
+Batches are written in offset order, one at a time, while the next one is consumed
+and decoded (a one-batch pipeline: offsets are still committed only after their rows,
+and no batch before the previous one succeeded). A batch that fills up before its
+linger ends doubles the next one's size, up to ``SinkOptions.drain_batch_rows``: a
+backlog is written in fewer, larger transactions, and a last-write-wins table keeps
+one row per key of each batch.
+
+When the database is unreachable, the sink keeps its in-memory batches (at most two,
+each bounded by ``SinkOptions.drain_batch_rows``), pauses every assigned partition so
+nothing more is fetched (the rest stays in Kafka), retries with exponential backoff
+(cut short once the database accepts a connection again), and resumes when a write
+succeeds. A message whose rows the database refuses (bad data, not a
 connection problem), that psycopg cannot encode, or that ``to_rows`` cannot read
 (whatever it raises), is isolated (by bisecting the batch), logged with
 topic/partition/offset (throttled: one line per reason every 10 s), counted in
@@ -80,6 +88,7 @@ __all__ = [
     "TableWriter",
     "abandoned_consumers",
     "exit_on_stall",
+    "next_batch_rows",
     "run_sinks",
 ]
 
@@ -158,6 +167,11 @@ class SinkOptions:
     """Batching and retry knobs (``ioc sink --help`` shows them as options)."""
 
     batch_rows: int = 5000
+    # While behind (each batch filled up before its linger ended), batches double up
+    # to this: last-write-wins tables keep one row per key of a batch, so a backlog of
+    # re-emitted rollups shrinks with the batch; back to batch_rows after a batch that
+    # did not fill. A sink holds at most two batches (one written, one filling).
+    drain_batch_rows: int = 20_000
     linger_s: float = 0.5
     retry_initial_s: float = 0.5
     retry_max_s: float = 10.0
@@ -211,6 +225,15 @@ class SinkMetrics:
                 f"write_s={self.write_s:.1f} direct_fallbacks={self.direct_fallbacks} "
                 f"early_resumes={self.early_resumes} "
                 f"consumer_restarts={self.consumer_restarts}")
+
+
+def next_batch_rows(cap: int, *, filled: bool, options: SinkOptions) -> int:
+    """The next batch's size after one of ``cap`` rows: doubled (up to
+    ``drain_batch_rows``) when it ``filled`` before its linger ended, else
+    ``batch_rows``. Never below ``batch_rows``."""
+    if not filled:
+        return options.batch_rows
+    return max(options.batch_rows, min(2 * cap, options.drain_batch_rows))
 
 
 class _Unavailable(Exception):
@@ -591,13 +614,15 @@ class _TableSinkRunner:
         While one batch is written (``_write_ahead``: one attempt, then its offsets are
         committed) the next one is consumed and decoded, so the sink's decoding and
         PostgreSQL's work on the COPY overlap: at most one batch in flight and one
-        filling (2 x ``batch_rows`` rows in memory). A batch that needs more than one
+        filling (2 x ``drain_batch_rows`` rows in memory at most: a batch that fills up
+        before its linger ends doubles the next one's size up to that). A batch that needs more than one
         clean attempt (database down, rows refused, dead letters) is flushed by
         ``_flush`` with nothing else running: no consume overlaps its pausing, idling
         and rewinding, and no later batch is flushed before it succeeded.
         """
         last_report = time.monotonic()
         batch = _Batch()
+        cap = self.options.batch_rows  # this batch's size: larger while behind
         inflight: tuple[_Batch, asyncio.Task[bool]] | None = None
         try:
             while not self.stop.is_set():
@@ -607,7 +632,7 @@ class _TableSinkRunner:
                         return  # stopping while the database is down: all stays in Kafka
                 await self._check_member()
                 consumer = self.consumer
-                left = self.options.batch_rows - len(batch.rows)
+                left = cap - len(batch.rows)
                 linger_left = (self.options.linger_s - (time.monotonic() - batch.started)
                                if batch.spans else 0.2)
                 if left > 0 and linger_left > 0:
@@ -620,6 +645,7 @@ class _TableSinkRunner:
                             batch.started = time.monotonic()  # linger from the first message
                     self._add(batch, msgs)
                     continue
+                cap = next_batch_rows(cap, filled=left <= 0, options=self.options)
                 if inflight is not None:
                     done, inflight = inflight, None
                     if not await self._settle(*done):

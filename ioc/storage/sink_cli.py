@@ -15,7 +15,11 @@ __all__ = ["sink"]
 @click.option("--list", "list_only", is_flag=True, help="List the known sinks and exit.")
 @click.option("--batch-rows", default=5000, show_default=True, type=click.IntRange(1, 1_000_000),
               help="Rows per COPY batch; a sink holds at most two batches in memory "
-                   "(one being written while the next fills).")
+                   "(one being written while the next fills; see --drain-batch-rows).")
+@click.option("--drain-batch-rows", default=20_000, show_default=True,
+              type=click.IntRange(1, 1_000_000),
+              help="While behind (each batch full before its linger ends), batches double "
+                   "up to this many rows.")
 @click.option("--linger", default=0.5, show_default=True, type=click.FloatRange(0.0, 60.0),
               help="Seconds to wait for a batch to fill after its first message.")
 @click.option("--retry-max", default=10.0, show_default=True, type=click.FloatRange(0.1, 600.0),
@@ -28,8 +32,9 @@ __all__ = ["sink"]
 @click.option("--metrics-port", default=None, type=click.IntRange(0, 65535), metavar="N",
               help="Serve /metrics on this port (default: metrics.sink, 9402; 0: any free).")
 @click.pass_obj
-def sink(c, tables: str, list_only: bool, batch_rows: int, linger: float,  # type: ignore[no-untyped-def]
-         retry_max: float, stall_s: float, metrics_port: int | None) -> None:
+def sink(c, tables: str, list_only: bool, batch_rows: int,  # type: ignore[no-untyped-def]
+         drain_batch_rows: int, linger: float, retry_max: float, stall_s: float,
+         metrics_port: int | None) -> None:
     """Write topics to PostgreSQL in COPY batches, idempotently, until SIGTERM.
 
     Kafka offsets are committed only after the rows are committed in the database.
@@ -51,8 +56,8 @@ def sink(c, tables: str, list_only: bool, batch_rows: int, linger: float,  # typ
     if unknown:
         raise click.BadParameter(f"unknown sink(s) {unknown}; known: {sorted(known)}",
                                  param_hint="--tables")
-    options = SinkOptions(batch_rows=batch_rows, linger_s=linger, retry_max_s=retry_max,
-                          stall_s=stall_s)
+    options = SinkOptions(batch_rows=batch_rows, drain_batch_rows=drain_batch_rows,
+                          linger_s=linger, retry_max_s=retry_max, stall_s=stall_s)
     import faulthandler
     import signal
 
