@@ -186,3 +186,19 @@ def test_hog_scale_follows_the_configured_person_height() -> None:
     det = HogPeopleDetector(cfg.hog)
     det.detect(np.zeros((480, 640, 3), np.uint8))
     assert det.upscale == pytest.approx(1.0)  # tall people: native size
+
+
+def test_hog_drops_implausible_heights_and_weak_still_detections() -> None:
+    from vision.people import HogPeopleDetector, _moving_share
+    from vision.result import Box
+
+    cfg = PeopleConfig.model_validate({"enabled": True, "hog": {"person_height": [0.2, 0.3]}})
+    det = HogPeopleDetector(cfg.hog)
+    assert det._plausible(Box(0.1, 0.1, 0.05, 0.25, 0.0))
+    assert not det._plausible(Box(0.1, 0.1, 0.2, 0.6, 3.0))  # twice the tallest x1.5
+    assert not det._plausible(Box(0.1, 0.1, 0.02, 0.1, 3.0))
+    motion = np.zeros((90, 160), np.uint8)
+    motion[0:45, 0:80] = 255
+    assert _moving_share(motion, Box(0.0, 0.0, 0.5, 0.5)) == pytest.approx(1.0)
+    assert _moving_share(motion, Box(0.5, 0.5, 0.5, 0.5)) == 0.0
+    assert _moving_share(motion, Box(0.25, 0.0, 0.5, 0.5)) == pytest.approx(0.5, abs=0.02)
