@@ -588,14 +588,21 @@ def cmd_restart(a: argparse.Namespace) -> None:
                     w.write(len(chunks) - 1)
                     w.flush()
                     variants = [("restart", False)] if path == "stages" else [
-                        ("restart, RocksDB kept", False), ("new host, RocksDB wiped", True)]
+                        ("restart, RocksDB kept", False), ("new host, RocksDB wiped", True)
+                    ][:1 if a.no_wipe else 2]
                     n_probe = 2
                     for name, wipe in variants:
                         if wipe:
                             shutil.rmtree(data_dir, ignore_errors=True)
                         t0 = time.perf_counter()
                         proc = start(path, s, data_dir, log)
-                        dt = watch.wait_for(n_probe, 600, proc) - t0
+                        try:
+                            dt = watch.wait_for(n_probe, a.timeout, proc) - t0
+                        except SystemExit as exc:
+                            stop(proc)
+                            print(f"run {rep + 1}: {path:<7} {name:<24} did NOT process "
+                                  f"again: {exc}" + crashes(log), flush=True)
+                            break
                         stop(proc)
                         out.setdefault(f"{path} {name}", []).append(dt)
                         print(f"run {rep + 1}: {path:<7} {name:<24} processes again "
@@ -816,6 +823,10 @@ def main() -> None:
     rs = sub.add_parser("restart", help="restart time with N entities of state")
     rs.add_argument("--entities", type=int, default=100_000)
     rs.add_argument("--repeat", type=int, default=2)
+    rs.add_argument("--timeout", type=float, default=300.0,
+                    help="seconds a restarted worker may take to process again")
+    rs.add_argument("--no-wipe", action="store_true",
+                    help="faust: only the restart with its RocksDB directory kept")
     k = sub.add_parser("kill", help="kill -9 of the faust worker mid-stream")
     k.add_argument("--rate", type=float, default=3000)
     k.add_argument("--seconds", type=float, default=30)
