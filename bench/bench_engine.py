@@ -47,6 +47,9 @@ kill       the faust path under R ev/s is killed -9 mid-stream and started again
 
 Baseline in every mode: the other path in the same run (ratios printed), and the load
 average (/proc/loadavg) before and after each run.
+
+Needs the local stack (``make up``) and, for the faust path, rocksdict
+(``pip install -e .[engine-experiment]``). Worker logs: /tmp/ioc-bench-engine/.
 """
 
 from __future__ import annotations
