@@ -198,3 +198,19 @@ def test_batch_decoder_refuses_other_bytes_with_invalid_record(data: bytes) -> N
         decode_batch(good[:-1])
     with pytest.raises(InvalidRecord):
         decode_batch(good + b"x")
+
+
+def test_faust_app_wiring(tmp_path: Any) -> None:
+    """The experiment's app: one agent on <ns>.events, three RocksDB tables with standby
+    replicas, changelogs named after the app (no broker: nothing is started)."""
+    from streams.faust_path._app import create_faust_app
+
+    app = create_faust_app(load_settings().with_namespace("t1"), data_dir=tmp_path)
+    assert app.conf.id == "t1-faustpath"
+    assert str(app.conf.store).startswith("rocksdb:")
+    assert app.conf.table_standby_replicas == 1
+    assert sorted(app.tables) == ["agg-windows", "kpi-counts", "rule-states"]
+    assert {t.changelog_topic.get_topic_name() for t in app.tables.values()} == {
+        f"t1-faustpath-{n}-changelog" for n in ("agg-windows", "kpi-counts", "rule-states")}
+    (agent,) = app.agents.values()
+    assert agent.channel.get_topic_name() == "t1.events"
