@@ -26,6 +26,7 @@ __all__ = [
     "Mask",
     "MotionConfig",
     "PeopleConfig",
+    "PeopleTrackingConfig",
     "Point",
     "TamperConfig",
     "ThumbnailConfig",
@@ -207,6 +208,39 @@ class DnnPeopleConfig(Section):
     scale: float = Field(1 / 255.0, gt=0, description="pixel scale factor")
 
 
+class PeopleTrackingConfig(Section):
+    """Tracks of the people detector's boxes (by foot point) counted across the lines.
+
+    Motion blobs of walkers merge and split in a group, so people crossings are counted
+    from the detector's boxes, on the frames it runs (every ``people.interval_s``);
+    vehicles keep the blob tracks. Speeds in frame sizes per second, times in seconds.
+    """
+
+    enabled: bool = Field(
+        True, description="count people crossings of the lines from tracked detections "
+        "(needs people.enabled and at least one line)")
+    max_speed: float = Field(
+        0.5, gt=0, le=20,
+        description="fastest walker, in frame widths (heights, vertically) per second: the "
+        "search radius of a new track")
+    max_accel: float = Field(
+        0.08, gt=0, le=50,
+        description="how fast a walker may change speed (frame sizes per second squared)")
+    max_missed_s: float = Field(
+        2.5, ge=0, le=60,
+        description="seconds a track survives undetected: above 2 x people.interval_s "
+        "coasts it through one missed run")
+    min_age_s: float = Field(
+        0.2, ge=0, le=60,
+        description="seconds between a track's first and latest detection before it may "
+        "count (and at least two detections); a crossing made earlier counts then")
+    hysteresis: float = Field(
+        0.01, ge=0, le=0.2,
+        description="distance from the line (fraction of width) inside which a foot point "
+        "keeps its previous side")
+    max_tracks: int = Field(64, ge=1, le=1000, description="bound on live tracks; extra dropped")
+
+
 class PeopleConfig(Section):
     """People detection and counting per zone."""
 
@@ -225,6 +259,7 @@ class PeopleConfig(Section):
         description="seconds between detections (0: every frame); counts are held in between",
     )
     hog: HogPeopleConfig = Field(default_factory=HogPeopleConfig)
+    tracking: PeopleTrackingConfig = Field(default_factory=PeopleTrackingConfig)
     dnn: DnnPeopleConfig | None = Field(None, description="required when detector is 'dnn'")
 
     @model_validator(mode="after")

@@ -38,7 +38,7 @@ from .people import make_people_detector
 from .result import FrameResult, LineCount, MotionResult, PeopleResult, TamperState
 from .tamper import TamperDetector
 from .thumbnail import ThumbnailRenderer
-from .tracking import BlobTracker, LineCounter, find_blobs
+from .tracking import Blob, BlobTracker, LineCounter, find_blobs
 
 __all__ = ["AnalyzerStats", "CameraAnalyzer"]
 
@@ -89,6 +89,14 @@ class CameraAnalyzer:
         self.counter = LineCounter(cfg.lines, cfg.tracking) if self.tracker is not None else None
         self.tamper = TamperDetector(cfg.tamper) if cfg.tamper.enabled else None
         self.people = make_people_detector(cfg.people)
+        # People crossings: tracks of the detector's boxes by foot point (blobs of
+        # walkers merge and split in a group; vehicles keep the blob tracks).
+        pt = cfg.people.tracking
+        self.people_tracker = (BlobTracker(pt, fragments=False)
+                               if self.people is not None and pt.enabled and cfg.lines
+                               else None)
+        self.people_counter = (LineCounter(cfg.lines, pt)
+                               if self.people_tracker is not None else None)
         self.thumbnails = ThumbnailRenderer(cfg)
         self._scene: SceneRasters | None = None
         self._size: tuple[int, int] | None = None  # (w, h) of analyzed frames
@@ -139,6 +147,9 @@ class CameraAnalyzer:
             self.tracker.reset()
         if self.counter is not None:
             self.counter = LineCounter(self.cfg.lines, self.cfg.tracking)
+        if self.people_tracker is not None:
+            self.people_tracker.reset()
+            self.people_counter = LineCounter(self.cfg.lines, self.cfg.people.tracking)
         if self.tamper is not None:
             self.tamper.reset()
         self._people_last = None
@@ -224,6 +235,8 @@ class CameraAnalyzer:
                     # A cut or a moved camera: new blobs everywhere at once. Counting
                     # them against the old tracks would make crossings out of nothing.
                     self.tracker.reset()
+                    if self.people_tracker is not None:
+                        self.people_tracker.reset()
                     seen = []
                 else:
                     blobs = find_blobs(mo.mask, cfg.tracking.min_area, cfg.tracking.min_fill)
@@ -239,6 +252,8 @@ class CameraAnalyzer:
             if self.tracker is not None and any(e.kind == "moved" and e.active
                                                 for e in res.tamper.changed):
                 self.tracker.reset()  # the lines no longer lie where they were drawn
+                if self.people_tracker is not None:
+                    self.people_tracker.reset()
         else:
             res.tamper = TamperState(ready=True)
 
@@ -258,7 +273,7 @@ class CameraAnalyzer:
             self._people_age += 1
             last = self._people_last
             return PeopleResult(last.total, dict(last.zones), list(last.boxes), False,
-                                self._people_age)
+                                self._people_age, {}, dict(last.counts))
         self._people_ts = ts
         boxes = self.people.detect(frame, motion)
         self.stats.people_runs += 1
@@ -276,5 +291,12 @@ class CameraAnalyzer:
                 if zm[fy, fx]:
                     zones[name] += 1
         self._people_last = PeopleResult(len(kept), zones, kept, True, 0)
+        if self.people_tracker is not None and self.people_counter is not None:
+            feet = [Blob(b.x + b.w / 2, b.y + b.h, (b.x, b.y, b.w, b.h), b.w * b.h)
+                    for b in kept]
+            self._people_last.crossings = self.people_counter.update(
+                self.people_tracker.update(feet, ts))
+            self._people_last.counts = {k: LineCount(v.in_, v.out)
+                                        for k, v in self.people_counter.totals.items()}
         self._people_age = 0
         return self._people_last

@@ -61,6 +61,8 @@ class PeopleResult:
     boxes: list[Box] = field(default_factory=list)
     fresh: bool = False
     age_frames: int = 0
+    crossings: dict[str, LineCount] = field(default_factory=dict)  # people, this frame
+    counts: dict[str, LineCount] = field(default_factory=dict)  # people, since the start
 
 
 @dataclass(slots=True)
@@ -159,6 +161,8 @@ class FrameResult:
                     "boxes": [b.to_json() for b in self.people.boxes],
                     "fresh": self.people.fresh,
                     "age_frames": self.people.age_frames,
+                    "crossings": {k: v.to_json() for k, v in self.people.crossings.items()},
+                    "counts": {k: v.to_json() for k, v in self.people.counts.items()},
                 },
                 "crossings": {k: v.to_json() for k, v in self.crossings.items()},
                 "counts": {k: v.to_json() for k, v in self.counts.items()},

@@ -10,6 +10,9 @@ Contract:
   velocity: its uncertainty is ``tracking.max_speed``, so at 5 fps the gate is wide for
   a new track and narrows once its motion is known. A blob whose centre lies inside a
   track's predicted box is a fragment of it and starts no track.
+  ``BlobTracker(cfg, fragments=False)`` tracks detector boxes (people by foot point):
+  no fragment logic (people in a group overlap), and a track measured once survives
+  missed frames like any other (detections come seconds apart).
 - Every time is in seconds of frame timestamps (``max_missed_s``, ``min_age_s``), so one
   setting behaves the same at 2 and 30 fps.
 - ``LineCounter.update(tracks)`` counts a crossing when the path of a track between two
@@ -18,6 +21,7 @@ Contract:
   remembered before it, so a centroid jittering on the line makes no crossing. Each
   track counts at most once per line; a crossing made before the track is confirmed
   (seen for ``min_age_s``) is counted when it is, and forgotten if the track dies first.
+  A track once confirmed stays confirmed (a walker may stroll before crossing).
 - ``BlobTracker.reset()`` forgets every track (the analyzer calls it on a scene change:
   a cut or a moved camera must not become crossings).
 """
@@ -29,7 +33,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from .config import CountingLine, TrackingConfig
+from .config import CountingLine, PeopleTrackingConfig, TrackingConfig
 from .geometry import line_side
 from .result import LineCount
 
@@ -79,6 +83,7 @@ class Track:
     x0: float = 0.0  # first measured position
     y0: float = 0.0
     path: float = 0.0  # length of the filtered path so far
+    confirmed: bool = False  # once confirmed, for good (a walker may later turn around)
 
     @property
     def straightness(self) -> float:
@@ -133,8 +138,12 @@ def _meas_var(box: tuple[float, float, float, float]) -> tuple[float, float]:
 class BlobTracker:
     """Kalman-predicted, gated, greedy blob tracker with a bound on live tracks."""
 
-    def __init__(self, cfg: TrackingConfig) -> None:
+    def __init__(self, cfg: TrackingConfig | PeopleTrackingConfig, *,
+                 fragments: bool = True) -> None:
         self.cfg = cfg
+        # Blobs fragment (a roof rack, a shadow); detector boxes do not, and people in a
+        # group overlap: a people tracker keeps every box.
+        self.fragments = fragments
         self.tracks: dict[int, Track] = {}
         self._next_id = 1
         self.dropped = 0  # blobs not tracked because max_tracks was reached
@@ -216,11 +225,11 @@ class BlobTracker:
             # A track seen once and not on the next frame was noise (or a fragment).
             # One predicted out of the frame has left it.
             x = preds[tid][0]
-            if (t.hits < 2 or ts - t.last_ts > self.cfg.max_missed_s
+            if ((t.hits < 2 and self.fragments) or ts - t.last_ts > self.cfg.max_missed_s
                     or not (0.0 <= x[0] <= 1.0 and 0.0 <= x[1] <= 1.0)):
                 del self.tracks[tid]
         for bi, b in enumerate(blobs):
-            if bi in used_b or self._fragment(b, preds):
+            if bi in used_b or (self.fragments and self._fragment(b, preds)):
                 continue
             if len(self.tracks) >= self.cfg.max_tracks:
                 self.dropped += 1
@@ -233,7 +242,7 @@ class BlobTracker:
             self._next_id += 1
             self.tracks[t.id] = t
             seen.append(t)
-        return self._drop_fragments(seen)
+        return self._drop_fragments(seen) if self.fragments else seen
 
     def _drop_fragments(self, seen: list[Track]) -> list[Track]:
         """Drop tracks whose box lies mostly inside a larger track's box on this frame."""
@@ -284,7 +293,8 @@ def segments_cross(p: tuple[float, float], q: tuple[float, float], a: tuple[floa
 class LineCounter:
     """Counts tracks whose path crosses configured line segments, once per track and line."""
 
-    def __init__(self, lines: tuple[CountingLine, ...], cfg: TrackingConfig) -> None:
+    def __init__(self, lines: tuple[CountingLine, ...],
+                 cfg: TrackingConfig | PeopleTrackingConfig) -> None:
         self.lines = lines
         self.cfg = cfg
         self.totals: dict[str, LineCount] = {ln.name: LineCount() for ln in lines}
@@ -299,8 +309,10 @@ class LineCounter:
         for t in tracks:
             # Speckle that MOG2 has not yet learned wanders; a vehicle or a walker goes
             # somewhere: a track counts only once its path is fairly straight.
-            confirmed = (t.hits >= 2 and t.age >= self.cfg.min_age_s
-                         and t.travel >= _MIN_TRAVEL and t.straightness >= _MIN_STRAIGHTNESS)
+            t.confirmed = t.confirmed or (
+                t.hits >= 2 and t.age >= self.cfg.min_age_s
+                and t.travel >= _MIN_TRAVEL and t.straightness >= _MIN_STRAIGHTNESS)
+            confirmed = t.confirmed
             for ln in self.lines:
                 if ln.name in t.counted:
                     continue

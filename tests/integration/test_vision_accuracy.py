@@ -6,7 +6,9 @@ Thresholds come from issues 4 and 14. To keep the run short on a shared 2-core m
   through motion): PETS 2009 S2.L1 (7 fps source) detected every 3.5 s (32 of 795
   frames), TUD-Campus (25 fps) on every 5 fps sample (15 of 71);
 - line crossing: CDnet highway at 5 fps (every 6th frame) against
-  tests/fixtures/highway_crossings.json;
+  tests/fixtures/highway_crossings.json; PETS S2.L1 walkers at 5 fps with people on
+  (HOG every 1 s, the default: 114 runs, the longest test here, about 2-3 min) against
+  tests/fixtures/walker_crossings.py;
 - CDnet highway: every frame goes through the background model (it needs them all);
   every frame of the temporal ROI (470-1700) is scored;
 - tamper: manipulations applied to real clips from frame 30 at 5 fps; the normal clips
@@ -25,6 +27,9 @@ import cv2
 import numpy as np
 import pytest
 
+from tests.fixtures.walker_crossings import LINES as WALKER_LINES
+from tests.fixtures.walker_crossings import NATIVE_FPS as WALKER_FPS
+from tests.fixtures.walker_crossings import truth as walker_truth
 from vision import AnalyticsConfig, CameraAnalyzer
 from vision.geometry import SceneRasters
 from vision.motion import MotionDetector
@@ -259,3 +264,31 @@ def test_normal_clip_raises_no_tamper(shared_data: Path, rel: str, step: int) ->
         assert r.skipped is None
         assert not r.tamper.changed, f"frame {i} of {rel}: {r.tamper.changed}"
     assert an.tamper is not None and an.tamper.ready
+
+
+def test_pets_walker_line_counts_at_5_fps(shared_data: Path) -> None:
+    """Walkers per direction across two lines (tests/fixtures/walker_crossings.py, the
+    MOT boxes' foot paths), people detection on with default settings (HOG every 1 s),
+    PETS S2.L1 sampled at 5 fps: error <= 10% per direction."""
+    d = shared_data / "video/pets09_s2l1"
+    want = walker_truth(d / "gt.txt")
+    an = CameraAnalyzer("pets", AnalyticsConfig.model_validate({
+        "lines": [{"name": k, "a": a, "b": b} for k, (a, b) in WALKER_LINES.items()],
+        "people": {"enabled": True},
+        "tamper": {"enabled": False}, "thumbnail": {"enabled": False}}))
+    got = {k: [0, 0] for k in WALKER_LINES}
+    taken = -1
+    for n, frame in _frames(d / "vtest.avi"):
+        k = int((n - 1) * 5 / WALKER_FPS)
+        if k == taken:
+            continue
+        taken = k
+        r = an.process(frame, (n - 1) / WALKER_FPS)
+        assert r.people is not None
+        for name, c in r.people.crossings.items():
+            got[name][0] += c.in_
+            got[name][1] += c.out
+    print(f"PETS walkers 5 fps: {got} truth {want}")
+    for name, (w_in, w_out) in want.items():
+        assert abs(got[name][0] - w_in) <= 0.1 * w_in, (name, got[name], want[name])
+        assert abs(got[name][1] - w_out) <= 0.1 * w_out, (name, got[name], want[name])
