@@ -637,10 +637,10 @@ class _TableSinkRunner:
                                if batch.spans else 0.2)
                 if left > 0 and linger_left > 0:
                     if batch.spans:
-                        msgs = await self._call(consumer.consume, left,
-                                                max(0.001, min(linger_left, 0.2)))
+                        msgs = await self._consume(consumer, left,
+                                                   max(0.001, min(linger_left, 0.2)))
                     else:
-                        msgs = await self._call(self._consume_first, left)
+                        msgs = await self._consume(consumer, left, None)
                         if msgs:
                             batch.started = time.monotonic()  # linger from the first message
                     self._add(batch, msgs)
@@ -702,13 +702,32 @@ class _TableSinkRunner:
         self.metrics.rows_staged += len(batch.rows) - batch.refused_rows
         self.metrics.rows_inserted += inserted
 
-    def _consume_first(self, most: int) -> list[Message]:
-        """Wait up to 0.2 s for a first message, then take what else is already
-        fetched (up to ``most`` in all) without waiting. Worker thread, lock held."""
-        msgs = self.consumer.consume(1, 0.2)
-        if msgs and most > 1:
-            msgs.extend(self.consumer.consume(most - 1, 0))
-        return msgs
+    async def _consume(self, consumer: Consumer, most: int, wait_s: float | None
+                       ) -> list[Message]:
+        """Up to ``most`` messages of ``consumer``, waiting ``wait_s`` for them (None:
+        up to 0.2 s for a first one, then what else is already fetched).
+
+        It gives way to a call that holds the consumer: the commit of the batch written
+        ahead, which may never return (librdkafka, a broker stopping; ``_commit`` bounds
+        it and replaces the consumer). The lock is waited for at most 0.5 s, else no
+        messages are returned, so the loop goes on and sees a replacement instead of
+        waiting behind that commit until the watchdog ends the sink.
+        """
+        lock = self._lock
+
+        def locked() -> list[Message]:
+            if not lock.acquire(timeout=0.5):
+                return []
+            try:
+                if wait_s is not None:
+                    return consumer.consume(most, wait_s)
+                msgs = consumer.consume(1, 0.2)
+                if msgs and most > 1:
+                    msgs.extend(consumer.consume(most - 1, 0))
+                return msgs
+            finally:
+                lock.release()
+        return await self._thread("consume", locked)
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         """Rebalance callback: partitions assigned while the database is down stay paused."""

@@ -354,6 +354,57 @@ def test_sink_replaces_a_consumer_whose_commit_never_returns(fresh_namespace, mo
     assert _counts(s) == (n, n)
 
 
+def test_a_commit_that_hangs_while_the_next_batch_is_consumed_replaces_the_consumer(
+        fresh_namespace, monkeypatch):
+    """The write-ahead batch's commit hangs while the loop consumes the next one (no
+    backlog: the batch does not fill). Seen in a broker-stop fault run: the consume
+    waited behind the commit for the consumer's lock until the watchdog ended the sink
+    (120 s). The consume now gives way; the consumer is replaced, nothing is lost."""
+    import asyncio
+
+    from ioc.events._storage import EVENTS_SINK
+    from ioc.storage import sink as sink_mod
+
+    s = fresh_namespace("hang2")
+    n = 2000
+    _produce(s, range(n))
+    release = threading.Event()
+    made: list[_CommitHangs] = []
+    real_new = sink_mod._TableSinkRunner._new_consumer
+
+    def new_consumer(self):  # type: ignore[no-untyped-def]
+        c = real_new(self)
+        if made:
+            return c
+        made.append(_CommitHangs(c, 2, release))
+        return made[0]
+
+    monkeypatch.setattr(sink_mod._TableSinkRunner, "_new_consumer", new_consumer)
+    options = sink_mod.SinkOptions(batch_rows=50_000, drain_batch_rows=50_000, linger_s=0.1,
+                                   commit_timeout_s=3.0, stall_s=15.0)
+
+    async def main() -> list:  # type: ignore[type-arg]
+        stop = asyncio.Event()
+        task = asyncio.create_task(sink_mod.run_sinks(s, [EVENTS_SINK], options, stop))
+        while _counts(s)[0] < n or made[0].commits < 1:
+            assert not task.done(), task.exception()
+            await asyncio.sleep(0.2)
+        await asyncio.to_thread(_produce, s, range(n, 2 * n))  # its commit hangs
+        while _counts(s)[0] < 2 * n or _committed(s, f"{s.namespace}-sink-events") < 2 * n:
+            assert not task.done(), task.exception()
+            await asyncio.sleep(0.5)
+        stop.set()
+        return await task
+
+    try:
+        metrics = asyncio.run(asyncio.wait_for(main(), 80))
+    finally:
+        release.set()
+    assert made[0].commits >= 2, "the hanging commit was never reached"
+    assert metrics[0].consumer_restarts == 1, metrics[0].line()
+    assert _counts(s) == (2 * n, 2 * n)
+
+
 def test_run_sinks_raises_when_a_sink_stops_making_progress(fresh_namespace, monkeypatch):
     """A call that never returns (here: consume) is found by the watchdog thread:
     ``run_sinks`` raises ``SinkStalled`` (``ioc sink`` exits with code 70 instead)."""
@@ -365,11 +416,10 @@ def test_run_sinks_raises_when_a_sink_stops_making_progress(fresh_namespace, mon
     s = fresh_namespace("stall")
     release = threading.Event()
 
-    def consume_first(self, most):  # type: ignore[no-untyped-def]
-        release.wait(60)
-        return []
+    async def consume(self, consumer, most, wait_s):  # type: ignore[no-untyped-def]
+        return await self._thread("consume", lambda: release.wait(60) and [])
 
-    monkeypatch.setattr(sink_mod._TableSinkRunner, "_consume_first", consume_first)
+    monkeypatch.setattr(sink_mod._TableSinkRunner, "_consume", consume)
     reasons: list[str] = []
     options = sink_mod.SinkOptions(stall_s=2.0)
     try:
@@ -379,7 +429,7 @@ def test_run_sinks_raises_when_a_sink_stops_making_progress(fresh_namespace, mon
     finally:
         release.set()
     assert len(reasons) == 1, reasons
-    assert "consume_first has not returned" in reasons[0], reasons
+    assert "consume has not returned" in reasons[0], reasons
     assert f"{s.namespace}-sink-events" in reasons[0], reasons
 
 
