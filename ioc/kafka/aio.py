@@ -16,4 +16,30 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPa
 from aiokafka.errors import KafkaError
 
 __all__ = ["AIOKafkaConsumer", "AIOKafkaProducer", "ConsumerRecord", "KafkaError",
-           "TopicPartition"]
+           "TopicPartition", "assign_from_beginning"]
+
+
+async def assign_from_beginning(consumer: AIOKafkaConsumer, topic: str, namespace: str
+                                ) -> tuple[list[TopicPartition], dict[TopicPartition, int]]:
+    """Assign every partition of ``topic`` to a started ``consumer`` (no group) at its
+    beginning, for a replica that rebuilds its state from the whole topic.
+
+    Returns the partitions and their end offsets at that moment.
+
+    Raises:
+        ioc.errors.KafkaError: the topic does not exist (after one metadata refresh).
+    """
+    from ..errors import KafkaError as IOCKafkaError
+
+    parts = consumer.partitions_for_topic(topic)
+    if not parts:
+        await consumer._client.force_metadata_update()
+        parts = consumer.partitions_for_topic(topic)
+    if not parts:
+        raise IOCKafkaError(f"topic {topic} does not exist; "
+                            f"run `ioc -n {namespace} topics ensure`")
+    tps = [TopicPartition(topic, p) for p in sorted(parts)]
+    consumer.assign(tps)
+    await consumer.seek_to_beginning(*tps)
+    end = await consumer.end_offsets(tps)
+    return tps, end

@@ -88,7 +88,7 @@ class KafkaActionLog(ActionLog):
         Raises:
             KafkaError: the broker is unreachable or the topic does not exist.
         """
-        from ..kafka.aio import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+        from ..kafka.aio import AIOKafkaConsumer, AIOKafkaProducer, assign_from_beginning
         from ..kafka.aio import KafkaError as AKError
 
         kw = aiokafka_kwargs(self.settings.kafka)
@@ -105,17 +105,8 @@ class KafkaActionLog(ActionLog):
         self._producer = producer
         self._started.set()
         try:
-            parts = consumer.partitions_for_topic(self.topic)
-            if not parts:
-                await consumer._client.force_metadata_update()
-                parts = consumer.partitions_for_topic(self.topic)
-            if not parts:
-                raise KafkaError(f"wall: topic {self.topic} does not exist; "
-                                 f"run `ioc -n {self.settings.namespace} topics ensure`")
-            tps = [TopicPartition(self.topic, p) for p in sorted(parts)]
-            consumer.assign(tps)
-            await consumer.seek_to_beginning(*tps)
-            end = await consumer.end_offsets(tps)
+            tps, end = await assign_from_beginning(consumer, self.topic,
+                                                   self.settings.namespace)
             pending = {tp for tp in tps if end[tp] > 0}
             if not pending:
                 self._set_ready()

@@ -51,7 +51,7 @@ class KafkaTileSource:
         Raises:
             KafkaError: the broker is unreachable or the topic does not exist.
         """
-        from ..kafka.aio import AIOKafkaConsumer, TopicPartition
+        from ..kafka.aio import AIOKafkaConsumer, assign_from_beginning
         from ..kafka.aio import KafkaError as AKError
 
         consumer = AIOKafkaConsumer(
@@ -70,17 +70,8 @@ class KafkaTileSource:
             raise KafkaError(f"wall: cannot reach Kafka at "
                              f"{','.join(self.settings.kafka.bootstrap_servers)}: {exc}") from exc
         try:
-            parts = consumer.partitions_for_topic(self.topic)
-            if not parts:
-                await consumer._client.force_metadata_update()
-                parts = consumer.partitions_for_topic(self.topic)
-            if not parts:
-                raise KafkaError(f"wall: topic {self.topic} does not exist; "
-                                 f"run `ioc -n {self.settings.namespace} topics ensure`")
-            tps = [TopicPartition(self.topic, p) for p in sorted(parts)]
-            consumer.assign(tps)
-            await consumer.seek_to_beginning(*tps)
-            end = await consumer.end_offsets(tps)
+            tps, end = await assign_from_beginning(consumer, self.topic,
+                                                   self.settings.namespace)
             pending = {tp for tp in tps if end[tp] > 0}
             log.info("wall: rebuilding from %s (%d partitions, %d records at most)",
                      self.topic, len(tps), sum(end.values()))
