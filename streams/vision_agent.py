@@ -148,13 +148,19 @@ def camera_tile(
 
 
 def _counts(result: Any) -> dict[str, int]:
-    """Tile counters: people (total and per zone) and cumulative line in/out."""
+    """Tile counters: people (total, per zone, per line in/out) and cumulative line
+    in/out."""
     out: dict[str, int] = {}
     people = getattr(result, "people", None)
     if people is not None:
         out["people"] = int(people.total)
         for zone, n in people.zones.items():
             out[f"people:{zone}"] = int(n)
+        # People across each line, from the detector's tracks (the line's own counts
+        # below are of motion blobs, which merge in crowds).
+        for line, c in getattr(people, "counts", {}).items():
+            out[f"people:{line}:in"] = int(c.in_)
+            out[f"people:{line}:out"] = int(c.out)
     for line, c in getattr(result, "counts", {}).items():
         out[f"{line}:in"] = int(c.in_)
         out[f"{line}:out"] = int(c.out)

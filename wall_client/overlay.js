@@ -122,10 +122,15 @@ export class AnalyticsOverlay {
     };
     for (const l of lines) {
       row(`${l.name} in / out`, `${counts[`${l.name}:in`] ?? 0} / ${counts[`${l.name}:out`] ?? 0}`, "fact-line");
+      if (counts[`people:${l.name}:in`] !== undefined) {
+        row(`people across ${l.name} in / out`,
+          `${counts[`people:${l.name}:in`]} / ${counts[`people:${l.name}:out`] ?? 0}`, "fact-line");
+      }
     }
     for (const z of zones) row(`people in ${z.name}`, String(counts[`people:${z.name}`] ?? "–"), "fact-zone");
     // Counters not tied to a drawn zone or line (people total, vehicles, ...).
-    const drawn = new Set([...lines.flatMap((l) => [`${l.name}:in`, `${l.name}:out`]),
+    const drawn = new Set([...lines.flatMap((l) => [`${l.name}:in`, `${l.name}:out`,
+      `people:${l.name}:in`, `people:${l.name}:out`]),
       ...zones.map((z) => `people:${z.name}`)]);
     for (const [k, v] of Object.entries(counts)) if (!drawn.has(k)) row(k, String(v));
     if (typeof p.motion === "number") row("motion", `${Math.round(p.motion * 100)} %`);

@@ -22,3 +22,17 @@ def test_tamper_flags_reach_the_tile_payload():
 
 def test_no_tamper_analysis_no_tamper_key():
     assert "tamper" not in _tile(None).payload
+
+
+def test_tile_counts_carry_people_across_lines_beside_the_blob_counts():
+    from types import SimpleNamespace
+
+    from streams.vision_agent import _counts
+    from vision.result import LineCount, PeopleResult
+
+    people = PeopleResult(total=4, zones={"platform": 3},
+                          counts={"gate": LineCount(in_=12, out=3)})
+    result = SimpleNamespace(people=people, counts={"gate": LineCount(in_=9, out=7)})
+    assert _counts(result) == {"people": 4, "people:platform": 3, "people:gate:in": 12,
+                               "people:gate:out": 3, "gate:in": 9, "gate:out": 7}
+    assert _counts(SimpleNamespace(people=None, counts={})) == {}
