@@ -288,6 +288,25 @@ def test_sink_rebalance_during_database_outage(fresh_namespace, spawn, private_p
     assert a.stop() == 0
 
 
+def _wrap_first_consumer(monkeypatch, wrap):  # type: ignore[no-untyped-def]
+    """Make the sink's first consumer ``wrap(real consumer)``; its replacements are real.
+    Returns a list that holds the wrapped one once it is made."""
+    from ioc.storage import sink as sink_mod
+
+    made: list = []  # type: ignore[type-arg]
+    real_new = sink_mod._TableSinkRunner._new_consumer
+
+    def new_consumer(self):  # type: ignore[no-untyped-def]
+        c = real_new(self)
+        if made:
+            return c
+        made.append(wrap(c))
+        return made[0]
+
+    monkeypatch.setattr(sink_mod._TableSinkRunner, "_new_consumer", new_consumer)
+    return made
+
+
 class _CommitHangs:
     """A consumer whose ``hang_at``-th offset commit never returns, as librdkafka's
     synchronous commit did once after a broker stop (docs/reliability.md): the real
@@ -322,17 +341,7 @@ def test_sink_replaces_a_consumer_whose_commit_never_returns(fresh_namespace, mo
     n = 6000
     _produce(s, range(n))
     release = threading.Event()
-    made: list[_CommitHangs] = []
-    real_new = sink_mod._TableSinkRunner._new_consumer
-
-    def new_consumer(self):  # type: ignore[no-untyped-def]
-        c = real_new(self)
-        if made:
-            return c
-        made.append(_CommitHangs(c, 2, release))
-        return made[0]
-
-    monkeypatch.setattr(sink_mod._TableSinkRunner, "_new_consumer", new_consumer)
+    made = _wrap_first_consumer(monkeypatch, lambda c: _CommitHangs(c, 2, release))
     options = sink_mod.SinkOptions(batch_rows=1000, linger_s=0.1, commit_timeout_s=3.0,
                                    stall_s=30.0)
 
@@ -369,17 +378,7 @@ def test_a_commit_that_hangs_while_the_next_batch_is_consumed_replaces_the_consu
     n = 2000
     _produce(s, range(n))
     release = threading.Event()
-    made: list[_CommitHangs] = []
-    real_new = sink_mod._TableSinkRunner._new_consumer
-
-    def new_consumer(self):  # type: ignore[no-untyped-def]
-        c = real_new(self)
-        if made:
-            return c
-        made.append(_CommitHangs(c, 2, release))
-        return made[0]
-
-    monkeypatch.setattr(sink_mod._TableSinkRunner, "_new_consumer", new_consumer)
+    made = _wrap_first_consumer(monkeypatch, lambda c: _CommitHangs(c, 2, release))
     options = sink_mod.SinkOptions(batch_rows=50_000, drain_batch_rows=50_000, linger_s=0.1,
                                    commit_timeout_s=3.0, stall_s=15.0)
 
@@ -456,17 +455,7 @@ def test_sink_replaces_a_consumer_that_stays_outside_its_group(fresh_namespace, 
     s = fresh_namespace("out")
     n = 3000
     _produce(s, range(n))
-    made: list[object] = []
-    real_new = sink_mod._TableSinkRunner._new_consumer
-
-    def new_consumer(self):  # type: ignore[no-untyped-def]
-        c = real_new(self)
-        if made:
-            return c
-        made.append(_NeverMember(c))
-        return made[0]
-
-    monkeypatch.setattr(sink_mod._TableSinkRunner, "_new_consumer", new_consumer)
+    _wrap_first_consumer(monkeypatch, _NeverMember)
     options = sink_mod.SinkOptions(batch_rows=500, linger_s=0.1, rejoin_s=3.0,
                                     first_join_s=3.0)
 
