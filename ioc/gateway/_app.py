@@ -461,7 +461,7 @@ async def _guarded(request: web.Request, handler: Callable[[web.Request], Awaita
     gw = request.app[_STATE]
     conn = gw.connections.get(request.transport)
     if conn is not None:
-        conn.request_started()
+        conn.request_started(request.content)
     t0 = time.perf_counter()
     status = 500
     try:

@@ -17,6 +17,14 @@ adds two rules:
 
 The guard learns that a request's headers are complete from the app's middleware
 (``request_started``), not by parsing HTTP itself.
+
+It also closes a gap of aiohttp's (3.9-3.14): when the body of a request that is already
+being handled fails to parse in a *later* ``data_received`` (broken chunked framing, a
+``Content-Encoding`` that does not decode), aiohttp queues the error as a new message but
+never fails the in-flight request's payload, so the handler waits for a body that cannot
+come and answers 408 at ``gateway.body_timeout_s`` instead of 400. Whether headers and
+body arrive in one read or two is timing, so the answer was 400 or 408 by chance. The
+guard sees the queued error and sets it on the payload; the handler answers 400 at once.
 """
 
 from __future__ import annotations
@@ -31,6 +39,7 @@ from typing import Any
 
 import msgspec
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from ..config import Settings
 from ._app import GatewayMetrics, Produce, create_gateway_app, gateway_state
@@ -60,6 +69,7 @@ class _Connection(asyncio.Protocol):
         self._timer: asyncio.TimerHandle | None = None
         self._in_request = False
         self._refused = False
+        self._payload: Any = None  # the in-flight request's body stream
 
     # asyncio.Protocol -------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -81,6 +91,8 @@ class _Connection(asyncio.Protocol):
         if not self._in_request and self._timer is None:
             self._arm()  # the first byte of a further request on a kept-alive connection
         self.inner.data_received(data)
+        if self._in_request and self._payload is not None:
+            self._fail_payload_on_parse_error()
 
     def eof_received(self) -> bool | None:
         return None if self._refused else self.inner.eof_received()
@@ -100,12 +112,26 @@ class _Connection(asyncio.Protocol):
         self.inner.resume_writing()
 
     # told by the app's middleware -------------------------------------------------
-    def request_started(self) -> None:
+    def request_started(self, payload: Any = None) -> None:
         self._in_request = True
+        self._payload = payload
         self._disarm()
 
     def request_finished(self) -> None:
         self._in_request = False
+        self._payload = None
+
+    def _fail_payload_on_parse_error(self) -> None:
+        """aiohttp queued a parse error (``_ErrInfo``) behind the request being handled:
+        fail that request's body with it (see the module docstring)."""
+        queued = getattr(self.inner, "_messages", None)
+        if not queued:
+            return
+        msg = queued[-1][0]
+        exc = getattr(msg, "exc", None)
+        if (isinstance(exc, HttpProcessingError) and type(msg).__name__ == "_ErrInfo"
+                and self._payload.exception() is None and not self._payload.is_eof()):
+            self._payload.set_exception(exc)
 
     # the timer ----------------------------------------------------------------------
     def _arm(self) -> None:
@@ -155,7 +181,9 @@ class _HttpErrorLog(logging.LoggerAdapter):  # type: ignore[type-arg]
         why = f": {type(err).__name__}: {str(err)[:200]!r}" if err is not None else ""
         held, self._held, self._last = self._held, 0, now
         more = f" ({held} more since the last such line)" if held else ""
-        super().log(logging.WARNING, f"{msg}{why}{more}", *args, **kw)
+        # The client's bytes (in ``why``) go in as arguments, never into the format
+        # string: a request line holding ``%s`` made the record unformattable.
+        super().log(logging.WARNING, f"{msg}%s%s", *args, why, more, **kw)
 
     def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, Any]:
         return msg, kwargs
