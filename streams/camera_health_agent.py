@@ -85,17 +85,19 @@ def _register(app: faust.App, settings: Settings) -> None:
         level = logging.INFO if ev.state == "online" else logging.WARNING
         log.log(level, "camera %s: %s -> %s (%s)", ev.camera, ev.previous, ev.state, ev.reason)
         await health_topic.send(key=ev.camera.encode(), value=orjson.dumps(ev.to_json()))
-        lt = rt.next_tile(ev.camera, ev.time)
-        payload = dict(lt.payload) or {"camera": ev.camera, "width": 0, "height": 0,
-                                       "motion": 0.0, "counts": {}}
-        tile = camera_tile(
-            ev.camera, ts=lt.ts or ev.time, version=lt.version,
-            width=int(payload.get("width", 0)), height=int(payload.get("height", 0)),
-            motion=float(payload.get("motion", 0.0)), counts=dict(payload.get("counts", {})),
-            health=ev.state, fps=ev.fps, image=lt.image,
-        )
-        lt.payload = tile.payload
-        await tiles.send(key=tile.id.encode(), value=encode_tile(tile))
+        async with rt.tile_lock:  # versions reach the producer in order (vision_agent)
+            lt = rt.next_tile(ev.camera, ev.time)
+            payload = dict(lt.payload) or {"camera": ev.camera, "width": 0, "height": 0,
+                                           "motion": 0.0, "counts": {}}
+            tile = camera_tile(
+                ev.camera, ts=lt.ts or ev.time, version=lt.version,
+                width=int(payload.get("width", 0)), height=int(payload.get("height", 0)),
+                motion=float(payload.get("motion", 0.0)),
+                counts=dict(payload.get("counts", {})),
+                health=ev.state, fps=ev.fps, image=lt.image,
+            )
+            lt.payload = tile.payload
+            await tiles.send(key=tile.id.encode(), value=encode_tile(tile))
 
     @app.agent(frames, name=f"{ns}.camera_health")
     async def camera_health(stream):  # type: ignore[no-untyped-def]

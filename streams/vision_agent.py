@@ -191,6 +191,8 @@ class CameraRuntime:
     intake_lag_max_ms: float = 0.0
     batch_max_ms: float = 0.0
     health: Any = None  # vision.health.CameraHealthTracker when that agent runs
+    # Held from taking a tile version to handing the tile to the producer (both agents).
+    tile_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     broken: dict[str, str] = field(default_factory=dict)  # camera -> why no analyzer
 
     def analyzer(self, camera: str) -> Any | None:
@@ -367,19 +369,24 @@ def _register(app: faust.App, settings: Settings) -> None:
             rt.skipped[r.skipped] += 1
         await detections.send(key=key, value=value)
         if r.skipped is None and r.thumbnail is not None:
-            try:
-                health, fps = rt.health_of(r.camera)
-                lt = rt.next_tile(r.camera, r.ts)
-                tile = camera_tile(r.camera, ts=r.ts, version=lt.version, width=r.width,
-                                   height=r.height, motion=r.motion.ratio, counts=_counts(r),
-                                   health=health, fps=fps, image=r.thumbnail,
-                                   tamper=getattr(r, "tamper", None))
-                lt.ts, lt.payload, lt.image = r.ts, tile.payload, r.thumbnail
-                tile_bytes = encode_tile(tile)
-            except Exception as exc:
-                count_bug(rt, "vision", exc)
-                return
-            await tiles.send(key=tile.id.encode(), value=tile_bytes)
+            # The version is taken and the tile handed to the producer under one lock:
+            # the camera-health agent sends tiles of the same id, and a send can wait
+            # (metadata, a full buffer), so without it a later version could be
+            # appended first and the wall would drop the earlier one as stale.
+            async with rt.tile_lock:
+                try:
+                    health, fps = rt.health_of(r.camera)
+                    lt = rt.next_tile(r.camera, r.ts)
+                    tile = camera_tile(r.camera, ts=r.ts, version=lt.version, width=r.width,
+                                       height=r.height, motion=r.motion.ratio,
+                                       counts=_counts(r), health=health, fps=fps,
+                                       image=r.thumbnail, tamper=getattr(r, "tamper", None))
+                    lt.ts, lt.payload, lt.image = r.ts, tile.payload, r.thumbnail
+                    tile_bytes = encode_tile(tile)
+                except Exception as exc:
+                    count_bug(rt, "vision", exc)
+                    return
+                await tiles.send(key=tile.id.encode(), value=tile_bytes)
             rt.tiles += 1
 
     @app.timer(interval=5.0, name=f"{ns}.vision.housekeeping")
