@@ -187,7 +187,7 @@ SERVICES: dict[str, list[str]] = {
     "worker-validate": ["worker", "--agents", "validate"],
     "worker-stages": ["worker", "--agents",
                       "aggregate,kpis,rules,tiles,vision,camera_health,probe"],
-    "sink": ["sink"],
+    "sink": ["-v", "sink"],  # -v: its 10-s report lines, read for the drain profile
     "gateway": ["gateway", "--port", "{gateway_port}"],
     "wall": ["wall", "serve", "--port", "{wall_port}"],
     "capture": ["camera", "run"],
@@ -399,6 +399,88 @@ class Rows(threading.Thread):
             self.stop.wait(max(0.0, 1.0 - (time.monotonic() - t)))
 
 
+class Lags(threading.Thread):
+    """Samples, every ``every`` s, each sink table's consumer lag (records of its topic
+    not yet committed by ``<ns>-sink-<table>``): where a drain spends its time."""
+
+    def __init__(self, s: Settings, every: float = 2.0) -> None:
+        super().__init__(name="lags", daemon=True)
+        from ioc.metrics import ConsumerLag
+        from ioc.storage.sink_tables import sink_tables
+
+        self.groups = {t.name: (f"{s.namespace}-sink-{t.name}",
+                                f"{s.namespace}.{t.topic_suffix}") for t in sink_tables()}
+        self.lag = ConsumerLag(s, lambda: [(g, [t]) for g, t in self.groups.values()],
+                               timeout_s=1.0)
+        self.every = every
+        self.samples: list[tuple[float, dict[str, int]]] = []  # (monotonic, table -> lag)
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            t = time.monotonic()
+            with contextlib.suppress(Exception):  # broker away: no sample
+                self.lag.refresh()
+                now = time.monotonic()
+                got: dict[str, int] = {}
+                for (group, _topic, _part), (n, at) in self.lag.values.copy().items():
+                    if now - at < self.every:
+                        name = next(k for k, (g, _) in self.groups.items() if g == group)
+                        got[name] = got.get(name, 0) + n
+                self.samples.append((t, got))
+            self.stop.wait(max(0.0, self.every - (time.monotonic() - t)))
+        self.lag.close()
+
+    def profile(self, t_fault: float, t_end: float) -> list[str]:
+        """Per table with a backlog: its lag at the fault's end, its peak, and when it
+        was back at its pre-fault level (at most 1.5 x its steady maximum, and 1,000)."""
+        out = []
+        for name in self.groups:
+            before = [lag.get(name, 0) for t, lag in self.samples if t < t_fault]
+            after = [(t, lag[name]) for t, lag in self.samples if t >= t_end and name in lag]
+            if not after:
+                continue
+            base = max(1000.0, 1.5 * max(before, default=0))
+            peak = max(n for _, n in after)
+            if peak <= base:
+                continue
+            back = next((t - t_end for t, n in after if n <= base), None)
+            rate = (after[0][1] / back) if back else 0.0
+            out.append(f"{name} {after[0][1]:,} at the end, back "
+                       + (f"+{back:.0f} s ({rate:,.0f}/s net)" if back is not None
+                          else f"not by +{after[-1][0] - t_end:.0f} s ({after[-1][1]:,} left)"))
+        return out
+
+
+def sink_drain_lines(logs: list[Path], t0_wall: float, t1_wall: float) -> list[str]:
+    """From the sink's 10-s report lines (``ioc -v sink``): per table, messages read,
+    rows inserted and seconds of database writes between two wall-clock times."""
+    import datetime as dt
+    import re
+
+    pat = re.compile(r"^(\S+ \S+) INFO ioc\.storage\.sink: sink (\w+): messages=(\d+) "
+                     r"rows_inserted=(\d+) .*write_s=([\d.]+)")
+    first: dict[str, tuple[int, int, float]] = {}
+    last: dict[str, tuple[int, int, float]] = {}
+    for p in logs:
+        for line in p.read_text(errors="replace").splitlines():
+            m = pat.match(line)
+            if not m:
+                continue
+            t = dt.datetime.strptime(m[1], "%Y-%m-%d %H:%M:%S,%f").timestamp()
+            v = (int(m[3]), int(m[4]), float(m[5]))
+            if t <= t0_wall:
+                first[m[2]] = v
+            elif t <= t1_wall:
+                last[m[2]] = v
+    out = []
+    for name, (msgs, ins, ws) in last.items():
+        m0, i0, w0 = first.get(name, (0, 0, 0.0))
+        if msgs - m0 > 1000:
+            out.append(f"{name} {msgs - m0:,} msgs -> {ins - i0:,} rows, {ws - w0:.1f} s writing")
+    return out
+
+
 # ---- one fault ---------------------------------------------------------------------------
 
 @dataclass
@@ -490,6 +572,7 @@ def run_fault(name: str, action: Action, kafka: Kafka, pg: Postgres, a: argparse
     migrate(s)
     services = Services(env, logdir, ports)
     rows = Rows(s)
+    lags = Lags(s)
     feeds: list[Feed] = []
     try:
         for svc in SERVICES:
@@ -514,6 +597,7 @@ def run_fault(name: str, action: Action, kafka: Kafka, pg: Postgres, a: argparse
                          t_start, t_event0, deadline)
         feeds = [kfeed, hfeed]
         rows.start()
+        lags.start()
         for f in feeds:
             f.start()
         frames0 = frames_per_camera(s)
@@ -550,6 +634,17 @@ def run_fault(name: str, action: Action, kafka: Kafka, pg: Postgres, a: argparse
                 and sum(f.scheduled(t) for f in feeds) - n > limit]
         if over:  # when the pipeline was behind: e.g. a cluster node still down, yet caught up
             row.notes.append(f"behind from {over[0]:.0f} to {over[-1]:.0f} s after the fault began")
+        # Where the recovery went: each sink table's backlog (lag) and when it was back;
+        # the sink's own counters over the recovery (the events table's catch-up).
+        drained = lags.profile(t_fault, t_end)
+        if drained:
+            row.notes.append("sink lag: " + ", ".join(drained))
+        if recovered is not None and recovered > 5:
+            wall = time.time() - time.monotonic()
+            spent = sink_drain_lines(sorted(logdir.glob("sink.*.log")), t_end + wall,
+                                     t_end + recovered + 10 + wall)
+            if spent:
+                row.notes.append("sink during recovery (10-s reports): " + ", ".join(spent))
         time.sleep(a.tail_s)
         for f in feeds:
             f.stop.set()
@@ -572,6 +667,7 @@ def run_fault(name: str, action: Action, kafka: Kafka, pg: Postgres, a: argparse
             time.sleep(1.0)
         rows.stop.set()
         rows.join(10)
+        lags.stop.set()
         from psycopg import sql
 
         with connect(s.database, autocommit=True) as c:
@@ -607,6 +703,7 @@ def run_fault(name: str, action: Action, kafka: Kafka, pg: Postgres, a: argparse
         log(f"{name}: FAILED: {row.error}")
     finally:
         rows.stop.set()
+        lags.stop.set()
         for f in feeds:
             f.stop.set()
         services.stop_all()
