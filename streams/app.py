@@ -113,11 +113,12 @@ def _default_agents() -> list[AgentSpec]:
     from .kpis import KPIS
     from .probe import PROBE
     from .rules import RULES
+    from .scorecards import SCORECARDS
     from .tiles import TILES
     from .validate import VALIDATE
     from .vision_agent import VISION
 
-    return [PROBE, VALIDATE, VISION, CAMERA_HEALTH, AGGREGATE, KPIS, RULES, TILES]
+    return [PROBE, VALIDATE, VISION, CAMERA_HEALTH, AGGREGATE, KPIS, SCORECARDS, RULES, TILES]
 
 
 DEFAULT_AGENTS: list[AgentSpec] = _default_agents()

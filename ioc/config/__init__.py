@@ -37,6 +37,7 @@ from ._gateway import GatewaySettings
 from ._infra import DatabaseSettings, KafkaSettings, default_state_dir
 from ._metrics import MetricsSettings
 from ._replay import ReplaySettings
+from ._scorecard import ScorecardSettings
 from ._streams import StreamsSettings
 from ._wall import WallSettings
 
@@ -47,6 +48,7 @@ __all__ = [
     "KafkaSettings",
     "MetricsSettings",
     "ReplaySettings",
+    "ScorecardSettings",
     "Settings",
     "StreamsSettings",
     "WallSettings",
@@ -75,6 +77,7 @@ class Settings(Section):
     wall: WallSettings = Field(default_factory=WallSettings)
     replay: ReplaySettings = Field(default_factory=ReplaySettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    scorecards: ScorecardSettings = Field(default_factory=ScorecardSettings)
 
     @property
     def db_schema(self) -> str:

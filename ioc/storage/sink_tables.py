@@ -18,6 +18,7 @@ def sink_tables() -> list[TableSink]:
     from ..events._storage import EVENTS_SINK
     from ..kpi._storage import KPI_VALUES_SINK
     from ..rules._storage import ALERTS_SINK
+    from ..scorecard._storage import SCORECARD_COUNTS_SINK
     from ..wall._storage import ALERT_ACTIONS_SINK
 
     return [
@@ -28,4 +29,5 @@ def sink_tables() -> list[TableSink]:
         KPI_VALUES_SINK,
         ALERTS_SINK,
         ALERT_ACTIONS_SINK,
+        SCORECARD_COUNTS_SINK,
     ]

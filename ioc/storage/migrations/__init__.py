@@ -2,7 +2,7 @@
 
 Version ranges by owner, so parallel work does not collide:
 0001-0099 foundation, 0100-0199 city events, 0200-0299 cameras/vision,
-0300-0399 wall, 0400-0499 record/replay/runs. A version may go between existing ones
+0300-0399 wall, 0400-0499 record/replay/runs, 0500-0599 scorecards. A version may go between existing ones
 (0160 after 0150): ``migrate`` applies every version not yet applied, in list order.
 """
 
@@ -16,6 +16,7 @@ from . import (
     m0210_timescale_cameras,
     m0300_alert_actions,
     m0400_runs,
+    m0500_scorecards,
 )
 
 __all__ = ["MIGRATIONS"]
@@ -29,4 +30,5 @@ MIGRATIONS: list[Migration] = [
     m0210_timescale_cameras.MIGRATION,
     m0300_alert_actions.MIGRATION,
     m0400_runs.MIGRATION,
+    m0500_scorecards.MIGRATION,
 ]

@@ -1,0 +1,247 @@
+"""Settings of the e-government scorecards: indicators, areas, drill levels, targets.
+
+An indicator is a ratio of two event counts (``numerator`` and ``denominator``, each a
+predicate over event type and attributes), scored by a rule (``linear`` to the period's
+target, ``thresholds`` or ``bands``) out of ``max_score`` points. Indicators belong to
+areas whose maxima total 100 points. Counts are kept per calendar period (month,
+quarter, year) and per drill path (one value per level, e.g. province / administrative
+level / agency / procedure, read from event attributes or the event's entity).
+How to define one, with the province's three: docs/scorecards.md.
+"""
+
+from __future__ import annotations
+
+from itertools import pairwise
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from ._base import Section
+
+__all__ = [
+    "AreaSpec",
+    "Band",
+    "DrillLevel",
+    "EventPredicate",
+    "IndicatorSpec",
+    "ReaderSettings",
+    "ScorecardSettings",
+    "ScoringRule",
+    "Step",
+]
+
+Period = Literal["month", "quarter", "year"]
+_PERIODS: tuple[Period, ...] = ("month", "quarter", "year")
+_ID = r"^[a-z][a-z0-9_]{0,63}$"
+# A target's period key: '2025' (year), '2021-Q3' (quarter) or '2021-03' (month).
+_PERIOD_KEY = r"^\d{4}(-Q[1-4]|-(0[1-9]|1[0-2]))?$"
+
+
+class EventPredicate(Section):
+    """Which events count: ``event_type``, and attributes among the listed values."""
+
+    event_type: str = Field(min_length=1, description="event type, e.g. 'egov.dossier'")
+    where: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="attribute -> accepted values (all must hold); booleans are written "
+                    "'true'/'false', numbers as text; empty: every event of the type")
+    count_value: str = Field("count", description="values key added per event (missing = 1)")
+
+    @field_validator("where")
+    @classmethod
+    def _values_given(cls, v: dict[str, list[str]]) -> dict[str, list[str]]:
+        empty = sorted(k for k, vals in v.items() if not vals)
+        if empty:
+            raise ValueError(f"attributes {empty} list no accepted values (expected at least one)")
+        return v
+
+
+class Step(Section):
+    """A threshold: a ratio at or above ``at`` earns ``points``."""
+
+    at: float
+    points: float = Field(ge=0)
+
+
+class Band(Section):
+    """A band: a ratio in [``lower``, ``upper``) earns ``points``."""
+
+    lower: float
+    upper: float
+    points: float = Field(ge=0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Band:
+        if self.upper <= self.lower:
+            raise ValueError(f"band upper {self.upper} must be above lower {self.lower}")
+        return self
+
+
+class ScoringRule(Section):
+    """How a ratio becomes points out of the indicator's ``max_score``.
+
+    ``linear``: ``max_score * (ratio - floor) / (target - floor)``, clipped to
+    [0, max_score], with the period's target. ``thresholds``: the points of the highest
+    step reached (0 below the first). ``bands``: the points of the band holding the
+    ratio (0 outside every band).
+    """
+
+    rule: Literal["linear", "thresholds", "bands"] = "linear"
+    floor: float = Field(0.0, description="linear: the ratio that scores 0")
+    steps: list[Step] = Field(default_factory=list, description="thresholds: ascending 'at'")
+    bands: list[Band] = Field(default_factory=list, description="bands: not overlapping")
+
+    @model_validator(mode="after")
+    def _rule_has_its_parts(self) -> ScoringRule:
+        if self.rule == "thresholds":
+            ats = [s.at for s in self.steps]
+            if not ats:
+                raise ValueError("rule 'thresholds' needs at least one step")
+            if ats != sorted(set(ats)):
+                raise ValueError(f"steps must have strictly ascending 'at', got {ats}")
+        if self.rule == "bands":
+            if not self.bands:
+                raise ValueError("rule 'bands' needs at least one band")
+            b = sorted(self.bands, key=lambda x: x.lower)
+            for lo, hi in pairwise(b):
+                if hi.lower < lo.upper:
+                    raise ValueError(f"bands [{lo.lower}, {lo.upper}) and [{hi.lower}, "
+                                     f"{hi.upper}) overlap")
+        return self
+
+
+class IndicatorSpec(Section):
+    """One scored indicator: numerator/denominator counts, a rule, targets."""
+
+    id: str = Field(pattern=_ID)
+    label: str = Field(min_length=1, max_length=120)
+    short_label: str | None = Field(
+        None, max_length=32, description="title on wall tiles (default: label, if it fits)")
+    area: str = Field(description="id of the area the indicator's points go to")
+    numerator: EventPredicate
+    denominator: EventPredicate
+    unit: str = "%"
+    scale: float = Field(100.0, gt=0, description="ratio multiplied by this (100 for percent)")
+    decimals: int = Field(1, ge=0, le=6)
+    max_score: float = Field(gt=0, le=100)
+    scoring: ScoringRule = Field(default_factory=ScoringRule)
+    target: float | None = Field(None, description="target ratio of every period without its own")
+    targets: dict[Annotated[str, Field(pattern=_PERIOD_KEY)], float] = Field(
+        default_factory=dict,
+        description="period key ('2025', '2021-Q3', '2021-03') -> target ratio; a month or "
+                    "quarter without its own takes its year's")
+    min_denominator: float | None = Field(
+        None, ge=0, description="flag 'low_denominator' below this (default: the section's)")
+    higher_is_better: bool = Field(True, description="ranking order of the ratio")
+
+    @model_validator(mode="after")
+    def _linear_has_a_target(self) -> IndicatorSpec:
+        if self.scoring.rule == "linear" and self.target is None and not self.targets:
+            raise ValueError(f"indicator {self.id!r}: rule 'linear' needs a target or targets")
+        for what, pts in (("steps", [s.points for s in self.scoring.steps]),
+                          ("bands", [b.points for b in self.scoring.bands])):
+            over = [p for p in pts if p > self.max_score]
+            if over:
+                raise ValueError(f"indicator {self.id!r}: {what} award {over} points, above "
+                                 f"max_score {self.max_score}")
+        return self
+
+
+class AreaSpec(Section):
+    """A group of indicators (transparency, online service...) worth ``max_points``."""
+
+    id: str = Field(pattern=_ID)
+    label: str = Field(min_length=1, max_length=120)
+    max_points: float = Field(ge=0, le=100)
+
+
+class DrillLevel(Section):
+    """One level of drill-down: where a unit's id at this level comes from."""
+
+    id: str = Field(pattern=_ID)
+    label: str = ""
+    source: Literal["attribute", "entity"] = Field(
+        "attribute", description="'entity': the event's entity id (an agency); else the attribute")
+    attribute: str | None = Field(None, description="the event attribute (source 'attribute')")
+    default: str = Field(
+        "all", min_length=1, max_length=100,
+        description="the unit of events without the attribute (e.g. one province)")
+
+    @model_validator(mode="after")
+    def _attribute_named(self) -> DrillLevel:
+        if self.source == "attribute" and not self.attribute:
+            raise ValueError(f"level {self.id!r} with source 'attribute' needs 'attribute'")
+        return self
+
+
+class ReaderSettings(Section):
+    """A read-only client of the scorecard export (``ioc gateway key`` makes the hash)."""
+
+    key_sha256: str = Field(pattern=r"^[0-9a-f]{64}$",
+                            description="hex SHA-256 of the reader's API key")
+
+
+def _levels() -> list[DrillLevel]:
+    return [
+        DrillLevel(id="province", label="Province", attribute="province", default="province"),
+        DrillLevel(id="admin_level", label="Administrative level", attribute="admin_level",
+                   default="province"),
+        DrillLevel(id="agency", label="Agency", source="entity"),
+        DrillLevel(id="procedure", label="Procedure", attribute="procedure", default="all"),
+    ]
+
+
+class ScorecardSettings(Section):
+    """The e-government scorecards (``scorecards`` stage, sink table, gateway export)."""
+
+    enabled: bool = Field(True, description="the scorecards stage counts events")
+    periods: list[Period] = Field(default_factory=lambda: list(_PERIODS), min_length=1)
+    levels: list[DrillLevel] = Field(default_factory=_levels, min_length=1,
+                                     description="drill-down levels, outermost first")
+    areas: list[AreaSpec] = Field(default_factory=list)
+    indicators: list[IndicatorSpec] = Field(default_factory=list)
+    min_denominator: float = Field(
+        30.0, ge=0, description="a unit counting fewer events is flagged 'low_denominator'")
+    provisional_days: float = Field(
+        15.0, ge=0, le=366,
+        description="a period is 'provisional' until this many days after its end "
+                    "(late reports still change it)")
+    keep_periods: int = Field(
+        400, ge=1, le=10_000,
+        description="period keys kept per indicator and period kind in the stage's state "
+                    "(oldest dropped first); a late event for an older one is not counted")
+    max_rows: int = Field(50_000, ge=1, le=1_000_000,
+                          description="most count rows the export reads for one request")
+    export_timeout_s: float = Field(10.0, gt=0, le=120,
+                                    description="the export's database work must end within this")
+    readers: dict[str, ReaderSettings] = Field(
+        default_factory=dict,
+        description="reader id -> hashed key; empty: nobody may read the export")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ScorecardSettings:
+        for what, ids in (("areas", [a.id for a in self.areas]),
+                          ("indicators", [i.id for i in self.indicators]),
+                          ("levels", [lv.id for lv in self.levels])):
+            dup = sorted({i for i in ids if ids.count(i) > 1})
+            if dup:
+                raise ValueError(f"{what}: duplicate ids {dup}")
+        if self.areas:
+            total = sum(a.max_points for a in self.areas)
+            if abs(total - 100.0) > 1e-9:
+                raise ValueError(f"areas: max_points must total 100, got {total:g}")
+        areas = {a.id: a for a in self.areas}
+        per_area: dict[str, float] = {}
+        for n, ind in enumerate(self.indicators):
+            if ind.area not in areas:
+                raise ValueError(f"indicators.{n}.area: {ind.area!r} is not an area id "
+                                 f"(expected one of {sorted(areas)})")
+            per_area[ind.area] = per_area.get(ind.area, 0.0) + ind.max_score
+        for aid, pts in per_area.items():
+            if pts > areas[aid].max_points + 1e-9:
+                raise ValueError(f"area {aid!r}: its indicators' max_score total {pts:g}, "
+                                 f"above its max_points {areas[aid].max_points:g}")
+        return self
+
+    def indicator(self, id: str) -> IndicatorSpec | None:
+        return next((i for i in self.indicators if i.id == id), None)
