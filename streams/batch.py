@@ -68,7 +68,7 @@ from typing import Any, NamedTuple
 
 import faust
 
-from ioc.config import Settings
+from ioc.config import Settings, default_state_dir
 from ioc.errors import InvalidEvent, InvalidRecord
 from ioc.events import LogThrottle, dead_letter_headers, decode_event, internal_error_message
 from ioc.kafka import acked_producer, discard_producer, ensure_topics, partition_for, rdkafka_conf
@@ -76,6 +76,9 @@ from ioc.kafka.membership import MembershipWatch
 from ioc.kafka.rdkafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer
 from ioc.kafka.rdkafka import TopicPartition as RdTopicPartition
 from ioc.topics import TopicSpec, topic_name
+
+from ._snapshot import VERSION as SNAPSHOT_VERSION
+from ._snapshot import Snapshot, SnapshotStore
 
 __all__ = ["Outbox", "Record", "SendFailed", "Stage", "StageMetrics", "StateTable", "TopicPartition", "combine",
            "decoded_events", "host_stage"]
@@ -142,8 +145,12 @@ class Outbox:
         return len(self.records)
 
     def send(self, producer: Producer, *, timeout_s: float = 30.0,
-             partitions: dict[str, int] | None = None) -> None:
+             partitions: dict[str, int] | None = None,
+             acked: dict[tuple[str, int], int] | None = None) -> None:
         """Produce every record and wait until the broker acknowledged all of them.
+
+        ``acked``, if given, gets for each (topic, partition) the highest offset
+        acknowledged (the state changelogs' offsets, which the snapshots remember).
 
         Raises:
             SendFailed: a record was refused, or not acknowledged within ``timeout_s``.
@@ -155,6 +162,18 @@ class Outbox:
         def failed(err: Any, _msg: Any) -> None:
             if err is not None:
                 errors.append(str(err))
+
+        if acked is not None:
+            def noted(err: Any, msg: Any) -> None:
+                if err is not None:
+                    errors.append(str(err))
+                    return
+                tp, off = (msg.topic(), msg.partition()), msg.offset()
+                if off is not None and off >= 0 and off > acked.get(tp, -1):
+                    acked[tp] = off
+
+        # only the changelog phase tracks offsets: the outputs' callback stays minimal
+        on_delivery = failed if acked is None else noted
 
         produce = producer.produce
         for topic, key, value, part, headers in self.records:
@@ -170,10 +189,10 @@ class Outbox:
             while True:
                 try:
                     if headers:
-                        produce(topic, value, key, part, on_delivery=failed,
+                        produce(topic, value, key, part, on_delivery=on_delivery,
                                 headers=headers)  # type: ignore[arg-type]
                     else:
-                        produce(topic, value, key, part, on_delivery=failed)
+                        produce(topic, value, key, part, on_delivery=on_delivery)
                     break
                 except BufferError:  # librdkafka's queue is full: let it drain
                     producer.poll(0.05)
@@ -197,7 +216,12 @@ FIRST_JOIN_S = 60.0
 
 
 def _watermark_high(c: Any, tp: Any, *, within_s: float = 30.0) -> int:
-    """The high watermark of ``tp``, retrying retriable broker errors for ``within_s``
+    """The high watermark of ``tp`` (``_watermarks``)."""
+    return _watermarks(c, tp, within_s=within_s)[1]
+
+
+def _watermarks(c: Any, tp: Any, *, within_s: float = 30.0) -> tuple[int, int]:
+    """The (low, high) watermarks of ``tp``, retrying retriable broker errors for ``within_s``
     (a partition without a leader yet, as just after a broker start: NOT_LEADER...).
 
     Raises:
@@ -215,7 +239,8 @@ def _watermark_high(c: Any, tp: Any, *, within_s: float = 30.0) -> int:
     deadline = time.monotonic() + within_s
     while True:
         try:
-            return int(c.get_watermark_offsets(tp, timeout=10)[1])
+            lo, hi = c.get_watermark_offsets(tp, timeout=10)
+            return int(lo), int(hi)
         except KafkaException as exc:
             err = exc.args[0] if exc.args else None
             retry = isinstance(err, KafkaError) and (err.code() in passing or err.retriable())
@@ -271,6 +296,13 @@ class StateTable:
         # key -> (changed, where, data) before the open transaction, or None (no transaction)
         self._journal: dict[bytes, tuple[Any, Any, Any]] | None = None
         self.undecodable = 0  # states that did not decode and were started anew
+        # partition -> the changelog offset ``data`` includes (every record below it is
+        # applied): set by ``restore``, advanced by acknowledged writes (``acked``)
+        self.offsets: dict[int, int] = {}
+        self.snapshot_offsets: dict[int, int] = {}  # partition -> offset of its last snapshot
+        self.snapshot_entries = 0  # entries loaded from snapshots
+        self.snapshot_fallbacks = 0  # partitions read in full: snapshot invalid or out of range
+        self.restore_notes: dict[int, str] = {}  # partition -> how its last restore went
 
     def topic_spec(self, namespace: str, app_id: str) -> TopicSpec:
         """``<ns>.state.<app>.<name>``: ``<app>`` is the app id without ``<ns>-``."""
@@ -375,6 +407,9 @@ class StateTable:
 
     def drop(self, partitions: Iterable[int]) -> int:
         gone = set(partitions)
+        for p in gone:
+            self.offsets.pop(p, None)
+            self.snapshot_offsets.pop(p, None)
         keys = [k for k, p in self.where.items() if p in gone]
         for k in keys:
             self.data.pop(k, None)
@@ -383,9 +418,25 @@ class StateTable:
             self.cache.pop(k, None)
         return len(keys)
 
+    def acked(self, partition: int, offset: int) -> None:
+        """The changelog record at ``offset`` of ``partition`` was acknowledged: ``data``
+        now includes the changelog up to it (for partitions restored by ``restore``)."""
+        if partition in self.offsets and offset + 1 > self.offsets[partition]:
+            self.offsets[partition] = offset + 1
+
     def restore(self, settings: Settings, partitions: Sequence[int], *,
-                timeout_s: float = 120.0) -> int:
-        """Read this table's changelog partitions from the start to their end (blocking).
+                timeout_s: float = 120.0, snapshots: SnapshotStore | None = None) -> int:
+        """Rebuild ``partitions`` from the changelog (blocking); returns the changelog
+        records read (the record re-read to check a snapshot not counted).
+
+        Without ``snapshots`` each partition is read from its start to its end. With
+        them, a partition whose snapshot is valid (``SnapshotStore.load``) and whose
+        offset X lies within the changelog (low <= X <= high watermark) is loaded from
+        the snapshot and read from X on; its record at X-1, the last one the snapshot
+        includes, is read again and must equal the snapshot's entry of its key (else,
+        as after a topic re-created and refilled, the partition is dropped and read in
+        full). Every fallback from an existing snapshot is counted in
+        ``snapshot_fallbacks``; ``restore_notes`` says per partition what happened.
 
         Raises:
             KafkaException: the broker did not answer.
@@ -398,25 +449,71 @@ class StateTable:
                      "enable.partition.eof": False})
         c = Consumer(conf)
         n = 0
+        redo: list[int] = []
         try:
             ends: dict[int, int] = {}
+            starts: list[Any] = []
+            check: dict[int, int] = {}  # partition -> offset of the record a snapshot ends with
             for p in partitions:
-                hi = _watermark_high(c, RdTopicPartition(self.topic, p))
-                if hi > 0:
+                lo, hi = _watermarks(c, RdTopicPartition(self.topic, p))
+                self.offsets[p] = hi
+                start = OFFSET_BEGINNING
+                note = "full read"
+                if snapshots is not None:
+                    snap, why = snapshots.load(self.topic, p)
+                    if snap is not None and not lo <= snap.offset <= hi:
+                        why = (f"{snapshots.path(self.topic, p)}: offset {snap.offset} outside "
+                               f"the changelog's [{lo}, {hi}] (topic re-created or truncated?)")
+                        snap = None
+                    if snap is not None:
+                        for k, v in snap.entries:
+                            self.data[k] = v
+                            self.where[k] = p
+                        self.snapshot_entries += len(snap.entries)
+                        self.snapshot_offsets[p] = snap.offset
+                        note = f"snapshot of {len(snap.entries)} entries at offset {snap.offset}"
+                        start = snap.offset
+                        if snap.offset - 1 >= lo:
+                            start = check[p] = snap.offset - 1
+                    elif why != "missing":
+                        self.snapshot_fallbacks += 1
+                        note = f"full read: {why}"
+                self.restore_notes[p] = note
+                if start < hi:  # OFFSET_BEGINNING is negative
                     ends[p] = hi
+                    starts.append(RdTopicPartition(self.topic, p, start))
             if not ends:
                 return 0
-            c.assign([RdTopicPartition(self.topic, p, OFFSET_BEGINNING) for p in ends])
+            c.assign(starts)
             deadline = time.monotonic() + timeout_s
             while ends:
                 for m in c.consume(10_000, 0.5):
                     if m.error() is not None:
                         log.warning("restoring %s: %s", self.topic, m.error())
                         continue
-                    n += 1
                     key, value, part, off = m.key(), m.value(), m.partition(), m.offset()
                     if key is None or part is None or off is None:
+                        n += 1
                         continue
+                    if part not in ends:
+                        continue  # done, or being read again in full (redo)
+                    if part in check:
+                        first = check.pop(part)
+                        if off == first:
+                            mine = self.data.get(key) if self.where.get(key) == part else None
+                            if mine != value:
+                                self.snapshot_fallbacks += 1
+                                self.restore_notes[part] = (
+                                    f"full read: the snapshot's last record (offset {first}) "
+                                    f"differs from the changelog's (topic re-created?)")
+                                redo.append(part)
+                                del ends[part]
+                                c.pause([RdTopicPartition(self.topic, part)])
+                                continue
+                        else:
+                            n += 1  # compacted away: the first record is a newer one
+                    else:
+                        n += 1
                     if value is None:
                         self.data.pop(key, None)
                         self.where.pop(key, None)
@@ -440,7 +537,47 @@ class StateTable:
                             del ends[tp.partition]
         finally:
             c.close()
+        if redo:
+            self.drop(redo)
+            notes = {p: self.restore_notes[p] for p in redo}
+            n += self.restore(settings, redo, timeout_s=timeout_s)
+            self.restore_notes.update(notes)
         return n
+
+    def snapshot(self, store: SnapshotStore, partitions: Iterable[int] | None = None
+                 ) -> tuple[int, int]:
+        """Write the snapshot of each of ``partitions`` (default: every restored one)
+        whose changelog offset moved since its last snapshot; returns (files, bytes).
+
+        Call it only when every change is written to the changelog and acknowledged
+        (the runner does, after a checkpoint's flush): a snapshot must hold nothing the
+        changelog does not. Partitions with changes not yet written are skipped.
+
+        Raises:
+            OSError: a file could not be written (the older snapshot stays).
+        """
+        wanted = self.offsets if partitions is None else partitions
+        todo = {p for p in wanted
+                if p in self.offsets and self.offsets[p] != self.snapshot_offsets.get(p)}
+        if self.changed:
+            todo -= {self.where.get(k) for k in self.changed}  # type: ignore[misc]
+        if not todo:
+            return 0, 0
+        by: dict[int, list[tuple[bytes, bytes]]] = {p: [] for p in todo}
+        data = self.data
+        for k, p in self.where.items():
+            entries = by.get(p)
+            if entries is not None:
+                v = data.get(k)
+                if v is not None:
+                    entries.append((k, v))
+        files = size = 0
+        for p in sorted(todo):
+            off = self.offsets[p]
+            size += store.write(Snapshot(SNAPSHOT_VERSION, self.topic, p, off, by[p]))
+            self.snapshot_offsets[p] = off
+            files += 1
+        return files, size
 
 
 _MISSING = object()
@@ -460,6 +597,11 @@ class StageMetrics:
     internal_errors: int = 0  # records dead-lettered as internal_error
     rewinds: int = 0  # failed batches (states back to the last commit, re-read one by one)
     tick_errors: int = 0
+    snapshot_entries: int = 0  # state entries loaded from local snapshots at restores
+    snapshot_fallbacks: int = 0  # partitions read in full although a snapshot existed
+    snapshots_written: int = 0
+    snapshot_errors: int = 0  # snapshot files that could not be written
+    snapshot_s: float = 0.0  # seconds spent writing snapshots
     busy_s: float = 0.0
 
     def line(self) -> str:
@@ -526,6 +668,14 @@ class StageRunner:
         # dlq.reason), and the seconds the last restore of new partitions took
         self.dead_letters: dict[tuple[bytes, bytes], int] = {}
         self.restore_s: float | None = None
+        # local snapshots of the tables (streams._snapshot): written after a checkpoint
+        # at most every snapshot_every_s (only partitions whose changelog moved), and
+        # when partitions are revoked or the stage stops
+        ss = settings.streams
+        self.snapshots = SnapshotStore(
+            ss.state_dir or (ss.data_dir or default_state_dir() / "faust" / app_id) / "snapshots")
+        self.snapshot_every_s = 30.0
+        self.last_snapshot = time.monotonic()
 
     # -- rebalance callbacks (librdkafka calls them inside consume(), in our thread) --
 
@@ -556,11 +706,20 @@ class StageRunner:
         for t in self.stage.tables:
             t.drop(tp.partition for tp in self.owned - tps if tp.topic == t.source)
             new = sorted(tp.partition for tp in tps - self.owned if tp.topic == t.source)
-            n = t.restore(self.settings, new)
-            self.stage.metrics.restored += n
-            if n:
-                log.info("stage %s: restored %d record(s) of %s for partitions %s",
-                         self.stage.name, n, t.topic, new)
+            entries0, fallbacks0 = t.snapshot_entries, t.snapshot_fallbacks
+            n = t.restore(self.settings, new, snapshots=self.snapshots)
+            m = self.stage.metrics
+            m.restored += n
+            m.snapshot_entries += t.snapshot_entries - entries0
+            m.snapshot_fallbacks += t.snapshot_fallbacks - fallbacks0
+            if new:
+                log.info("stage %s: restored %s partitions %s: %d changelog record(s) "
+                         "read, %d entries from snapshots", self.stage.name, t.topic, new, n,
+                         t.snapshot_entries - entries0)
+            for p in new:
+                note = t.restore_notes.get(p, "")
+                if note.startswith("full read: "):  # one line per partition and restore
+                    log.warning("stage %s: %s[%d]: %s", self.stage.name, t.topic, p, note)
         if self.stage.tables and tps - self.owned:
             self.restore_s = time.perf_counter() - t0
         self.owned = set(tps)
@@ -569,9 +728,31 @@ class StageRunner:
 
     def revoked(self, tps: set[TopicPartition]) -> None:
         # Called between batches (their outputs are flushed): write the changed states
-        # and commit before letting go.
+        # and commit before letting go; snapshot them, should they come back.
         self.checkpoint(Outbox())
+        self.write_snapshots(tps)
         self._forget(tps)
+
+    def write_snapshots(self, tps: set[TopicPartition] | None = None) -> None:
+        """Snapshot the tables' partitions (``tps``, default all owned) whose changelog
+        moved since their last snapshot. Only right after a checkpoint: every change is
+        then in the changelog and acknowledged. A write that fails is counted and logged;
+        the stage goes on (the older snapshot, or the changelog, restores it)."""
+        m = self.stage.metrics
+        t0 = time.perf_counter()
+        for t in self.stage.tables:
+            parts = None if tps is None else [tp.partition for tp in tps if tp.topic == t.source]
+            try:
+                files, _size = t.snapshot(self.snapshots, parts)
+            except OSError as exc:
+                m.snapshot_errors += 1
+                self._throttled("snapshot", logging.ERROR, "stage %s: writing a snapshot of "
+                                "%s under %s failed (%d so far): %s", self.stage.name, t.topic,
+                                self.snapshots.directory, m.snapshot_errors, exc)
+                continue
+            m.snapshots_written += files
+        m.snapshot_s += time.perf_counter() - t0
+        self.last_snapshot = time.monotonic()
 
     def _forget(self, tps: set[TopicPartition]) -> None:
         for tp in tps:
@@ -609,7 +790,9 @@ class StageRunner:
         # the batch again and re-emits its outputs (at-least-once, absorbed downstream).
         # The other order could store a state that has emitted a closed window whose
         # rollup never reached the broker: lost for good.
-        changelogs = {t.topic for t in self.stage.tables}
+        tables = {t.topic: t for t in self.stage.tables}
+        changelogs = set(tables)
+        acked: dict[tuple[str, int], int] = {}
         outputs, states = Outbox(), Outbox()
         for rec in out.records:
             (states if rec[0] in changelogs else outputs).records.append(rec)
@@ -619,8 +802,15 @@ class StageRunner:
                 if self.producer is None:
                     self._replace_producer()
                 assert self.producer is not None
-                phases[0].send(self.producer, timeout_s=self.settings.kafka.request_timeout_s,
-                               partitions=self.partitions)
+                try:
+                    phases[0].send(self.producer,
+                                   timeout_s=self.settings.kafka.request_timeout_s,
+                                   partitions=self.partitions,
+                                   acked=acked if phases[0] is states else None)
+                finally:
+                    for (topic, part), off in acked.items():
+                        tables[topic].acked(part, off)
+                    acked.clear()
                 phases.pop(0)
                 if phases:
                     continue
@@ -659,6 +849,8 @@ class StageRunner:
             self.flush(out)
         self.commit()
         self.last_commit = time.monotonic()
+        if self.last_commit - self.last_snapshot >= self.snapshot_every_s:
+            self.write_snapshots()
 
     def commit(self) -> None:
         if not self.pending or self.consumer is None:
@@ -875,6 +1067,7 @@ class StageRunner:
                     log.info("stage %s: %s", st.name, m.line())
             # stopping: what is processed is sent and committed, then the group is left
             self.checkpoint(out)
+            self.write_snapshots()
         finally:
             try:
                 self.consumer.close()  # leaves the group (on_revoke: nothing pending now)

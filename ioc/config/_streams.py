@@ -159,6 +159,11 @@ class StreamsSettings(Section):
     web_enabled: bool = Field(False, description="Faust's own web server (127.0.0.1 only)")
     web_port: int = Field(6066, ge=1, le=65535)
     data_dir: Path | None = Field(None, description="Faust's data folder; default in the state dir")
+    state_dir: Path | None = Field(
+        None, description="where the batch stages keep local snapshots of their state tables "
+                          "(a file per table partition with the changelog offset it includes: "
+                          "a restart reads only the changelog's tail); default "
+                          "'<data_dir>/snapshots'")
     log_level: str = Field("WARNING", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")
     session_timeout_s: float = Field(
         10.0, ge=6, le=300,

@@ -1,0 +1,171 @@
+"""Local snapshots of a stage's state tables: one file per (changelog topic, partition).
+
+A snapshot holds every entry of one partition of a ``StateTable`` together with the
+changelog offset it includes: the state is the changelog partition's records below
+``offset``, applied in order. A restart loads the snapshot and reads the changelog
+only from ``offset`` on (``StateTable.restore``), instead of from offset 0.
+
+File format (version 1)::
+
+    b"IOCSNAP\\x00"            8 bytes, the magic
+    blake2b-128(body)          16 bytes, checksum of what follows
+    body                       msgpack array: [version, topic, partition, offset,
+                                               [[key, value], ...]]
+
+Contracts:
+
+- ``decode_snapshot`` never returns a snapshot whose checksum, version or types are
+  wrong: it raises ``SnapshotInvalid`` (with a short ``reason``) for any other bytes,
+  however damaged or truncated (tested with arbitrary bytes).
+- ``SnapshotStore.write`` is atomic: the bytes go to ``<file>.tmp``, are fsynced and
+  renamed over the file, then the directory is fsynced; a crash leaves the old
+  snapshot or the new one, never a mix. Disk use is bounded by one file (plus at most
+  one ``.tmp`` of it) per table partition, each the size of that partition's state.
+- ``SnapshotStore.load`` returns ``(snapshot, "")`` or ``(None, reason)``; it raises
+  nothing for a missing, unreadable or invalid file (the caller reads the whole
+  changelog instead).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+from pathlib import Path
+
+import msgspec
+
+from ioc.errors import IOCError
+
+__all__ = ["MAGIC", "VERSION", "Snapshot", "SnapshotInvalid", "SnapshotStore", "decode_snapshot",
+           "encode_snapshot"]
+
+MAGIC = b"IOCSNAP\x00"
+VERSION = 1
+_DIGEST = 16
+_HEAD = len(MAGIC) + _DIGEST
+
+
+class SnapshotInvalid(IOCError):
+    """A snapshot file that cannot be used; ``reason`` is a short code (``magic``,
+    ``checksum``, ``undecodable``, ``version``, ``offset``)."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        self.reason = reason
+        super().__init__(message)
+
+
+class Snapshot(msgspec.Struct, array_like=True, frozen=True):
+    """The entries of one table partition and the changelog offset they include
+    (every changelog record of ``topic[partition]`` below ``offset`` is applied)."""
+
+    version: int
+    topic: str
+    partition: int
+    offset: int
+    entries: list[tuple[bytes, bytes]]
+
+
+_encoder = msgspec.msgpack.Encoder()
+_decoder = msgspec.msgpack.Decoder(Snapshot)
+
+
+def _digest(body: bytes | memoryview) -> bytes:
+    return hashlib.blake2b(body, digest_size=_DIGEST).digest()
+
+
+def encode_snapshot(snap: Snapshot) -> bytes:
+    """The file bytes of ``snap`` (magic, checksum, msgpack body)."""
+    body = _encoder.encode(snap)
+    return MAGIC + _digest(body) + body
+
+
+def decode_snapshot(raw: bytes, *, where: str = "snapshot") -> Snapshot:
+    """The snapshot in ``raw`` (the bytes of a file written by ``encode_snapshot``).
+
+    Raises:
+        SnapshotInvalid: wrong magic, checksum mismatch (damaged or truncated), a body
+            that does not decode to the version-1 layout, or a negative offset or
+            partition. ``where`` (the file name) goes into the message.
+    """
+    if len(raw) < _HEAD or raw[:len(MAGIC)] != MAGIC:
+        raise SnapshotInvalid("magic", f"{where}: expected the magic {MAGIC!r} and a "
+                                       f"{_DIGEST}-byte checksum, got {bytes(raw[:_HEAD])!r} "
+                                       f"({len(raw)} bytes in all)")
+    body = memoryview(raw)[_HEAD:]
+    if _digest(body) != raw[len(MAGIC):_HEAD]:
+        raise SnapshotInvalid("checksum", f"{where}: checksum mismatch over {len(body)} "
+                                          f"bytes (damaged or truncated)")
+    try:
+        snap = _decoder.decode(body)
+    except (msgspec.MsgspecError, ValueError, OverflowError, RecursionError) as exc:
+        # ValueError: msgspec raises UnicodeDecodeError for a str that is not UTF-8
+        raise SnapshotInvalid("undecodable", f"{where}: body does not decode as a "
+                                             f"version-{VERSION} snapshot: {exc}") from exc
+    if snap.version != VERSION:
+        raise SnapshotInvalid("version", f"{where}: expected version {VERSION}, "
+                                         f"got {snap.version}")
+    if snap.offset < 0 or snap.partition < 0:
+        raise SnapshotInvalid("offset", f"{where}: offset {snap.offset} and partition "
+                                        f"{snap.partition} must be >= 0")
+    if snap.offset == 0 and snap.entries:
+        raise SnapshotInvalid("offset", f"{where}: {len(snap.entries)} entries at offset 0 "
+                                        f"(no changelog record could hold them)")
+    return snap
+
+
+class SnapshotStore:
+    """Snapshot files under ``directory``: ``<directory>/<changelog topic>/<partition>.snap``."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = Path(directory)
+
+    def path(self, topic: str, partition: int) -> Path:
+        return self.directory / topic / f"{partition}.snap"
+
+    def write(self, snap: Snapshot) -> int:
+        """Write ``snap`` atomically (tmp, fsync, rename, fsync of the directory);
+        returns the bytes written.
+
+        Raises:
+            OSError: the directory cannot be created or written.
+        """
+        final = self.path(snap.topic, snap.partition)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = final.with_name(final.name + ".tmp")
+        data = encode_snapshot(snap)
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, final)
+        fd = os.open(final.parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        return len(data)
+
+    def load(self, topic: str, partition: int) -> tuple[Snapshot | None, str]:
+        """The snapshot of ``topic[partition]``, or None and why not: ``missing``, or a
+        line naming the file and what is wrong with it (never raises)."""
+        p = self.path(topic, partition)
+        try:
+            raw = p.read_bytes()
+        except FileNotFoundError:
+            return None, "missing"
+        except OSError as exc:
+            return None, f"{p}: unreadable ({exc})"
+        try:
+            snap = decode_snapshot(raw, where=str(p))
+        except SnapshotInvalid as exc:
+            return None, str(exc)
+        if snap.topic != topic or snap.partition != partition:
+            return None, (f"{p}: expected {topic}[{partition}], the file holds "
+                          f"{snap.topic}[{snap.partition}]")
+        return snap, ""
+
+    def remove(self, topic: str, partition: int) -> None:
+        """Delete the snapshot of ``topic[partition]`` if there is one."""
+        with contextlib.suppress(FileNotFoundError):
+            self.path(topic, partition).unlink()

@@ -1,0 +1,189 @@
+"""Local state snapshots (streams._snapshot) and StateTable's side of them, without Kafka."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from streams._snapshot import (
+    MAGIC,
+    VERSION,
+    Snapshot,
+    SnapshotInvalid,
+    SnapshotStore,
+    decode_snapshot,
+    encode_snapshot,
+)
+from streams.batch import Outbox, StateTable
+
+TOPIC = "ns.state.streams.agg-windows"
+
+_entries = st.lists(st.tuples(st.binary(min_size=1, max_size=20), st.binary(max_size=40)),
+                    max_size=30)
+
+
+def snap(offset: int = 7, entries: list[tuple[bytes, bytes]] | None = None, *,
+         partition: int = 3, topic: str = TOPIC) -> Snapshot:
+    return Snapshot(VERSION, topic, partition, offset,
+                    [(b"k1", b"v1"), (b"k2", b"")] if entries is None else entries)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_entries, st.integers(min_value=1, max_value=2**62), st.integers(0, 10_000))
+def test_a_snapshot_decodes_to_what_was_encoded(entries, offset, partition):
+    s = snap(offset, entries, partition=partition)
+    assert decode_snapshot(encode_snapshot(s)) == s
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.binary(max_size=400))
+def test_arbitrary_bytes_never_decode_to_a_snapshot_nor_raise_anything_else(raw):
+    with pytest.raises(SnapshotInvalid) as exc:
+        decode_snapshot(raw)
+    assert exc.value.reason in {"magic", "checksum"}
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=400))
+def test_any_body_with_a_right_checksum_decodes_or_is_refused(body):
+    """A body with a valid checksum but arbitrary content (another version, garbage):
+    a SnapshotInvalid, or a snapshot whose fields have the version-1 types."""
+    import hashlib
+
+    raw = MAGIC + hashlib.blake2b(body, digest_size=16).digest() + body
+    try:
+        s = decode_snapshot(raw)
+    except SnapshotInvalid as exc:
+        assert exc.reason in {"undecodable", "version", "offset"}
+    else:
+        assert s.version == VERSION and s.offset >= 0 and s.partition >= 0
+        assert all(isinstance(k, bytes) and isinstance(v, bytes) for k, v in s.entries)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_entries.filter(bool), st.data())
+def test_a_truncated_or_flipped_snapshot_is_refused(entries, data):
+    raw = encode_snapshot(snap(9, entries))
+    cut = data.draw(st.integers(0, len(raw) - 1), label="cut")
+    with pytest.raises(SnapshotInvalid):
+        decode_snapshot(raw[:cut])
+    i = data.draw(st.integers(0, len(raw) - 1), label="flip")
+    bit = data.draw(st.integers(0, 7), label="bit")
+    flipped = bytearray(raw)
+    flipped[i] ^= 1 << bit
+    with pytest.raises(SnapshotInvalid):
+        decode_snapshot(bytes(flipped))
+
+
+def test_entries_at_offset_zero_and_other_versions_are_refused():
+    with pytest.raises(SnapshotInvalid, match="offset 0") as exc:
+        decode_snapshot(encode_snapshot(snap(0)))
+    assert exc.value.reason == "offset"
+    assert decode_snapshot(encode_snapshot(snap(0, []))).entries == []
+    with pytest.raises(SnapshotInvalid, match="expected version 1, got 2"):
+        decode_snapshot(encode_snapshot(Snapshot(2, TOPIC, 0, 5, [])))
+
+
+def test_the_store_writes_atomically_and_loads_only_the_right_partition(tmp_path: Path):
+    store = SnapshotStore(tmp_path)
+    assert store.load(TOPIC, 3) == (None, "missing")
+    size = store.write(snap(7))
+    path = store.path(TOPIC, 3)
+    assert path == tmp_path / TOPIC / "3.snap" and path.stat().st_size == size
+    assert store.load(TOPIC, 3) == (snap(7), "")
+    store.write(snap(11, [(b"k", b"new")]))
+    assert store.load(TOPIC, 3)[0] == snap(11, [(b"k", b"new")])
+    assert sorted(p.name for p in path.parent.iterdir()) == ["3.snap"]  # no tmp left
+    # a file copied to another partition's (or topic's) name is not loaded there
+    os.replace(path, store.path(TOPIC, 4))
+    got, why = store.load(TOPIC, 4)
+    assert got is None and f"expected {TOPIC}[4], the file holds {TOPIC}[3]" in why
+    store.remove(TOPIC, 4)
+    store.remove(TOPIC, 4)  # gone already: no error
+    assert store.load(TOPIC, 4) == (None, "missing")
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=300))
+def test_the_store_never_raises_on_a_damaged_file(tmp_path_factory, raw):
+    store = SnapshotStore(tmp_path_factory.mktemp("snaps"))
+    store.path(TOPIC, 0).parent.mkdir(parents=True)
+    store.path(TOPIC, 0).write_bytes(raw)
+    got, why = store.load(TOPIC, 0)
+    assert got is None and str(store.path(TOPIC, 0)) in why
+
+
+def test_an_unwritable_place_raises_oserror_and_keeps_the_old_snapshot(tmp_path: Path):
+    store = SnapshotStore(tmp_path)
+    store.write(snap(7))
+    # the tmp file's name taken by a directory: the write fails before the rename
+    store.path(TOPIC, 3).with_name("3.snap.tmp").mkdir()
+    with pytest.raises(OSError):
+        store.write(snap(9))
+    assert store.load(TOPIC, 3)[0] == snap(7)
+    # the topic's directory is a file: mkdir fails
+    (tmp_path / "other").write_bytes(b"x")
+    with pytest.raises(OSError):
+        store.write(snap(9, topic="other"))
+
+
+# --- StateTable.snapshot: what it writes, and when --------------------------------------
+
+def table(tmp_path: Path) -> tuple[StateTable, SnapshotStore]:
+    t = StateTable("agg-windows", "ns.events", 4)
+    t.topic = TOPIC
+    return t, SnapshotStore(tmp_path)
+
+
+def test_a_table_snapshots_each_restored_partition_with_its_acknowledged_offset(tmp_path: Path):
+    t, store = table(tmp_path)
+    out = Outbox()
+    for i in range(10):
+        t.put(b"k%d" % i, b"v%d" % i, i % 2, out)
+    # only restored partitions have a known changelog offset: nothing to snapshot yet
+    assert t.snapshot(store) == (0, 0)
+    t.offsets.update({0: 100, 1: 50})
+    t.acked(0, 104)
+    t.acked(1, 40)  # older than what is known: no change
+    t.acked(2, 9)  # never restored: unknown, stays unknown
+    assert t.offsets == {0: 105, 1: 50}
+    files, size = t.snapshot(store)
+    assert files == 2 and size > 0
+    s0, s1 = store.load(TOPIC, 0)[0], store.load(TOPIC, 1)[0]
+    assert s0 is not None and s1 is not None
+    assert (s0.offset, sorted(s0.entries)) == (105, sorted((b"k%d" % i, b"v%d" % i)
+                                                           for i in range(0, 10, 2)))
+    assert (s1.offset, len(s1.entries)) == (50, 5)
+    # unchanged offsets: nothing rewritten
+    assert t.snapshot(store) == (0, 0)
+    t.acked(1, 50)
+    assert t.snapshot(store)[0] == 1
+
+
+def test_a_partition_with_changes_not_yet_written_is_not_snapshot(tmp_path: Path):
+    t, store = table(tmp_path)
+    t.offsets.update({0: 3, 1: 3})
+    t.data[b"a"], t.where[b"a"] = b"1", 0
+    t.data[b"b"], t.where[b"b"] = b"1", 1
+    t.change(b"a", b"2", 0)  # in memory only: not in the changelog yet
+    assert t.snapshot(store)[0] == 1
+    assert store.load(TOPIC, 0) == (None, "missing")
+    s1 = store.load(TOPIC, 1)[0]
+    assert s1 is not None and s1.entries == [(b"b", b"1")] and s1.offset == 3
+    t.write_changes(Outbox())
+    t.acked(0, 3)
+    assert t.snapshot(store)[0] == 1
+    s0 = store.load(TOPIC, 0)[0]
+    assert s0 is not None and s0.entries == [(b"a", b"2")] and s0.offset == 4
+
+
+def test_dropping_a_partition_forgets_its_offsets(tmp_path: Path):
+    t, _store = table(tmp_path)
+    t.offsets.update({0: 3, 1: 3})
+    t.snapshot_offsets[0] = 3
+    t.drop([0])
+    assert t.offsets == {1: 3} and t.snapshot_offsets == {}
