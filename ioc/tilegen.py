@@ -1,9 +1,10 @@
 """Builders of wall tiles from rollups, KPI values and alerts, and the per-tile rate limit.
 
-Pure: no Kafka. The tiles agent keeps a ``SensorSeries``, ``KpiBoard`` and ``AlertBoard``,
-turns their changes into ``Tile``s with the builders below and passes them through a
-``TileCoalescer`` so that a tile id is produced at most once per ``min_interval_s``
-(latest wins) however fast its inputs change.
+Pure: no Kafka. The tiles stage keeps a ``SensorSeries`` per sensor; the views stage
+keeps ``GlobalViews`` (a ``KpiBoard`` and an ``AlertBoard`` fed by ``ViewFact``s from
+every partition). Both turn changes into ``Tile``s with the builders below and pass
+them through a ``TileCoalescer`` so that a tile id is produced at most once per
+``min_interval_s`` (latest wins) however fast its inputs change.
 """
 
 from __future__ import annotations
@@ -15,15 +16,18 @@ from dataclasses import dataclass, field
 
 from .aggregate import Rollup, TokenBucket
 from .config._streams import KpiSpec
+from .errors import InvalidRecord
 from .kpi import KpiValue, combine, ranking
 from .rules import Alert
 from .tiles import Tile
 
 __all__ = [
     "AlertBoard",
+    "GlobalViews",
     "KpiBoard",
     "SensorSeries",
     "TileCoalescer",
+    "ViewFact",
     "alerts_tile",
     "kpi_tile",
     "sensor_tile",
@@ -238,3 +242,140 @@ class TileCoalescer:
             self.last_sent = {k: t for k, t in self.last_sent.items() if t >= horizon}
         self.released += len(out)
         return out
+
+
+@dataclass(frozen=True, slots=True)
+class ViewFact:
+    """One input of the global views, as the tiles stage forwards it to ``<ns>.views``.
+
+    ``item`` is a KPI value (kind ``kpi``) or an alert state (kind ``alert``);
+    ``value`` its bytes as read from ``<ns>.kpis``/``<ns>.alerts``, at ``partition`` and
+    ``offset`` there, so the views can tell a redelivered or older copy from a newer
+    one. Wire form (the record value on ``<ns>.views``, also the views state):
+    ``b"<kind> <partition> <offset>"``, a newline, then ``value`` unchanged.
+    """
+
+    item: KpiValue | Alert
+    value: bytes
+    partition: int
+    offset: int
+
+    @property
+    def kind(self) -> str:
+        return "kpi" if isinstance(self.item, KpiValue) else "alert"
+
+    @property
+    def key(self) -> str:
+        """The KPI value's key (``kpi|group|period|period key``) or the alert id."""
+        return self.item.key if isinstance(self.item, KpiValue) else self.item.id
+
+    def record_key(self) -> bytes:
+        """``<kind>|<key>``: the record key on ``<ns>.views`` and in the views state."""
+        return f"{self.kind}|{self.key}".encode()
+
+    def to_bytes(self) -> bytes:
+        return b"%s %d %d\n%s" % (self.kind.encode(), self.partition, self.offset, self.value)
+
+    @classmethod
+    def from_bytes(cls, data: bytes | None) -> ViewFact:
+        """Decode ``to_bytes`` output (the value too; the record key is not needed).
+
+        Raises:
+            InvalidRecord: ``data`` is not a view fact of a decodable KPI value or alert.
+        """
+        try:
+            if data is None:
+                raise ValueError("no value")
+            head, value = bytes(data).split(b"\n", 1)
+            kind_b, part_b, off_b = head.split(b" ")
+            if kind_b not in (b"kpi", b"alert"):
+                raise ValueError(f"kind {kind_b[:20]!r} is neither b'kpi' nor b'alert'")
+            partition, offset = int(part_b), int(off_b)
+            if partition < 0 or offset < 0:
+                raise ValueError(f"negative partition or offset ({partition}, {offset})")
+        except (ValueError, TypeError) as exc:
+            raise InvalidRecord.undecodable(
+                "a view fact (b'<kpi|alert> <partition> <offset>', newline, value)",
+                exc) from exc
+        item = KpiValue.from_bytes(value) if kind_b == b"kpi" else Alert.from_bytes(value)
+        return cls(item, value, partition, offset)
+
+
+class GlobalViews:
+    """The tiles that need every partition: ``alerts:all`` and ``alerts:<scope>``,
+    ``kpi:<id>`` and ``kpi:<id>:<group>`` (whose ranking and overall value need every
+    group), built from ``ViewFact``s.
+
+    ``apply`` keeps the latest fact per key: a fact read at an offset at or below the
+    one already applied for its key (same source partition) is a redelivered or older
+    copy and is skipped (counted in ``stale``), so replays after a crash or a rebalance
+    of the partitioned tiles stage never move a view backwards.
+    """
+
+    def __init__(self, specs: Iterable[KpiSpec], *, trend_points: int = 12,
+                 alert_items: int = 50) -> None:
+        self.specs = list(specs)
+        self.trend_points = trend_points
+        self.alert_items = alert_items
+        self.stale = 0
+        self.clear()
+
+    def clear(self) -> None:
+        """Forget everything (the views partition was revoked, or before a rebuild)."""
+        self.kpis = KpiBoard(self.specs, trend_points=self.trend_points)
+        self.alerts = AlertBoard(items=self.alert_items)
+        self.origins: dict[bytes, tuple[int, int]] = {}
+
+    def is_stale(self, fact: ViewFact) -> bool:
+        """True when ``fact`` is not newer than what was applied for its key."""
+        seen = self.origins.get(fact.record_key())
+        return seen is not None and seen[0] == fact.partition and fact.offset <= seen[1]
+
+    def apply(self, fact: ViewFact) -> list[str] | None:
+        """Apply ``fact``; return the tile ids it changes, or None when it is stale."""
+        if self.is_stale(fact):
+            self.stale += 1
+            return None
+        item = fact.item
+        ids = self.kpis.update(item) if isinstance(item, KpiValue) else self.alerts.update(item)
+        self.origins[fact.record_key()] = (fact.partition, fact.offset)
+        return ids
+
+    def rebuild(self, facts: Iterable[ViewFact]) -> list[str]:
+        """Start over from ``facts`` (a restored state, any order); return every tile id.
+
+        Alerts are applied in the order of their last change (cleared or raised time),
+        so the bounded alert lists keep the same ones as when they arrived live.
+        """
+        self.clear()
+        every = list(facts)
+        alerts = [(f.item, f) for f in every if isinstance(f.item, Alert)]
+        alerts.sort(key=lambda af: (af[0].cleared_at or af[0].raised_at, af[0].id))
+        for f in every:
+            if isinstance(f.item, KpiValue):
+                self.apply(f)
+        for _a, f in alerts:
+            self.apply(f)
+        return self.tile_ids()
+
+    def tile_ids(self) -> list[str]:
+        """Every tile these views can build now."""
+        ids = [f"alerts:{scope}" for scope in self.alerts.scopes]
+        for kpi, periods in self.kpis.values.items():
+            spec = self.kpis.specs.get(kpi)
+            if spec is None:
+                continue
+            groups = sorted({g for by_group in periods.get(spec.tile_period, {}).values()
+                             for g in by_group})
+            if not groups:
+                continue
+            ids.extend(f"kpi:{kpi}:{g}" for g in groups)
+            if spec.overall_group:
+                ids.append(f"kpi:{kpi}")
+        return ids
+
+    def tile(self, tile_id: str) -> Tile | None:
+        """Build ``tile_id`` (``alerts:...`` or ``kpi:...``) from the current state."""
+        if tile_id.startswith("alerts:"):
+            return self.alerts.tile(tile_id)
+        return self.kpis.tile(tile_id)

@@ -61,6 +61,12 @@ CATALOGUE: tuple[TopicSpec, ...] = (
               "numerator and denominator per scorecard indicator, period and drill path"),
     TopicSpec("alerts", 2, "alert id", "JSON alert state (raised/cleared)", "compact", None,
               "alert states, latest per alert"),
+    TopicSpec("views", 1, "kpi|<kpi value key> or alert|<alert id>",
+              "'<kind> <source partition> <offset>' line, then the KPI value or alert JSON",
+              "compact", None,
+              "merge topic of the global views: the tiles stage forwards every KPI value and "
+              "alert here; one partition, so one views stage owns them all "
+              "(docs/aggregation.md, Global views)"),
     TopicSpec("alerts.actions", 2, "alert id (screen:<name> for a preset switch)",
               "JSON action record (ioc.wall.workflow.ActionRecord)", "delete", 30 * _DAY_MS,
               "operator actions at the wall (ack/assign/comment/close, preset switches); "

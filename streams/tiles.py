@@ -1,22 +1,25 @@
-"""The tiles agents: rollups, KPI values and alerts -> wall tiles on ``<ns>.wall.tiles``.
+"""The tiles agent: rollups, KPI values and alerts -> wall tiles on ``<ns>.wall.tiles``.
 
-* ``sensor:<entity>:<metric>`` (kind ``series``) from rollups of the smallest window
-  size: the latest value and a bounded sparkline of window means. The sparkline lives
-  in memory; after a restart it refills from new rollups.
-* ``kpi:<id>`` (overall group) and ``kpi:<id>:<group>`` (kind ``kpi``) from
-  ``<ns>.kpis``, with trend and ranking. The latest KPI values are kept in the
-  ``StateTable`` ``tile-kpis`` (changelog), so the overall sum and ranking survive a
-  restart.
-* ``alerts:<scope>`` and ``alerts:all`` (kind ``alerts``) from ``<ns>.alerts``, kept in
-  the table ``tile-alerts``.
+Two stages (``streams.batch``), registered together:
 
-One batch stage (``streams.batch``) reads the three topics. A record that is not a
-rollup, KPI value or alert goes to ``<ns>.dlq`` (reason ``undecodable``, stage
-``tiles``) and is neither kept in a table nor shown; an entry of a restored table
-that does not decode (written by an older version, say) is skipped and counted.
+* the partitioned **tiles** stage (group ``<app id>.tiles``) reads ``<ns>.rollups``,
+  ``<ns>.kpis`` and ``<ns>.alerts``, shared by partition among the workers. It builds
+  ``sensor:<entity>:<metric>`` (kind ``series``) from rollups of the smallest window
+  size: the latest value and a bounded sparkline of window means. A sensor's rollups
+  all go to its entity's partition, so one worker sees all of them; the sparkline
+  lives in memory and refills from new rollups after a restart. Each KPI value of its
+  KPI's tile period and each alert state is forwarded, as a ``ioc.tilegen.ViewFact``
+  carrying its source partition and offset, to ``<ns>.views`` (the latest per key of
+  each batch);
+* the **views** stage (``streams.views``, one owner at a time) builds from those facts
+  every tile that needs all partitions: ``alerts:<scope>``, ``alerts:all``,
+  ``kpi:<id>`` and ``kpi:<id>:<group>`` (docs/aggregation.md, Global views).
 
-All tiles pass through one ``TileCoalescer``: each tile id is produced at most once per
-``tiles.min_interval_s`` (latest wins), so a 10k events/s stream makes at most
+A record that is not a rollup, KPI value or alert goes to ``<ns>.dlq`` (reason
+``undecodable``, stage ``tiles``) and is neither forwarded nor shown.
+
+All sensor tiles pass through one ``TileCoalescer``: each tile id is produced at most
+once per ``tiles.min_interval_s`` (latest wins), so a 10k events/s stream makes at most
 (number of tiles / min_interval_s) tiles per second. The stage's tick sends what is due
 every ``tiles.flush_every_s``.
 """
@@ -36,12 +39,13 @@ from ioc.errors import InvalidRecord
 from ioc.events import LogThrottle, dead_letter_headers
 from ioc.kpi import KpiValue
 from ioc.rules import Alert
-from ioc.tilegen import AlertBoard, KpiBoard, SensorSeries, TileCoalescer, sensor_tile
+from ioc.tilegen import SensorSeries, TileCoalescer, ViewFact, sensor_tile
 from ioc.tiles import Tile, encode_tile
-from ioc.topics import spec, topic_name
+from ioc.topics import topic_name
 
 from .agent_spec import AgentSpec
-from .batch import Outbox, Stage, StateTable, host_stage
+from .batch import Outbox, Stage, host_stage
+from .views import VIEWS_PARTITION, register_views
 
 __all__ = ["TILES", "UNITS"]
 
@@ -63,29 +67,14 @@ def _register(app: faust.App, settings: Settings) -> None:
     kpis = topic_name(ns, "kpis")
     alerts = topic_name(ns, "alerts")
     out_topic = topic_name(ns, "wall.tiles")
+    views = topic_name(ns, "views")
     dlq = topic_name(ns, "dlq")
-    kpi_table = StateTable("tile-kpis", kpis, spec("kpis").partitions)
-    alert_table = StateTable("tile-alerts", alerts, spec("alerts").partitions)
+    tile_period = {k.id: k.tile_period for k in s.kpis}
     coalescer = TileCoalescer(min_interval_s=ts.min_interval_s, max_pending=ts.max_pending,
                               max_per_s=ts.max_per_s)
     series: dict[tuple[str, str], SensorSeries] = {}
-    kpi_board = KpiBoard(s.kpis, trend_points=ts.trend_points)
-    alert_board = AlertBoard(items=ts.alert_items)
-    stats = {"sent": 0, "last_log": time.monotonic(), "undecodable": 0, "restore_skipped": 0}
+    stats = {"sent": 0, "last_log": time.monotonic(), "undecodable": 0, "forwarded": 0}
     quiet = LogThrottle(10.0)
-
-    def on_assigned(_tps: set[Any]) -> None:
-        # the tables were just restored from their changelogs: rebuild the boards
-        for value in list(kpi_table.data.values()):
-            try:
-                kpi_board.update(KpiValue.from_bytes(value))
-            except InvalidRecord:
-                stats["restore_skipped"] += 1
-        for value in list(alert_table.data.values()):
-            try:
-                alert_board.update(Alert.from_bytes(value))
-            except InvalidRecord:
-                stats["restore_skipped"] += 1
 
     def undecodable(msg: Any, exc: InvalidRecord, out: Outbox) -> None:
         stats["undecodable"] += 1
@@ -101,8 +90,7 @@ def _register(app: faust.App, settings: Settings) -> None:
 
     def process(batch: list[Any], out: Outbox) -> None:
         changed: set[tuple[str, str]] = set()
-        kpi_ids: set[str] = set()
-        alert_ids: set[str] = set()
+        facts: dict[bytes, ViewFact] = {}  # the latest per key of this batch
         for msg in batch:
             if msg.topic == rollups:
                 # the key is entity|metric|size|start: other sizes are skipped undecoded
@@ -124,28 +112,24 @@ def _register(app: faust.App, settings: Settings) -> None:
                     ss = series[k] = SensorSeries(r.entity, r.metric, points=ts.series_points)
                 if ss.update(r):
                     changed.add(k)
-            elif msg.topic == kpis:
+            elif msg.topic in (kpis, alerts):
+                item: KpiValue | Alert
                 try:
-                    v = KpiValue.from_bytes(msg.value)
+                    item = (KpiValue.from_bytes(msg.value) if msg.topic == kpis
+                            else Alert.from_bytes(msg.value))
                 except InvalidRecord as exc:
                     undecodable(msg, exc, out)
                     continue
-                kpi_table.change(msg.key or v.key.encode(), msg.value, msg.partition)
-                kpi_ids.update(kpi_board.update(v))
-            elif msg.topic == alerts:
-                try:
-                    a = Alert.from_bytes(msg.value)
-                except InvalidRecord as exc:
-                    undecodable(msg, exc, out)
-                    continue
-                alert_table.change(msg.key or a.id.encode(), msg.value, msg.partition)
-                alert_ids.update(alert_board.update(a))
+                if isinstance(item, KpiValue) and tile_period.get(item.kpi) != item.period:
+                    continue  # no tile shows it (unknown KPI, or not its tile period)
+                fact = ViewFact(item, msg.value, msg.partition, msg.offset)
+                facts.pop(key := fact.record_key(), None)
+                facts[key] = fact
+        for key, fact in facts.items():
+            out.add(views, key, fact.to_bytes(), partition=VIEWS_PARTITION)
+        stats["forwarded"] += len(facts)
         for k in changed:
             coalescer.offer_lazy(f"sensor:{k[0]}:{k[1]}", functools.partial(build_sensor, k))
-        for tid in kpi_ids:
-            coalescer.offer_lazy(tid, functools.partial(kpi_board.tile, tid))
-        for tid in alert_ids:
-            coalescer.offer_lazy(tid, functools.partial(alert_board.tile, tid))
         flush(0.0, out)  # what may go now goes now, not at the next tick
 
     def build_sensor(k: tuple[str, str]) -> Tile:
@@ -159,14 +143,14 @@ def _register(app: faust.App, settings: Settings) -> None:
         if now - stats["last_log"] > 60:
             stats["last_log"] = now
             log.info("tiles: sent=%s coalesced=%s dropped=%s held=%s undecodable=%s "
-                     "restore_skipped=%s", stats["sent"], coalescer.coalesced,
-                     coalescer.dropped, coalescer.held, stats["undecodable"],
-                     stats["restore_skipped"])
+                     "forwarded=%s", stats["sent"], coalescer.coalesced, coalescer.dropped,
+                     coalescer.held, stats["undecodable"], stats["forwarded"])
 
     host_stage(app, settings, Stage(
-        "tiles", [rollups, kpis, alerts], process, tables=[kpi_table, alert_table],
-        tick=flush, tick_every_s=ts.flush_every_s, on_assigned=on_assigned,
+        "tiles", [rollups, kpis, alerts], process, tick=flush, tick_every_s=ts.flush_every_s,
         batch_max=5000, within_s=min(0.02, ts.flush_every_s), counters={"throttle": coalescer}))
+    register_views(app, settings)
 
 
-TILES = AgentSpec("tiles", _register, "rollups/kpis/alerts -> rate-limited wall tiles")
+TILES = AgentSpec("tiles", _register, "rollups/kpis/alerts -> rate-limited sensor tiles; "
+                                      "alert and KPI tiles from every partition (views)")

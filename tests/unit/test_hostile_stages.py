@@ -27,8 +27,9 @@ from ioc.kpi import KpiValue
 from ioc.rules import Alert
 from ioc.storage.sink import SinkOptions, _Batch, _TableSinkRunner
 from ioc.storage.sink_tables import sink_tables
+from ioc.tilegen import ViewFact
 from streams.aggregate import AGGREGATE
-from streams.batch import Outbox, Record, Stage, StageRunner, StateTable, combine
+from streams.batch import Outbox, Record, Stage, StageRunner, StateTable, TopicPartition, combine
 from streams.kpis import KPIS
 from streams.rules import RULES
 from streams.tiles import TILES
@@ -144,7 +145,7 @@ def _rollup_bytes(i: int) -> bytes:
        hostile_headers())
 def test_tiles_dead_letter_undecodable_records_and_keep_only_decodable_state(items, headers):
     stage = _stages()["tiles"]
-    kpi = KpiValue("egov.share_online", "agency-1", "day", "2026-12-01", 3.0, 4.0, 75.0)
+    kpi = KpiValue("dossiers_online", "agency-1", "month", "2026-12", 3.0, 4.0, 75.0)
     alert = Alert("a1", "pm25-high", "s-1", "pm25", "warning", "raised", 1_700_000_000,
                   1.7e9, None, 55.0, "pm25 above 50", "air")
     valid = {"rollups": lambda i: _rollup_bytes(i), "kpis": lambda i: kpi.to_bytes(),
@@ -169,11 +170,39 @@ def test_tiles_dead_letter_undecodable_records_and_keep_only_decodable_state(ite
         except Exception:
             undecodable += 1
     assert len(dead) == undecodable
-    for t in stage.tables:  # what the tables keep decodes after a restore
+    # what decodes is forwarded to the views stage, whose state decodes after a restore
+    views = _stages()["views"]
+    facts = _views_records(out)
+    shown = {ViewFact(item, b"", 0, 0).record_key() for r in records
+             if r.topic != f"{NS}.rollups" and (item := _decoded(r)) is not None
+             and (not isinstance(item, KpiValue) or _TILE_PERIOD.get(item.kpi) == item.period)}
+    assert sorted(f.key for f in facts) == sorted(shown)  # one fact per key and batch
+    vout = Outbox()
+    views.process(facts, vout)
+    assert _dead(vout) == []
+    for t in views.tables:
         t.write_changes(Outbox())
         t.cache.clear()
-    assert stage.on_assigned is not None
-    stage.on_assigned(set())
+    assert views.on_assigned is not None
+    views.on_assigned({_VIEWS_TP})
+
+
+_VIEWS_TP = TopicPartition(f"{NS}.views", 0)
+_TILE_PERIOD = {k.id: k.tile_period for k in Settings(namespace=NS).streams.kpis}
+
+
+def _decoded(r: Record) -> KpiValue | Alert | None:
+    decode = KpiValue.from_bytes if r.topic == f"{NS}.kpis" else Alert.from_bytes
+    try:
+        return decode(r.value)
+    except Exception:
+        return None
+
+
+def _views_records(out: Outbox) -> list[Record]:
+    """The tiles stage's forwarded view facts, as the views stage would read them."""
+    return [Record(t, 0, off, k, v, []) for off, (t, k, v, _p, _h)
+            in enumerate(r for r in out.records if r[0] == f"{NS}.views")]
 
 
 # --- the sink's decode path -----------------------------------------------------------
@@ -342,7 +371,7 @@ _odd_text = st.one_of(st.text(max_size=30), st.sampled_from(["", "|", ":", "x" *
                                                                             1.7e9), "updated"),
               _odd_text, _odd_text, st.sampled_from([SERIES]), st.integers(-(2**63), 2**63 - 1),
               st.integers(0, 2**63 - 1), _odd_floats, _odd_floats),
-    st.builds(KpiValue, st.sampled_from(["egov.share_online", "egov.share_postal", "x"]),
+    st.builds(KpiValue, st.sampled_from(["egov.share_online", "dossiers_online", "x"]),
               _odd_text, st.sampled_from(["day", "month", "year", "week", ""]), _odd_text,
               _odd_floats, _odd_floats, st.one_of(st.none(), _odd_floats), _odd_text),
     st.builds(Alert, _odd_text, _odd_text, _odd_text, st.one_of(st.none(), _odd_text),
@@ -365,6 +394,11 @@ def test_tiles_build_and_encode_tiles_from_any_decodable_values(values):
     stage.process(records, out)
     assert stage.tick is not None
     stage.tick(NOW, out)
+    views = _stages()["views"]  # the alert and KPI tiles are built from forwarded facts
+    views.on_assigned({_VIEWS_TP})
+    views.process(_views_records(out), out)
+    assert views.tick is not None
+    views.tick(NOW, out)
     for t, _k, v, _p, _h in out.records:
         if t == f"{NS}.wall.tiles":
             assert decode_tile(v).id
