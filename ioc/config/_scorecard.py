@@ -12,9 +12,10 @@ How to define one, with the province's three: docs/scorecards.md.
 from __future__ import annotations
 
 from itertools import pairwise
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from ._base import Section
 
@@ -220,27 +221,39 @@ class ScorecardSettings(Section):
 
     @model_validator(mode="after")
     def _consistent(self) -> ScorecardSettings:
+        # Problems across keys are reported at the path of the key at fault (areas.2.id,
+        # indicators.0.area), all at once, like field errors.
+        problems: list[tuple[tuple[str | int, ...], str, Any]] = []
         for what, ids in (("areas", [a.id for a in self.areas]),
                           ("indicators", [i.id for i in self.indicators]),
                           ("levels", [lv.id for lv in self.levels])):
-            dup = sorted({i for i in ids if ids.count(i) > 1})
-            if dup:
-                raise ValueError(f"{what}: duplicate ids {dup}")
+            seen: set[str] = set()
+            for n, i in enumerate(ids):
+                if i in seen:
+                    problems.append(((what, n, "id"), "duplicate id", i))
+                seen.add(i)
         if self.areas:
             total = sum(a.max_points for a in self.areas)
             if abs(total - 100.0) > 1e-9:
-                raise ValueError(f"areas: max_points must total 100, got {total:g}")
+                problems.append((("areas",), f"the areas' max_points total {total:g}, "
+                                 "expected 100", total))
         areas = {a.id: a for a in self.areas}
         per_area: dict[str, float] = {}
         for n, ind in enumerate(self.indicators):
             if ind.area not in areas:
-                raise ValueError(f"indicators.{n}.area: {ind.area!r} is not an area id "
-                                 f"(expected one of {sorted(areas)})")
+                problems.append((("indicators", n, "area"), "not an area id (expected one of "
+                                 f"{sorted(areas)})", ind.area))
             per_area[ind.area] = per_area.get(ind.area, 0.0) + ind.max_score
-        for aid, pts in per_area.items():
-            if pts > areas[aid].max_points + 1e-9:
-                raise ValueError(f"area {aid!r}: its indicators' max_score total {pts:g}, "
-                                 f"above its max_points {areas[aid].max_points:g}")
+        for n, a in enumerate(self.areas):
+            pts = per_area.get(a.id, 0.0)
+            if pts > a.max_points + 1e-9:
+                problems.append((("areas", n, "max_points"), f"area {a.id!r}: its indicators' "
+                                 f"max_score total {pts:g}, above its max_points "
+                                 f"{a.max_points:g}", a.max_points))
+        if problems:
+            raise ValidationError.from_exception_data(type(self).__name__, [
+                InitErrorDetails(type=PydanticCustomError("scorecard", msg), loc=loc, input=got)
+                for loc, msg, got in problems])
         return self
 
     def indicator(self, id: str) -> IndicatorSpec | None:
