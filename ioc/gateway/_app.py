@@ -12,6 +12,9 @@ Endpoints (JSON in, JSON out)::
     POST /ngsi-ld/v1/entityOperations/create  (same)
     POST /ngsi-ld/v1/entities                 one NGSI-LD entity
     GET  /healthz                             200 when the broker connection is up, else 503
+    GET  /ngsi-ld/v1/entities?type=KeyPerformanceIndicator
+                                              scorecards as NGSI-LD entities, for reader keys
+                                              (ioc.scorecard._export)
 
 Responses list every item: ``{"index", "id", "status": "accepted"}`` or
 ``{"index", "id", "status": "rejected", "reason", "message", "field"}``. Status codes:
@@ -447,6 +450,18 @@ async def _healthz(request: web.Request) -> web.Response:
     return web.json_response(body, status=503, headers={"Retry-After": str(gw.g.retry_after_s)})
 
 
+async def _get_scorecards(request: web.Request) -> web.Response:
+    from ..scorecard._export import export_answer
+
+    gw = request.app[_STATE]
+    status, body, headers = await export_answer(gw.settings, _key_of(request), request.query)
+    if status == 401:
+        gw.metrics.unauthorized += 1
+    return web.json_response(body, status=status, headers=headers or None,
+                             content_type="application/ld+json" if status == 200 else
+                             "application/json", dumps=lambda o: msgspec.json.encode(o).decode())
+
+
 _HTTP_REASONS = {404: "not_found", 405: "method_not_allowed"}
 
 
@@ -513,6 +528,7 @@ def create_gateway_app(settings: Settings, *, produce: Produce | None = None,
                  "/ngsi-ld/v1/entities"):
         app.router.add_post(path, _post_ngsi)
     app.router.add_get("/healthz", _healthz)
+    app.router.add_get("/ngsi-ld/v1/entities", _get_scorecards)
 
     async def _close(_: web.Application) -> None:
         log.info("gateway stopped: %s", msgspec.to_builtins(gw.metrics))
