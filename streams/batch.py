@@ -145,12 +145,8 @@ class Outbox:
         return len(self.records)
 
     def send(self, producer: Producer, *, timeout_s: float = 30.0,
-             partitions: dict[str, int] | None = None,
-             acked: dict[tuple[str, int], int] | None = None) -> None:
+             partitions: dict[str, int] | None = None) -> None:
         """Produce every record and wait until the broker acknowledged all of them.
-
-        ``acked``, if given, gets for each (topic, partition) the highest offset
-        acknowledged (the state changelogs' offsets, which the snapshots remember).
 
         Raises:
             SendFailed: a record was refused, or not acknowledged within ``timeout_s``.
@@ -162,18 +158,6 @@ class Outbox:
         def failed(err: Any, _msg: Any) -> None:
             if err is not None:
                 errors.append(str(err))
-
-        if acked is not None:
-            def noted(err: Any, msg: Any) -> None:
-                if err is not None:
-                    errors.append(str(err))
-                    return
-                tp, off = (msg.topic(), msg.partition()), msg.offset()
-                if off is not None and off >= 0 and off > acked.get(tp, -1):
-                    acked[tp] = off
-
-        # only the changelog phase tracks offsets: the outputs' callback stays minimal
-        on_delivery = failed if acked is None else noted
 
         produce = producer.produce
         for topic, key, value, part, headers in self.records:
@@ -189,10 +173,10 @@ class Outbox:
             while True:
                 try:
                     if headers:
-                        produce(topic, value, key, part, on_delivery=on_delivery,
+                        produce(topic, value, key, part, on_delivery=failed,
                                 headers=headers)  # type: ignore[arg-type]
                     else:
-                        produce(topic, value, key, part, on_delivery=on_delivery)
+                        produce(topic, value, key, part, on_delivery=failed)
                     break
                 except BufferError:  # librdkafka's queue is full: let it drain
                     producer.poll(0.05)
@@ -297,8 +281,10 @@ class StateTable:
         self._journal: dict[bytes, tuple[Any, Any, Any]] | None = None
         self.undecodable = 0  # states that did not decode and were started anew
         # partition -> the changelog offset ``data`` includes (every record below it is
-        # applied): set by ``restore``, advanced by acknowledged writes (``acked``)
+        # applied): set by ``restore``, advanced by ``snapshot`` for the partitions
+        # written since (``dirty``) to the changelog's end once their writes are acknowledged
         self.offsets: dict[int, int] = {}
+        self.dirty: set[int] = set()
         self.snapshot_offsets: dict[int, int] = {}  # partition -> offset of its last snapshot
         self.snapshot_entries = 0  # entries loaded from snapshots
         self.snapshot_fallbacks = 0  # partitions read in full: snapshot invalid or out of range
@@ -383,6 +369,7 @@ class StateTable:
         if len(self.cache) + len(self.changed) > self.cache_limit:
             self.cache.clear()  # bounded: start over rather than grow
         n = len(self.changed)
+        dirty = self.dirty
         for key, obj in self.changed.items():
             if isinstance(obj, bytes):
                 raw = obj
@@ -390,7 +377,9 @@ class StateTable:
                 raw = obj.to_bytes()
                 self.cache[key] = (raw, obj)
             self.data[key] = raw
-            out.add(self.topic, key, raw, partition=self.where[key])
+            p = self.where[key]
+            dirty.add(p)
+            out.add(self.topic, key, raw, partition=p)
         self.changed.clear()
         return n
 
@@ -400,6 +389,7 @@ class StateTable:
         self.changed.pop(key, None)
         self.data[key] = value
         self.where[key] = partition
+        self.dirty.add(partition)
         out.add(self.topic, key, value, partition=partition)
 
     def items_of(self, partition: int) -> list[tuple[bytes, bytes]]:
@@ -410,6 +400,7 @@ class StateTable:
         for p in gone:
             self.offsets.pop(p, None)
             self.snapshot_offsets.pop(p, None)
+            self.dirty.discard(p)
         keys = [k for k, p in self.where.items() if p in gone]
         for k in keys:
             self.data.pop(k, None)
@@ -417,12 +408,6 @@ class StateTable:
             self.changed.pop(k, None)
             self.cache.pop(k, None)
         return len(keys)
-
-    def acked(self, partition: int, offset: int) -> None:
-        """The changelog record at ``offset`` of ``partition`` was acknowledged: ``data``
-        now includes the changelog up to it (for partitions restored by ``restore``)."""
-        if partition in self.offsets and offset + 1 > self.offsets[partition]:
-            self.offsets[partition] = offset + 1
 
     def restore(self, settings: Settings, partitions: Sequence[int], *,
                 timeout_s: float = 120.0, snapshots: SnapshotStore | None = None) -> int:
@@ -457,6 +442,7 @@ class StateTable:
             for p in partitions:
                 lo, hi = _watermarks(c, RdTopicPartition(self.topic, p))
                 self.offsets[p] = hi
+                self.dirty.discard(p)
                 start = OFFSET_BEGINNING
                 note = "full read"
                 if snapshots is not None:
@@ -479,7 +465,7 @@ class StateTable:
                         self.snapshot_fallbacks += 1
                         note = f"full read: {why}"
                 self.restore_notes[p] = note
-                if start < hi:  # OFFSET_BEGINNING is negative
+                if hi > 0 and start < hi:  # OFFSET_BEGINNING is negative
                     ends[p] = hi
                     starts.append(RdTopicPartition(self.topic, p, start))
             if not ends:
@@ -544,21 +530,31 @@ class StateTable:
             self.restore_notes.update(notes)
         return n
 
-    def snapshot(self, store: SnapshotStore, partitions: Iterable[int] | None = None
-                 ) -> tuple[int, int]:
+    def snapshot(self, store: SnapshotStore, partitions: Iterable[int] | None = None, *,
+                 high: Callable[[int], int]) -> tuple[int, int]:
         """Write the snapshot of each of ``partitions`` (default: every restored one)
         whose changelog offset moved since its last snapshot; returns (files, bytes).
 
-        Call it only when every change is written to the changelog and acknowledged
-        (the runner does, after a checkpoint's flush): a snapshot must hold nothing the
-        changelog does not. Partitions with changes not yet written are skipped.
+        ``high(partition)`` is the changelog partition's high watermark: a partition
+        written since its restore or last snapshot is taken to include the changelog up
+        to it. Call this only when every change is written to the changelog and
+        acknowledged (the runner does, right after a checkpoint's flush), by the owner
+        of the partitions (no one else writes their changelog): a snapshot then holds
+        exactly the changelog below its offset, nothing that could still be undone.
+        A watermark that lags only makes a restart re-read some of its own records.
+        Partitions with changes not yet written are skipped.
 
         Raises:
             OSError: a file could not be written (the older snapshot stays).
+            KafkaException: from ``high``.
         """
-        wanted = self.offsets if partitions is None else partitions
-        todo = {p for p in wanted
-                if p in self.offsets and self.offsets[p] != self.snapshot_offsets.get(p)}
+        wanted = [p for p in (self.offsets if partitions is None else partitions)
+                  if p in self.offsets]
+        for p in wanted:
+            if p in self.dirty:
+                self.offsets[p] = max(self.offsets[p], high(p))
+                self.dirty.discard(p)
+        todo = {p for p in wanted if self.offsets[p] != self.snapshot_offsets.get(p)}
         if self.changed:
             todo -= {self.where.get(k) for k in self.changed}  # type: ignore[misc]
         if not todo:
@@ -726,6 +722,10 @@ class StageRunner:
         if self.stage.on_assigned is not None:
             self.stage.on_assigned(set(tps))
 
+    def _changelog_high(self, topic: str, partition: int) -> int:
+        assert self.consumer is not None
+        return _watermark_high(self.consumer, RdTopicPartition(topic, partition), within_s=10.0)
+
     def revoked(self, tps: set[TopicPartition]) -> None:
         # Called between batches (their outputs are flushed): write the changed states
         # and commit before letting go; snapshot them, should they come back.
@@ -738,13 +738,16 @@ class StageRunner:
         moved since their last snapshot. Only right after a checkpoint: every change is
         then in the changelog and acknowledged. A write that fails is counted and logged;
         the stage goes on (the older snapshot, or the changelog, restores it)."""
+        if self.consumer is None or not self.stage.tables:
+            return
         m = self.stage.metrics
         t0 = time.perf_counter()
         for t in self.stage.tables:
             parts = None if tps is None else [tp.partition for tp in tps if tp.topic == t.source]
             try:
-                files, _size = t.snapshot(self.snapshots, parts)
-            except OSError as exc:
+                files, _size = t.snapshot(self.snapshots, parts,
+                                          high=functools.partial(self._changelog_high, t.topic))
+            except (OSError, KafkaException) as exc:
                 m.snapshot_errors += 1
                 self._throttled("snapshot", logging.ERROR, "stage %s: writing a snapshot of "
                                 "%s under %s failed (%d so far): %s", self.stage.name, t.topic,
@@ -790,9 +793,7 @@ class StageRunner:
         # the batch again and re-emits its outputs (at-least-once, absorbed downstream).
         # The other order could store a state that has emitted a closed window whose
         # rollup never reached the broker: lost for good.
-        tables = {t.topic: t for t in self.stage.tables}
-        changelogs = set(tables)
-        acked: dict[tuple[str, int], int] = {}
+        changelogs = {t.topic for t in self.stage.tables}
         outputs, states = Outbox(), Outbox()
         for rec in out.records:
             (states if rec[0] in changelogs else outputs).records.append(rec)
@@ -802,15 +803,8 @@ class StageRunner:
                 if self.producer is None:
                     self._replace_producer()
                 assert self.producer is not None
-                try:
-                    phases[0].send(self.producer,
-                                   timeout_s=self.settings.kafka.request_timeout_s,
-                                   partitions=self.partitions,
-                                   acked=acked if phases[0] is states else None)
-                finally:
-                    for (topic, part), off in acked.items():
-                        tables[topic].acked(part, off)
-                    acked.clear()
+                phases[0].send(self.producer, timeout_s=self.settings.kafka.request_timeout_s,
+                               partitions=self.partitions)
                 phases.pop(0)
                 if phases:
                     continue

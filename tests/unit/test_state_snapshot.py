@@ -139,29 +139,38 @@ def table(tmp_path: Path) -> tuple[StateTable, SnapshotStore]:
     return t, SnapshotStore(tmp_path)
 
 
-def test_a_table_snapshots_each_restored_partition_with_its_acknowledged_offset(tmp_path: Path):
+def test_a_table_snapshots_each_partition_written_since_with_the_changelog_end(tmp_path: Path):
     t, store = table(tmp_path)
+    ends = {0: 105, 1: 50, 2: 9}
+    asked: list[int] = []
+
+    def high(p: int) -> int:
+        asked.append(p)
+        return ends[p]
+
     out = Outbox()
     for i in range(10):
         t.put(b"k%d" % i, b"v%d" % i, i % 2, out)
     # only restored partitions have a known changelog offset: nothing to snapshot yet
-    assert t.snapshot(store) == (0, 0)
-    t.offsets.update({0: 100, 1: 50})
-    t.acked(0, 104)
-    t.acked(1, 40)  # older than what is known: no change
-    t.acked(2, 9)  # never restored: unknown, stays unknown
-    assert t.offsets == {0: 105, 1: 50}
-    files, size = t.snapshot(store)
-    assert files == 2 and size > 0
+    assert t.snapshot(store, high=high) == (0, 0) and asked == []
+    t.offsets.update({0: 100, 1: 60})
+    files, size = t.snapshot(store, high=high)
+    assert files == 2 and size > 0 and sorted(asked) == [0, 1]
+    assert t.offsets == {0: 105, 1: 60}  # a lagging watermark never moves an offset back
     s0, s1 = store.load(TOPIC, 0)[0], store.load(TOPIC, 1)[0]
     assert s0 is not None and s1 is not None
     assert (s0.offset, sorted(s0.entries)) == (105, sorted((b"k%d" % i, b"v%d" % i)
                                                            for i in range(0, 10, 2)))
-    assert (s1.offset, len(s1.entries)) == (50, 5)
-    # unchanged offsets: nothing rewritten
-    assert t.snapshot(store) == (0, 0)
-    t.acked(1, 50)
-    assert t.snapshot(store)[0] == 1
+    assert (s1.offset, len(s1.entries)) == (60, 5)
+    # nothing written since: no watermark asked, nothing rewritten
+    asked.clear()
+    assert t.snapshot(store, high=high) == (0, 0) and asked == []
+    t.change(b"k1", b"w1", 1)
+    t.write_changes(out)
+    ends[1] = 61
+    assert t.snapshot(store, [0, 1, 3], high=high)[0] == 1 and asked == [1]
+    s1 = store.load(TOPIC, 1)[0]
+    assert s1 is not None and s1.offset == 61 and (b"k1", b"w1") in s1.entries
 
 
 def test_a_partition_with_changes_not_yet_written_is_not_snapshot(tmp_path: Path):
@@ -170,13 +179,12 @@ def test_a_partition_with_changes_not_yet_written_is_not_snapshot(tmp_path: Path
     t.data[b"a"], t.where[b"a"] = b"1", 0
     t.data[b"b"], t.where[b"b"] = b"1", 1
     t.change(b"a", b"2", 0)  # in memory only: not in the changelog yet
-    assert t.snapshot(store)[0] == 1
+    assert t.snapshot(store, high=lambda p: 3)[0] == 1
     assert store.load(TOPIC, 0) == (None, "missing")
     s1 = store.load(TOPIC, 1)[0]
     assert s1 is not None and s1.entries == [(b"b", b"1")] and s1.offset == 3
     t.write_changes(Outbox())
-    t.acked(0, 3)
-    assert t.snapshot(store)[0] == 1
+    assert t.snapshot(store, high=lambda p: 4)[0] == 1
     s0 = store.load(TOPIC, 0)[0]
     assert s0 is not None and s0.entries == [(b"a", b"2")] and s0.offset == 4
 
