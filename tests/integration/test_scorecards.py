@@ -1,0 +1,171 @@
+"""Scorecards through the real pipeline on plain PostgreSQL: canonical events ->
+``scorecards`` stage -> ``<ns>.scorecards`` -> sink -> ``scorecard_counts`` -> the
+gateway's NGSI-LD ``KeyPerformanceIndicator`` export.
+
+The province's published share of dossiers received online, at 1/50 scale: 2020 220
+online of 4,582 (4.8%; published 10,996 of ~229,083), 2021 1,153 of 4,384 (26.3%;
+published 57,646 of ~219,187), spread over five districts so that district d5 moves
+from last place (2020) to third (2021). d6 reported results in 2020 and nothing in
+2021 (flagged no_data, unranked). Then late 2020 dossiers recompute the closed year.
+"""
+
+from __future__ import annotations
+
+import http.client
+import secrets
+from datetime import datetime
+from pathlib import Path
+from urllib.parse import urlencode
+from zoneinfo import ZoneInfo
+
+import orjson
+import pytest
+from psycopg import sql
+
+from ioc.config import load_settings
+from ioc.events import Event
+from ioc.gateway import hash_key, new_key
+from ioc.storage import connect, drop_schema, migrate
+from tests.fixtures.gateway import GatewayThread
+from tests.integration.pipeline_fixtures import publish, wait_for
+
+pytestmark = [pytest.mark.kafka, pytest.mark.db]
+
+ROOT = Path(__file__).resolve().parents[2]
+TZ = ZoneInfo("Asia/Ho_Chi_Minh")
+READER = new_key()
+# district -> (dossiers, online) per year
+FIGURES = {
+    "2020": {"d1": (1000, 80), "d2": (1000, 60), "d3": (900, 40), "d4": (900, 30), "d5": (782, 10)},
+    "2021": {"d1": (1000, 400), "d2": (900, 300), "d3": (800, 100), "d4": (800, 70), "d5": (884, 283)},
+}
+
+
+def dossiers(year: str, district: str, total: int, online: int, *, tag: str = "") -> list[Event]:
+    start = datetime(int(year), 1, 1, tzinfo=TZ).timestamp()
+    span = datetime(int(year) + 1, 1, 1, tzinfo=TZ).timestamp() - start - 1
+    return [Event(id=f"{tag}{year}-{district}-{i}", source="egov-portal", type="egov.dossier",
+                  entity=district, time=start + (i * 7919 % total) / total * span,
+                  values={"count": 1.0},
+                  attributes={"channel": "online" if i < online else "counter",
+                              "admin_level": "district", "procedure": f"p{i % 3}"})
+            for i in range(total)]
+
+
+@pytest.fixture
+def plain_ns(stack, tmp_path):
+    """A namespace on the plain-PostgreSQL path (timescaledb: off) with its topics."""
+    from ioc.kafka import delete_namespace_topics, ensure_topics
+
+    cfg = tmp_path / "ioc.yaml"
+    cfg.write_text((ROOT / "deploy" / "scorecards.example.yaml").read_text())
+    base = load_settings(cfg, env={}, overrides={
+        "kafka": {"bootstrap_servers": stack.kafka.bootstrap_servers},
+        "database": {"dsn": stack.database.dsn.get_secret_value(), "timescaledb": "off",
+                     **({"passfile": str(stack.database.passfile)}
+                        if stack.database.passfile else {})},
+        "scorecards": {"readers": {"portal": {"key_sha256": hash_key(READER)}}}})
+    s = base.with_namespace(f"tsc{secrets.token_hex(4)}")
+    assert ensure_topics(s).success
+    features, _ = migrate(s)
+    assert not features.timescaledb
+    yield s, cfg
+    delete_namespace_topics(s)
+    drop_schema(s)
+
+
+def rows(s, where: str = "true"):
+    with connect(s.database, autocommit=True) as conn:
+        return conn.execute(sql.SQL(
+            "select indicator, period, period_key, path, numerator, denominator from {} where "
+            + where).format(sql.Identifier(s.db_schema, "scorecard_counts"))).fetchall()
+
+
+def totals(s, indicator: str, period: str, key_like: str) -> tuple[float, float]:
+    rs = [r for r in rows(s) if r[0] == indicator and r[1] == period and r[2].startswith(key_like)]
+    return sum(r[4] for r in rs), sum(r[5] for r in rs)
+
+
+def export(port: int, **q: str) -> tuple[int, list]:
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    c.request("GET", "/ngsi-ld/v1/entities?" + urlencode({"type": "KeyPerformanceIndicator", **q}),
+              headers={"Authorization": f"Bearer {READER}"})
+    r = c.getresponse()
+    body = orjson.loads(r.read())
+    assert r.getheader("Content-Type", "").startswith("application/ld+json" if r.status == 200
+                                                      else "application/json")
+    return r.status, body
+
+
+@pytest.mark.timeout(300)
+def test_published_figures_through_stage_sink_and_ngsi_export(plain_ns, spawn):
+    s, cfg = plain_ns
+    env = {"IOC_CONFIG": str(cfg), "IOC_DATABASE__TIMESCALEDB": "off"}
+    worker = spawn(["worker", "--agents", "scorecards"], settings=s, env=env, name="worker")
+    sink = spawn(["sink", "--tables", "scorecard_counts"], settings=s, env=env, name="sink")
+    events = [e for year, ds in FIGURES.items() for d, (n, k) in ds.items()
+              for e in dossiers(year, d, n, k)]
+    # d6 sent results in 2020 (30% by post), nothing in 2021
+    t20 = datetime(2020, 6, 1, tzinfo=TZ).timestamp()
+    events += [Event(id=f"r{i}", source="egov-portal", type="egov.result", entity="d6",
+                     time=t20 + i, attributes={"return_channel": "postal" if i < 12 else "counter",
+                                               "admin_level": "district"})
+               for i in range(40)]
+    n, took = publish(s, events)
+    print(f"published {n} events in {took:.2f} s")
+
+    want = {y: (sum(k for _, k in ds.values()), sum(n for n, _ in ds.values()))
+            for y, ds in FIGURES.items()}
+    assert want == {"2020": (220, 4582), "2021": (1153, 4384)}
+
+    def stored():
+        got = {y: totals(s, "dossiers_online", "year", y) for y in want}
+        return got if got == want else None
+
+    wait_for(stored, timeout=200, every=1.0, alive=lambda: worker.alive() and sink.alive(),
+             what=f"scorecard_counts to hold {want}")
+    # rollover: the months and the quarters of each year add up to the year
+    for y, w in want.items():
+        assert totals(s, "dossiers_online", "quarter", f"{y}-Q") == w
+        assert totals(s, "dossiers_online", "month", f"{y}-") == w
+        assert len({r[2] for r in rows(s) if r[1] == "month" and r[2].startswith(y)}) == 12
+    # numerator and denominator are stored per drill path (down to the procedure)
+    paths = {tuple(r[3]) for r in rows(s) if r[0] == "dossiers_online" and r[2] == "2021"}
+    assert ("province", "district", "d5", "p0") in paths and len(paths) == 15
+
+    with GatewayThread(s) as gw:
+        status, prov = export(gw.port, period="year", periodKey="2021", level="province",
+                              indicator="dossiers_online")
+        assert status == 200, prov
+        [e] = prov
+        assert (e["kpiValue"], e["numerator"], e["denominator"]) == (26.3, 1153, 4384)
+        assert e["calculationPeriod"] == {"from": "2021-01-01", "to": "2021-12-31"}
+        assert e["@context"][0].startswith("https://uri.etsi.org/ngsi-ld/")
+        _, prov20 = export(gw.port, period="year", periodKey="2020", level="province",
+                           indicator="dossiers_online")
+        assert (prov20[0]["kpiValue"], prov20[0]["numerator"]) == (4.8, 220)
+
+        status, ents = export(gw.port, period="year", periodKey="2021", level="agency")
+        assert status == 200
+        by = {(x["organization"], x["indicator"]): x for x in ents}
+        d5 = by[("d5", "dossiers_online")]
+        assert (d5["rank"], d5["rankChange"]) == (3, 2), d5  # last in 2020, third in 2021
+        # by total score d6 (4 points for its results in 2020) was also above d5 in 2020
+        assert by[("d5", "total")]["rank"] == 3 and by[("d5", "total")]["rankChange"] == 3
+        ranked = sorted((x["rank"], x["organization"]) for x in ents
+                        if x["indicator"] == "total" and x["rank"] is not None)
+        assert [o for _, o in ranked] == ["d1", "d2", "d5", "d3", "d4"]
+        d6 = by[("d6", "total")]
+        assert d6["rank"] is None and "no_data" in d6["dataQuality"]
+        assert all(0 <= x["score"] <= x["maxScore"] for x in ents)
+
+        # late dossiers for the closed year 2020 recompute it
+        late = dossiers("2020", "d5", 10, 10, tag="late-")
+        publish(s, late)
+        wait_for(lambda: totals(s, "dossiers_online", "year", "2020") == (230, 4592),
+                 timeout=60, every=0.5, alive=worker.alive, what="2020 recomputed with late events")
+        _, prov20 = export(gw.port, period="year", periodKey="2020", level="province",
+                           indicator="dossiers_online")
+        assert (prov20[0]["numerator"], prov20[0]["denominator"], prov20[0]["kpiValue"]) == (
+            230, 4592, 5.0)
+    assert sink.alive() and worker.alive()
