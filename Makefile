@@ -23,7 +23,9 @@ $(VENV)/.installed: pyproject.toml
 
 export IOC_CONFIG ?= $(CURDIR)/deploy/local/demo.yaml
 
-up: venv  ## start the whole local system (Kafka, PostgreSQL, workers, gateway, feeds, cameras, wall, Prometheus)
+export IOC_WORKERS ?= 1
+
+up: venv  ## start the whole local system (Kafka, PostgreSQL, IOC_WORKERS=N identical workers, gateway, feeds, cameras, wall, Prometheus)
 	$(STACK) up
 	$(VENV)/bin/ioc topics ensure
 	$(VENV)/bin/ioc db migrate

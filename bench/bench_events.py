@@ -12,8 +12,12 @@ events path running):
       -> `ioc sink --tables events,rollups,kpi_values,alerts` (librdkafka + COPY)
          -> PostgreSQL
 
-``--workers 2`` runs the worker's agents in two processes (validate | the others),
-``--workers 3`` in three (validate | aggregate,kpis,rules | tiles).
+``--workers N`` runs N identical worker processes, each with every stage (the stage
+groups share the partitions among them: the documented way to scale).
+``--split 2|3`` instead runs a pipeline split, one process per part (2: validate | the
+others; 3: validate | aggregate,kpis,rules | tiles), kept to compare with
+(docs/performance/events.md, "N identical workers"). ``bench/bench_scale.py`` measures
+1, 2 and 3 identical workers (and the split) in one run.
 
 Burst (default): N events published as fast as the publisher can. Two figures:
 N / (time from the first publish to the last event row visible in PostgreSQL), and
@@ -54,7 +58,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -181,9 +185,10 @@ STAGES = ("validate", "aggregate", "kpis", "rules", "tiles")
 SINKS = ("events", "rollups", "kpi_values", "alerts")
 
 
-# the consumer groups (without "<ns>-") that must exist before lag is measured
-EXPECTED_GROUPS = frozenset({"streams.validate", "streams.aggregate+kpis+rules", "streams.tiles",
-                             *(f"sink-{t}" for t in SINKS)})
+# the consumer groups (without "<ns>-") of the worker's stages, and with the sinks': those
+# that must exist before lag is measured
+STAGE_GROUPS = frozenset({"streams.validate", "streams.aggregate+kpis+rules", "streams.tiles"})
+EXPECTED_GROUPS = frozenset({*STAGE_GROUPS, *(f"sink-{t}" for t in SINKS)})
 
 
 class LagProbe:
@@ -197,7 +202,7 @@ class LagProbe:
     has committed offsets for; ``threads``: the clients' I/O threads.
     """
 
-    def __init__(self, s: Settings) -> None:
+    def __init__(self, s: Settings, expected: frozenset[str] = EXPECTED_GROUPS) -> None:
         from kafka import KafkaConsumer
 
         from ioc.kafka import kafka_python_kwargs
@@ -205,6 +210,7 @@ class LagProbe:
 
         before = set(threading.enumerate())
         self.s = s
+        self.expected = expected
         self.admin = admin_client(s.kafka)
         try:
             self.consumer = KafkaConsumer(**kafka_python_kwargs(s.kafka))
@@ -225,7 +231,7 @@ class LagProbe:
     def complete(self) -> bool:
         """Every expected group is in the list (other groups of the namespace count too)."""
         ns = self.s.namespace
-        return {g.removeprefix(f"{ns}-") for g in self.groups} >= EXPECTED_GROUPS
+        return {g.removeprefix(f"{ns}-") for g in self.groups} >= self.expected
 
     def sample(self) -> dict[str, int]:
         from kafka import TopicPartition
@@ -354,22 +360,33 @@ def infra_cpu() -> dict[str, float]:
 Procs = dict[str, "subprocess.Popen[bytes]"]
 
 
-WORKERS = {  # --workers: the agents of each worker process
-    1: {"worker": STAGES},
+SPLITS = {  # --split: the agents of each worker process of a pipeline split
     2: {"worker validate": STAGES[:1], "worker others": STAGES[1:]},
     3: {"worker validate": STAGES[:1], "worker aggregate+kpis+rules": STAGES[1:4],
         "worker tiles": STAGES[4:]},
 }
 
 
+def layout(workers: int = 1, split: int | None = None) -> dict[str, tuple[str, ...]]:
+    """Worker process name -> its stages: ``workers`` identical ones (every stage in each),
+    or the pipeline split ``split`` (``SPLITS``)."""
+    if split is not None:
+        return SPLITS[split]
+    if workers == 1:
+        return {"worker": STAGES}
+    return {f"worker {i + 1}": STAGES for i in range(workers)}
+
+
 @contextmanager
-def stages_running(s: Settings, logdir: Path, *, split: int = 1) -> Iterator[Procs]:
-    """The worker process(es) and the sink, as deployed, by name; terminated at exit."""
-    workers = WORKERS[split]
+def stages_running(s: Settings, logdir: Path, *, workers: int = 1, split: int | None = None,
+                   sink: bool = True) -> Iterator[Procs]:
+    """The worker process(es) (``layout``) and the sink, as deployed, by name; terminated
+    at exit."""
     procs = {name: spawn(["worker", "--agents", ",".join(w)], s, logdir / f"worker{i}.log")
-             for i, (name, w) in enumerate(workers.items())}
-    procs["sink"] = spawn(["sink", "--tables", ",".join(SINKS), "--batch-rows", "5000",
-                           "--linger", "0.2"], s, logdir / "sink.log")
+             for i, (name, w) in enumerate(layout(workers, split).items())}
+    if sink:
+        procs["sink"] = spawn(["sink", "--tables", ",".join(SINKS), "--batch-rows", "5000",
+                               "--linger", "0.2"], s, logdir / "sink.log")
     try:
         yield procs
     finally:
@@ -403,13 +420,13 @@ def stage_cpu(procs: Procs) -> dict[str, float]:
     return {**{name: cpu_seconds(p.pid) for name, p in procs.items()}, **infra_cpu()}
 
 
-def pipeline(s: Settings, events: list[dict], logdir: Path, *, split: int = 1
-             ) -> tuple[float, float, float, dict[str, float]]:
+def pipeline(s: Settings, events: list[dict], logdir: Path, *, workers: int = 1,
+             split: int | None = None) -> tuple[float, float, float, dict[str, float]]:
     """(seconds publish->last durable event row, seconds until every stage caught up,
     seconds the publisher alone took, CPU seconds per process during the measured run)."""
     from ioc.publish import Publisher
 
-    with stages_running(s, logdir, split=split) as procs:
+    with stages_running(s, logdir, workers=workers, split=split) as procs:
         with Publisher(s, source="bench") as pub:
             warm_up(s, pub, procs, logdir)
             cpu0 = stage_cpu(procs)
@@ -483,64 +500,79 @@ class RateRun:
 
 
 def at_rate(s: Settings, events: list[dict], rate: float, logdir: Path, *,
-            sample_s: float = 2.0, split: int = 1) -> RateRun:
+            sample_s: float = 2.0, workers: int = 1, split: int | None = None) -> RateRun:
     """Publish ``events`` at ``rate`` events/s while sampling every group's lag, then wait
     until every group is at lag 0 (at most DRAIN_TIMEOUT_S)."""
     from ioc.publish import Publisher
 
-    n, chunk = len(events), max(100, int(rate // 20))
-    with stages_running(s, logdir, split=split) as procs, LagProbe(s) as probe, \
+    with stages_running(s, logdir, workers=workers, split=split) as procs, LagProbe(s) as probe, \
             Publisher(s, source="bench") as pub:
         warm_up(s, pub, procs, logdir)
-        end = time.monotonic() + 60  # every group joined and past the warm-up event
-        while (left := probe.sample()) and any(left.values()):
+        settle(probe, procs, logdir)
+        return rate_step(s, events, rate, procs, probe, pub, logdir, sample_s=sample_s)
+
+
+def settle(probe: LagProbe, procs: Procs, logdir: Path, timeout_s: float = 60.0) -> None:
+    """Wait until every group of ``probe`` exists and is at lag 0 (after the warm-up)."""
+    end = time.monotonic() + timeout_s
+    while (left := probe.sample()) and any(left.values()):
+        check_alive(procs, logdir)
+        if time.monotonic() > end:
+            raise SystemExit(f"groups not settled after the warm-up event: {left}")
+        time.sleep(0.5)
+
+
+def rate_step(s: Settings, events: list[dict], rate: float, procs: Procs, probe: LagProbe,
+              pub: Any, logdir: Path, *, sample_s: float = 2.0,
+              cpu: Callable[[Procs], dict[str, float]] | None = None) -> RateRun:
+    """``at_rate`` on running ``procs`` (settled): publish ``events`` through ``pub`` at
+    ``rate``, sample the lag of ``probe``'s groups, wait until all are at 0. ``cpu``: CPU
+    seconds so far by process (default ``stage_cpu``)."""
+    cpu_of = cpu or stage_cpu
+    n, chunk = len(events), max(100, int(rate // 20))
+    raw0 = records_written(s).get("events.raw", 0)
+    cpu0, pub0 = cpu_of(procs), time.process_time()
+    io0 = threads_cpu(probe.threads)
+    t0 = time.perf_counter()
+    sampler = LagSampler(probe, sample_s, t0)
+    sampler.start()
+    try:
+        max_late = 0.0
+        for i in range(0, n, chunk):
+            late = time.perf_counter() - (t0 + i / rate)
+            if late < 0:
+                time.sleep(-late)
+            max_late = max(max_late, late)
+            res = pub.send_many(events[i:i + chunk])
+            assert not res.rejected, res.rejected[:3]
+        t_pub = time.perf_counter() - t0
+        sampler.now.set()  # a sample at the end of publishing
+        t_done: float | None = None
+        while t_done is None and time.perf_counter() - t0 < t_pub + DRAIN_TIMEOUT_S:
             check_alive(procs, logdir)
-            if time.monotonic() > end:
-                raise SystemExit(f"groups not settled after the warm-up event: {left}")
-            time.sleep(0.5)
-        raw0 = records_written(s).get("events.raw", 0)
-        cpu0, pub0 = stage_cpu(procs), time.process_time()
-        io0 = threads_cpu(probe.threads)
-        t0 = time.perf_counter()
-        sampler = LagSampler(probe, sample_s, t0)
-        sampler.start()
-        try:
-            max_late = 0.0
-            for i in range(0, n, chunk):
-                late = time.perf_counter() - (t0 + i / rate)
-                if late < 0:
-                    time.sleep(-late)
-                max_late = max(max_late, late)
-                res = pub.send_many(events[i:i + chunk])
-                assert not res.rejected, res.rejected[:3]
-            t_pub = time.perf_counter() - t0
-            pub.close()  # as the burst does; flushes nothing more
-            sampler.now.set()  # a sample at the end of publishing
-            t_done: float | None = None
-            while t_done is None and time.perf_counter() - t0 < t_pub + DRAIN_TIMEOUT_S:
-                check_alive(procs, logdir)
-                t, last = sampler.samples[-1] if sampler.samples else (0.0, {})
-                if t >= t_pub and last and not any(last.values()):
-                    t_done = t
-                time.sleep(0.1)
-            cpu1, pub1 = stage_cpu(procs), time.process_time()
-            io1 = threads_cpu(probe.threads)
-        finally:
-            sampler.stopping.set()
-            sampler.now.set()
-            sampler.join()
+            t, last = sampler.samples[-1] if sampler.samples else (0.0, {})
+            if t >= t_pub and last and not any(last.values()):
+                t_done = t
+            time.sleep(0.1)
+        cpu1, pub1 = cpu_of(procs), time.process_time()
+        io1 = threads_cpu(probe.threads)
+    finally:
+        sampler.stopping.set()
+        sampler.now.set()
+        sampler.join()
     cpu_sampler = sampler.cpu_s + io1 - io0
-    cpu = {"publisher": pub1 - pub0 - cpu_sampler, "lag sampler": cpu_sampler,
-           **{k: v - cpu0[k] for k, v in cpu1.items()}}
+    used = {"publisher": pub1 - pub0 - cpu_sampler, "lag sampler": cpu_sampler,
+            **{k: v - cpu0[k] for k, v in cpu1.items()}}
     raw = records_written(s).get("events.raw", 0) - raw0
     silent = [g for g in (g.removeprefix(f"{s.namespace}-") for g in probe.groups)
               if g not in probe.inputs]
     return RateRun(rate, n, chunk, t_pub, max_late, t_done, sampler.samples, probe.inputs,
-                   silent, n / raw if raw else 1.0, cpu)
+                   silent, n / raw if raw else 1.0, used)
 
 
-def report_rate(r: RateRun, sample_s: float, commit_s: float) -> None:
-    """Print the lag per group, CPU per event and the SUSTAINED verdict of ``r``."""
+def report_rate(r: RateRun, sample_s: float, commit_s: float) -> list[str]:
+    """Print the lag per group, CPU per event and the SUSTAINED verdict of ``r``; return
+    why it was not sustained (empty: sustained)."""
     late_end = r.behind_end
     bound, grow_max = (LAG_MAX_S + commit_s) * r.rate, (GROWTH_MAX_S + commit_s) * r.rate
     print(f"RATE {r.rate:,.0f} ev/s for {r.n / r.rate:.0f} s: {r.n:,} events in chunks of "
@@ -617,6 +649,7 @@ def report_rate(r: RateRun, sample_s: float, commit_s: float) -> None:
     print("target >= 10,000 ev/s with every stage running: "
           + (f"R = {r.rate:,.0f} >= 10,000, {'MET' if not fails else 'NOT MET'}"
              if r.rate >= 10_000 else f"R = {r.rate:,.0f} < 10,000, not tested by this run"))
+    return fails
 
 
 def per_event(cpu: dict[str, float], n: int) -> str:
@@ -650,10 +683,11 @@ def main() -> None:
     ap.add_argument("--logdir", default="/tmp/ioc-bench-events", help="stage logs")
     ap.add_argument("--alert-storm", action="store_true",
                     help="sawtooth values: nearly every traffic event raises or clears an alert")
-    ap.add_argument("--workers", type=int, choices=sorted(WORKERS), default=1,
-                    help="worker processes: 1 (every stage), 2 (validate | the others) or 3 "
-                         "(validate | aggregate+kpis+rules | tiles); default 1")
-    ap.add_argument("--split-worker", action="store_true", help="the same as --workers 2")
+    ap.add_argument("--workers", type=int, default=1, metavar="N",
+                    help="N identical worker processes, each with every stage (default 1)")
+    ap.add_argument("--split", type=int, choices=sorted(SPLITS), default=None,
+                    help="a pipeline split instead: 2 (validate | the others) or 3 (validate | "
+                         "aggregate+kpis+rules | tiles), one process each")
     a = ap.parse_args()
     if a.rate is not None and (a.quick or a.events):
         ap.error("--rate publishes R * --seconds events; --quick and --events are for the burst")
@@ -663,6 +697,8 @@ def main() -> None:
         a.events or (50_000 if a.quick else 300_000))
     if n < 1:
         ap.error("no events to publish")
+    if a.workers < 1 or (a.split is not None and a.workers != 1):
+        ap.error("--workers must be >= 1, and --split replaces it")
     logdir = Path(a.logdir)
     logdir.mkdir(parents=True, exist_ok=True)
     s = load_settings().with_namespace(f"bench{secrets.token_hex(3)}")
@@ -691,15 +727,15 @@ def main() -> None:
 
         if a.rate is not None:
             baselines()
-            r = at_rate(s, events, a.rate, logdir, sample_s=a.sample_s,
-                        split=2 if a.split_worker else a.workers)
+            r = at_rate(s, events, a.rate, logdir, sample_s=a.sample_s, workers=a.workers,
+                        split=a.split)
             report_rate(r, a.sample_s, s.streams.commit_every_s)
             print(f"ratios: rate/kafka = {a.rate / r_kafka:.2f}   rate/copy = "
                   f"{a.rate / r_copy:.2f}   (the rate asked for, next to the baselines)")
             print_results_rows(s, n, a.alert_storm)
             print(f"load after: {os.getloadavg()[0]:.1f}")
             return
-        t_pipe, t_all, t_pub, cpu = pipeline(s, events, logdir, split=2 if a.split_worker else a.workers)
+        t_pipe, t_all, t_pub, cpu = pipeline(s, events, logdir, workers=a.workers, split=a.split)
         r_pipe, r_all = n / t_pipe, n / t_all
         baselines()
         print(f"publisher alone (validate + kafka-python, acks=all):      {n / t_pub:>10,.0f} ev/s")

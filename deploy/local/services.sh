@@ -6,7 +6,10 @@
 #
 # Environment: IOC_CONFIG (settings file, default deploy/local/demo.yaml), VENV (.venv),
 # IOC_STATE_DIR (as for stack.sh), PROMETHEUS_ADDR (where Prometheus listens, default
-# 127.0.0.1:9090; it scrapes with deploy/prometheus/prometheus.yml, data in the state dir).
+# 127.0.0.1:9090; it scrapes with deploy/prometheus/prometheus.yml, data in the state dir),
+# IOC_WORKERS (identical `ioc worker` processes, every stage in each, default 1: the stage
+# groups share the partitions among them; worker 1 serves /metrics on 9401, worker k on
+# 9401 + 10*(k-1), i.e. 9411, 9421, ...; docs/performance/events.md, "N identical workers").
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -19,10 +22,15 @@ IOC="$VENV/bin/ioc"
 export IOC_CONFIG="${IOC_CONFIG:-$HERE/demo.yaml}"
 
 PROMETHEUS_ADDR="${PROMETHEUS_ADDR:-127.0.0.1:9090}"
+IOC_WORKERS="${IOC_WORKERS:-1}"
+[[ "$IOC_WORKERS" =~ ^[1-9][0-9]?$ ]] || { echo "IOC_WORKERS: expected 1-99, got '$IOC_WORKERS'" >&2; exit 2; }
 
 # name | ioc arguments (or "!command arguments" for a program that is not ioc).
-SERVICES=(
-  "worker|worker"
+SERVICES=("worker|worker")
+for ((k = 2; k <= IOC_WORKERS; k++)); do
+  SERVICES+=("worker$k|worker --metrics-port $((9401 + 10 * (k - 1)))")
+done
+SERVICES+=(
   "sink|sink"
   "gateway|gateway"
   "wall|wall serve"
@@ -75,10 +83,21 @@ up() {
   done
 }
 
+# The service names, and those of workers started earlier with a larger IOC_WORKERS
+# (so 'down' and 'status' cover them whatever IOC_WORKERS is now).
+names() {
+  local entry f
+  for entry in "${SERVICES[@]}"; do echo "${entry%%|*}"; done
+  for f in "$RUN"/worker[0-9]*.pid; do
+    [[ -e "$f" ]] || continue
+    f="$(basename "$f" .pid)"
+    if [[ "${f#worker}" -gt "$IOC_WORKERS" ]]; then echo "$f"; fi
+  done
+}
+
 down() {
-  local entry name pid i
-  for entry in "${SERVICES[@]}"; do
-    name="${entry%%|*}"
+  local name pid i
+  for name in $(names); do
     pid="$(pid_of "$name")" || continue
     log "stopping $name (pid $pid)"
     # The supervisor leads a process group of its own (setsid): TERM reaches it and the
@@ -91,9 +110,8 @@ down() {
 }
 
 status() {
-  local entry name pid
-  for entry in "${SERVICES[@]}"; do
-    name="${entry%%|*}"
+  local name pid
+  for name in $(names); do
     if pid="$(pid_of "$name")"; then printf '%-11s running  pid %s\n' "$name" "$pid"; else printf '%-11s stopped\n' "$name"; fi
   done
 }
