@@ -27,6 +27,13 @@ linger ends doubles the next one's size, up to ``SinkOptions.drain_batch_rows``:
 backlog is written in fewer, larger transactions, and a last-write-wins table keeps
 one row per key of each batch.
 
+Some tables go first (``SinkOptions.first_tables``: events): while one of them is
+behind (its batches fill before their linger ends, or it has just come back from a
+database outage), the runners of the other tables finish the batch they are writing
+and then wait, their partitions paused and still polling, at most ``first_hold_s`` in a
+row (``_sink_precedence.Precedence``). After an outage the events table is current
+first; the derived tables (rollups, alerts...) drain after it.
+
 When the database is unreachable, the sink keeps its in-memory batches (at most two,
 each bounded by ``SinkOptions.drain_batch_rows``), pauses every assigned partition so
 nothing more is fetched (the rest stays in Kafka), retries with exponential backoff
@@ -75,6 +82,7 @@ from ..kafka.membership import MembershipWatch
 from ..metrics.hist import Histogram
 from ..topics import topic_name
 from ._db import connect
+from ._sink_precedence import Precedence
 
 if TYPE_CHECKING:  # confluent_kafka is imported when a sink runs (it takes ~80 ms)
     from ..kafka.rdkafka import Consumer, Message, Producer, TopicPartition
@@ -189,6 +197,13 @@ class SinkOptions:
     # (ioc/kafka/membership.py).
     rejoin_s: float = 12.0
     first_join_s: float = 60.0
+    # While one of these tables is behind (its batches fill before their linger ends, or
+    # it just came back from a database outage), the other tables wait, their partitions
+    # paused: after an outage the events are current first, the derived tables after
+    # them. A table waits at most first_hold_s in a row, then is not held again for as
+    # long (_sink_precedence.Precedence).
+    first_tables: tuple[str, ...] = ("events",)
+    first_hold_s: float = 90.0
 
 
 @dataclass
@@ -207,6 +222,7 @@ class SinkMetrics:
     consumer_restarts: int = 0  # consumers replaced after a call that never returned
     direct_fallbacks: int = 0  # batches the unique key sent from direct COPY to the merge
     early_resumes: int = 0  # backoffs cut short: the database accepted a connection again
+    held_s: float = 0.0  # seconds waited while a first table (events) was behind
     # for /metrics (ioc.metrics.sink): acknowledged dead letters by reason, seconds of
     # each batch write, and when the current database outage began (monotonic; None: up)
     dead_letters: dict[str, int] = field(default_factory=dict)
@@ -223,7 +239,7 @@ class SinkMetrics:
                 f"rejected={self.messages_rejected} db_failures={self.db_failures} "
                 f"paused_s={self.paused_s:.1f} commit_failures={self.commit_failures} "
                 f"write_s={self.write_s:.1f} direct_fallbacks={self.direct_fallbacks} "
-                f"early_resumes={self.early_resumes} "
+                f"early_resumes={self.early_resumes} held_s={self.held_s:.1f} "
                 f"consumer_restarts={self.consumer_restarts}")
 
 
@@ -404,8 +420,12 @@ class _TableSinkRunner:
     """
 
     def __init__(self, settings: Settings, spec: TableSink, options: SinkOptions,
-                 stop: asyncio.Event, pool: ThreadPoolExecutor | None = None) -> None:
+                 stop: asyncio.Event, pool: ThreadPoolExecutor | None = None,
+                 precedence: Precedence | None = None) -> None:
         self.settings = settings
+        # Shared by the runners of one run_sinks: who waits while a first table is
+        # behind (None: nobody).
+        self.precedence = precedence
         # The sinks' own threads (run_sinks), so a stuck call does not starve the others;
         # None: the loop's default executor.
         self.pool = pool
@@ -631,6 +651,17 @@ class _TableSinkRunner:
                     if not await self._settle(*done):
                         return  # stopping while the database is down: all stays in Kafka
                 await self._check_member()
+                if not batch.spans and self.precedence is not None and \
+                        self.precedence.hold(self.spec.name, time.monotonic()):
+                    # A first table is behind: finish the batch written ahead (its
+                    # commit holds the consumer), then wait before starting the next.
+                    if inflight is not None:
+                        done, inflight = inflight, None
+                        if not await self._settle(*done):
+                            return
+                    await self._give_way()
+                    if self.stop.is_set():
+                        break
                 consumer = self.consumer
                 left = cap - len(batch.rows)
                 linger_left = (self.options.linger_s - (time.monotonic() - batch.started)
@@ -643,9 +674,14 @@ class _TableSinkRunner:
                         msgs = await self._consume(consumer, left, None)
                         if msgs:
                             batch.started = time.monotonic()  # linger from the first message
+                        elif self.precedence is not None and inflight is None:
+                            # Nothing left (and no commit held the consumer): caught up.
+                            self.precedence.report(self.spec.name, False)
                     self._add(batch, msgs)
                     continue
                 cap = next_batch_rows(cap, filled=left <= 0, options=self.options)
+                if self.precedence is not None:
+                    self.precedence.report(self.spec.name, left <= 0)
                 if inflight is not None:
                     done, inflight = inflight, None
                     if not await self._settle(*done):
@@ -803,6 +839,8 @@ class _TableSinkRunner:
         if down_since is not None:
             self.metrics.paused_s += time.monotonic() - down_since
             self.metrics.down_since = None
+            if self.precedence is not None:  # the outage's backlog waits in Kafka
+                self.precedence.report(self.spec.name, True)
             log.warning("sink %s: database back after %.1f s; resuming", self.spec.name,
                         time.monotonic() - down_since)
         self._written(batch, inserted, seconds)
@@ -942,6 +980,21 @@ class _TableSinkRunner:
             log.warning("sink %s: offset commit failed (%s); rows are written, the "
                         "redelivery will be deduplicated", self.spec.name,
                         exc.args[0] if exc.args else exc)
+
+    async def _give_way(self) -> None:
+        """Wait, partitions paused and still polling (``_idle``), while ``precedence``
+        holds this table: a first table is behind (bounded, see ``Precedence``)."""
+        gate = self.precedence
+        if gate is None or not gate.hold(self.spec.name, time.monotonic()):
+            return
+        t0 = time.monotonic()
+        log.info("sink %s: waiting while %s catch(es) up", self.spec.name,
+                 ", ".join(sorted(gate.behind)))
+        while not self.stop.is_set() and gate.hold(self.spec.name, time.monotonic()):
+            await self._idle(0.5)
+        self._resume()
+        self.metrics.held_s += time.monotonic() - t0
+        log.info("sink %s: waited %.1f s; going on", self.spec.name, time.monotonic() - t0)
 
     def _pause(self) -> None:
         parts = self.consumer.assignment()
@@ -1097,7 +1150,10 @@ async def run_sinks(settings: Settings, specs: Sequence[TableSink],
     # consumers).
     # A runner has up to two calls in threads at a time (a write overlapping a consume).
     pool = ThreadPoolExecutor(max_workers=3 * len(specs) + 2, thread_name_prefix="sink")
-    runners = [_TableSinkRunner(settings, s, options, stop, pool) for s in specs]
+    names = {s.name for s in specs}
+    precedence = (Precedence(names & set(options.first_tables), options.first_hold_s)
+                  if names & set(options.first_tables) else None)
+    runners = [_TableSinkRunner(settings, s, options, stop, pool, precedence) for s in specs]
     if on_start is not None:
         on_start(runners)
     tasks = [asyncio.create_task(r.run(), name=f"sink-{r.spec.name}") for r in runners]

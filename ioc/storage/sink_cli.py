@@ -29,12 +29,16 @@ __all__ = ["sink"]
               help="A sink whose Kafka or database call has not returned for this long is "
                    "stuck: the process logs why, dumps its thread stacks and exits with "
                    "code 70, for its supervisor to restart it.")
+@click.option("--first", default="events", show_default=True, metavar="NAMES",
+              help="Comma-separated sinks that go first: while one of them is behind (a "
+                   "backlog after a database outage, say), the others wait, at most "
+                   "90 s in a row; '' for none.")
 @click.option("--metrics-port", default=None, type=click.IntRange(0, 65535), metavar="N",
               help="Serve /metrics on this port (default: metrics.sink, 9402; 0: any free).")
 @click.pass_obj
 def sink(c, tables: str, list_only: bool, batch_rows: int,  # type: ignore[no-untyped-def]
          drain_batch_rows: int, linger: float, retry_max: float, stall_s: float,
-         metrics_port: int | None) -> None:
+         first: str, metrics_port: int | None) -> None:
     """Write topics to PostgreSQL in COPY batches, idempotently, until SIGTERM.
 
     Kafka offsets are committed only after the rows are committed in the database.
@@ -56,8 +60,13 @@ def sink(c, tables: str, list_only: bool, batch_rows: int,  # type: ignore[no-un
     if unknown:
         raise click.BadParameter(f"unknown sink(s) {unknown}; known: {sorted(known)}",
                                  param_hint="--tables")
+    first_names = tuple(n.strip() for n in first.split(",") if n.strip())
+    if unknown := [n for n in first_names if n not in known]:
+        raise click.BadParameter(f"unknown sink(s) {unknown}; known: {sorted(known)}",
+                                 param_hint="--first")
     options = SinkOptions(batch_rows=batch_rows, drain_batch_rows=drain_batch_rows,
-                          linger_s=linger, retry_max_s=retry_max, stall_s=stall_s)
+                          linger_s=linger, retry_max_s=retry_max, stall_s=stall_s,
+                          first_tables=first_names)
     import faulthandler
     import signal
 
