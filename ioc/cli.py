@@ -182,10 +182,11 @@ def db_status(c: Ctx) -> None:
 @pass_ctx
 def worker(c: Ctx, agents: str, loglevel: str | None, metrics_port: int | None) -> None:
     """Run the stream worker: Faust agents (probe, vision, camera_health) and batch stages
-    (validate, aggregate, kpis, rules, tiles). Scale out by starting more: each agent and
-    stage group shares its partitions among the workers.
+    (validate, aggregate, kpis, scorecards, rules, tiles). Scale out by starting more: each
+    agent and stage group shares its partitions among the workers.
 
-    Agents: probe, validate, vision, camera_health, aggregate, kpis, rules, tiles.
+    Agents: probe, validate, vision, camera_health, aggregate, kpis, scorecards, rules, tiles
+    (scorecards runs only when scorecards.indicators are configured).
     """
     from streams.app import run_worker, select_agents
 

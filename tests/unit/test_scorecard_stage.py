@@ -1,0 +1,79 @@
+"""The scorecards stage's ``process`` without Kafka: outputs, redelivery, hostile records."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from ioc.config import load_settings
+from ioc.events import Event, encode_event
+from ioc.scorecard import LeafCount, ScorecardCounts
+from streams.batch import Outbox, Record
+from streams.scorecards import scorecard_process, scorecard_table
+from tests.fixtures.hostile import hostile_bytes, hostile_headers, hostile_json_bytes
+
+ROOT = Path(__file__).resolve().parents[2]
+TZ = ZoneInfo("Asia/Ho_Chi_Minh")
+S = load_settings(ROOT / "deploy" / "scorecards.example.yaml", env={},
+                  overrides={"namespace": "tsc"})
+T = datetime(2021, 2, 3, tzinfo=TZ).timestamp()
+
+
+def rec(offset: int, e: Event, partition: int = 0) -> Record:
+    return Record("tsc.events", partition, offset, e.entity.encode(), encode_event(e), ())
+
+
+def dossier(i: int, entity: str = "d1", online: bool = True) -> Event:
+    return Event(id=f"e{i}", source="egov", type="egov.dossier", entity=entity, time=T,
+                 values={"count": 1.0},
+                 attributes={"channel": "online" if online else "counter",
+                             "admin_level": "district"})
+
+
+def outputs(out: Outbox) -> dict[str, LeafCount]:
+    got = {}
+    for topic, key, value, _, _ in out.records:
+        if topic == "tsc.scorecards":
+            assert key is not None and value is not None
+            lf = LeafCount.from_bytes(value)
+            assert lf.key == key.decode()
+            got[lf.key] = lf  # latest wins, as in the compacted topic
+    return got
+
+
+def test_full_counts_out_and_redelivery_skipped():
+    table = scorecard_table(S)
+    process = scorecard_process(S, table, clock=lambda: 1.0e9)
+    out = Outbox()
+    process([rec(0, dossier(0)), rec(1, dossier(1, online=False)), rec(2, dossier(2, "d2"))], out)
+    got = outputs(out)
+    year = got["dossiers_online|year|2021|province/district/d1/all"]
+    assert (year.numerator, year.denominator) == (1, 2)
+    assert year.levels == ("province", "admin_level", "agency", "procedure")
+    assert "dossiers_online|quarter|2021-Q1|province/district/d2/all" in got
+    assert len(got) == 6  # 2 agencies x month, quarter, year
+    # the state went to the table; the same records again (a redelivery) count nothing
+    st_ = table.get(b"d1", ScorecardCounts.from_bytes, ScorecardCounts, "d1")
+    assert st_.offset == 1
+    out2 = Outbox()
+    process([rec(0, dossier(0)), rec(1, dossier(1, online=False)), rec(3, dossier(3))], out2)
+    year = outputs(out2)["dossiers_online|year|2021|province/district/d1/all"]
+    assert (year.numerator, year.denominator) == (2, 3)
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(records=st.lists(st.tuples(st.one_of(st.none(), hostile_bytes(max_size=40)),
+                                  st.one_of(st.none(), hostile_bytes(max_size=300),
+                                            hostile_json_bytes()),
+                                  st.one_of(st.just([]), hostile_headers())), max_size=8))
+def test_hostile_records_never_raise(records):
+    process = scorecard_process(S, scorecard_table(S))
+    batch = [Record("tsc.events", 0, i, k, v, h) for i, (k, v, h) in enumerate(records)]
+    batch.append(rec(len(batch), dossier(99)))
+    out = Outbox()
+    process(batch, out)
+    assert "dossiers_online|year|2021|province/district/d1/all" in outputs(out)
