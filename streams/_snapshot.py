@@ -24,21 +24,29 @@ Contracts:
 - ``SnapshotStore.load`` returns ``(snapshot, "")`` or ``(None, reason)``; it raises
   nothing for a missing, unreadable or invalid file (the caller reads the whole
   changelog instead).
+- ``SnapshotWriter`` writes in a thread of its own, so a stage does not wait for the
+  encoding and the disk: at most one pending snapshot per file, latest wins (the older
+  one is counted in ``superseded``, never written after the newer).
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import os
+import threading
+import time
 from pathlib import Path
 
 import msgspec
 
 from ioc.errors import IOCError
 
-__all__ = ["MAGIC", "VERSION", "Snapshot", "SnapshotInvalid", "SnapshotStore", "decode_snapshot",
-           "encode_snapshot"]
+__all__ = ["MAGIC", "VERSION", "Snapshot", "SnapshotInvalid", "SnapshotStore", "SnapshotWriter",
+           "decode_snapshot", "encode_snapshot"]
+
+log = logging.getLogger(__name__)
 
 MAGIC = b"IOCSNAP\x00"
 VERSION = 1
@@ -169,3 +177,90 @@ class SnapshotStore:
         """Delete the snapshot of ``topic[partition]`` if there is one."""
         with contextlib.suppress(FileNotFoundError):
             self.path(topic, partition).unlink()
+
+
+class SnapshotWriter:
+    """Writes snapshots to a ``SnapshotStore`` in a daemon thread of its own.
+
+    ``submit`` never blocks on the disk: the pending snapshots are a dict with one slot
+    per (topic, partition) (bounded by the tables' partitions), a newer snapshot replacing
+    an older one not yet written (counted in ``superseded``). A write that fails is
+    counted in ``errors`` and logged; the older file stays.
+    """
+
+    def __init__(self, store: SnapshotStore) -> None:
+        self.store = store
+        self._pending: dict[tuple[str, int], Snapshot] = {}
+        self._busy: tuple[str, int] | None = None
+        self._cv = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._closing = False
+        self.written = 0
+        self.superseded = 0
+        self.errors = 0
+        self.bytes = 0
+        self.seconds = 0.0  # spent encoding and writing, in the writer's thread
+
+    def submit(self, snap: Snapshot) -> None:
+        """Queue ``snap`` for writing (latest wins per file)."""
+        with self._cv:
+            key = (snap.topic, snap.partition)
+            if key in self._pending:
+                self.superseded += 1
+            self._pending[key] = snap
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, daemon=True,
+                                                name="snapshot-writer")
+                self._thread.start()
+            self._cv.notify_all()
+
+    def wait(self, timeout_s: float = 30.0) -> bool:
+        """Wait until every submitted snapshot is written (or failed); False on timeout."""
+        deadline = time.monotonic() + timeout_s
+        with self._cv:
+            while self._pending or self._busy is not None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cv.wait(left)
+        return True
+
+    def close(self, timeout_s: float = 30.0) -> bool:
+        """Write what is pending, then end the thread; False if that took too long."""
+        done = self.wait(timeout_s)
+        with self._cv:
+            self._closing = True
+            self._cv.notify_all()
+        if self._thread is not None:
+            self._thread.join(max(0.1, timeout_s if done else 0.1))
+        with self._cv:  # reusable: the next submit starts a new thread
+            self._thread, self._closing = None, False
+        return done
+
+    def _run(self) -> None:
+        while True:
+            with self._cv:
+                while not self._pending and not self._closing:
+                    self._cv.wait()
+                if not self._pending:
+                    return
+                key = next(iter(self._pending))
+                snap = self._pending.pop(key)
+                self._busy = key
+            t0 = time.perf_counter()
+            try:
+                size = self.store.write(snap)
+            except OSError as exc:
+                with self._cv:
+                    self.errors += 1
+                log.error("writing the snapshot of %s[%d] under %s failed (%d so far): %s",
+                          snap.topic, snap.partition, self.store.directory, self.errors, exc)
+            else:
+                with self._cv:
+                    self.written += 1
+                    self.bytes += size
+            finally:
+                with self._cv:
+                    self.seconds += time.perf_counter() - t0
+                    self._busy = None
+                    self._cv.notify_all()

@@ -78,7 +78,7 @@ from ioc.kafka.rdkafka import TopicPartition as RdTopicPartition
 from ioc.topics import TopicSpec, topic_name
 
 from ._snapshot import VERSION as SNAPSHOT_VERSION
-from ._snapshot import Snapshot, SnapshotStore
+from ._snapshot import Snapshot, SnapshotStore, SnapshotWriter
 
 __all__ = ["Outbox", "Record", "SendFailed", "Stage", "StageMetrics", "StateTable", "TopicPartition", "combine",
            "decoded_events", "host_stage"]
@@ -530,10 +530,11 @@ class StateTable:
             self.restore_notes.update(notes)
         return n
 
-    def snapshot(self, store: SnapshotStore, partitions: Iterable[int] | None = None, *,
-                 high: Callable[[int], int]) -> tuple[int, int]:
-        """Write the snapshot of each of ``partitions`` (default: every restored one)
-        whose changelog offset moved since its last snapshot; returns (files, bytes).
+    def snapshot(self, write: Callable[[Snapshot], object],
+                 partitions: Iterable[int] | None = None, *, high: Callable[[int], int]) -> int:
+        """Hand ``write`` (``SnapshotStore.write``, ``SnapshotWriter.submit``) the snapshot
+        of each of ``partitions`` (default: every restored one) whose changelog offset
+        moved since its last snapshot; returns how many.
 
         ``high(partition)`` is the changelog partition's high watermark: a partition
         written since its restore or last snapshot is taken to include the changelog up
@@ -545,7 +546,7 @@ class StateTable:
         Partitions with changes not yet written are skipped.
 
         Raises:
-            OSError: a file could not be written (the older snapshot stays).
+            OSError: from ``write`` (the older snapshot stays).
             KafkaException: from ``high``.
         """
         wanted = [p for p in (self.offsets if partitions is None else partitions)
@@ -558,7 +559,7 @@ class StateTable:
         if self.changed:
             todo -= {self.where.get(k) for k in self.changed}  # type: ignore[misc]
         if not todo:
-            return 0, 0
+            return 0
         by: dict[int, list[tuple[bytes, bytes]]] = {p: [] for p in todo}
         data = self.data
         for k, p in self.where.items():
@@ -567,13 +568,11 @@ class StateTable:
                 v = data.get(k)
                 if v is not None:
                     entries.append((k, v))
-        files = size = 0
         for p in sorted(todo):
             off = self.offsets[p]
-            size += store.write(Snapshot(SNAPSHOT_VERSION, self.topic, p, off, by[p]))
+            write(Snapshot(SNAPSHOT_VERSION, self.topic, p, off, by[p]))
             self.snapshot_offsets[p] = off
-            files += 1
-        return files, size
+        return len(todo)
 
 
 _MISSING = object()
@@ -670,6 +669,7 @@ class StageRunner:
         ss = settings.streams
         self.snapshots = SnapshotStore(
             ss.state_dir or (ss.data_dir or default_state_dir() / "faust" / app_id) / "snapshots")
+        self.snapshot_writer = SnapshotWriter(self.snapshots)
         self.snapshot_every_s = 30.0
         self.last_snapshot = time.monotonic()
 
@@ -702,6 +702,9 @@ class StageRunner:
         for t in self.stage.tables:
             t.drop(tp.partition for tp in self.owned - tps if tp.topic == t.source)
             new = sorted(tp.partition for tp in tps - self.owned if tp.topic == t.source)
+            if new and not self.snapshot_writer.wait(30.0):  # the newest files, if any
+                log.warning("stage %s: snapshots still being written after 30 s; restoring "
+                            "from the older ones", self.stage.name)
             entries0, fallbacks0 = t.snapshot_entries, t.snapshot_fallbacks
             n = t.restore(self.settings, new, snapshots=self.snapshots)
             m = self.stage.metrics
@@ -740,22 +743,20 @@ class StageRunner:
         the stage goes on (the older snapshot, or the changelog, restores it)."""
         if self.consumer is None or not self.stage.tables:
             return
-        m = self.stage.metrics
-        t0 = time.perf_counter()
         for t in self.stage.tables:
             parts = None if tps is None else [tp.partition for tp in tps if tp.topic == t.source]
             try:
-                files, _size = t.snapshot(self.snapshots, parts,
-                                          high=functools.partial(self._changelog_high, t.topic))
-            except (OSError, KafkaException) as exc:
-                m.snapshot_errors += 1
-                self._throttled("snapshot", logging.ERROR, "stage %s: writing a snapshot of "
-                                "%s under %s failed (%d so far): %s", self.stage.name, t.topic,
-                                self.snapshots.directory, m.snapshot_errors, exc)
-                continue
-            m.snapshots_written += files
-        m.snapshot_s += time.perf_counter() - t0
+                t.snapshot(self.snapshot_writer.submit, parts,
+                           high=functools.partial(self._changelog_high, t.topic))
+            except KafkaException as exc:  # no watermark: the next snapshot will do
+                self._throttled("snapshot", logging.WARNING, "stage %s: no snapshot of %s "
+                                "now (watermark: %s)", self.stage.name, t.topic, exc)
+        self._snapshot_metrics()
         self.last_snapshot = time.monotonic()
+
+    def _snapshot_metrics(self) -> None:
+        w, m = self.snapshot_writer, self.stage.metrics
+        m.snapshots_written, m.snapshot_errors, m.snapshot_s = w.written, w.errors, w.seconds
 
     def _forget(self, tps: set[TopicPartition]) -> None:
         for tp in tps:
@@ -1069,6 +1070,9 @@ class StageRunner:
                 log.warning("stage %s: closing the consumer: %r", st.name, exc)
             if self.producer is not None:
                 self.producer.flush(5)
+            if not self.snapshot_writer.close(60.0):
+                log.warning("stage %s: snapshots not all written within 60 s", st.name)
+            self._snapshot_metrics()
             log.info("stage %s stopped: %s", st.name, m.line())
 
     async def run(self, app: faust.App | None = None) -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -15,6 +17,7 @@ from streams._snapshot import (
     Snapshot,
     SnapshotInvalid,
     SnapshotStore,
+    SnapshotWriter,
     decode_snapshot,
     encode_snapshot,
 )
@@ -131,6 +134,33 @@ def test_an_unwritable_place_raises_oserror_and_keeps_the_old_snapshot(tmp_path:
         store.write(snap(9, topic="other"))
 
 
+def test_the_writer_writes_in_its_thread_latest_wins_and_counts_failures(tmp_path: Path):
+    store = SnapshotStore(tmp_path)
+    w = SnapshotWriter(store)
+    gate = threading.Event()
+    real = store.write
+
+    def slow(s: Snapshot) -> int:
+        gate.wait(10)
+        return real(s)
+
+    store.write = slow  # type: ignore[method-assign,assignment]
+    w.submit(snap(1, [], partition=0))  # taken by the thread, waits at the gate
+    time.sleep(0.2)
+    w.submit(snap(2, [], partition=1))
+    w.submit(snap(3, [(b"k", b"v")], partition=1))  # replaces offset 2, never written
+    assert not w.wait(0.2)
+    gate.set()
+    assert w.wait(10)
+    assert (w.written, w.superseded, w.errors) == (2, 1, 0)
+    assert store.load(TOPIC, 1)[0] == snap(3, [(b"k", b"v")], partition=1)
+    (tmp_path / "other").write_bytes(b"a file where a directory must go")
+    w.submit(snap(4, topic="other"))
+    assert w.close(10) and w.errors == 1 and w.written == 2
+    w.submit(snap(5, partition=2))  # usable after close: a new thread
+    assert w.close(10) and w.written == 3
+
+
 # --- StateTable.snapshot: what it writes, and when --------------------------------------
 
 def table(tmp_path: Path) -> tuple[StateTable, SnapshotStore]:
@@ -152,10 +182,9 @@ def test_a_table_snapshots_each_partition_written_since_with_the_changelog_end(t
     for i in range(10):
         t.put(b"k%d" % i, b"v%d" % i, i % 2, out)
     # only restored partitions have a known changelog offset: nothing to snapshot yet
-    assert t.snapshot(store, high=high) == (0, 0) and asked == []
+    assert t.snapshot(store.write, high=high) == 0 and asked == []
     t.offsets.update({0: 100, 1: 60})
-    files, size = t.snapshot(store, high=high)
-    assert files == 2 and size > 0 and sorted(asked) == [0, 1]
+    assert t.snapshot(store.write, high=high) == 2 and sorted(asked) == [0, 1]
     assert t.offsets == {0: 105, 1: 60}  # a lagging watermark never moves an offset back
     s0, s1 = store.load(TOPIC, 0)[0], store.load(TOPIC, 1)[0]
     assert s0 is not None and s1 is not None
@@ -164,11 +193,11 @@ def test_a_table_snapshots_each_partition_written_since_with_the_changelog_end(t
     assert (s1.offset, len(s1.entries)) == (60, 5)
     # nothing written since: no watermark asked, nothing rewritten
     asked.clear()
-    assert t.snapshot(store, high=high) == (0, 0) and asked == []
+    assert t.snapshot(store.write, high=high) == 0 and asked == []
     t.change(b"k1", b"w1", 1)
     t.write_changes(out)
     ends[1] = 61
-    assert t.snapshot(store, [0, 1, 3], high=high)[0] == 1 and asked == [1]
+    assert t.snapshot(store.write, [0, 1, 3], high=high) == 1 and asked == [1]
     s1 = store.load(TOPIC, 1)[0]
     assert s1 is not None and s1.offset == 61 and (b"k1", b"w1") in s1.entries
 
@@ -179,12 +208,12 @@ def test_a_partition_with_changes_not_yet_written_is_not_snapshot(tmp_path: Path
     t.data[b"a"], t.where[b"a"] = b"1", 0
     t.data[b"b"], t.where[b"b"] = b"1", 1
     t.change(b"a", b"2", 0)  # in memory only: not in the changelog yet
-    assert t.snapshot(store, high=lambda p: 3)[0] == 1
+    assert t.snapshot(store.write, high=lambda p: 3) == 1
     assert store.load(TOPIC, 0) == (None, "missing")
     s1 = store.load(TOPIC, 1)[0]
     assert s1 is not None and s1.entries == [(b"b", b"1")] and s1.offset == 3
     t.write_changes(Outbox())
-    assert t.snapshot(store, high=lambda p: 4)[0] == 1
+    assert t.snapshot(store.write, high=lambda p: 4) == 1
     s0 = store.load(TOPIC, 0)[0]
     assert s0 is not None and s0.entries == [(b"a", b"2")] and s0.offset == 4
 
