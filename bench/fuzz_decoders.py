@@ -154,9 +154,13 @@ def build_targets() -> dict[str, Target]:
         if msg.get("type") == "hello":
             parse_hello(msg)
 
-    loaders: list[Callable[[bytes], Any]] = [Rollup.from_bytes, EntityWindows.from_bytes,
-                                             KpiValue.from_bytes, KpiCounts.from_bytes,
-                                             Alert.from_bytes, EntityRules.from_bytes]
+    from streams.applied import Tracked
+
+    # the changelog decoders the stages use (domain state + exactly-once marks)
+    loaders: list[Callable[[bytes], Any]] = [
+        Rollup.from_bytes, Tracked.decoder(EntityWindows.from_dict, "windows"),
+        KpiValue.from_bytes, Tracked.decoder(KpiCounts.from_dict, "counts"),
+        Alert.from_bytes, EntityRules.from_bytes]
 
     def state(data: bytes) -> None:
         # The first byte picks the loader; the rest is the record value.
@@ -226,11 +230,13 @@ def build_targets() -> dict[str, Target]:
 
     def seeds_state() -> dict[str, bytes]:
         r = Rollup("loop-1", "speed", 60, 1_750_000_020, Agg(3, 120.0, 30.0, 50.0, 40.0, now), "closed")
-        ew = EntityWindows("loop-1", now, {("speed", 60, 1_750_000_020): Agg(1, 1.0, 1.0, 1.0, 1.0, now)},
-                           0, 1, 0, 5, {0: (5, 0)})
+        from streams.applied import Applied, Tracked
+
+        ew = Tracked(EntityWindows("loop-1", now, {("speed", 60, 1_750_000_020): Agg(
+            1, 1.0, 1.0, 1.0, 1.0, now)}, 0, 1), Applied(0, 5, {0: (5, 0)}))
         kv = KpiValue("dossiers_online", "all", "day", "2025-06-15", 3.0, 4.0, 75.0, "%")
-        kc = KpiCounts("all", {("dossiers_online", "day", "2025-06-15"): [3.0, 4.0]}, 0, 9,
-                       raw={0: (9, 1)})
+        kc = Tracked(KpiCounts("all", {("dossiers_online", "day", "2025-06-15"): [3.0, 4.0]}),
+                     Applied(0, 9, {0: (9, 1)}))
         seeds: dict[str, bytes] = {}
         states: list[tuple[str, Any]] = [("rollup", r), ("windows", ew), ("kpi", kv), ("counts", kc)]
         for i, (name, obj) in enumerate(states):

@@ -14,9 +14,10 @@ updates the states, then per entity:
   records that are not canonical events go there too (their ``InvalidEvent`` reason:
   ``not_json``, ``bad_time``...), counted as ``undecodable``.
 
-Exactly-once totals on top of at-least-once Kafka: the state remembers the last
-applied (partition, offset), so records redelivered after a crash (kill -9 between a
-changelog write and the offset commit) are skipped, not counted twice. Held-back
+Exactly-once totals on top of at-least-once Kafka: beside each entity's windows the
+table keeps its ``Applied`` marks (``streams.applied``: last applied partition/offset
+and raw origins), so records redelivered after a crash (kill -9 between a changelog
+write and the offset commit) are skipped, not counted twice. Held-back
 'updated' rollups are sent by the stage's tick (every ``update_interval_s / 4``).
 """
 
@@ -32,10 +33,11 @@ import faust
 from ioc.aggregate import EntityWindows, UpdateThrottle, WindowId
 from ioc.config import Settings
 from ioc.errors import InvalidEvent
-from ioc.events import dead_letter_headers, origin_mark, origin_seen, raw_origin
+from ioc.events import dead_letter_headers, raw_origin
 from ioc.topics import spec, topic_name
 
 from .agent_spec import AgentSpec
+from .applied import Tracked
 from .batch import Outbox, Stage, StateTable, decoded_events, host_stage
 
 __all__ = ["AGGREGATE", "AggregateMetrics", "dlq_headers"]
@@ -84,13 +86,15 @@ def _register(app: faust.App, settings: Settings) -> None:
         max_per_s=cfg.max_updates_per_s)
     events = topic_name(ns, "events")
     table = StateTable("agg-windows", events, spec("events").partitions)
+    load = Tracked.decoder(EntityWindows.from_dict, "the windows of an entity")
+    new = Tracked.factory(EntityWindows)
     m = AggregateMetrics()
     last_log = [time.monotonic()]
 
     def process(batch: list[Any], out: Outbox) -> None:
         t0 = time.perf_counter()
         now = time.monotonic()
-        states: dict[bytes, EntityWindows] = {}
+        states: dict[bytes, Tracked[EntityWindows]] = {}
         where: dict[bytes, int] = {}
         touched: dict[bytes, set[WindowId]] = {}
         for msg, e in zip(batch, decoded_events(batch), strict=True):
@@ -101,17 +105,16 @@ def _register(app: faust.App, settings: Settings) -> None:
                         headers=dlq_headers(e.reason, msg, str(e), e.field))
                 continue
             key = e.entity.encode()
-            st = states.get(key)
-            if st is None:
-                st = states[key] = table.get(key, EntityWindows.from_bytes, EntityWindows,
-                                             e.entity)
+            tr = states.get(key)
+            if tr is None:
+                tr = states[key] = table.get(key, load, new, e.entity)
             origin = raw_origin(msg.headers)
-            if st.seen(msg.partition, msg.offset) or origin_seen(st.raw, origin):
+            if tr.marks.seen(msg.partition, msg.offset, origin):
                 m.redelivered += 1
                 continue
+            st = tr.state
             hit = st.add(e.time, e.values, sizes, lateness)
-            st.mark(msg.partition, msg.offset)
-            origin_mark(st.raw, origin)
+            tr.marks.mark(msg.partition, msg.offset, origin)
             where[key] = msg.partition
             if hit is None:
                 m.late += 1
@@ -121,9 +124,10 @@ def _register(app: faust.App, settings: Settings) -> None:
             else:
                 m.applied += 1
                 touched.setdefault(key, set()).update(hit)
-        for key, st in states.items():
+        for key, tr in states.items():
             if key not in where:
                 continue
+            st = tr.state
             p = where[key]
             for r in st.close_due(lateness):
                 throttle.forget((r.entity, r.metric, r.size, r.start))
@@ -135,7 +139,7 @@ def _register(app: faust.App, settings: Settings) -> None:
                     r = st.rollup(wid)
                     out.add(rollups, r.key.encode(), r.to_bytes(), partition=p)
                     m.rollups_updated += 1
-            table.change(key, st, p)
+            table.change(key, tr, p)
         send_due(0.0, out)  # held-back updates that are due now go with this batch
         m.batches += 1
         m.busy_s += time.perf_counter() - t0

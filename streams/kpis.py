@@ -19,12 +19,13 @@ import faust
 
 from ioc.config import Settings
 from ioc.errors import InvalidEvent
-from ioc.events import origin_mark, origin_seen, raw_origin
+from ioc.events import raw_origin
 from ioc.kpi import KpiCounts
 from ioc.kpi._ratio import CountKey
 from ioc.topics import spec, topic_name
 
 from .agent_spec import AgentSpec
+from .applied import Tracked
 from .batch import Outbox, Stage, StateTable, decoded_events, host_stage
 
 __all__ = ["KPIS", "kpi_partition"]
@@ -47,9 +48,11 @@ def _register(app: faust.App, settings: Settings) -> None:
     kpis = topic_name(ns, "kpis")
     events = topic_name(ns, "events")
     table = StateTable("kpi-counts", events, spec("events").partitions)
+    load = Tracked.decoder(KpiCounts.from_dict, "the KPI counts of a group")
+    new = Tracked.factory(KpiCounts)
 
     def process(batch: list[Any], out: Outbox) -> None:
-        states: dict[bytes, KpiCounts] = {}
+        states: dict[bytes, Tracked[KpiCounts]] = {}
         where: dict[bytes, int] = {}
         touched: dict[bytes, set[CountKey]] = {}
         for msg, e in zip(batch, decoded_events(batch), strict=True):
@@ -61,24 +64,24 @@ def _register(app: faust.App, settings: Settings) -> None:
             if e.type not in types:
                 continue
             key = e.entity.encode()
-            st = states.get(key)
-            if st is None:
-                st = states[key] = table.get(key, KpiCounts.from_bytes, KpiCounts, e.entity)
+            tr = states.get(key)
+            if tr is None:
+                tr = states[key] = table.get(key, load, new, e.entity)
             origin = raw_origin(msg.headers)
-            if st.seen(msg.partition, msg.offset) or origin_seen(st.raw, origin):
+            if tr.marks.seen(msg.partition, msg.offset, origin):
                 continue
-            hit = st.add(specs, tz, type=e.type, t=e.time, values=e.values, attributes=e.attributes)
-            st.mark(msg.partition, msg.offset)
-            origin_mark(st.raw, origin)
+            hit = tr.state.add(specs, tz, type=e.type, t=e.time, values=e.values,
+                               attributes=e.attributes)
+            tr.marks.mark(msg.partition, msg.offset, origin)
             where[key] = msg.partition
             touched.setdefault(key, set()).update(hit)
-        for key, st in states.items():
+        for key, tr in states.items():
             if key not in where:
                 continue
             for ck in sorted(touched.get(key, ())):
-                v = st.value(ck, by_id[ck[0]])
+                v = tr.state.value(ck, by_id[ck[0]])
                 out.add(kpis, v.key.encode(), v.to_bytes(), partition=kpi_partition(v.kpi))
-            table.change(key, st, where[key])
+            table.change(key, tr, where[key])
 
     host_stage(app, settings, Stage("kpis", [events], process, tables=[table],
                                     batch_max=s.aggregate.batch_max,

@@ -64,6 +64,7 @@ def _register(app: faust.App, settings: Settings) -> None:
 
     def process(batch: list[Any], out: Outbox) -> None:
         states: dict[bytes, EntityRules] = {}
+        where: dict[bytes, int] = {}
         now = time.time()
         for msg, e in zip(batch, decoded_events(batch), strict=True):
             if isinstance(e, InvalidEvent):
@@ -73,10 +74,10 @@ def _register(app: faust.App, settings: Settings) -> None:
             if er is None:
                 er = states[key] = table.get(key, EntityRules.from_bytes, EntityRules,
                                              e.entity)
-            er.partition = msg.partition
+            where[key] = msg.partition
             emit(er.evaluate(rules, t=e.time, values=e.values, type=e.type, now=now), out)
         for key, er in states.items():
-            table.change(key, er, er.partition)
+            table.change(key, er, where[key])
 
     host_stage(app, settings, Stage(
         "rules", [events], process, tables=[table],

@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import msgspec
 import orjson
@@ -162,9 +162,8 @@ WindowId = tuple[str, int, int]  # metric, size, start
 class EntityWindows:
     """Open windows of one entity, its watermark and counters; serialisable as a whole.
 
-    ``partition``/``offset`` remember the last applied source record so a redelivery
-    after a crash (at-least-once Kafka) is skipped instead of counted twice; ``raw``
-    does the same for events that validate re-emitted (``ioc.events.origin_seen``).
+    Pure: which source records were applied (exactly-once over at-least-once Kafka) is
+    the stage's business, kept beside this state (``streams.applied``).
     """
 
     entity: str
@@ -172,18 +171,8 @@ class EntityWindows:
     windows: dict[WindowId, Agg] = field(default_factory=dict)
     late: int = 0
     applied: int = 0
-    partition: int = -1
-    offset: int = -1
-    raw: dict[int, tuple[int, int]] = field(default_factory=dict)  # ioc.events.origin_mark
     # earliest watermark at which a window closes (-inf: not known yet); not serialised
     next_close: float = field(default=-math.inf, repr=False, compare=False)
-
-    def seen(self, partition: int, offset: int) -> bool:
-        """True when the record at ``partition``/``offset`` was already applied."""
-        return partition == self.partition and offset <= self.offset
-
-    def mark(self, partition: int, offset: int) -> None:
-        self.partition, self.offset = partition, offset
 
     def add(self, t: float, values: Mapping[str, float], sizes: Iterable[int],
             lateness: float) -> set[WindowId] | None:
@@ -227,29 +216,34 @@ class EntityWindows:
     def rollup(self, wid: WindowId) -> Rollup:
         return Rollup(self.entity, wid[0], wid[1], wid[2], self.windows[wid], "updated")
 
-    def to_bytes(self) -> bytes:
-        return orjson.dumps({
+    def to_dict(self) -> dict[str, Any]:
+        return {
             "e": self.entity, "wm": self.watermark if math.isfinite(self.watermark) else None,
-            "late": self.late, "n": self.applied, "p": self.partition, "o": self.offset,
-            "r": [[p, o, i] for p, (o, i) in self.raw.items()],
+            "late": self.late, "n": self.applied,
             "w": [[m, s, st, a.count, a.sum, a.min, a.max, a.last, a.last_time]
                   for (m, s, st), a in self.windows.items()],
-        })
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> EntityWindows:
+        """From ``to_dict`` output; raises what a wrong shape raises (``JSON_SHAPE_ERRORS``)."""
+        ew = cls(d["e"], -math.inf if d["wm"] is None else d["wm"], {}, d["late"], d["n"])
+        for m, s, st, c, sm, mn, mx, last, lt in d["w"]:
+            ew.windows[(m, s, st)] = Agg(c, sm, mn, mx, last, lt)
+        return ew
+
+    def to_bytes(self) -> bytes:
+        return orjson.dumps(self.to_dict())
 
     @classmethod
     def from_bytes(cls, data: bytes) -> EntityWindows:
-        """Decode ``to_bytes`` output (a state changelog record).
+        """Decode ``to_bytes`` output.
 
         Raises:
             InvalidRecord: ``data`` is not the windows of an entity (nothing else, whatever
                 the bytes).
         """
         try:
-            d = orjson.loads(data)
-            ew = cls(d["e"], -math.inf if d["wm"] is None else d["wm"], {}, d["late"], d["n"],
-                     d["p"], d["o"], {p: (o, i) for p, o, i in d.get("r", ())})
-            for m, s, st, c, sm, mn, mx, last, lt in d["w"]:
-                ew.windows[(m, s, st)] = Agg(c, sm, mn, mx, last, lt)
-            return ew
+            return cls.from_dict(orjson.loads(data))
         except JSON_SHAPE_ERRORS as exc:
             raise InvalidRecord.undecodable("the windows of an entity", exc) from exc

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import msgspec
@@ -110,16 +111,7 @@ class KpiCounts:
 
     group: str
     counts: dict[CountKey, list[float]] = field(default_factory=dict)
-    partition: int = -1
-    offset: int = -1
     keep: int = 400
-    raw: dict[int, tuple[int, int]] = field(default_factory=dict)  # ioc.events.origin_mark
-
-    def seen(self, partition: int, offset: int) -> bool:
-        return partition == self.partition and offset <= self.offset
-
-    def mark(self, partition: int, offset: int) -> None:
-        self.partition, self.offset = partition, offset
 
     def add(self, specs: Sequence[KpiSpec], tz: ZoneInfo, *, type: str, t: float,
             values: Mapping[str, float], attributes: Mapping[str, object]) -> set[CountKey]:
@@ -152,25 +144,30 @@ class KpiCounts:
         return KpiValue(key[0], self.group, key[1], key[2], num, den,
                         kpi_ratio(num, den, spec), spec.unit)
 
+    def to_dict(self) -> dict[str, Any]:
+        return {"g": self.group, "c": [[*k, *v] for k, v in self.counts.items()]}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> KpiCounts:
+        """From ``to_dict`` output; raises what a wrong shape raises (``JSON_SHAPE_ERRORS``)."""
+        kc = cls(d["g"], {})
+        for kpi, period, pk, num, den in d["c"]:
+            kc.counts[(kpi, period, pk)] = [num, den]
+        return kc
+
     def to_bytes(self) -> bytes:
-        return orjson.dumps({"g": self.group, "p": self.partition, "o": self.offset,
-                             "r": [[p, o, i] for p, (o, i) in self.raw.items()],
-                             "c": [[*k, *v] for k, v in self.counts.items()]})
+        return orjson.dumps(self.to_dict())
 
     @classmethod
     def from_bytes(cls, data: bytes) -> KpiCounts:
-        """Decode ``to_bytes`` output (a state changelog record).
+        """Decode ``to_bytes`` output.
 
         Raises:
             InvalidRecord: ``data`` is not the KPI counts of a group (nothing else, whatever
                 the bytes).
         """
         try:
-            d = orjson.loads(data)
-            kc = cls(d["g"], {}, d["p"], d["o"], raw={p: (o, i) for p, o, i in d.get("r", ())})
-            for kpi, period, pk, num, den in d["c"]:
-                kc.counts[(kpi, period, pk)] = [num, den]
-            return kc
+            return cls.from_dict(orjson.loads(data))
         except JSON_SHAPE_ERRORS as exc:
             raise InvalidRecord.undecodable("the KPI counts of a group", exc) from exc
 

@@ -16,7 +16,7 @@ import hashlib
 import operator
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import msgspec
 import orjson
@@ -136,7 +136,6 @@ class EntityRules:
 
     entity: str
     states: dict[str, RuleState] = field(default_factory=dict)
-    partition: int = -1
 
     def _state(self, rule: RuleSpec) -> RuleState:
         st = self.states.get(rule.id)
@@ -224,10 +223,22 @@ class EntityRules:
                 self._raise(out, st, rule, st.last_time, now, None)
         return out
 
-    def to_bytes(self) -> bytes:
-        return orjson.dumps({"e": self.entity, "p": self.partition, "s": {
+    def to_dict(self) -> dict[str, Any]:
+        return {"e": self.entity, "s": {
             k: [s.since, s.active, s.active_start, s.raised_at, s.last_time, s.last_value,
-                s.seen_at, s.done, s.skipped] for k, s in self.states.items()}})
+                s.seen_at, s.done, s.skipped] for k, s in self.states.items()}}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> EntityRules:
+        """From ``to_dict`` output (a ``p`` key of older versions is ignored); raises what a
+        wrong shape raises (``JSON_SHAPE_ERRORS``)."""
+        er = cls(d["e"], {})
+        for k, v in d["s"].items():
+            er.states[k] = RuleState(*v)
+        return er
+
+    def to_bytes(self) -> bytes:
+        return orjson.dumps(self.to_dict())
 
     @classmethod
     def from_bytes(cls, data: bytes) -> EntityRules:
@@ -238,10 +249,6 @@ class EntityRules:
                 the bytes).
         """
         try:
-            d = orjson.loads(data)
-            er = cls(d["e"], {}, d["p"])
-            for k, v in d["s"].items():
-                er.states[k] = RuleState(*v)
-            return er
+            return cls.from_dict(orjson.loads(data))
         except JSON_SHAPE_ERRORS as exc:
             raise InvalidRecord.undecodable("the rule states of an entity", exc) from exc

@@ -30,12 +30,13 @@ from zoneinfo import ZoneInfo
 from ioc.aggregate import EntityWindows, UpdateThrottle, WindowId
 from ioc.config import Settings
 from ioc.errors import InvalidEvent, InvalidRecord
-from ioc.events import dead_letter_headers, decode_event, origin_mark, origin_seen, raw_origin
+from ioc.events import dead_letter_headers, decode_event, raw_origin
 from ioc.kpi import KpiCounts
 from ioc.kpi._ratio import CountKey
 from ioc.rules import Alert, EntityRules
 from ioc.topics import topic_name
 
+from ..applied import Tracked
 from ..kpis import kpi_partition
 from ..rules import alert_partition
 from ._batched import decode_batch
@@ -43,6 +44,11 @@ from ._batched import decode_batch
 __all__ = ["AGG", "KPI", "RULES", "TABLES", "CoreMetrics", "CoreOutput", "EventCore"]
 
 log = logging.getLogger(__name__)
+
+_AGG_LOAD = Tracked.decoder(EntityWindows.from_dict, "the windows of an entity")
+_AGG_NEW = Tracked.factory(EntityWindows)
+_KPI_LOAD = Tracked.decoder(KpiCounts.from_dict, "the KPI counts of a group")
+_KPI_NEW = Tracked.factory(KpiCounts)
 
 AGG, KPI, RULES = "agg-windows", "kpi-counts", "rule-states"
 TABLES = (AGG, KPI, RULES)
@@ -186,23 +192,23 @@ class EventCore:
     def _aggregate(self, p: int, o: int, events: list[tuple[int, Any, Any, bytes]], load: Load,
                    mono: float, out: list[CoreOutput], writes: list[Write]) -> None:
         m = self.metrics
-        states: dict[bytes, EntityWindows] = {}
+        states: dict[bytes, Tracked[EntityWindows]] = {}
         skip: set[bytes] = set()
         applied: set[bytes] = set()
         touched: dict[bytes, set[WindowId]] = {}
         for i, e, origin, raw in events:
             key = e.entity.encode()
-            st = states.get(key)
-            if st is None:
-                st = states[key] = self._get(AGG, key, e.entity, load, EntityWindows.from_bytes,
-                                             EntityWindows)
-                if st.seen(p, o):
+            tr = states.get(key)
+            if tr is None:
+                tr = states[key] = self._get(AGG, key, e.entity, load, _AGG_LOAD, _AGG_NEW)
+                if tr.marks.record_seen(p, o):
                     skip.add(key)
-            if key in skip or origin_seen(st.raw, origin):
+            if key in skip or tr.marks.origin_seen(origin):
                 m.redelivered += 1
                 continue
+            st = tr.state
             hit = st.add(e.time, e.values, self.sizes, self.lateness)
-            origin_mark(st.raw, origin)
+            tr.marks.mark_origin(origin)
             applied.add(key)
             if hit is None:
                 m.late += 1
@@ -214,8 +220,9 @@ class EventCore:
                 m.applied += 1
                 touched.setdefault(key, set()).update(hit)
         for key in applied:
-            st = states[key]
-            st.mark(p, o)
+            tr = states[key]
+            tr.marks.mark(p, o)
+            st = tr.state
             for r in st.close_due(self.lateness):
                 self.throttle.forget((r.entity, r.metric, r.size, r.start))
                 out.append(CoreOutput(self.rollups, r.key.encode(), r.to_bytes(), p))
@@ -228,11 +235,11 @@ class EventCore:
                     out.append(CoreOutput(self.rollups, r.key.encode(), r.to_bytes(), p))
                     m.rollups_updated += 1
             self.where[AGG][key] = p
-            writes.append((AGG, key, st.to_bytes()))
+            writes.append((AGG, key, tr.to_bytes()))
 
     def _kpis(self, p: int, o: int, events: list[tuple[int, Any, Any, bytes]], load: Load,
               out: list[CoreOutput], writes: list[Write]) -> None:
-        states: dict[bytes, KpiCounts] = {}
+        states: dict[bytes, Tracked[KpiCounts]] = {}
         skip: set[bytes] = set()
         applied: set[bytes] = set()
         touched: dict[bytes, set[CountKey]] = {}
@@ -240,28 +247,27 @@ class EventCore:
             if e.type not in self.kpi_types:
                 continue
             key = e.entity.encode()
-            st = states.get(key)
-            if st is None:
-                st = states[key] = self._get(KPI, key, e.entity, load, KpiCounts.from_bytes,
-                                             KpiCounts)
-                if st.seen(p, o):
+            tr = states.get(key)
+            if tr is None:
+                tr = states[key] = self._get(KPI, key, e.entity, load, _KPI_LOAD, _KPI_NEW)
+                if tr.marks.record_seen(p, o):
                     skip.add(key)
-            if key in skip or origin_seen(st.raw, origin):
+            if key in skip or tr.marks.origin_seen(origin):
                 continue
-            hit = st.add(self.kpi_specs, self.tz, type=e.type, t=e.time, values=e.values,
-                         attributes=e.attributes)
-            origin_mark(st.raw, origin)
+            hit = tr.state.add(self.kpi_specs, self.tz, type=e.type, t=e.time,
+                               values=e.values, attributes=e.attributes)
+            tr.marks.mark_origin(origin)
             applied.add(key)
             touched.setdefault(key, set()).update(hit)
         for key in applied:
-            st = states[key]
-            st.mark(p, o)
+            tr = states[key]
+            tr.marks.mark(p, o)
             for ck in sorted(touched.get(key, ())):
-                v = st.value(ck, self.kpi_by_id[ck[0]])
+                v = tr.state.value(ck, self.kpi_by_id[ck[0]])
                 out.append(CoreOutput(self.kpis, v.key.encode(), v.to_bytes(),
                                       kpi_partition(v.kpi)))
             self.where[KPI][key] = p
-            writes.append((KPI, key, st.to_bytes()))
+            writes.append((KPI, key, tr.to_bytes()))
 
     def _emit(self, found: list[Alert], out: list[CoreOutput]) -> None:
         for a in found:
@@ -277,7 +283,6 @@ class EventCore:
             if er is None:
                 er = states[key] = self._get(RULES, key, e.entity, load, EntityRules.from_bytes,
                                              EntityRules)
-            er.partition = p
             self._emit(er.evaluate(self.rules, t=e.time, values=e.values, type=e.type,
                                    now=now), out)
         for key, er in states.items():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import random
 
+import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -80,12 +81,36 @@ def test_late_event_is_counted_not_applied():
 
 
 def test_redelivered_offsets_are_recognised_and_state_round_trips():
+    from streams.applied import Tracked
+
     ew = EntityWindows("s")
     ew.add(1000.0, {"v": 1.5}, [10, 60], 30)
-    ew.mark(2, 41)
-    back = EntityWindows.from_bytes(ew.to_bytes())
-    assert back.seen(2, 41) and back.seen(2, 3) and not back.seen(2, 42) and not back.seen(1, 41)
-    assert back.windows == ew.windows and back.watermark == ew.watermark
+    tr = Tracked(ew)
+    tr.marks.mark(2, 41)
+    back = Tracked.decoder(EntityWindows.from_dict, "windows")(tr.to_bytes())
+    a = back.marks
+    assert a.seen(2, 41) and a.seen(2, 3) and not a.seen(2, 42) and not a.seen(1, 41)
+    assert back.state.windows == ew.windows and back.state.watermark == ew.watermark
+    assert EntityWindows.from_bytes(ew.to_bytes()) == ew  # the domain state alone
+
+
+def test_changelog_values_of_the_earlier_format_restore_with_their_marks():
+    """Before the marks left the domain classes, they were keys of its dict: p, o, r."""
+    from ioc.kpi import KpiCounts
+    from ioc.rules import EntityRules
+    from streams.applied import Tracked
+
+    old_w = (b'{"e":"s","wm":1000.0,"late":0,"n":1,"p":2,"o":41,"r":[[3,7,1]],'
+             b'"w":[["v",10,1000,1,1.5,1.5,1.5,1.5,1000.0]]}')
+    tw = Tracked.decoder(EntityWindows.from_dict, "windows")(old_w)
+    assert tw.state.applied == 1 and tw.state.windows[("v", 10, 1000)].count == 1
+    assert tw.marks.seen(2, 41) and tw.marks.seen(9, 9, (3, 7, 0))
+    assert orjson.loads(tw.to_bytes()) == orjson.loads(old_w)  # one format, old and new
+    old_k = b'{"g":"a","p":1,"o":9,"r":[],"c":[["k","day","2026-12-01",1.0,2.0]]}'
+    tk = Tracked.decoder(KpiCounts.from_dict, "counts")(old_k)
+    assert tk.state.counts == {("k", "day", "2026-12-01"): [1.0, 2.0]}
+    assert tk.marks.seen(1, 9) and not tk.marks.seen(1, 10)
+    assert EntityRules.from_bytes(b'{"e":"x","p":3,"s":{}}') == EntityRules("x")
 
 
 @settings(max_examples=50)

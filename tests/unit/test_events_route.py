@@ -51,6 +51,7 @@ def test_valid_events_carry_their_raw_origin_and_stages_recognise_re_emitted_one
     from ioc.aggregate import EntityWindows
     from ioc.events import origin_mark, origin_seen, raw_origin
     from ioc.kpi import KpiCounts
+    from streams.applied import Applied, Tracked
 
     value = orjson.dumps([_ev(0), {"bad": 1}, _ev(2)])
     out = route_raw(value, None, [], topic="t.events.raw", partition=3, offset=41, now=NOW)
@@ -67,10 +68,12 @@ def test_valid_events_carry_their_raw_origin_and_stages_recognise_re_emitted_one
     assert not origin_seen(marks, (2, 0, 0))  # another raw partition has its own order
     assert not origin_seen(marks, None)  # not via validate (replays, direct producers)
 
-    ew = EntityWindows("s-1", raw=dict(marks))
-    assert EntityWindows.from_bytes(ew.to_bytes()).raw == {3: (41, 2)}
-    kc = KpiCounts("agency", raw=dict(marks))
-    assert KpiCounts.from_bytes(kc.to_bytes()).raw == {3: (41, 2)}
+    load_w = Tracked.decoder(EntityWindows.from_dict, "windows")
+    load_k = Tracked.decoder(KpiCounts.from_dict, "counts")
+    ew = Tracked(EntityWindows("s-1"), Applied(raw=dict(marks)))
+    assert load_w(ew.to_bytes()).marks.raw == {3: (41, 2)}
+    kc = Tracked(KpiCounts("agency"), Applied(raw=dict(marks)))
+    assert load_k(kc.to_bytes()).marks.raw == {3: (41, 2)}
     old = orjson.loads(ew.to_bytes())
     del old["r"]  # state written before origins existed still loads
-    assert EntityWindows.from_bytes(orjson.dumps(old)).raw == {}
+    assert load_w(orjson.dumps(old)).marks.raw == {}

@@ -126,7 +126,7 @@ def test_aggregate_kpis_rules_dead_letter_each_bad_record_once_and_apply_the_val
     assert len(dead) - late == bad
     assert all(_origin_ok(h, topic, {r.offset for r in records}, "aggregate") for h in dead)
     windows = next(t for t in both.tables if t.name == "agg-windows")
-    states = [windows.changed[k] for k in windows.changed]
+    states = [windows.changed[k].state for k in windows.changed]
     assert sum(s.applied for s in states) + late == good
 
 
@@ -350,10 +350,10 @@ def test_a_bug_in_the_real_aggregate_stage_is_isolated_without_double_counting(m
     assert {int(h["dlq.offset"]) for h in dead} == bad and len(dead) == len(bad)
     assert all(h["dlq.reason"] == b"internal_error" for h in dead)
     windows = next(t for t in stage.tables if t.name == "agg-windows")
-    applied = sum(windows.changed[k].applied for k in windows.changed)
+    applied = sum(windows.changed[k].state.applied for k in windows.changed)
     assert applied == len(events) - len(bad)
     counts = next(t for t in stage.tables if t.name == "kpi-counts")
-    total = sum(sum(den for _num, den in c.counts.values()) for c in counts.changed.values())
+    total = sum(sum(den for _num, den in c.counts.values()) for c in (t.state for t in counts.changed.values()))
     kpis_per_event = total / (len(events) - len(bad))
     assert kpis_per_event == int(kpis_per_event), "a KPI counted a failed record"
 
@@ -439,8 +439,7 @@ def test_aggregate_kpis_rules_handle_any_decodable_event(events):
 # --- state changelog records ----------------------------------------------------------
 
 _WINDOWS = EntityWindows("s-1", NOW, {("pm25", 10, 1_700_000_000): Agg(1, 1.0, 1.0, 1.0, 1.0,
-                                                                      NOW)},
-                         0, 1, 0, 5, {0: (5, 0)})
+                                                                      NOW)}, 0, 1)
 
 
 @FAST
@@ -449,17 +448,19 @@ def test_state_loaders_raise_only_invalid_record(which, data):
     from ioc.errors import InvalidRecord
     from ioc.kpi._ratio import KpiCounts
     from ioc.rules._engine import EntityRules
+    from streams.applied import Applied, Tracked
     from tests.fixtures.hostile import hostile_json_bytes_for
 
-    valid = {"windows": (EntityWindows, _WINDOWS.to_bytes()),
-             "counts": (KpiCounts, KpiCounts("g", {("k", "day", "2026-12-01"): [1.0, 2.0]}, 0,
-                                             9, raw={0: (9, 1)}).to_bytes()),
-             "rules": (EntityRules, EntityRules("e", {}, 0).to_bytes())}[which]
-    cls, good = valid
-    assert cls.from_bytes(good).to_bytes() == good
+    w = Tracked(_WINDOWS, Applied(0, 5, {0: (5, 0)}))
+    k = Tracked(KpiCounts("g", {("k", "day", "2026-12-01"): [1.0, 2.0]}), Applied(0, 9, {0: (9, 1)}))
+    valid = {"windows": (Tracked.decoder(EntityWindows.from_dict, "windows"), w.to_bytes()),
+             "counts": (Tracked.decoder(KpiCounts.from_dict, "counts"), k.to_bytes()),
+             "rules": (EntityRules.from_bytes, EntityRules("e", {}).to_bytes())}[which]
+    load, good = valid
+    assert load(good).to_bytes() == good
     raw = data.draw(st.one_of(hostile_json_bytes_for(orjson.loads(good)), hostile_bytes()))
     try:
-        cls.from_bytes(raw)
+        load(raw)
     except InvalidRecord as exc:
         assert exc.reason == "undecodable"
 
