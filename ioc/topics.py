@@ -56,9 +56,10 @@ CATALOGUE: tuple[TopicSpec, ...] = (
               "event-time window aggregates (count/sum/min/max/mean/last)"),
     TopicSpec("kpis", 2, "kpi id|group|period", "JSON KPI value", "compact", None,
               "latest value of each KPI per group and period"),
-    TopicSpec("scorecards", 2, "indicator|period|period key|drill path",
+    TopicSpec("scorecards", 1, "indicator|period|period key|drill path",
               "JSON scorecard counts (ioc.scorecard.LeafCount)", "compact", None,
-              "numerator and denominator per scorecard indicator, period and drill path"),
+              "numerator and denominator per scorecard indicator, period and drill path; "
+              "one partition: the leaderboard stage sees every unit"),
     TopicSpec("alerts", 2, "alert id", "JSON alert state (raised/cleared)", "compact", None,
               "alert states, latest per alert"),
     TopicSpec("views", 1, "kpi|<kpi value key> or alert|<alert id>",

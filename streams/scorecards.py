@@ -1,4 +1,5 @@
-"""The scorecards agent: ``<ns>.events`` -> scorecard counts -> ``<ns>.scorecards``.
+"""The scorecards agents: ``<ns>.events`` -> scorecard counts -> ``<ns>.scorecards``, and
+``<ns>.scorecards`` -> leaderboard tiles on ``<ns>.wall.tiles``.
 
 A batch stage (``streams.batch``). State: one ``ScorecardCounts`` per entity (an
 agency) in the ``StateTable`` ``scorecard-counts``, co-partitioned with ``<ns>.events``;
@@ -10,6 +11,14 @@ flags are computed from the stored counts (``ioc.scorecard.build_scorecard``), n
 from this stage's memory, so they are right with any number of workers. A late event
 for a closed period (still within ``scorecards.keep_periods``) re-emits that period's
 full counts, so the stored row is recomputed. docs/adr/0004-scorecards.md.
+
+The leaderboard stage (``scorecard_tiles``, in the same agent) reads ``<ns>.scorecards``,
+which has one partition: one worker owns every leaf, so its leaderboards are built from
+all units whatever the number of workers. It keeps the latest bytes of each leaf in
+the ``StateTable`` ``scorecard-leaves`` (restored from its changelog after a restart)
+and, at most every ``scorecards.tile_every_s`` after a change, scores the latest period
+of ``scorecards.tile_period`` with the same pure functions as the export
+(``build_scorecard``) and sends ``ioc.scorecard._tiles.leaderboard_tiles``.
 """
 
 from __future__ import annotations
@@ -23,16 +32,19 @@ from zoneinfo import ZoneInfo
 import faust
 
 from ioc.config import Settings
-from ioc.errors import InvalidEvent
+from ioc.errors import InvalidEvent, InvalidRecord
 from ioc.events import origin_mark, origin_seen, raw_origin
-from ioc.scorecard import ScorecardCounts
+from ioc.scorecard import LeafCount, ScorecardCounts, build_scorecard, previous_period
 from ioc.scorecard._counts import LeafKey
+from ioc.scorecard._tiles import leaderboard_tiles
+from ioc.tiles import encode_tile
 from ioc.topics import spec, topic_name
 
 from .agent_spec import AgentSpec
 from .batch import Outbox, Stage, StateTable, decoded_events, host_stage
 
-__all__ = ["SCORECARDS", "scorecard_process", "scorecard_table"]
+__all__ = ["SCORECARDS", "LeaderboardStage", "leaves_table", "scorecard_process",
+           "scorecard_table"]
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +106,73 @@ def scorecard_process(settings: Settings, table: StateTable, *,
     return process
 
 
+def leaves_table(settings: Settings) -> StateTable:
+    return StateTable("scorecard-leaves", topic_name(settings.namespace, "scorecards"),
+                      spec("scorecards").partitions)
+
+
+class LeaderboardStage:
+    """``process`` keeps each leaf's latest bytes; ``tick`` sends the leaderboard tiles
+    when leaves changed, at most every ``scorecards.tile_every_s`` (no Kafka in it)."""
+
+    def __init__(self, settings: Settings, table: StateTable) -> None:
+        self.cfg = settings.scorecards
+        self.tz = ZoneInfo(settings.streams.timezone)
+        self.table = table
+        self.tiles_topic = topic_name(settings.namespace, "wall.tiles")
+        self.dirty = False
+        self.last = 0.0
+        self.undecodable = 0
+        self.sent = 0
+        areas = sum(a.max_points for a in self.cfg.areas)
+        self.max_total = areas or sum(i.max_score for i in self.cfg.indicators)
+
+    def process(self, batch: list[Any], out: Outbox) -> None:
+        for msg in batch:
+            if msg.key is None or msg.value is None:
+                continue
+            try:
+                LeafCount.from_bytes(msg.value)
+            except InvalidRecord as exc:
+                self.undecodable += 1
+                log.debug("scorecard_tiles: not a leaf at %s/%s/%s: %s", msg.topic,
+                          msg.partition, msg.offset, exc)
+                continue
+            self.table.change(msg.key, msg.value, msg.partition)
+            self.dirty = True
+
+    def assigned(self, _tps: Any) -> None:
+        self.dirty = True  # restored leaves: build again
+
+    def tick(self, now: float, out: Outbox) -> None:
+        if not self.dirty or now - self.last < self.cfg.tile_every_s:
+            return
+        self.dirty, self.last = False, now
+        period = self.cfg.tile_period
+        by_key: dict[str, list[bytes]] = {}
+        for k in self.table.state_keys():
+            parts = k.split(b"|", 3)
+            if len(parts) == 4 and parts[1].decode(errors="replace") == period:
+                by_key.setdefault(parts[2].decode(errors="replace"), []).append(k)
+        if not by_key:
+            return
+        latest = max(by_key)
+        prev = previous_period(period, latest)
+
+        def leaves(pk: str) -> list[LeafCount]:
+            got = [self.table.get(k, LeafCount.from_bytes, lambda _e: None, "")
+                   for k in by_key.get(pk, ())]
+            return [lf for lf in got if lf is not None]
+
+        cards = build_scorecard(self.cfg, leaves(latest), leaves(prev), period=period,
+                                period_key=latest, level=self.cfg.leaderboard_level,
+                                tz=self.tz, now=now)
+        for tile in leaderboard_tiles(cards, max_total=self.max_total, rows=self.cfg.tile_rows,
+                                      now=now, version=int(now * 1000)):
+            out.add(self.tiles_topic, tile.id.encode(), encode_tile(tile))
+            self.sent += 1
+
+
 def _register(app: faust.App, settings: Settings) -> None:
     if not settings.scorecards.enabled or not settings.scorecards.indicators:
         log.info("scorecards: no indicators configured; the stage is not started")
@@ -104,6 +183,12 @@ def _register(app: faust.App, settings: Settings) -> None:
         "scorecards", [topic_name(settings.namespace, "events")],
         scorecard_process(settings, table), tables=[table],
         batch_max=a.batch_max, within_s=a.batch_within_s))
+    leaves = leaves_table(settings)
+    board = LeaderboardStage(settings, leaves)
+    host_stage(app, settings, Stage(
+        "scorecard_tiles", [topic_name(settings.namespace, "scorecards")], board.process,
+        tables=[leaves], tick=board.tick, tick_every_s=min(1.0, settings.scorecards.tile_every_s),
+        on_assigned=board.assigned, batch_max=a.batch_max, within_s=a.batch_within_s))
 
 
 SCORECARDS = AgentSpec(

@@ -215,6 +215,14 @@ class ScorecardSettings(Section):
                           description="most count rows the export reads for one request")
     export_timeout_s: float = Field(10.0, gt=0, le=120,
                                     description="the export's database work must end within this")
+    tile_period: Period = Field("year", description="the period kind the wall's leaderboards show "
+                                                    "(the latest period key stored)")
+    tile_level: str | None = Field(
+        None, description="the drill level the leaderboards rank (default: the one before the "
+                          "last, e.g. agency above procedure)")
+    tile_rows: int = Field(10, ge=1, le=100, description="units listed per leaderboard tile")
+    tile_every_s: float = Field(5.0, gt=0, le=3600,
+                                description="leaderboard tiles are rebuilt at most this often")
     readers: dict[str, ReaderSettings] = Field(
         default_factory=dict,
         description="reader id -> hashed key; empty: nobody may read the export")
@@ -250,11 +258,21 @@ class ScorecardSettings(Section):
                 problems.append((("areas", n, "max_points"), f"area {a.id!r}: its indicators' "
                                  f"max_score total {pts:g}, above its max_points "
                                  f"{a.max_points:g}", a.max_points))
+        if self.tile_level is not None and self.tile_level not in {lv.id for lv in self.levels}:
+            problems.append((("tile_level",), "not a level id (expected one of "
+                             f"{[lv.id for lv in self.levels]})", self.tile_level))
         if problems:
             raise ValidationError.from_exception_data(type(self).__name__, [
                 InitErrorDetails(type=PydanticCustomError("scorecard", msg), loc=loc, input=got)
                 for loc, msg, got in problems])
         return self
+
+    @property
+    def leaderboard_level(self) -> str:
+        """``tile_level``, else the level before the last (the only one if there is one)."""
+        if self.tile_level is not None:
+            return self.tile_level
+        return self.levels[max(0, len(self.levels) - 2)].id
 
     def indicator(self, id: str) -> IndicatorSpec | None:
         return next((i for i in self.indicators if i.id == id), None)

@@ -26,8 +26,9 @@ from ioc.config import load_settings
 from ioc.events import Event
 from ioc.gateway import hash_key, new_key
 from ioc.storage import connect, drop_schema, migrate
+from ioc.tiles import decode_tile
 from tests.fixtures.gateway import GatewayThread
-from tests.integration.pipeline_fixtures import publish, wait_for
+from tests.integration.pipeline_fixtures import TopicTail, publish, wait_for
 
 pytestmark = [pytest.mark.kafka, pytest.mark.db]
 
@@ -100,7 +101,8 @@ def export(port: int, **q: str) -> tuple[int, list]:
 @pytest.mark.timeout(300)
 def test_published_figures_through_stage_sink_and_ngsi_export(plain_ns, spawn):
     s, cfg = plain_ns
-    env = {"IOC_CONFIG": str(cfg), "IOC_DATABASE__TIMESCALEDB": "off"}
+    env = {"IOC_CONFIG": str(cfg), "IOC_DATABASE__TIMESCALEDB": "off",
+           "IOC_SCORECARDS__TILE_EVERY_S": "1"}
     worker = spawn(["worker", "--agents", "scorecards"], settings=s, env=env, name="worker")
     sink = spawn(["sink", "--tables", "scorecard_counts"], settings=s, env=env, name="sink")
     events = [e for year, ds in FIGURES.items() for d, (n, k) in ds.items()
@@ -158,6 +160,27 @@ def test_published_figures_through_stage_sink_and_ngsi_export(plain_ns, spawn):
         d6 = by[("d6", "total")]
         assert d6["rank"] is None and "no_data" in d6["dataQuality"]
         assert all(0 <= x["score"] <= x["maxScore"] for x in ents)
+
+        # the wall's leaderboard (latest year, agencies within province/district), built
+        # by the single owner of <ns>.scorecards from every unit
+        tail = TopicTail(s, "wall.tiles")
+        boards: dict[str, object] = {}
+
+        def board():
+            for r in tail.poll():
+                t = decode_tile(r.value)
+                boards[t.id] = t
+            t = boards.get("scorecard:agency:province/district")
+            return t if t is not None and t.payload["period_key"] == "2021" and len(
+                t.payload["rows"]) == 6 else None
+
+        tile = wait_for(board, timeout=60, every=0.5, alive=worker.alive,
+                        what="the leaderboard tile of 2021")
+        tail.close()
+        rows_ = tile.payload["rows"]
+        assert [r["unit"] for r in rows_] == ["d1", "d2", "d5", "d3", "d4", "d6"]
+        assert (rows_[2]["rank"], rows_[2]["rank_change"]) == (3, 3)
+        assert rows_[5]["rank"] is None and "no_data" in rows_[5]["flags"]
 
         # late dossiers for the closed year 2020 recompute it
         late = dossiers("2020", "d5", 10, 10, tag="late-")

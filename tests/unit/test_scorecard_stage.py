@@ -77,3 +77,52 @@ def test_hostile_records_never_raise(records):
     out = Outbox()
     process(batch, out)
     assert "dossiers_online|year|2021|province/district/d1/all" in outputs(out)
+
+
+def leaf_rec(offset: int, lf: LeafCount) -> Record:
+    return Record("tsc.scorecards", 0, offset, lf.key.encode(), lf.to_bytes(), ())
+
+
+def test_leaderboard_tiles_rank_every_unit_with_rank_change():
+    from ioc.tiles import decode_tile
+    from streams.scorecards import LeaderboardStage, leaves_table
+
+    table = leaves_table(S)
+    board = LeaderboardStage(S, table)
+    lvl = ("province", "admin_level", "agency", "procedure")
+    shares = {"2020": {"d1": 190, "d2": 170, "d3": 150, "d4": 120, "d5": 50},
+              "2021": {"d1": 400, "d2": 380, "d3": 200, "d4": 180, "d5": 350}}
+    recs = [leaf_rec(i, LeafCount("dossiers_online", "year", y, ("province", "district", d, "all"),
+                                  n, 1000, lvl))
+            for i, (y, d, n) in enumerate((y, d, n) for y, ds in shares.items()
+                                          for d, n in ds.items())]
+    recs.append(Record("tsc.scorecards", 0, 99, b"junk", b"not json", ()))
+    out = Outbox()
+    board.process(recs, out)
+    assert board.undecodable == 1 and not out.records
+    now = datetime(2022, 6, 1, tzinfo=TZ).timestamp()
+    board.tick(now, out)
+    [(topic, key, value, _, _)] = out.records
+    tile = decode_tile(value)
+    assert topic == "tsc.wall.tiles" and key == b"scorecard:agency:province/district"
+    assert tile.kind == "text" and tile.id == key.decode()
+    rows = tile.payload["rows"]
+    assert [r["unit"] for r in rows] == ["d1", "d2", "d5", "d3", "d4"]
+    assert rows[2]["rank"] == 3 and rows[2]["rank_change"] == 2
+    assert all(0 <= r["share"] <= 1 for r in rows)
+    assert "3. d5" in tile.payload["text"] and "▲2" in tile.payload["text"]
+    # a change within tile_every_s of the last tile waits for it; nothing changed: no tile
+    out2 = Outbox()
+    board.process([leaf_rec(100, LeafCount("dossiers_online", "year", "2021",
+                                           ("province", "district", "d4", "all"), 990, 1000,
+                                           lvl))], out2)
+    board.tick(now + 1, out2)
+    assert not out2.records
+    board.tick(now + S.scorecards.tile_every_s, out2)
+    [(_, _, value, _, _)] = out2.records
+    by = {r["unit"]: r for r in decode_tile(value).payload["rows"]}
+    assert by["d4"]["rank"] == 1 == by["d1"]["rank"]  # both at full points: a shared rank
+    assert by["d4"]["rank_change"] == 3 and by["d2"]["rank"] == 3
+    out3 = Outbox()
+    board.tick(now + 100, out3)
+    assert not out3.records
