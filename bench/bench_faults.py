@@ -56,6 +56,7 @@ import json
 import os
 import pwd
 import secrets
+import shlex
 import shutil
 import signal
 import socket
@@ -187,7 +188,8 @@ SERVICES: dict[str, list[str]] = {
     "worker-validate": ["worker", "--agents", "validate"],
     "worker-stages": ["worker", "--agents",
                       "aggregate,kpis,rules,tiles,vision,camera_health,probe"],
-    "sink": ["-v", "sink"],  # -v: its 10-s report lines, read for the drain profile
+    # -v: its 10-s report lines, read for the drain profile; --sink-args adds options
+    "sink": ["-v", "sink", "{sink_args}"],
     "gateway": ["gateway", "--port", "{gateway_port}"],
     "wall": ["wall", "serve", "--port", "{wall_port}"],
     "capture": ["camera", "run"],
@@ -197,7 +199,7 @@ SERVICES: dict[str, list[str]] = {
 class Services:
     """The services of one fault, as subprocesses; ``watch`` restarts any that died."""
 
-    def __init__(self, env: dict[str, str], logdir: Path, ports: dict[str, int]) -> None:
+    def __init__(self, env: dict[str, str], logdir: Path, ports: dict[str, Any]) -> None:
         self.env, self.logdir, self.ports = env, logdir, ports
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.started: dict[str, int] = {}
@@ -205,7 +207,8 @@ class Services:
         self.lock = threading.Lock()
 
     def start(self, name: str) -> None:
-        args = [a.format(**self.ports) for a in SERVICES[name]]
+        args = [x for a in SERVICES[name] for x in (
+            shlex.split(self.ports["sink_args"]) if a == "{sink_args}" else [a.format(**self.ports)])]
         n = self.started.get(name, 0)
         out = open(self.logdir / f"{name}.{n}.log", "wb")  # noqa: SIM115 - child owns it
         with self.lock:
@@ -431,20 +434,31 @@ class Lags(threading.Thread):
             self.stop.wait(max(0.0, self.every - (time.monotonic() - t)))
         self.lag.close()
 
-    def profile(self, t_fault: float, t_end: float) -> list[str]:
-        """Per table with a backlog: its lag at the fault's end, its peak, and when it
-        was back at its pre-fault level (at most 1.5 x its steady maximum, and 1,000)."""
-        out = []
+    def _backlogs(self, t_fault: float, t_end: float
+                  ) -> dict[str, tuple[list[tuple[float, int]], float | None]]:
+        """Per table with a backlog after the fault: its lag samples from ``t_end`` on,
+        and when (s after ``t_end``) it was back at its pre-fault level (at most 1.5 x
+        its steady maximum, and 1,000), None: not yet."""
+        out = {}
         for name in self.groups:
             before = [lag.get(name, 0) for t, lag in self.samples if t < t_fault]
             after = [(t, lag[name]) for t, lag in self.samples if t >= t_end and name in lag]
             if not after:
                 continue
             base = max(1000.0, 1.5 * max(before, default=0))
-            peak = max(n for _, n in after)
-            if peak <= base:
+            if max(n for _, n in after) <= base:
                 continue
-            back = next((t - t_end for t, n in after if n <= base), None)
+            out[name] = (after, next((t - t_end for t, n in after if n <= base), None))
+        return out
+
+    def pending(self, t_fault: float, t_end: float) -> list[str]:
+        """The tables whose backlog is not back yet."""
+        return [k for k, (_, back) in self._backlogs(t_fault, t_end).items() if back is None]
+
+    def profile(self, t_fault: float, t_end: float) -> list[str]:
+        """Per table with a backlog: its lag at the fault's end and when it was back."""
+        out = []
+        for name, (after, back) in self._backlogs(t_fault, t_end).items():
             rate = (after[0][1] / back) if back else 0.0
             out.append(f"{name} {after[0][1]:,} at the end, back "
                        + (f"+{back:.0f} s ({rate:,.0f}/s net)" if back is not None
@@ -560,7 +574,8 @@ def run_fault(name: str, action: Action, kafka: Kafka, pg: Postgres, a: argparse
     logdir = workdir / f"{name}-{ns}"
     logdir.mkdir(parents=True)
     key = new_key()
-    ports = {"gateway_port": a.gateway_port, "wall_port": a.wall_port}
+    ports = {"gateway_port": a.gateway_port, "wall_port": a.wall_port,
+             "sink_args": a.sink_args}
     env = dict(os.environ, IOC_METRICS__ENABLED="false", IOC_CONFIG=str(workdir / "config.yaml"), IOC_NAMESPACE=ns,
                IOC_KAFKA__BOOTSTRAP_SERVERS=kafka.bootstrap,
                IOC_KAFKA__REPLICATION_FACTOR=str(kafka.replication),
@@ -626,6 +641,13 @@ def run_fault(name: str, action: Action, kafka: Kafka, pg: Postgres, a: argparse
             if recovered is not None:
                 break
         row.recover_s = recovered
+        # The events table is what "recover s" measures; the sink's other tables (rollups,
+        # alerts...) may drain later (they wait while events are behind): keep the load
+        # on until they are back too, or recover_max_s, and say when each was.
+        while recovered is not None and time.monotonic() < t_end + a.recover_max_s \
+                and lags.pending(t_fault, t_end):
+            services.watch()
+            time.sleep(1.0)
         peak = max((sum(f.scheduled(t) for f in feeds) - n for t, n in rows.samples
                     if t >= t_fault and n is not None), default=0.0)
         row.notes.append(f"backlog before {backlog_base / a.rate:.1f} s, peak {peak / a.rate:.1f} s"
@@ -644,7 +666,8 @@ def run_fault(name: str, action: Action, kafka: Kafka, pg: Postgres, a: argparse
             spent = sink_drain_lines(sorted(logdir.glob("sink.*.log")), t_end + wall,
                                      t_end + recovered + 10 + wall)
             if spent:
-                row.notes.append("sink during recovery (10-s reports): " + ", ".join(spent))
+                row.notes.append("sink from its last 10-s report before the fault's end to "
+                                 "the recovery: " + ", ".join(spent))
         time.sleep(a.tail_s)
         for f in feeds:
             f.stop.set()
@@ -843,6 +866,8 @@ def main() -> None:
                     help="give up waiting for recovery after this long (default 240)")
     ap.add_argument("--drain-s", type=float, default=180.0,
                     help="wait this long for the rows after publishing stops (default 180)")
+    ap.add_argument("--sink-args", default="", metavar="ARGS",
+                    help="more options of 'ioc sink', e.g. \"--first ''\" (before/after runs)")
     ap.add_argument("--gateway-port", type=int, default=29180)
     ap.add_argument("--wall-port", type=int, default=29181)
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/ioc-bench-faults"),
