@@ -85,6 +85,13 @@ class StagesCollector(Collector):
                                       labels=lab)
         restore = GaugeMetricFamily("ioc_state_restore_seconds", "seconds the last restore "
                                     "of newly assigned partitions took", labels=lab)
+        restored = CounterMetricFamily("ioc_state_restored", "what restores read: changelog "
+                                       "records, and entries loaded from local snapshots",
+                                       labels=["stage", "source"])
+        fallbacks = CounterMetricFamily("ioc_state_snapshot_fallbacks", "partitions read from "
+                                        "the changelog's start although a snapshot existed "
+                                        "(damaged, or its offset outside the changelog)",
+                                        labels=lab)
         dead = CounterMetricFamily("ioc_dead_letters", "records sent to <ns>.dlq (and "
                                    "acknowledged), by stage and reason",
                                    labels=["stage", "reason"])
@@ -99,6 +106,9 @@ class StagesCollector(Collector):
             commits.add_metric([name], r.stage.metrics.commit_failures)
             if r.restore_s is not None:
                 restore.add_metric([name], r.restore_s)
+            restored.add_metric([name, "changelog"], r.stage.metrics.restored)
+            restored.add_metric([name, "snapshot"], r.stage.metrics.snapshot_entries)
+            fallbacks.add_metric([name], r.stage.metrics.snapshot_fallbacks)
             for (stage_b, reason_b), n in snapshot_items(r.dead_letters):
                 stage = stage_b.decode("utf-8", "replace")
                 reason = reason_b.decode("utf-8", "replace")
@@ -107,7 +117,8 @@ class StagesCollector(Collector):
                 by[key] = by.get(key, 0) + n
         for (stage, reason), n in sorted(by.items()):
             dead.add_metric([stage, reason], n)
-        yield from (rin, ein, out, batches, busy, dead, late, held, commits, entries, restore)
+        yield from (rin, ein, out, batches, busy, dead, late, held, commits, entries, restore,
+                    restored, fallbacks)
 
 
 def stage_groups(app: Any) -> list[tuple[str, list[str]]]:

@@ -21,12 +21,14 @@ import threading
 import time
 from collections import Counter
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
 from ioc.config import Settings
 from ioc.kafka import acked_producer, ensure_topics, rdkafka_conf
+from ioc.metrics.stages import StagesCollector
 from ioc.topics import spec, topic_name
 from streams._snapshot import Snapshot, SnapshotStore
 from streams.batch import Outbox, Stage, StageRunner, StateTable
@@ -163,6 +165,13 @@ def test_a_restart_on_snapshots_reads_only_the_tail_and_rebuilds_the_full_state(
           f"{m3.restored} changelog records, {m3.snapshot_entries} entries from snapshots")
     assert m3.restored == tail, "only the tail is read"
     assert m3.snapshot_entries == len(KEYS) and m3.snapshot_fallbacks == 0
+    scraped = {(smp.name, tuple(smp.labels.values())): smp.value
+               for fam in StagesCollector(SimpleNamespace(_ioc_stages=[r3.stage],
+                                                          _ioc_runners=[r3.runner])).collect()
+               for smp in fam.samples}
+    assert scraped[("ioc_state_restored_total", ("snapcount", "changelog"))] == tail
+    assert scraped[("ioc_state_restored_total", ("snapcount", "snapshot"))] == len(KEYS)
+    assert scraped[("ioc_state_snapshot_fallbacks_total", ("snapcount",))] == 0
     want = {k: b"%d" % n for k, n in sent.items()}
     assert r3.at_assign == want
     assert full_read(s, topic) == want
