@@ -3,7 +3,7 @@ against a Faust agent on batched records, same input, same run.
 
     .venv/bin/python bench/bench_engine.py rate --rate R [--faust-rate RF] [--seconds T] [--repeat 2]
     .venv/bin/python bench/bench_engine.py capacity [--events N] [--repeat 2]
-    .venv/bin/python bench/bench_engine.py restart [--entities 100000] [--repeat 2]
+    .venv/bin/python bench/bench_engine.py restart [--entities 100000] [--repeat 2] [--paths stages]
     .venv/bin/python bench/bench_engine.py kill [--rate R] [--seconds T]
     .venv/bin/python bench/bench_engine.py cpu [--events N]       # no broker
 
@@ -35,8 +35,12 @@ restart    one event each of N entities (air-quality readings of entities "aq-N"
            the absence rule of "air-" entities does not fire), drained
            and committed; the worker stopped (SIGTERM); a probe written; the worker
            started again: seconds from the process start until the probe's KPI value
-           is out. Faust twice: with its RocksDB directory kept (a restart) and wiped (a
-           new host: the whole changelog is read).
+           is out. Each path twice, same run: with its local state kept (a restart;
+           stages: the snapshots of streams.state_dir, read with the changelogs' tail;
+           faust: its RocksDB directory) and wiped (a new host: the whole changelog is
+           read); the ratio kept / wiped is printed, and for the stages what the restore
+           read (changelog records, entries from snapshots, from the worker's log).
+           --paths stages measures the stages only.
 cpu        both paths' pure work in this process, no Kafka: the combined stage's process
            (as bench_stage_cpu.py) against EventCore.process, µs/event, and EventCore's
            outputs and state writes per event.
@@ -179,10 +183,32 @@ def env_of(s: Settings) -> dict[str, str]:
 
 
 def start(path: str, s: Settings, data_dir: Path, log: Path) -> subprocess.Popen[bytes]:
-    args = (["-m", "ioc", "worker", "--agents", "aggregate,kpis,rules"] if path == "stages"
-            else ["-m", "streams.faust_path", "--data-dir", str(data_dir)])
-    return subprocess.Popen([sys.executable, *args], env=env_of(s), cwd=ROOT,
+    env = env_of(s)
+    if path == "stages":  # the stages' local snapshots (streams.state_dir) in data_dir
+        args = ["-m", "ioc", "worker", "--agents", "aggregate,kpis,rules", "--loglevel", "info"]
+        env["IOC_STREAMS__STATE_DIR"] = str(data_dir / "snapshots")
+    else:
+        args = ["-m", "streams.faust_path", "--data-dir", str(data_dir)]
+    return subprocess.Popen([sys.executable, *args], env=env, cwd=ROOT,
                             stdout=open(log, "ab"), stderr=subprocess.STDOUT)
+
+
+def restored(log: Path, since: int) -> str:
+    """What the stages' restores logged after byte ``since`` of ``log``: changelog records
+    read and entries loaded from snapshots, summed over tables ('' for the faust path)."""
+    import re
+
+    try:
+        text = log.read_bytes()[since:].decode(errors="replace")
+    except OSError:
+        return ""
+    found = re.findall(r"(\d+) changelog record\(s\) read, (\d+) entries from snapshots", text)
+    if not found:
+        return ""
+    took = re.findall(r"restore of \d+ new partition\(s\) took ([\d.]+) s", text)
+    return (f"  [restore{f' {float(took[0]):.2f} s' if took else ''}: "
+            f"{sum(int(a) for a, _b in found):,} changelog records read, "
+            f"{sum(int(b) for _a, b in found):,} entries from snapshots]")
 
 
 def crashes(log: Path) -> str:
@@ -555,7 +581,7 @@ def cmd_capacity(a: argparse.Namespace) -> None:
 def cmd_restart(a: argparse.Namespace) -> None:
     out: dict[str, list[float]] = {}
     for rep in range(a.repeat):
-        for path in PATHS:
+        for path in a.paths.split(","):
             chunk = 1000
             run = secrets.token_hex(3)
             t = time.time() - 60
@@ -590,14 +616,17 @@ def cmd_restart(a: argparse.Namespace) -> None:
                     state = changelog_records(s)
                     w.write(len(chunks) - 1)
                     w.flush()
-                    variants = [("restart", False)] if path == "stages" else [
-                        ("restart, RocksDB kept", False), ("new host, RocksDB wiped", True)
-                    ][:1 if a.no_wipe else 2]
+                    kept, wiped = (("snapshots kept", "snapshots wiped") if path == "stages"
+                                   else ("RocksDB kept", "RocksDB wiped"))
+                    variants = [(f"restart, {kept}", False), (f"new host, {wiped}", True)
+                                ][:1 if a.no_wipe else 2]
+                    times: dict[bool, float] = {}
                     n_probe = 2
                     for name, wipe in variants:
                         if wipe:
                             shutil.rmtree(data_dir, ignore_errors=True)
                         t0 = time.perf_counter()
+                        since = log.stat().st_size if log.exists() else 0
                         proc = start(path, s, data_dir, log)
                         try:
                             dt = watch.wait_for(n_probe, a.timeout, proc) - t0
@@ -607,18 +636,23 @@ def cmd_restart(a: argparse.Namespace) -> None:
                                   f"again: {exc}" + crashes(log), flush=True)
                             break
                         stop(proc)
+                        times[wipe] = dt
                         out.setdefault(f"{path} {name}", []).append(dt)
-                        print(f"run {rep + 1}: {path:<7} {name:<24} processes again "
+                        print(f"run {rep + 1}: {path:<7} {name:<26} processes again "
                               f"{dt:5.1f} s after the process start ({a.entities:,} "
                               f"entities; changelog records {state}); load {l0} -> "
-                              f"{loadavg()}" + crashes(log), flush=True)
+                              f"{loadavg()}" + crashes(log) + restored(log, since), flush=True)
                         # the probe counts once: a further start re-reads nothing new,
                         # so write one more probe for the next variant
-                        w.inp.chunks.append([*build_input(path, [[probe_event(n_probe, t + 2)]]
-                                                          ).chunks[0]])
+                        # (its raw origin is new too: one already applied would be skipped)
+                        w.inp.chunks.append([*build_input(path, [[probe_event(n_probe, t + 2)]],
+                                                          raw0=len(w.inp.chunks)).chunks[0]])
                         w.write(len(w.inp.chunks) - 1)
                         w.flush()
                         n_probe += 1
+                    if len(times) == 2:
+                        print(f"run {rep + 1}: {path:<7} {kept} / {wiped}: "
+                              f"{times[False] / times[True]:.2f}", flush=True)
                 finally:
                     stop(proc)
                     watch.stopping.set()
@@ -829,7 +863,10 @@ def main() -> None:
     rs.add_argument("--timeout", type=float, default=300.0,
                     help="seconds a restarted worker may take to process again")
     rs.add_argument("--no-wipe", action="store_true",
-                    help="faust: only the restart with its RocksDB directory kept")
+                    help="only the restart with the local state kept (stages: snapshots, "
+                         "faust: RocksDB directory), not the new host")
+    rs.add_argument("--paths", default=",".join(PATHS),
+                    help="comma-separated paths to measure (default: stages,faust)")
     k = sub.add_parser("kill", help="kill -9 of the faust worker mid-stream")
     k.add_argument("--rate", type=float, default=3000)
     k.add_argument("--seconds", type=float, default=30)

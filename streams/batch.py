@@ -473,7 +473,9 @@ class StateTable:
             c.assign(starts)
             deadline = time.monotonic() + timeout_s
             while ends:
-                for m in c.consume(10_000, 0.5):
+                # consume() waits its whole timeout unless 10,000 records are there: a
+                # short one, or each restore of a short tail costs that wait
+                for m in c.consume(10_000, 0.05):
                     if m.error() is not None:
                         log.warning("restoring %s: %s", self.topic, m.error())
                         continue
@@ -721,6 +723,8 @@ class StageRunner:
                     log.warning("stage %s: %s[%d]: %s", self.stage.name, t.topic, p, note)
         if self.stage.tables and tps - self.owned:
             self.restore_s = time.perf_counter() - t0
+            log.info("stage %s: restore of %d new partition(s) took %.2f s", self.stage.name,
+                     len(tps - self.owned), self.restore_s)
         self.owned = set(tps)
         if self.stage.on_assigned is not None:
             self.stage.on_assigned(set(tps))
