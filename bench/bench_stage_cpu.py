@@ -21,7 +21,6 @@ import argparse
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -38,23 +37,10 @@ from streams.kpis import KPIS  # noqa: E402
 from streams.rules import RULES  # noqa: E402
 
 
-class _App:
-    """What the agents' register functions use of a Faust app (``host_stage`` collects
-    the stages on it; nothing runs)."""
-
-    class conf:  # the attribute path Faust apps have
-        id = "bench-streams"
-
-    def task(self, _fn: Any) -> None:
-        pass
-
-
 def build_stage() -> Stage:
     s = load_settings()
-    app = _App()
-    for spec in (AGGREGATE, KPIS, RULES):
-        spec.register(app, s)  # type: ignore[arg-type]
-    stage = combine(app._ioc_stages)  # type: ignore[attr-defined]
+    # the stages as `ioc worker --agents aggregate,kpis,rules` fuses them; no app, no broker
+    stage = combine([st for spec in (AGGREGATE, KPIS, RULES) for st in spec.make_stages(s)])
     for t in stage.tables:
         t.topic = f"bench.state.{t.name}"
     return stage

@@ -28,8 +28,6 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-import faust
-
 from ioc.aggregate import EntityWindows, UpdateThrottle, WindowId
 from ioc.config import Settings
 from ioc.errors import InvalidEvent
@@ -38,7 +36,7 @@ from ioc.topics import spec, topic_name
 
 from .agent_spec import AgentSpec
 from .applied import Tracked
-from .batch import Outbox, Stage, StateTable, decoded_events, host_stage
+from .batch import Outbox, Stage, StateTable, decoded_events
 
 __all__ = ["AGGREGATE", "AggregateMetrics", "dlq_headers"]
 
@@ -71,7 +69,8 @@ class AggregateMetrics:
         return " ".join(f"{k}={v}" for k, v in self.__dict__.items())
 
 
-def _register(app: faust.App, settings: Settings) -> None:
+def build(settings: Settings) -> list[Stage]:
+    """The aggregate stage (Sans-I/O: records in, an ``Outbox`` out), with fresh state."""
     ns = settings.namespace
     cfg = settings.streams.aggregate
     sizes = cfg.window_sizes_s
@@ -164,11 +163,11 @@ def _register(app: faust.App, settings: Settings) -> None:
             log.info("aggregate: dropped %d held update(s) of revoked partitions %s",
                      dropped, sorted(gone))
 
-    host_stage(app, settings, Stage(
+    return [Stage(
         "aggregate", [events], process, tables=[table], tick=send_due, on_revoked=on_revoked,
         tick_every_s=max(0.02, cfg.update_interval_s / 4), batch_max=cfg.batch_max,
-        within_s=cfg.batch_within_s, counters={"aggregate": m, "throttle": throttle}))
+        within_s=cfg.batch_within_s, counters={"aggregate": m, "throttle": throttle})]
 
 
-AGGREGATE = AgentSpec("aggregate", _register,
+AGGREGATE = AgentSpec.of_stages("aggregate", build,
                       "events -> event-time tumbling windows -> rollups (+ late events to dlq)")

@@ -15,8 +15,6 @@ import zlib
 from typing import Any
 from zoneinfo import ZoneInfo
 
-import faust
-
 from ioc.config import Settings
 from ioc.errors import InvalidEvent
 from ioc.events import raw_origin
@@ -26,7 +24,7 @@ from ioc.topics import spec, topic_name
 
 from .agent_spec import AgentSpec
 from .applied import Tracked
-from .batch import Outbox, Stage, StateTable, decoded_events, host_stage
+from .batch import Outbox, Stage, StateTable, decoded_events
 
 __all__ = ["KPIS", "kpi_partition"]
 
@@ -38,7 +36,8 @@ def kpi_partition(kpi: str, partitions: int | None = None) -> int:
     return zlib.crc32(kpi.encode()) % (partitions or spec("kpis").partitions)
 
 
-def _register(app: faust.App, settings: Settings) -> None:
+def build(settings: Settings) -> list[Stage]:
+    """The kpis stage (Sans-I/O: records in, an ``Outbox`` out), with fresh state."""
     ns = settings.namespace
     s = settings.streams
     specs = list(s.kpis)
@@ -83,9 +82,9 @@ def _register(app: faust.App, settings: Settings) -> None:
                 out.add(kpis, v.key.encode(), v.to_bytes(), partition=kpi_partition(v.kpi))
             table.change(key, tr, where[key])
 
-    host_stage(app, settings, Stage("kpis", [events], process, tables=[table],
+    return [Stage("kpis", [events], process, tables=[table],
                                     batch_max=s.aggregate.batch_max,
-                                    within_s=s.aggregate.batch_within_s))
+                                    within_s=s.aggregate.batch_within_s)]
 
 
-KPIS = AgentSpec("kpis", _register, "events -> ratio KPIs per group and calendar period -> kpis")
+KPIS = AgentSpec.of_stages("kpis", build, "events -> ratio KPIs per group and calendar period -> kpis")

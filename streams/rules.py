@@ -20,15 +20,13 @@ import time
 import zlib
 from typing import Any
 
-import faust
-
 from ioc.config import Settings
 from ioc.errors import InvalidEvent
 from ioc.rules import Alert, EntityRules
 from ioc.topics import spec, topic_name
 
 from .agent_spec import AgentSpec
-from .batch import Outbox, Stage, StateTable, decoded_events, host_stage
+from .batch import Outbox, Stage, StateTable, decoded_events
 
 __all__ = ["RULES", "alert_partition"]
 
@@ -40,7 +38,8 @@ def alert_partition(scope: str, partitions: int | None = None) -> int:
     return zlib.crc32(scope.encode()) % (partitions or spec("alerts").partitions)
 
 
-def _register(app: faust.App, settings: Settings) -> None:
+def build(settings: Settings) -> list[Stage]:
+    """The rules stage (Sans-I/O: records in, an ``Outbox`` out), with fresh state."""
     ns = settings.namespace
     s = settings.streams
     rules = list(s.rules)
@@ -79,10 +78,10 @@ def _register(app: faust.App, settings: Settings) -> None:
         for key, er in states.items():
             table.change(key, er, where[key])
 
-    host_stage(app, settings, Stage(
+    return [Stage(
         "rules", [events], process, tables=[table],
         tick=check_absence if absence else None, tick_every_s=s.absence_check_every_s,
-        batch_max=s.aggregate.batch_max, within_s=s.aggregate.batch_within_s))
+        batch_max=s.aggregate.batch_max, within_s=s.aggregate.batch_within_s)]
 
 
-RULES = AgentSpec("rules", _register, "events -> alert rules (threshold, absence, rate) -> alerts")
+RULES = AgentSpec.of_stages("rules", build, "events -> alert rules (threshold, absence, rate) -> alerts")

@@ -15,21 +15,20 @@ import logging
 import time
 from typing import Any
 
-import faust
-
 from ioc.config import Settings
 from ioc.events._route import RouteCounts, Routed, route_raw
 from ioc.topics import topic_name
 
 from .agent_spec import AgentSpec
-from .batch import Outbox, Stage, host_stage
+from .batch import Outbox, Stage
 
 __all__ = ["VALIDATE"]
 
 log = logging.getLogger(__name__)
 
 
-def _register(app: faust.App, settings: Settings) -> None:
+def build(settings: Settings) -> list[Stage]:
+    """The validate stage (Sans-I/O: records in, an ``Outbox`` out), with fresh state."""
     ns = settings.namespace
     counts = RouteCounts()
     last = [time.monotonic()]
@@ -53,9 +52,9 @@ def _register(app: faust.App, settings: Settings) -> None:
                      counts.reasons)
 
     # a raw record may hold up to 1,000 events: fewer records per batch than the others
-    host_stage(app, settings, Stage("validate", [topic_name(ns, "events.raw")], process,
-                                    batch_max=500, within_s=0.01, counters={"route": counts}))
+    return [Stage("validate", [topic_name(ns, "events.raw")], process,
+                                    batch_max=500, within_s=0.01, counters={"route": counts})]
 
 
-VALIDATE = AgentSpec("validate", _register,
+VALIDATE = AgentSpec.of_stages("validate", build,
                      "events.raw -> events (valid) | dlq (reason, topic, partition, offset)")

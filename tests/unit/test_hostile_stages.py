@@ -59,10 +59,13 @@ class _App:
 
 def _stages() -> dict[str, Stage]:
     s = Settings(namespace=NS)
+    # the stages themselves, no app or broker (AgentSpec.of_stages); tiles through a
+    # stand-in app (its register hosts more than one stage)
+    out = {st.name: st for spec in (VALIDATE, AGGREGATE, KPIS, RULES)
+           for st in spec.make_stages(s)}
     app = _App()
-    for spec in (VALIDATE, AGGREGATE, KPIS, RULES, TILES):
-        spec.register(app, s)  # type: ignore[arg-type]
-    out = {stage.name: stage for stage in app._ioc_stages}  # type: ignore[attr-defined]
+    TILES.register(app, s)  # type: ignore[arg-type]
+    out.update({stage.name: stage for stage in app._ioc_stages})  # type: ignore[attr-defined]
     for stage in out.values():
         for t in stage.tables:
             t.topic = f"{NS}.state.app.{t.name}"
@@ -472,3 +475,19 @@ def test_a_state_that_does_not_decode_starts_anew_and_is_counted():
     st_ = t.get(b"s-1", EntityWindows.from_bytes, EntityWindows, "s-1")
     assert isinstance(st_, EntityWindows) and st_.entity == "s-1" and not st_.windows
     assert t.undecodable == 1
+
+
+def test_stage_agents_build_fresh_stages_without_an_app():
+    """``make_stages`` is the Sans-I/O entry: each call new stages with their own state."""
+    from streams.probe import PROBE
+
+    s = Settings(namespace=NS)
+    a, b = AGGREGATE.make_stages(s)[0], AGGREGATE.make_stages(s)[0]
+    assert a is not b and a.tables[0] is not b.tables[0]
+    recs = [Record(f"{NS}.events", 0, i, e.entity.encode(), encode_event(e), [])
+            for i, e in enumerate(_event(i) for i in range(3))]
+    out = Outbox()
+    a.process(recs, out)
+    assert a.tables[0].changed and not b.tables[0].changed
+    with pytest.raises(TypeError):
+        PROBE.make_stages(s)
