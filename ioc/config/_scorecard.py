@@ -215,6 +215,10 @@ class ScorecardSettings(Section):
                           description="most count rows the export reads for one request")
     export_timeout_s: float = Field(10.0, gt=0, le=120,
                                     description="the export's database work must end within this")
+    export_max_concurrent: int = Field(
+        4, ge=1, le=100,
+        description="export requests reading the database at once per gateway process; more "
+                    "are answered 503 + Retry-After at once (each holds a connection)")
     tile_period: Period = Field("year", description="the period kind the wall's leaderboards show "
                                                     "(the latest period key stored)")
     tile_level: str | None = Field(

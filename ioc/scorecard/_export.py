@@ -15,7 +15,8 @@ Access needs a reader key (``scorecards.readers``; ``Authorization: Bearer <key>
 200 a JSON array of entities (``application/ld+json``, ``@context`` in each), 400 a
 bad query (NGSI-LD ``BadRequestData`` problem, naming the parameter), 401 no or
 unknown key, 503 + Retry-After when the database did not answer within
-``scorecards.export_timeout_s``.
+``scorecards.export_timeout_s`` or when ``scorecards.export_max_concurrent`` requests are
+already reading it (load is shed, not queued: each request holds a connection).
 """
 
 from __future__ import annotations
@@ -42,6 +43,12 @@ __all__ = ["ExportQuery", "export_answer", "parse_query"]
 
 ENTITY_TYPE = "KeyPerformanceIndicator"
 _BAD = "https://uri.etsi.org/ngsi-ld/errors/BadRequestData"
+
+
+# Export requests of this process reading the database now (one event loop per
+# gateway process: no lock needed). Beyond export_max_concurrent: 503 at once.
+_in_flight = 0
+shed = 0  # requests answered 503 because of it
 
 
 class BadQuery(ValueError):
@@ -132,6 +139,13 @@ async def export_answer(settings: Settings, key: str | None, params: Mapping[str
         q = parse_query(settings, params)
     except BadQuery as exc:
         return 400, _problem(400, f"bad parameter {exc.param!r}", str(exc)), {}
+    global _in_flight, shed
+    if _in_flight >= cfg.export_max_concurrent:
+        shed += 1
+        return 503, _problem(503, "scorecards busy", f"{_in_flight} export requests are "
+                             "reading the database (scorecards.export_max_concurrent)"), {
+                                 "Retry-After": "1"}
+    _in_flight += 1
     try:
         async with asyncio.timeout(cfg.export_timeout_s):
             period_key, cur, old = await _read(settings, q)
@@ -140,6 +154,8 @@ async def export_answer(settings: Settings, key: str | None, params: Mapping[str
                   "(scorecards.export_timeout_s)" if isinstance(exc, TimeoutError)
                   else f"the database failed: {str(exc).strip()[:200]}")
         return 503, _problem(503, "scorecards unavailable", detail), {"Retry-After": "5"}
+    finally:
+        _in_flight -= 1
     if period_key is None:
         return 200, [], {}
     tz = ZoneInfo(settings.streams.timezone)

@@ -70,3 +70,14 @@ def test_database_down_is_503_with_retry_after(gw):
     status, body, r = get(c, "?type=KeyPerformanceIndicator", READER)
     assert status == 503 and r.getheader("Retry-After") == "5", body
     assert gw.metrics.internal_errors == 0
+
+
+def test_load_beyond_the_concurrency_bound_is_shed(gw, monkeypatch):
+    from ioc.scorecard import _export
+
+    monkeypatch.setattr(_export, "_in_flight", gw.settings.scorecards.export_max_concurrent)
+    before = _export.shed
+    c = http.client.HTTPConnection("127.0.0.1", gw.port, timeout=10)
+    status, body, r = get(c, "?type=KeyPerformanceIndicator", READER)
+    assert status == 503 and body["title"] == "scorecards busy" and r.getheader("Retry-After")
+    assert _export.shed == before + 1
