@@ -17,10 +17,11 @@ Contracts:
 - ``decode_snapshot`` never returns a snapshot whose checksum, version or types are
   wrong: it raises ``SnapshotInvalid`` (with a short ``reason``) for any other bytes,
   however damaged or truncated (tested with arbitrary bytes).
-- ``SnapshotStore.write`` is atomic: the bytes go to ``<file>.tmp``, are fsynced and
-  renamed over the file, then the directory is fsynced; a crash leaves the old
-  snapshot or the new one, never a mix. Disk use is bounded by one file (plus at most
-  one ``.tmp`` of it) per table partition, each the size of that partition's state.
+- ``SnapshotStore.write`` is atomic: the bytes go to ``<file>.<pid>.tmp``, are fsynced
+  and renamed over the file, then the directory is fsynced; a crash leaves the old
+  snapshot or the new one, never a mix. Disk use is bounded by one file per table
+  partition, each the size of that partition's state (a ``.tmp`` left by a process
+  killed while writing is deleted at the file's next write).
 - ``SnapshotStore.load`` returns ``(snapshot, "")`` or ``(None, reason)``; it raises
   nothing for a missing, unreadable or invalid file (the caller reads the whole
   changelog instead).
@@ -122,6 +123,21 @@ def decode_snapshot(raw: bytes, *, where: str = "snapshot") -> Snapshot:
     return snap
 
 
+def _remove_stale(final: Path) -> None:
+    """Delete the ``.tmp`` files of ``final`` left by processes that no longer run."""
+    for tmp in final.parent.glob(f"{final.name}.*.tmp"):
+        try:
+            pid = int(tmp.name[len(final.name) + 1:-len(".tmp")])
+            os.kill(pid, 0)
+        except ValueError:
+            continue  # not one of ours
+        except ProcessLookupError:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+        except OSError:
+            continue  # alive (PermissionError: another user's process)
+
+
 class SnapshotStore:
     """Snapshot files under ``directory``: ``<directory>/<changelog topic>/<partition>.snap``."""
 
@@ -140,7 +156,9 @@ class SnapshotStore:
         """
         final = self.path(snap.topic, snap.partition)
         final.parent.mkdir(parents=True, exist_ok=True)
-        tmp = final.with_name(final.name + ".tmp")
+        # a name of this process's own: workers sharing a directory never write into
+        # each other's file (a rename is atomic; the last one wins, both are whole)
+        tmp = final.with_name(f"{final.name}.{os.getpid()}.tmp")
         data = encode_snapshot(snap)
         with open(tmp, "wb") as f:
             f.write(data)
@@ -152,6 +170,7 @@ class SnapshotStore:
             os.fsync(fd)
         finally:
             os.close(fd)
+        _remove_stale(final)
         return len(data)
 
     def load(self, topic: str, partition: int) -> tuple[Snapshot | None, str]:

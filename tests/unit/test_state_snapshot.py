@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -91,6 +92,12 @@ def test_entries_at_offset_zero_and_other_versions_are_refused():
         decode_snapshot(encode_snapshot(Snapshot(2, TOPIC, 0, 5, [])))
 
 
+def _exited_pid() -> int:
+    p = subprocess.Popen(["true"])
+    p.wait()
+    return p.pid
+
+
 def test_the_store_writes_atomically_and_loads_only_the_right_partition(tmp_path: Path):
     store = SnapshotStore(tmp_path)
     assert store.load(TOPIC, 3) == (None, "missing")
@@ -101,6 +108,13 @@ def test_the_store_writes_atomically_and_loads_only_the_right_partition(tmp_path
     store.write(snap(11, [(b"k", b"new")]))
     assert store.load(TOPIC, 3)[0] == snap(11, [(b"k", b"new")])
     assert sorted(p.name for p in path.parent.iterdir()) == ["3.snap"]  # no tmp left
+    # a tmp file of a process killed mid-write goes at the next write; a live one stays
+    path.with_name(f"3.snap.{_exited_pid()}.tmp").write_bytes(b"half")
+    path.with_name(f"3.snap.{os.getppid()}.tmp").write_bytes(b"being written")
+    store.write(snap(12))
+    assert sorted(p.name for p in path.parent.iterdir()) == [
+        "3.snap", f"3.snap.{os.getppid()}.tmp"]
+    path.with_name(f"3.snap.{os.getppid()}.tmp").unlink()
     # a file copied to another partition's (or topic's) name is not loaded there
     os.replace(path, store.path(TOPIC, 4))
     got, why = store.load(TOPIC, 4)
@@ -124,7 +138,7 @@ def test_an_unwritable_place_raises_oserror_and_keeps_the_old_snapshot(tmp_path:
     store = SnapshotStore(tmp_path)
     store.write(snap(7))
     # the tmp file's name taken by a directory: the write fails before the rename
-    store.path(TOPIC, 3).with_name("3.snap.tmp").mkdir()
+    store.path(TOPIC, 3).with_name(f"3.snap.{os.getpid()}.tmp").mkdir()
     with pytest.raises(OSError):
         store.write(snap(9))
     assert store.load(TOPIC, 3)[0] == snap(7)
