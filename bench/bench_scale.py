@@ -51,6 +51,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from bench_engine import broker_cpu  # noqa: E402
 from bench_events import (  # noqa: E402
+    DRAIN_TIMEOUT_S,
     STAGE_GROUPS,
     LagProbe,
     Procs,
@@ -83,6 +84,7 @@ class Step:
     cpu: dict[str, float]  # CPU seconds by process (workers, broker) during the step
     n: int
     load: tuple[float, float]  # 1-minute load average before and after
+    wall: float  # seconds from the first publish to every group at lag 0
 
 
 @dataclass
@@ -159,7 +161,9 @@ def run_layout(base: Settings, name: str, workers: int, split: int | None, rates
                     r: RateRun = rate_step(s, events, rate, procs, probe, pub, d,
                                            sample_s=a.sample_s, cpu=cpu_of)
                     fails = report_rate(r, a.sample_s, s.streams.commit_every_s)
-                st = Step(rate, not fails, "; ".join(fails), r.cpu, r.n, (load0, os.getloadavg()[0]))
+                wall = r.t_done if r.t_done is not None else r.t_pub + DRAIN_TIMEOUT_S
+                st = Step(rate, not fails, "; ".join(fails), r.cpu, r.n, (load0, os.getloadavg()[0]),
+                          wall)
                 print(f"  {name}: {rate:>7,.0f} ev/s {'SUSTAINED' if st.sustained else 'not sustained'}"
                       f"  {cpu_line(st)}  load {st.load[0]:.1f} -> {st.load[1]:.1f}"
                       + ("" if st.sustained else f"\n      ({st.why[:300]})"), flush=True)
@@ -179,11 +183,14 @@ def run_layout(base: Settings, name: str, workers: int, split: int | None, rates
 
 
 def cpu_line(st: Step) -> str:
-    """CPU µs per event of the workers (summed, then each) and the broker."""
+    """CPU µs per event of the workers (summed, then each) and the broker; the cores they
+    kept busy from the first publish until every group was at lag 0."""
     w = {k: v for k, v in st.cpu.items() if k.startswith("worker")}
     each = " ".join(f"{v / st.n * 1e6:.0f}" for v in w.values())
     return (f"CPU µs/event: workers {sum(w.values()) / st.n * 1e6:.0f}"
-            + (f" ({each})" if len(w) > 1 else "") + f", broker {st.cpu['broker'] / st.n * 1e6:.0f}")
+            + (f" ({each})" if len(w) > 1 else "") + f", broker {st.cpu['broker'] / st.n * 1e6:.0f}"
+            f" (cores busy: workers {sum(w.values()) / st.wall:.2f}, broker "
+            f"{st.cpu['broker'] / st.wall:.2f})")
 
 
 def main() -> None:
@@ -207,7 +214,8 @@ def main() -> None:
         r *= a.step
     logdir = Path(a.logdir)
     base = load_settings()
-    layouts = [(f"{n} identical worker{'s' if n > 1 else ''}", n, None) for n in counts]
+    layouts: list[tuple[str, int, int | None]] = [
+        (f"{n} identical worker{'s' if n > 1 else ''}", n, None) for n in counts]
     if a.split:
         layouts.append(("pipeline split (3 processes)", 1, 3))
     print(f"cores: {os.cpu_count()}  load: {os.getloadavg()[0]:.1f}  ladder: "
