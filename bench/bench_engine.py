@@ -193,22 +193,24 @@ def start(path: str, s: Settings, data_dir: Path, log: Path) -> subprocess.Popen
                             stdout=open(log, "ab"), stderr=subprocess.STDOUT)
 
 
-def restored(log: Path, since: int) -> str:
+def restored(log: Path, since: int) -> tuple[str, float | None]:
     """What the stages' restores logged after byte ``since`` of ``log``: changelog records
-    read and entries loaded from snapshots, summed over tables ('' for the faust path)."""
+    read and entries loaded from snapshots, summed over tables, and the first restore's
+    seconds (('', None) for the faust path)."""
     import re
 
     try:
         text = log.read_bytes()[since:].decode(errors="replace")
     except OSError:
-        return ""
+        return "", None
     found = re.findall(r"(\d+) changelog record\(s\) read, (\d+) entries from snapshots", text)
     if not found:
-        return ""
+        return "", None
     took = re.findall(r"restore of \d+ new partition\(s\) took ([\d.]+) s", text)
     return (f"  [restore{f' {float(took[0]):.2f} s' if took else ''}: "
             f"{sum(int(a) for a, _b in found):,} changelog records read, "
-            f"{sum(int(b) for _a, b in found):,} entries from snapshots]")
+            f"{sum(int(b) for _a, b in found):,} entries from snapshots]",
+            float(took[0]) if took else None)
 
 
 def crashes(log: Path) -> str:
@@ -621,6 +623,7 @@ def cmd_restart(a: argparse.Namespace) -> None:
                     variants = [(f"restart, {kept}", False), (f"new host, {wiped}", True)
                                 ][:1 if a.no_wipe else 2]
                     times: dict[bool, float] = {}
+                    restores: dict[bool, float | None] = {}
                     n_probe = 2
                     for name, wipe in variants:
                         if wipe:
@@ -637,11 +640,12 @@ def cmd_restart(a: argparse.Namespace) -> None:
                             break
                         stop(proc)
                         times[wipe] = dt
+                        what, restores[wipe] = restored(log, since)
                         out.setdefault(f"{path} {name}", []).append(dt)
                         print(f"run {rep + 1}: {path:<7} {name:<26} processes again "
                               f"{dt:5.1f} s after the process start ({a.entities:,} "
                               f"entities; changelog records {state}); load {l0} -> "
-                              f"{loadavg()}" + crashes(log) + restored(log, since), flush=True)
+                              f"{loadavg()}" + crashes(log) + what, flush=True)
                         # the probe counts once: a further start re-reads nothing new,
                         # so write one more probe for the next variant
                         # (its raw origin is new too: one already applied would be skipped)
@@ -651,8 +655,12 @@ def cmd_restart(a: argparse.Namespace) -> None:
                         w.flush()
                         n_probe += 1
                     if len(times) == 2:
+                        r_kept, r_wiped = restores.get(False), restores.get(True)
                         print(f"run {rep + 1}: {path:<7} {kept} / {wiped}: "
-                              f"{times[False] / times[True]:.2f}", flush=True)
+                              f"{times[False] / times[True]:.2f}" + (
+                                  f" (the restore alone: {r_kept:.2f} s / {r_wiped:.2f} s = "
+                                  f"{r_kept / r_wiped:.2f})" if r_kept and r_wiped else ""),
+                              flush=True)
                 finally:
                     stop(proc)
                     watch.stopping.set()
