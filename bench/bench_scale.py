@@ -25,9 +25,11 @@ and at lag 0 after a warm-up event.
 Per layout it prints the highest sustained rate (and the lowest that was not), that
 rate over the baseline, the CPU µs per event of the workers (each and summed) and of
 the broker (the process listening on the first bootstrap port, from /proc) at that
-rate, and the 1-minute load average before and after each rate. Baseline (once per
-repeat, same machine, same run): ``bench_events.kafka_baseline``, aiokafka producing
-one record per event (acks=all) and consuming them back.
+rate, and the 1-minute load average before and after each rate. Baseline (before each
+layout's ladder, same machine, same run, so the ratio compares figures taken minutes
+apart on a machine whose load changes): ``bench_events.kafka_baseline``, aiokafka
+producing one record per event (acks=all) and consuming them back. Every other repeat
+runs the layouts in the reverse order.
 
 The topics have the catalogue's partitions (``<ns>.events.raw`` and ``<ns>.events``: 4;
 the stage state changelogs follow ``<ns>.events``), so 3 workers split the events 2/1/1.
@@ -193,6 +195,26 @@ def cpu_line(st: Step) -> str:
             f"{st.cpu['broker'] / st.wall:.2f})")
 
 
+def measure_baseline(base: Settings, label: str) -> float:
+    """``bench_events.kafka_baseline`` on BASELINE_EVENTS events in a namespace of its own:
+    events/s (printed with its CPU per event and the load)."""
+    s = base.with_namespace(f"scaleb{secrets.token_hex(3)}")
+    try:
+        assert ensure_topics(s).success
+        evs = [Event(**e) for e in make_events(BASELINE_EVENTS, secrets.token_hex(3))]
+        payloads = [(e.entity.encode(), encode_event(e)) for e in evs]
+        load0 = os.getloadavg()[0]
+        t, cpu = asyncio.run(kafka_baseline(s, payloads))
+    finally:
+        delete_namespace_topics(s)
+    rate = BASELINE_EVENTS / t
+    print(f"{label}: baseline kafka produce+consume (aiokafka, 1 record/event): {rate:,.0f} ev/s; "
+          f"CPU µs/event client {cpu['client'] / BASELINE_EVENTS * 1e6:.0f}, broker "
+          f"{cpu['broker'] / BASELINE_EVENTS * 1e6:.0f}; load {load0:.1f} -> "
+          f"{os.getloadavg()[0]:.1f}", flush=True)
+    return rate
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--workers", default="1,2,3", help="identical worker counts to measure (default 1,2,3)")
@@ -224,31 +246,19 @@ def main() -> None:
         print(f"layout {name}: " + ", ".join(f"{w} ({','.join(st)})" for w, st in layout(n, split).items()))
     results: list[tuple[int, float, Ladder]] = []
     for rep in range(1, a.repeat + 1):
-        s = base.with_namespace(f"scaleb{secrets.token_hex(3)}")
-        try:
-            assert ensure_topics(s).success
-            evs = [Event(**e) for e in make_events(BASELINE_EVENTS, secrets.token_hex(3))]
-            payloads = [(e.entity.encode(), encode_event(e)) for e in evs]
-            load0 = os.getloadavg()[0]
-            t, cpu = asyncio.run(kafka_baseline(s, payloads))
-        finally:
-            delete_namespace_topics(s)
-        baseline = BASELINE_EVENTS / t
-        print(f"run {rep}: baseline kafka produce+consume (aiokafka, 1 record/event): "
-              f"{baseline:,.0f} ev/s; CPU µs/event client {cpu['client'] / BASELINE_EVENTS * 1e6:.0f}, "
-              f"broker {cpu['broker'] / BASELINE_EVENTS * 1e6:.0f}; load {load0:.1f} -> "
-              f"{os.getloadavg()[0]:.1f}", flush=True)
-        for name, n, split in layouts:
+        # every other repeat in the reverse order, so a trend in the machine's load does
+        # not always favour the same layout
+        for name, n, split in (layouts if rep % 2 else layouts[::-1]):
+            baseline = measure_baseline(base, f"run {rep}, before {name}")
             results.append((rep, baseline, run_layout(base, name, n, split, rates, a, logdir)))
     print("\nsummary (sustained = highest rate judged SUSTAINED; 'not' = lowest that was not)")
     print(f"{'run':<4}{'layout':<32}{'sustained':>10}{'not':>9}{'/ kafka':>9}{'x 1 worker':>12}"
           f"   CPU µs/event at the sustained rate; load")
-    one: dict[int, float] = {}
+    one = {rep: lad.best.rate for rep, _, lad in results
+           if lad.name.startswith("1 identical") and lad.best is not None}
     for rep, baseline, lad in results:
         best, fail = lad.best, lad.first_fail
         rate = best.rate if best else 0.0
-        if lad.name.startswith("1 identical"):
-            one[rep] = rate
         scale = f"{rate / one[rep]:.2f}" if one.get(rep) else "-"
         print(f"{rep:<4}{lad.name:<32}{rate:>10,.0f}{(f'{fail.rate:,.0f}' if fail else '-'):>9}"
               f"{rate / baseline:>9.2f}{scale:>12}   "
