@@ -201,6 +201,11 @@ class ScorecardSettings(Section):
                                      description="drill-down levels, outermost first")
     areas: list[AreaSpec] = Field(default_factory=list)
     indicators: list[IndicatorSpec] = Field(default_factory=list)
+    expected_units: list[list[Annotated[str, Field(min_length=1, max_length=200)]]] = Field(
+        default_factory=list,
+        description="units that must report, as drill paths from the outermost level "
+                    "(['province', 'district', 'district-7']): listed with 'no_data' in a "
+                    "period they did not report in, even if they never reported at all")
     min_denominator: float = Field(
         30.0, ge=0, description="a unit counting fewer events is flagged 'low_denominator'")
     provisional_days: float = Field(
@@ -262,6 +267,10 @@ class ScorecardSettings(Section):
                 problems.append((("areas", n, "max_points"), f"area {a.id!r}: its indicators' "
                                  f"max_score total {pts:g}, above its max_points "
                                  f"{a.max_points:g}", a.max_points))
+        for n, u in enumerate(self.expected_units):
+            if not 1 <= len(u) <= len(self.levels):
+                problems.append((("expected_units", n), f"a drill path of 1 to {len(self.levels)} "
+                                 f"units (one per level, outermost first), got {len(u)}", u))
         if self.tile_level is not None and self.tile_level not in {lv.id for lv in self.levels}:
             problems.append((("tile_level",), "not a level id (expected one of "
                              f"{[lv.id for lv in self.levels]})", self.tile_level))

@@ -247,7 +247,8 @@ def build_scorecard(cfg: ScorecardSettings, leaves: Iterable[LeafCount],
     """The scorecard of every unit at ``level`` for one period, ranked within its parent.
 
     ``leaves`` are the counts of ``period_key``; ``previous`` those of the period before
-    (for rank changes). Every unit seen in either is listed: one that counted nothing
+    (for rank changes). Every unit seen in either, and every one of
+    ``scorecards.expected_units`` at this level, is listed: one that counted nothing
     this period gets ``no_data`` on every indicator, total 0 and no rank. Units are in
     order of parent, then rank (unranked last), then id.
 
@@ -258,7 +259,8 @@ def build_scorecard(cfg: ScorecardSettings, leaves: Iterable[LeafCount],
     cur = [lf for lf in leaves if lf.period == period and lf.period_key == period_key]
     prev_key = previous_period(period, period_key)
     old = [lf for lf in previous if lf.period == period and lf.period_key == prev_key]
-    units = sorted(_units(cur, depth) | _units(old, depth))
+    expected = {tuple(u) for u in cfg.expected_units if len(u) == depth + 1}
+    units = sorted(_units(cur, depth) | _units(old, depth) | expected)
     provisional = is_provisional(period, period_key, tz, now, cfg.provisional_days)
     now_res = _results(cfg, roll_up(cur, depth), units, period_key, provisional)
     old_units = sorted(_units(old, depth))

@@ -309,3 +309,18 @@ def test_example_scorecards_are_valid_and_areas_total_100():
 def test_defaults_have_no_indicators():
     assert load_settings(env={}).scorecards.indicators == []
     assert isinstance(load_settings(env={}).scorecards, ScorecardSettings)
+
+
+def test_an_expected_unit_that_never_reported_is_listed_with_no_data():
+    cfg = CFG.model_copy(update={"expected_units": [["province", "district", "d9"],
+                                                    ["province", "commune"]]})
+    rows = district_rows("2021", {"d1": .3})
+    by = {c.unit: c for c in build_scorecard(cfg, rows, period="year", period_key="2021",
+                                             level="agency", tz=TZ, now=NOW)}
+    d9 = by[("province", "district", "d9")]
+    assert d9.rank is None and d9.flags == ("no_data",) and d9.total == 0
+    assert by[("province", "district", "d1")].rank == 1
+    # a path of another depth is a unit of its own level
+    lv = {c.unit for c in build_scorecard(cfg, rows, period="year", period_key="2021",
+                                          level="admin_level", tz=TZ, now=NOW)}
+    assert lv == {("province", "district"), ("province", "commune")}

@@ -65,3 +65,9 @@ def test_every_cross_key_problem_at_once(tmp_path):
     text = GOOD.replace("max_points: 40", "max_points: 30").replace("area: online\n", "area: x\n")
     got = problems(tmp_path, text)
     assert {"scorecards.areas", "scorecards.indicators.0.area"} <= set(got)
+
+
+def test_expected_units_are_drill_paths(tmp_path):
+    text = GOOD + "  expected_units: [[province, district, d1, all, extra]]\n"
+    got = problems(tmp_path, text)
+    assert "scorecards.expected_units.0" in got and "1 to 4 units" in got["scorecards.expected_units.0"]
