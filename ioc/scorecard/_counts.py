@@ -98,6 +98,8 @@ class LeafCount:
         """
         try:
             d = orjson.loads(data)
+            if not isinstance(d["path"], list) or not isinstance(d.get("levels", []), list):
+                raise TypeError("path and levels must be JSON arrays")
             path = tuple(str(u) for u in d["path"])
             levels = tuple(str(x) for x in d.get("levels", ()))
             num, den = float(d["numerator"]), float(d["denominator"])

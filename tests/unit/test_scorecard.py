@@ -114,6 +114,7 @@ def test_leaf_count_codec_and_path_key():
     assert LeafCount.from_bytes(lf.to_bytes()) == lf
     assert path_key(lf.path) == "p/a%2Fb/c%25"
     for bad in (b"", b"{}", b'{"indicator": 1}', b'{"indicator":"a","period":"year",'
+                b'"period_key":"2021","path":"abc","numerator":1,"denominator":2}', b'{"indicator":"a","period":"year",'
                 b'"period_key":"2021","path":["a"],"levels":["x","y"],"numerator":1,'
                 b'"denominator":2}'):
         with pytest.raises(InvalidRecord):
