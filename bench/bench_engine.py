@@ -193,11 +193,13 @@ def start(path: str, s: Settings, data_dir: Path, log: Path) -> subprocess.Popen
                             stdout=open(log, "ab"), stderr=subprocess.STDOUT)
 
 
-def restored(log: Path, since: int) -> tuple[str, float | None]:
+def restored(log: Path, since: int, started: float) -> tuple[str, float | None]:
     """What the stages' restores logged after byte ``since`` of ``log``: changelog records
     read and entries loaded from snapshots, summed over tables, and the first restore's
-    seconds (('', None) for the faust path)."""
+    seconds (('', None) for the faust path); and the seconds from ``started`` (wall
+    clock) until Faust logged its start (Python start and imports)."""
     import re
+    from datetime import datetime
 
     try:
         text = log.read_bytes()[since:].decode(errors="replace")
@@ -207,7 +209,14 @@ def restored(log: Path, since: int) -> tuple[str, float | None]:
     if not found:
         return "", None
     took = re.findall(r"restore of \d+ new partition\(s\) took ([\d.]+) s", text)
-    return (f"  [restore{f' {float(took[0]):.2f} s' if took else ''}: "
+    boot = ""
+    first = re.search(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})\] \[\d+\] \[INFO\] "
+                      r"\[\^Worker\]: Starting", text, re.M)
+    if first:
+        at = datetime.strptime(first.group(1), "%Y-%m-%d %H:%M:%S,%f")
+        t = at.timestamp()  # the worker logs local time, as a naive datetime means
+        boot = f" [Python start until Faust's start {t - started:.1f} s]"
+    return (f"{boot}  [restore{f' {float(took[0]):.2f} s' if took else ''}: "
             f"{sum(int(a) for a, _b in found):,} changelog records read, "
             f"{sum(int(b) for _a, b in found):,} entries from snapshots]",
             float(took[0]) if took else None)
@@ -630,6 +639,7 @@ def cmd_restart(a: argparse.Namespace) -> None:
                             shutil.rmtree(data_dir, ignore_errors=True)
                         t0 = time.perf_counter()
                         since = log.stat().st_size if log.exists() else 0
+                        t_wall = time.time()
                         proc = start(path, s, data_dir, log)
                         try:
                             dt = watch.wait_for(n_probe, a.timeout, proc) - t0
@@ -640,7 +650,7 @@ def cmd_restart(a: argparse.Namespace) -> None:
                             break
                         stop(proc)
                         times[wipe] = dt
-                        what, restores[wipe] = restored(log, since)
+                        what, restores[wipe] = restored(log, since, t_wall)
                         out.setdefault(f"{path} {name}", []).append(dt)
                         print(f"run {rep + 1}: {path:<7} {name:<26} processes again "
                               f"{dt:5.1f} s after the process start ({a.entities:,} "
