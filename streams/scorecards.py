@@ -29,11 +29,9 @@ from collections.abc import Callable
 from typing import Any
 from zoneinfo import ZoneInfo
 
-import faust
-
 from ioc.config import Settings
 from ioc.errors import InvalidEvent, InvalidRecord
-from ioc.events import origin_mark, origin_seen, raw_origin
+from ioc.events import raw_origin
 from ioc.scorecard import LeafCount, ScorecardCounts, build_scorecard, previous_period
 from ioc.scorecard._counts import LeafKey
 from ioc.scorecard._tiles import leaderboard_tiles
@@ -41,7 +39,8 @@ from ioc.tiles import encode_tile
 from ioc.topics import spec, topic_name
 
 from .agent_spec import AgentSpec
-from .batch import Outbox, Stage, StateTable, decoded_events, host_stage
+from .applied import Tracked
+from .batch import Outbox, Stage, StateTable, decoded_events
 
 __all__ = ["SCORECARDS", "LeaderboardStage", "leaves_table", "scorecard_process",
            "scorecard_table"]
@@ -64,11 +63,13 @@ def scorecard_process(settings: Settings, table: StateTable, *,
     types = {p.event_type for i in cfg.indicators for p in (i.numerator, i.denominator)}
     levels = tuple(lv.id for lv in cfg.levels)
 
-    def new(entity: str) -> ScorecardCounts:
-        return ScorecardCounts(entity, keep=cfg.keep_periods)
+    def new(entity: str) -> Tracked[ScorecardCounts]:
+        return Tracked(ScorecardCounts(entity, keep=cfg.keep_periods))
+
+    load = Tracked.decoder(ScorecardCounts.from_dict, "the scorecard counts of an entity")
 
     def process(batch: list[Any], out: Outbox) -> None:
-        states: dict[bytes, ScorecardCounts] = {}
+        states: dict[bytes, Tracked[ScorecardCounts]] = {}
         where: dict[bytes, int] = {}
         touched: dict[bytes, set[LeafKey]] = {}
         for msg, e in zip(batch, decoded_events(batch), strict=True):
@@ -80,28 +81,28 @@ def scorecard_process(settings: Settings, table: StateTable, *,
             if e.type not in types:
                 continue
             key = e.entity.encode()
-            st = states.get(key)
-            if st is None:
-                st = states[key] = table.get(key, ScorecardCounts.from_bytes, new, e.entity)
-                st.keep = cfg.keep_periods
+            tr = states.get(key)
+            if tr is None:
+                tr = states[key] = table.get(key, load, new, e.entity)
+                tr.state.keep = cfg.keep_periods
             origin = raw_origin(msg.headers)
-            if st.seen(msg.partition, msg.offset) or origin_seen(st.raw, origin):
+            if tr.marks.seen(msg.partition, msg.offset, origin):
                 continue
-            hit = st.add(cfg, tz, type=e.type, t=e.time, values=e.values,
-                         attributes=e.attributes)
-            st.mark(msg.partition, msg.offset)
-            origin_mark(st.raw, origin)
+            hit = tr.state.add(cfg, tz, type=e.type, t=e.time, values=e.values,
+                               attributes=e.attributes)
+            tr.marks.mark(msg.partition, msg.offset, origin)
             where[key] = msg.partition
             touched.setdefault(key, set()).update(hit)
         now = clock()
-        for key, st in states.items():
+        for key, tr in states.items():
             if key not in where:
                 continue
+            st = tr.state
             for lk in sorted(touched.get(key, ())):
                 if lk in st.counts:
                     lf = st.leaf(lk, levels, now)
                     out.add(out_topic, lf.key.encode(), lf.to_bytes())
-            table.change(key, st, where[key])
+            table.change(key, tr, where[key])
 
     return process
 
@@ -173,24 +174,25 @@ class LeaderboardStage:
             self.sent += 1
 
 
-def _register(app: faust.App, settings: Settings) -> None:
+def build(settings: Settings) -> list[Stage]:
+    """The counting stage and the leaderboard stage; none without indicators."""
     if not settings.scorecards.enabled or not settings.scorecards.indicators:
         log.info("scorecards: no indicators configured; the stage is not started")
-        return
+        return []
     a = settings.streams.aggregate
     table = scorecard_table(settings)
-    host_stage(app, settings, Stage(
-        "scorecards", [topic_name(settings.namespace, "events")],
-        scorecard_process(settings, table), tables=[table],
-        batch_max=a.batch_max, within_s=a.batch_within_s))
     leaves = leaves_table(settings)
     board = LeaderboardStage(settings, leaves)
-    host_stage(app, settings, Stage(
-        "scorecard_tiles", [topic_name(settings.namespace, "scorecards")], board.process,
-        tables=[leaves], tick=board.tick, tick_every_s=min(1.0, settings.scorecards.tile_every_s),
-        on_assigned=board.assigned, batch_max=a.batch_max, within_s=a.batch_within_s))
+    return [
+        Stage("scorecards", [topic_name(settings.namespace, "events")],
+              scorecard_process(settings, table), tables=[table],
+              batch_max=a.batch_max, within_s=a.batch_within_s),
+        Stage("scorecard_tiles", [topic_name(settings.namespace, "scorecards")], board.process,
+              tables=[leaves], tick=board.tick,
+              tick_every_s=min(1.0, settings.scorecards.tile_every_s),
+              on_assigned=board.assigned, batch_max=a.batch_max, within_s=a.batch_within_s)]
 
 
-SCORECARDS = AgentSpec(
-    "scorecards", _register,
+SCORECARDS = AgentSpec.of_stages(
+    "scorecards", build,
     "events -> numerator/denominator per indicator, period and drill path -> scorecards")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import orjson
@@ -115,7 +116,8 @@ class LeafCount:
 
 @dataclass
 class ScorecardCounts:
-    """Counts per leaf for one entity, with the stage's redelivery marks.
+    """Counts per leaf for one entity (pure: the stage keeps the redelivery marks beside
+    it, ``streams.applied``).
 
     ``keep`` bounds the period keys kept per indicator and period kind (oldest dropped
     first), so a long-running worker's state does not grow without end.
@@ -123,16 +125,7 @@ class ScorecardCounts:
 
     entity: str
     counts: dict[LeafKey, list[float]] = field(default_factory=dict)
-    partition: int = -1
-    offset: int = -1
     keep: int = 400
-    raw: dict[int, tuple[int, int]] = field(default_factory=dict)  # ioc.events.origin_mark
-
-    def seen(self, partition: int, offset: int) -> bool:
-        return partition == self.partition and offset <= self.offset
-
-    def mark(self, partition: int, offset: int) -> None:
-        self.partition, self.offset = partition, offset
 
     def add(self, cfg: ScorecardSettings, tz: ZoneInfo, *, type: str, t: float,
             values: Mapping[str, float], attributes: Mapping[str, object]) -> set[LeafKey]:
@@ -176,11 +169,20 @@ class ScorecardCounts:
         num, den = self.counts[key]
         return LeafCount(key[0], key[1], key[2], key[3], num, den, levels, at)
 
+    def to_dict(self) -> dict[str, Any]:
+        return {"e": self.entity, "c": [[k[0], k[1], k[2], list(k[3]), *v]
+                                        for k, v in self.counts.items()]}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ScorecardCounts:
+        """From ``to_dict`` output; raises what a wrong shape raises (``JSON_SHAPE_ERRORS``)."""
+        sc = cls(d["e"], {})
+        for ind, period, pk, path, num, den in d["c"]:
+            sc.counts[(ind, period, pk, tuple(path))] = [num, den]
+        return sc
+
     def to_bytes(self) -> bytes:
-        return orjson.dumps({"e": self.entity, "p": self.partition, "o": self.offset,
-                             "r": [[p, o, i] for p, (o, i) in self.raw.items()],
-                             "c": [[k[0], k[1], k[2], list(k[3]), *v]
-                                   for k, v in self.counts.items()]})
+        return orjson.dumps(self.to_dict())
 
     @classmethod
     def from_bytes(cls, data: bytes) -> ScorecardCounts:
@@ -190,10 +192,6 @@ class ScorecardCounts:
             InvalidRecord: ``data`` is not the scorecard counts of an entity.
         """
         try:
-            d = orjson.loads(data)
-            sc = cls(d["e"], {}, d["p"], d["o"], raw={p: (o, i) for p, o, i in d.get("r", ())})
-            for ind, period, pk, path, num, den in d["c"]:
-                sc.counts[(ind, period, pk, tuple(path))] = [num, den]
-            return sc
+            return cls.from_dict(orjson.loads(data))
         except JSON_SHAPE_ERRORS as exc:
             raise InvalidRecord.undecodable("the scorecard counts of an entity", exc) from exc

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from ioc.config import load_settings
 from ioc.events import Event, encode_event
 from ioc.scorecard import LeafCount, ScorecardCounts
+from streams.applied import Tracked
 from streams.batch import Outbox, Record
 from streams.scorecards import scorecard_process, scorecard_table
 from tests.fixtures.hostile import hostile_bytes, hostile_headers, hostile_json_bytes
@@ -57,8 +58,9 @@ def test_full_counts_out_and_redelivery_skipped():
     assert "dossiers_online|quarter|2021-Q1|province/district/d2/all" in got
     assert len(got) == 6  # 2 agencies x month, quarter, year
     # the state went to the table; the same records again (a redelivery) count nothing
-    st_ = table.get(b"d1", ScorecardCounts.from_bytes, ScorecardCounts, "d1")
-    assert st_.offset == 1
+    st_ = table.get(b"d1", Tracked.decoder(ScorecardCounts.from_dict, "counts"),
+                    Tracked.factory(ScorecardCounts), "d1")
+    assert st_.marks.offset == 1 and st_.state.counts
     out2 = Outbox()
     process([rec(0, dossier(0)), rec(1, dossier(1, online=False)), rec(3, dossier(3))], out2)
     year = outputs(out2)["dossiers_online|year|2021|province/district/d1/all"]
