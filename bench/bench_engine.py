@@ -596,10 +596,13 @@ def cmd_restart(a: argparse.Namespace) -> None:
             chunk = 1000
             run = secrets.token_hex(3)
             t = time.time() - 60
-            evs = [Event(id=f"{run}-{i}", source="bench", type="air.quality",
-                         entity=f"aq-{i:06d}", time=t + i * 1e-4,
-                         values={"pm25": 20.0, "pm10": 30.0}, attributes={})
-                   for i in range(a.entities)]
+            # --rounds R: R events per entity, round after round (R changelog records per
+            # key when commits fall between rounds: a changelog not yet compacted)
+            evs = [Event(id=f"{run}-{r}-{i}", source="bench", type="air.quality",
+                         entity=f"aq-{i:06d}", time=t + r * 20 + i * 1e-4,
+                         values={"pm25": 20.0 + r, "pm10": 30.0}, attributes={})
+                   for r in range(a.rounds) for i in range(a.entities)]
+            t += 20 * (a.rounds - 1)
             chunks = [evs[i:i + chunk] for i in range(0, len(evs), chunk)]
             chunks[-1].append(probe_event(0, t))
             chunks.append([probe_event(1, t + 1)])  # written after the stop
@@ -878,6 +881,8 @@ def main() -> None:
     rs = sub.add_parser("restart", help="restart time with N entities of state")
     rs.add_argument("--entities", type=int, default=100_000)
     rs.add_argument("--repeat", type=int, default=2)
+    rs.add_argument("--rounds", type=int, default=1,
+                    help="events per entity (one per round): more changelog records per key")
     rs.add_argument("--timeout", type=float, default=300.0,
                     help="seconds a restarted worker may take to process again")
     rs.add_argument("--no-wipe", action="store_true",
