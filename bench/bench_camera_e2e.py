@@ -48,7 +48,7 @@ from ioc.tiles import decode_tile  # noqa: E402
 CLIP = "video/traffic_cctv/motorway_bgslibrary_video02.avi"
 
 
-def _env(s: Settings, cams: list[dict], people: bool, thumb_every: int | None,
+def _env(s: Settings, cams: list[dict], people: bool, thumb_every: float | None,
          within: float | None) -> dict[str, str]:
     env = dict(os.environ, IOC_METRICS__ENABLED="false")
     if within is not None:
@@ -58,7 +58,7 @@ def _env(s: Settings, cams: list[dict], people: bool, thumb_every: int | None,
     env["IOC_CAMERAS__CAMERAS"] = yaml.safe_dump(cams, default_flow_style=True)
     analytics: dict = {"people": {"enabled": people}}
     if thumb_every is not None:
-        analytics["thumbnail"] = {"every_n_frames": thumb_every}
+        analytics["thumbnail"] = {"interval_s": thumb_every}
     env["IOC_CAMERAS__ANALYTICS"] = yaml.safe_dump(analytics, default_flow_style=True)
     return env
 
@@ -124,8 +124,9 @@ def main() -> int:
     ap.add_argument("--fps", type=float, default=5.0)
     ap.add_argument("--seconds", type=float, default=None, help="measured seconds")
     ap.add_argument("--warmup", type=float, default=10.0, help="seconds discarded first")
-    ap.add_argument("--thumb-every", type=int, default=None,
-                    help="thumbnail (and tile) every n-th frame (default: the setting's, 5)")
+    ap.add_argument("--thumb-every", type=float, default=None, metavar="S",
+                    help="seconds of frame time between thumbnails (and tiles) (default: "
+                    "the setting's, 1.0)")
     ap.add_argument("--people", action="store_true", help="also run HOG people detection")
     ap.add_argument("--worker-nice", type=int, default=None,
                     help="experiment: set the worker's nice value (negative needs root) to "

@@ -410,10 +410,18 @@ class TamperConfig(Section):
 class ThumbnailConfig(Section):
     """JPEG thumbnails for the wall, with overlays drawn in."""
 
+    renamed_keys = {
+        "every_n_frames": ("interval_s", "seconds of frame timestamps between thumbnails, "
+                           "not frames"),
+    }
+
     enabled: bool = Field(True, description="produce thumbnails")
     width: int = Field(320, ge=32, le=1920, description="thumbnail width in px (aspect kept)")
     quality: int = Field(70, ge=10, le=100, description="JPEG quality")
-    every_n_frames: int = Field(5, ge=1, le=10_000, description="render every n-th frame")
+    interval_s: float = Field(
+        1.0, ge=0, le=3600,
+        description="seconds of frame timestamps between thumbnails (0: every analysed "
+        "frame); the same rate at 2, 5 and 30 fps")
     overlays: bool = Field(True, description="draw zones, lines, boxes and counts")
 
 

@@ -261,7 +261,7 @@ class CameraAnalyzer:
             res.people = self._people(frame, scene, ts, fg)
 
         res.warming_up = warming
-        if self.thumbnails.due(self._seq):
+        if self.thumbnails.due(ts):
             res.thumbnail = self.thumbnails.render(frame, res)
             self.stats.thumbnails += 1
         return res

@@ -52,7 +52,7 @@ class MotionResult:
 class PeopleResult:
     """People count, per zone (by the box's foot point) and boxes.
 
-    ``fresh`` is False on frames where the detector did not run (``every_n_frames``):
+    ``fresh`` is False on frames where the detector did not run (``interval_s``):
     the counts are the last detection's, ``age_frames`` frames old.
     """
 

@@ -32,10 +32,24 @@ class ThumbnailRenderer:
         self.tcfg = cfg.thumbnail
         self._params = [cv2.IMWRITE_JPEG_QUALITY, self.tcfg.quality]
         self.rendered = 0
+        self._next: float | None = None  # frame time from which the next one is due
 
-    def due(self, seq: int) -> bool:
-        """True when frame number ``seq`` (1-based) should get a thumbnail."""
-        return self.tcfg.enabled and (seq - 1) % self.tcfg.every_n_frames == 0
+    def due(self, ts: float) -> bool:
+        """True when the frame of time ``ts`` should get a thumbnail: the first frame,
+        then one every ``interval_s`` of frame time (a fixed schedule, so frame jitter
+        does not slow the average rate). A clock that jumps back (a looped file, a
+        camera restart) or far ahead starts the schedule anew."""
+        if not self.tcfg.enabled:
+            return False
+        step = self.tcfg.interval_s
+        nxt = self._next
+        if nxt is not None and nxt - 2 * step <= ts < nxt:
+            return False
+        if nxt is None or not nxt <= ts < nxt + 2 * step:
+            self._next = ts + step  # first frame, or the clock jumped
+        else:
+            self._next = nxt + step
+        return True
 
     def render(self, frame: np.ndarray, result: FrameResult) -> bytes:
         """JPEG bytes of ``frame`` at the configured width, with overlays if enabled."""

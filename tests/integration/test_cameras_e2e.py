@@ -95,7 +95,7 @@ def _cameras_env(cameras: list[dict[str, Any]]) -> dict[str, str]:
                                                "check_interval_s": CHECK_EVERY},
                                               default_flow_style=True),
         # People detection is the heavy analyzer; these tests are about the plumbing.
-        "IOC_CAMERAS__ANALYTICS": "{people: {enabled: false}, thumbnail: {every_n_frames: 2}}",
+        "IOC_CAMERAS__ANALYTICS": "{people: {enabled: false}, thumbnail: {interval_s: 0.4}}",
     }
 
 

@@ -16,6 +16,7 @@ from vision import AnalyticsConfig, CameraAnalyzer
 from vision.config import PeopleConfig, TamperConfig
 from vision.people import make_people_detector
 from vision.tamper import TamperDetector
+from vision.thumbnail import ThumbnailRenderer
 
 W, H = 320, 180
 
@@ -176,8 +177,8 @@ def _cfg_thumb(**thumb: object) -> AnalyticsConfig:
 
 def test_thumbnail_width_rate_and_overlays() -> None:
     frame = _view()
-    plain = CameraAnalyzer("c", _cfg_thumb(width=160, every_n_frames=3, overlays=False))
-    drawn = CameraAnalyzer("c", _cfg_thumb(width=160, every_n_frames=3, overlays=True))
+    plain = CameraAnalyzer("c", _cfg_thumb(width=160, interval_s=3, overlays=False))
+    drawn = CameraAnalyzer("c", _cfg_thumb(width=160, interval_s=3, overlays=True))
     got = []
     for i in range(7):
         a, b = plain.process(frame, i), drawn.process(frame, i)
@@ -231,3 +232,23 @@ def test_tamper_on_gray_frames_without_colour(change, kind: str) -> None:
     raised, _ = _tamper_run(lambda f: cv2.cvtColor(change(f), cv2.COLOR_BGR2GRAY),
                             gray=True)
     assert set(raised) == {kind}
+
+
+def test_thumbnail_rate_is_in_seconds_whatever_the_frame_rate() -> None:
+    from vision.config import ThumbnailConfig
+
+    for fps in (2, 5, 15, 30):
+        r = ThumbnailRenderer(_cfg_thumb(interval_s=1.0))
+        # 20 s of frames with +-20 % jitter of the frame interval
+        rng = np.random.default_rng(fps)
+        ts = np.cumsum(rng.uniform(0.8, 1.2, 20 * fps) / fps)
+        n = sum(r.due(float(t)) for t in ts)
+        assert 19 <= n <= 21, (fps, n)
+    r = ThumbnailRenderer(_cfg_thumb(interval_s=1.0))
+    assert r.due(100.0) and not r.due(100.5) and r.due(101.0)
+    assert r.due(3.0)  # a looped file: the clock went back, a thumbnail at once
+    assert not r.due(3.4) and r.due(4.0)
+    assert ThumbnailRenderer(_cfg_thumb(interval_s=0)).due(5.0)
+    with pytest.raises(ValidationError) as err:
+        ThumbnailConfig.model_validate({"every_n_frames": 5})
+    assert "'every_n_frames'" in str(err.value) and "'interval_s'" in str(err.value)
