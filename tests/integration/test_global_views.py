@@ -159,11 +159,16 @@ def test_two_tiles_workers_show_every_partition_and_survive_the_owners_death(
 
     batch1 = kpi_values(1)
     alerts1 = [alert(i) for i in range(12)]
-    produce(s, batch1, alerts1)
+    # in two halves, so that the wall sees at least two alerts:all lists
+    produce(s, batch1[:4], alerts1[:6])
+    wait_for(lambda: len(wall.poll().get("alerts:all", Tile("", "alerts", 0, 0)).payload.get(
+        "items", ())) == 6, timeout=60, every=0.3, what="the first half on alerts:all")
+    produce(s, batch1[4:], alerts1[6:])
     want1 = {a.id: "raised" for a in alerts1}
     wait_for(lambda: wall.complete(want1, batch1), timeout=60, every=0.3,
              what="alerts:all and kpi tiles listing both partitions")
     lists = wall.all_lists
+    assert len(lists) >= 2
     # one builder: each alerts:all list holds the one before it (none is another
     # worker's partial list)
     assert all(set(a) <= set(b) for a, b in itertools.pairwise(lists)), lists
@@ -198,4 +203,9 @@ def test_two_tiles_workers_show_every_partition_and_survive_the_owners_death(
     wait_for(lambda: wall.complete(want3, batch3), timeout=90, every=0.3,
              alive=lambda: survivor.alive() and w3.alive(),
              what="the tiles after the restart's rebalance")
+    # through the kill and the restart, no alerts:all list ever lacked an alert of the
+    # one before it (the new owner rebuilt the whole list from the changelog)
+    lists = wall.all_lists
+    assert all(set(a) <= set(b) for a, b in itertools.pairwise(lists)), lists
+    print(f"{len(lists)} alerts:all tile(s) in all, each holding the one before")
     wall.tail.close()
