@@ -599,6 +599,7 @@ class StageMetrics:
     snapshots_written: int = 0
     snapshot_errors: int = 0  # snapshot files that could not be written
     snapshot_s: float = 0.0  # seconds spent writing snapshots
+    kept: int = 0  # table partitions revoked and assigned again, kept in memory (no restore)
     busy_s: float = 0.0
 
     def line(self) -> str:
@@ -674,6 +675,10 @@ class StageRunner:
         self.snapshot_writer = SnapshotWriter(self.snapshots)
         self.snapshot_every_s = 30.0
         self.last_snapshot = time.monotonic()
+        # revoked partitions whose states stay in memory until the next assignment: those
+        # assigned again whose changelog nobody wrote since are kept, not restored (eager
+        # assignment revokes every partition at each rebalance)
+        self.parked: set[TopicPartition] = set()
 
     # -- rebalance callbacks (librdkafka calls them inside consume(), in our thread) --
 
@@ -701,9 +706,19 @@ class StageRunner:
 
     def assigned(self, tps: set[TopicPartition]) -> None:
         t0 = time.perf_counter()
+        parked, self.parked = self.parked, set()
         for t in self.stage.tables:
-            t.drop(tp.partition for tp in self.owned - tps if tp.topic == t.source)
-            new = sorted(tp.partition for tp in tps - self.owned if tp.topic == t.source)
+            mine = {tp.partition for tp in tps if tp.topic == t.source}
+            owned = {tp.partition for tp in self.owned if tp.topic == t.source}
+            back = {tp.partition for tp in parked if tp.topic == t.source}
+            keep = {p for p in back & mine if self._unchanged(t, p)}
+            t.drop(((owned | back) - mine) | (back - keep))
+            self.stage.metrics.kept += len(keep)
+            if keep:
+                log.info("stage %s: %s partitions %s kept in memory (their changelog "
+                         "unchanged since they were revoked)", self.stage.name, t.topic,
+                         sorted(keep))
+            new = sorted(mine - owned - keep)
             if new and not self.snapshot_writer.wait(30.0):  # the newest files, if any
                 log.warning("stage %s: snapshots still being written after 30 s; restoring "
                             "from the older ones", self.stage.name)
@@ -729,6 +744,16 @@ class StageRunner:
         if self.stage.on_assigned is not None:
             self.stage.on_assigned(set(tps))
 
+    def _unchanged(self, t: StateTable, p: int) -> bool:
+        """Whether the changelog of ``t``'s partition ``p`` still ends where the table's
+        state of it does (nobody wrote it since this stage last did, or restored it)."""
+        if p not in t.offsets or p in t.dirty:
+            return False
+        try:
+            return self._changelog_high(t.topic, p) == t.offsets[p]
+        except KafkaException:
+            return False
+
     def _changelog_high(self, topic: str, partition: int) -> int:
         assert self.consumer is not None
         return _watermark_high(self.consumer, RdTopicPartition(topic, partition), within_s=10.0)
@@ -738,7 +763,11 @@ class StageRunner:
         # and commit before letting go; snapshot them, should they come back.
         self.checkpoint(Outbox())
         self.write_snapshots(tps)
-        self._forget(tps)
+        # on disk before the group goes on: their next owner may be a worker on this host
+        if not self.snapshot_writer.wait(30.0):
+            log.warning("stage %s: snapshots of revoked partitions still being written "
+                        "after 30 s", self.stage.name)
+        self._forget(tps, park=True)
 
     def write_snapshots(self, tps: set[TopicPartition] | None = None) -> None:
         """Snapshot the tables' partitions (``tps``, default all owned) whose changelog
@@ -762,11 +791,18 @@ class StageRunner:
         w, m = self.snapshot_writer, self.stage.metrics
         m.snapshots_written, m.snapshot_errors, m.snapshot_s = w.written, w.errors, w.seconds
 
-    def _forget(self, tps: set[TopicPartition]) -> None:
+    def _forget(self, tps: set[TopicPartition], *, park: bool = False) -> None:
+        """Let go of ``tps``; their table states are dropped, or with ``park`` kept aside
+        until the next ``assigned`` (which keeps those it gets back unchanged)."""
         for tp in tps:
             self.careful_until.pop(tp, None)
-        for t in self.stage.tables:
-            t.drop(tp.partition for tp in tps if tp.topic == t.source)
+        if park:
+            self.parked |= tps
+        else:
+            gone = tps | (self.parked & tps)
+            self.parked -= tps
+            for t in self.stage.tables:
+                t.drop(tp.partition for tp in gone if tp.topic == t.source)
         self.owned -= tps
         if self.stage.on_revoked is not None:
             self.stage.on_revoked(set(tps))
@@ -1065,8 +1101,10 @@ class StageRunner:
                     last_log = now
                     log.info("stage %s: %s", st.name, m.line())
             # stopping: what is processed is sent and committed, then the group is left
+            # (after the snapshots are on disk: the next owner may be on this host)
             self.checkpoint(out)
             self.write_snapshots()
+            self.snapshot_writer.wait(60.0)
         finally:
             try:
                 self.consumer.close()  # leaves the group (on_revoke: nothing pending now)

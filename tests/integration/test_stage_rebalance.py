@@ -134,10 +134,13 @@ def stable_with(s: Settings, n: int, *procs: Proc) -> dict[str, set[int]] | None
 
 
 def restored(log: str) -> set[int]:
-    """Partitions the worker's aggregate stage logged as restored (with records) from its changelog."""
+    """Partitions the worker's aggregate stage logged as restored (with records or entries)
+    from its changelog or local snapshots (streams.batch.StageRunner.assigned)."""
     out: set[int] = set()
-    for m in re.finditer(r"stage aggregate: restored \d+ record\(s\) of \S+ for partitions \[([\d, ]*)\]", log):
-        out.update(int(p) for p in m.group(1).split(",") if p.strip())
+    for m in re.finditer(r"stage aggregate: restored \S+ partitions \[([\d, ]*)\]: "
+                         r"(\d+) changelog record\(s\) read, (\d+) entries from snapshots", log):
+        if int(m.group(2)) + int(m.group(3)):
+            out.update(int(p) for p in m.group(1).split(",") if p.strip())
     return out
 
 

@@ -31,7 +31,7 @@ from ioc.kafka import acked_producer, ensure_topics, rdkafka_conf
 from ioc.metrics.stages import StagesCollector
 from ioc.topics import spec, topic_name
 from streams._snapshot import Snapshot, SnapshotStore
-from streams.batch import Outbox, Stage, StageRunner, StateTable
+from streams.batch import Outbox, Stage, StageRunner, StateTable, key_partition
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(180)]
 
@@ -196,3 +196,74 @@ def test_a_restart_on_snapshots_reads_only_the_tail_and_rebuilds_the_full_state(
     assert m4.snapshot_fallbacks == 3
     assert m4.restored == h2[a] + h2[b] + h2[c], "the damaged partitions read in full, no more"
     assert r4.at_assign == want
+
+
+def wait_owned(*runs: Run, want: int = PARTS) -> None:
+    """Until the runs' stage consumers own ``want`` partitions between them, none twice."""
+    deadline = time.monotonic() + 60
+    while True:
+        owned = [set(r.runner.owned) for r in runs]
+        if sum(map(len, owned)) == want and len(set().union(*owned)) == want:
+            return
+        for r in runs:
+            assert not r.failed, r.failed
+        assert time.monotonic() < deadline, f"owned {owned}"
+        time.sleep(0.1)
+
+
+def test_a_rebalance_keeps_what_stays_and_moves_the_rest_on_snapshots(
+        fresh_namespace: Any, tmp_path: Path):
+    """Two stage consumers of one group on one host (one state dir). B joins: A is revoked
+    every partition (eager) and assigned some again, which it keeps in memory (no
+    restore); B restores its share from A's snapshots (no changelog record read). B
+    leaves: A restores B's share from B's snapshots. The state is the full read's."""
+    settings = fresh_namespace("snapreb")
+    state_dir = tmp_path / "state"
+    s = settings.model_copy(update={"streams": settings.streams.model_copy(
+        update={"state_dir": state_dir})})
+    sent: Counter[bytes] = Counter()
+    publish(s, 1200, sent)
+    a = Run(s)
+    a.wait_records(1200)
+    b = Run(s)
+    wait_owned(a, b)
+    ma, mb = a.stage.metrics, b.stage.metrics
+    mine_a, mine_b = set(a.runner.owned), set(b.runner.owned)
+    assert mine_a and mine_b
+    topic = a.table.topic
+    h = highs(s, topic)
+    parts_b = {tp.partition for tp in mine_b}
+    keys_b = sum(1 for k in sent if key_partition(k, PARTS) in parts_b)
+    assert len(b.at_assign) == keys_b
+    print(f"\nrebalance: A keeps {sorted(tp.partition for tp in mine_a)}, B restores "
+          f"{sorted(tp.partition for tp in mine_b)}: A restored {ma.restored} records, "
+          f"{ma.snapshot_entries} entries, kept {ma.kept}; B restored {mb.restored} records, "
+          f"{mb.snapshot_entries} entries")
+    assert ma.kept == len(mine_a), "A kept the partitions it got back"
+    assert ma.restored == 0 and ma.snapshot_entries == 0, "A restored nothing"
+    assert mb.restored == 0 and mb.snapshot_entries == keys_b > 0, "B: A's snapshots, no tail"
+    assert mb.snapshot_fallbacks == 0
+
+    more: Counter[bytes] = Counter()
+    publish(s, 600, more)
+    sent.update(more)
+    deadline = time.monotonic() + 60
+    while ma.records + mb.records < 1800:
+        assert time.monotonic() < deadline, (ma.records, mb.records)
+        time.sleep(0.1)
+    entries0 = ma.snapshot_entries
+    b.stop()
+    wait_owned(a)
+    h2 = highs(s, topic)
+    assert h2 != h
+    deadline = time.monotonic() + 30
+    while a.table.data != {k: b"%d" % n for k, n in sent.items()}:
+        assert time.monotonic() < deadline, "A's state after B left"
+        time.sleep(0.1)
+    a.stop()
+    print(f"B left: A restored {ma.restored} records, {ma.snapshot_entries - entries0} entries")
+    assert ma.restored == 0, "B's snapshots were at the changelog's end"
+    assert ma.snapshot_entries - entries0 == keys_b, "B's share from B's snapshots"
+    assert ma.kept == 2 * len(mine_a), "A kept its own share again"
+    assert ma.snapshot_fallbacks == 0
+    assert full_read(s, topic) == {k: b"%d" % n for k, n in sent.items()}
