@@ -96,6 +96,8 @@ def _register(app: faust.App, settings: Settings) -> None:
                 counts=dict(payload.get("counts", {})),
                 health=ev.state, fps=ev.fps, image=lt.image,
             )
+            if isinstance(payload.get("tamper"), dict):  # the last analysed frame's flags
+                tile.payload["tamper"] = dict(payload["tamper"])
             lt.payload = tile.payload
             await tiles.send(key=tile.id.encode(), value=encode_tile(tile))
 

@@ -263,6 +263,7 @@ def test_health_offline_on_kill9_online_on_restart(env):
     _, tile = c.wait("tile", lambda t: t.id == "camera:cam-a" and t.payload["health"] == "offline",
                      10)
     assert tile.image, "an offline camera keeps its last thumbnail"
+    assert "tamper" in tile.payload, "and its last tamper flags (the drill-in shows them)"
     env.cap = env.capture(["cam-a", "cam-cut"], "capture-restart")
     c.wait("health", lambda h: h["camera"] == "cam-a" and h["state"] == "online"
            and h["previous"] == "offline", 60, [env.worker, env.cap])
