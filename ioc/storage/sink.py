@@ -28,8 +28,8 @@ backlog is written in fewer, larger transactions, and a last-write-wins table ke
 one row per key of each batch.
 
 Some tables go first (``SinkOptions.first_tables``: events): while one of them is
-behind (its batches fill before their linger ends, or it has just come back from a
-database outage), the runners of the other tables finish the batch they are writing
+behind (its batches fill at ``drain_batch_rows`` before their linger ends, or it has
+just come back from a database outage), the runners of the other tables finish the batch they are writing
 and then wait, their partitions paused and still polling, at most ``first_hold_s`` in a
 row (``_sink_precedence.Precedence``). After an outage the events table is current
 first; the derived tables (rollups, alerts...) drain after it.
@@ -95,6 +95,7 @@ __all__ = [
     "TableSink",
     "TableWriter",
     "abandoned_consumers",
+    "behind_after",
     "exit_on_stall",
     "next_batch_rows",
     "run_sinks",
@@ -197,8 +198,8 @@ class SinkOptions:
     # (ioc/kafka/membership.py).
     rejoin_s: float = 12.0
     first_join_s: float = 60.0
-    # While one of these tables is behind (its batches fill before their linger ends, or
-    # it just came back from a database outage), the other tables wait, their partitions
+    # While one of these tables is behind (its batches fill at drain_batch_rows before
+    # their linger ends, or it just came back from a database outage), the other tables wait, their partitions
     # paused: after an outage the events are current first, the derived tables after
     # them. A table waits at most first_hold_s in a row, then is not held again for as
     # long (_sink_precedence.Precedence).
@@ -250,6 +251,16 @@ def next_batch_rows(cap: int, *, filled: bool, options: SinkOptions) -> int:
     if not filled:
         return options.batch_rows
     return max(options.batch_rows, min(2 * cap, options.drain_batch_rows))
+
+
+def behind_after(cap: int, *, filled: bool, options: SinkOptions) -> bool | None:
+    """What a batch of ``cap`` rows says of its table's backlog (for ``Precedence``):
+    True, behind, when it ``filled`` at the largest size (``drain_batch_rows``: a
+    sustained backlog, not a burst that one larger batch absorbs); False, caught up,
+    when it did not fill; None (no change) for a smaller batch that filled."""
+    if not filled:
+        return False
+    return True if cap >= options.drain_batch_rows else None
 
 
 class _Unavailable(Exception):
@@ -679,9 +690,11 @@ class _TableSinkRunner:
                             self.precedence.report(self.spec.name, False)
                     self._add(batch, msgs)
                     continue
-                cap = next_batch_rows(cap, filled=left <= 0, options=self.options)
                 if self.precedence is not None:
-                    self.precedence.report(self.spec.name, left <= 0)
+                    behind = behind_after(cap, filled=left <= 0, options=self.options)
+                    if behind is not None:
+                        self.precedence.report(self.spec.name, behind)
+                cap = next_batch_rows(cap, filled=left <= 0, options=self.options)
                 if inflight is not None:
                     done, inflight = inflight, None
                     if not await self._settle(*done):

@@ -7,6 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ioc.storage._sink_precedence import Precedence
+from ioc.storage.sink import SinkOptions, behind_after
 
 
 def test_others_wait_while_a_first_table_is_behind_and_go_once_it_caught_up() -> None:
@@ -70,3 +71,12 @@ def test_no_table_is_held_longer_than_hold_s_in_a_row_nor_while_nothing_is_behin
             assert now - since < hold_s
         else:
             since = None
+
+
+def test_only_a_full_batch_at_the_drain_size_says_behind() -> None:
+    o = SinkOptions(batch_rows=5000, drain_batch_rows=20_000)
+    assert behind_after(20_000, filled=True, options=o) is True
+    assert behind_after(5000, filled=True, options=o) is None  # a burst: no change
+    assert behind_after(10_000, filled=True, options=o) is None
+    assert behind_after(20_000, filled=False, options=o) is False
+    assert behind_after(5000, filled=False, options=o) is False
