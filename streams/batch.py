@@ -27,9 +27,15 @@ State lives in ``StateTable``s: a dict per stage whose changed entries are writt
 at each commit (after the outputs they led to), to a compacted changelog topic
 ``<ns>.state.<app>.<table>`` in the partition of the source record (so a partition's
 state moves with it): one record per changed key per commit, however many batches
-changed it. When partitions are assigned, the table is rebuilt from that
-topic before any record of theirs is fetched; when they are revoked, their state is
-dropped after the batch in flight is flushed and committed. The states remember the
+changed it. When partitions are assigned, the table is rebuilt before any record of
+theirs is fetched: from a local snapshot of the partition (``streams._snapshot``, which
+remembers the changelog offset it includes) and the changelog's tail after it, or from
+the whole changelog when there is no usable snapshot. When they are revoked, the batch in
+flight is flushed and committed and the partitions snapshotted; their state stays in
+memory until the next assignment, which keeps those it gets back whose changelog nobody
+wrote since (eager assignment revokes every partition at each rebalance) and drops the
+rest. Snapshots are also written after a checkpoint, at most every ``snapshot_every_s``
+(30 s), for the partitions written since, and when the stage stops. The states remember the
 last applied (partition, offset) so records redelivered after a crash (kill -9 between
 a flush and its commit) are skipped, not counted twice: exactly-once totals over
 at-least-once Kafka, as with the Faust tables this replaces.
