@@ -238,3 +238,21 @@ def test_dropping_a_partition_forgets_its_offsets(tmp_path: Path):
     t.snapshot_offsets[0] = 3
     t.drop([0])
     assert t.offsets == {1: 3} and t.snapshot_offsets == {}
+
+
+def test_the_runner_keeps_snapshots_in_streams_state_dir_else_in_the_data_dir(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    from ioc.config import Settings
+    from streams.batch import Stage, StageRunner
+
+    stage = Stage("x", ["ns.in"], lambda _r, _o: None)
+    mine = StageRunner(Settings(namespace="ns", streams={"state_dir": str(tmp_path)}),
+                       "ns-app", stage)
+    assert mine.snapshots.directory == tmp_path
+    monkeypatch.setenv("IOC_STATE_DIR", str(tmp_path / "st"))
+    monkeypatch.delenv("IOC_STREAMS__STATE_DIR", raising=False)
+    default = StageRunner(Settings(namespace="ns"), "ns-app", stage)
+    assert default.snapshots.directory == tmp_path / "st" / "faust" / "ns-app" / "snapshots"
+    data = StageRunner(Settings(namespace="ns", streams={"data_dir": str(tmp_path / "d")}),
+                       "ns-app", stage)
+    assert data.snapshots.directory == tmp_path / "d" / "snapshots"
