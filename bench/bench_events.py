@@ -13,11 +13,10 @@ events path running):
          -> PostgreSQL
 
 ``--workers N`` runs N identical worker processes, each with every stage (the stage
-groups share the partitions among them: the documented way to scale).
-``--split 2|3`` instead runs a pipeline split, one process per part (2: validate | the
-others; 3: validate | aggregate,kpis,rules | tiles), kept to compare with
-(docs/performance/events.md, "N identical workers"). ``bench/bench_scale.py`` measures
-1, 2 and 3 identical workers (and the split) in one run.
+groups share the partitions among them: the way to scale). ``bench/bench_scale.py``
+measures the sustained rate of 1, 2 and 3 of them in one run (and, with ``--split``, the
+pipeline split of earlier sessions, which was removed: docs/performance/events.md,
+"N identical workers").
 
 Burst (default): N events published as fast as the publisher can. Two figures:
 N / (time from the first publish to the last event row visible in PostgreSQL), and
@@ -360,30 +359,23 @@ def infra_cpu() -> dict[str, float]:
 Procs = dict[str, "subprocess.Popen[bytes]"]
 
 
-SPLITS = {  # --split: the agents of each worker process of a pipeline split
-    2: {"worker validate": STAGES[:1], "worker others": STAGES[1:]},
-    3: {"worker validate": STAGES[:1], "worker aggregate+kpis+rules": STAGES[1:4],
-        "worker tiles": STAGES[4:]},
-}
+Layout = dict[str, tuple[str, ...]]  # worker process name -> its stages
 
 
-def layout(workers: int = 1, split: int | None = None) -> dict[str, tuple[str, ...]]:
-    """Worker process name -> its stages: ``workers`` identical ones (every stage in each),
-    or the pipeline split ``split`` (``SPLITS``)."""
-    if split is not None:
-        return SPLITS[split]
+def layout(workers: int = 1) -> Layout:
+    """``workers`` identical worker processes, every stage in each."""
     if workers == 1:
         return {"worker": STAGES}
     return {f"worker {i + 1}": STAGES for i in range(workers)}
 
 
 @contextmanager
-def stages_running(s: Settings, logdir: Path, *, workers: int = 1, split: int | None = None,
+def stages_running(s: Settings, logdir: Path, *, workers: int = 1, agents: Layout | None = None,
                    sink: bool = True) -> Iterator[Procs]:
-    """The worker process(es) (``layout``) and the sink, as deployed, by name; terminated
-    at exit."""
+    """The worker processes (``layout(workers)``, or ``agents``) and the sink, as
+    deployed, by name; terminated at exit."""
     procs = {name: spawn(["worker", "--agents", ",".join(w)], s, logdir / f"worker{i}.log")
-             for i, (name, w) in enumerate(layout(workers, split).items())}
+             for i, (name, w) in enumerate((agents or layout(workers)).items())}
     if sink:
         procs["sink"] = spawn(["sink", "--tables", ",".join(SINKS), "--batch-rows", "5000",
                                "--linger", "0.2"], s, logdir / "sink.log")
@@ -420,13 +412,13 @@ def stage_cpu(procs: Procs) -> dict[str, float]:
     return {**{name: cpu_seconds(p.pid) for name, p in procs.items()}, **infra_cpu()}
 
 
-def pipeline(s: Settings, events: list[dict], logdir: Path, *, workers: int = 1,
-             split: int | None = None) -> tuple[float, float, float, dict[str, float]]:
+def pipeline(s: Settings, events: list[dict], logdir: Path, *, workers: int = 1
+             ) -> tuple[float, float, float, dict[str, float]]:
     """(seconds publish->last durable event row, seconds until every stage caught up,
     seconds the publisher alone took, CPU seconds per process during the measured run)."""
     from ioc.publish import Publisher
 
-    with stages_running(s, logdir, workers=workers, split=split) as procs:
+    with stages_running(s, logdir, workers=workers) as procs:
         with Publisher(s, source="bench") as pub:
             warm_up(s, pub, procs, logdir)
             cpu0 = stage_cpu(procs)
@@ -500,12 +492,12 @@ class RateRun:
 
 
 def at_rate(s: Settings, events: list[dict], rate: float, logdir: Path, *,
-            sample_s: float = 2.0, workers: int = 1, split: int | None = None) -> RateRun:
+            sample_s: float = 2.0, workers: int = 1) -> RateRun:
     """Publish ``events`` at ``rate`` events/s while sampling every group's lag, then wait
     until every group is at lag 0 (at most DRAIN_TIMEOUT_S)."""
     from ioc.publish import Publisher
 
-    with stages_running(s, logdir, workers=workers, split=split) as procs, LagProbe(s) as probe, \
+    with stages_running(s, logdir, workers=workers) as procs, LagProbe(s) as probe, \
             Publisher(s, source="bench") as pub:
         warm_up(s, pub, procs, logdir)
         settle(probe, procs, logdir)
@@ -685,9 +677,6 @@ def main() -> None:
                     help="sawtooth values: nearly every traffic event raises or clears an alert")
     ap.add_argument("--workers", type=int, default=1, metavar="N",
                     help="N identical worker processes, each with every stage (default 1)")
-    ap.add_argument("--split", type=int, choices=sorted(SPLITS), default=None,
-                    help="a pipeline split instead: 2 (validate | the others) or 3 (validate | "
-                         "aggregate+kpis+rules | tiles), one process each")
     a = ap.parse_args()
     if a.rate is not None and (a.quick or a.events):
         ap.error("--rate publishes R * --seconds events; --quick and --events are for the burst")
@@ -697,8 +686,8 @@ def main() -> None:
         a.events or (50_000 if a.quick else 300_000))
     if n < 1:
         ap.error("no events to publish")
-    if a.workers < 1 or (a.split is not None and a.workers != 1):
-        ap.error("--workers must be >= 1, and --split replaces it")
+    if a.workers < 1:
+        ap.error("--workers must be >= 1")
     logdir = Path(a.logdir)
     logdir.mkdir(parents=True, exist_ok=True)
     s = load_settings().with_namespace(f"bench{secrets.token_hex(3)}")
@@ -727,15 +716,14 @@ def main() -> None:
 
         if a.rate is not None:
             baselines()
-            r = at_rate(s, events, a.rate, logdir, sample_s=a.sample_s, workers=a.workers,
-                        split=a.split)
+            r = at_rate(s, events, a.rate, logdir, sample_s=a.sample_s, workers=a.workers)
             report_rate(r, a.sample_s, s.streams.commit_every_s)
             print(f"ratios: rate/kafka = {a.rate / r_kafka:.2f}   rate/copy = "
                   f"{a.rate / r_copy:.2f}   (the rate asked for, next to the baselines)")
             print_results_rows(s, n, a.alert_storm)
             print(f"load after: {os.getloadavg()[0]:.1f}")
             return
-        t_pipe, t_all, t_pub, cpu = pipeline(s, events, logdir, workers=a.workers, split=a.split)
+        t_pipe, t_all, t_pub, cpu = pipeline(s, events, logdir, workers=a.workers)
         r_pipe, r_all = n / t_pipe, n / t_all
         baselines()
         print(f"publisher alone (validate + kafka-python, acks=all):      {n / t_pub:>10,.0f} ev/s")

@@ -8,8 +8,9 @@ For each layout, in a fresh namespace of its own (topics deleted at the end):
 
     layout  N identical ``ioc worker --agents validate,aggregate,kpis,rules,tiles``
             processes (each stage group shares the partitions among the N), or with
-            ``--split`` also the three-process pipeline split (validate |
-            aggregate,kpis,rules | tiles: bench_events.py --split 3);
+            ``--split`` also the three-process pipeline split of earlier sessions
+            (validate | aggregate,kpis,rules | tiles, ``SPLIT``), removed on
+            2026-12-02 and kept here to measure that decision again;
     ladder  rates R = start, start*step, ...: at each, R*T events are published on
             bench_events.py's schedule while the lag of every stage group is sampled,
             then until every group is at lag 0; R is judged by bench_events.py's
@@ -55,7 +56,9 @@ from bench_engine import broker_cpu  # noqa: E402
 from bench_events import (  # noqa: E402
     DRAIN_TIMEOUT_S,
     STAGE_GROUPS,
+    STAGES,
     LagProbe,
+    Layout,
     Procs,
     RateRun,
     check_alive,
@@ -75,6 +78,8 @@ from ioc.kafka import delete_namespace_topics, ensure_topics  # noqa: E402
 from ioc.publish import Publisher  # noqa: E402
 
 BASELINE_EVENTS = 60_000
+SPLIT: Layout = {"worker validate": STAGES[:1], "worker aggregate+kpis+rules": STAGES[1:4],
+                 "worker tiles": STAGES[4:]}
 READY_TIMEOUT_S = 120.0
 
 
@@ -137,7 +142,7 @@ def cpu_of(procs: Procs) -> dict[str, float]:
     return {**{name: cpu_seconds(p.pid) for name, p in procs.items()}, "broker": broker_cpu()}
 
 
-def run_layout(base: Settings, name: str, workers: int, split: int | None, rates: list[float],
+def run_layout(base: Settings, name: str, workers: int, split: Layout | None, rates: list[float],
                a: argparse.Namespace, logdir: Path) -> Ladder:
     """The ladder of one layout in a fresh namespace."""
     s = base.with_namespace(f"scale{secrets.token_hex(3)}")
@@ -147,7 +152,7 @@ def run_layout(base: Settings, name: str, workers: int, split: int | None, rates
     try:
         assert ensure_topics(s).success
         members = workers if split is None else 1
-        with stages_running(s, d, workers=workers, split=split, sink=False) as procs, \
+        with stages_running(s, d, workers=workers, agents=split, sink=False) as procs, \
                 LagProbe(s, STAGE_GROUPS) as probe, Publisher(s, source="bench") as pub:
             pub.send_many(make_events(1, "warm"))
             wait_ready(s, procs, d, members)
@@ -236,14 +241,14 @@ def main() -> None:
         r *= a.step
     logdir = Path(a.logdir)
     base = load_settings()
-    layouts: list[tuple[str, int, int | None]] = [
+    layouts: list[tuple[str, int, Layout | None]] = [
         (f"{n} identical worker{'s' if n > 1 else ''}", n, None) for n in counts]
     if a.split:
-        layouts.append(("pipeline split (3 processes)", 1, 3))
+        layouts.append(("pipeline split (3 processes)", 1, SPLIT))
     print(f"cores: {os.cpu_count()}  load: {os.getloadavg()[0]:.1f}  ladder: "
           + ", ".join(f"{x:,.0f}" for x in rates) + f" ev/s, {a.seconds:g} s each")
     for name, n, split in layouts:
-        print(f"layout {name}: " + ", ".join(f"{w} ({','.join(st)})" for w, st in layout(n, split).items()))
+        print(f"layout {name}: " + ", ".join(f"{w} ({','.join(st)})" for w, st in (split or layout(n)).items()))
     results: list[tuple[int, float, Ladder]] = []
     for rep in range(1, a.repeat + 1):
         # every other repeat in the reverse order, so a trend in the machine's load does

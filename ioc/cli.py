@@ -182,8 +182,14 @@ def db_status(c: Ctx) -> None:
 @pass_ctx
 def worker(c: Ctx, agents: str, loglevel: str | None, metrics_port: int | None) -> None:
     """Run the stream worker: Faust agents (probe, vision, camera_health) and batch stages
-    (validate, aggregate, kpis, scorecards, rules, tiles). Scale out by starting more: each
-    agent and stage group shares its partitions among the workers.
+    (validate, aggregate, kpis, scorecards, rules, tiles). Scale out by starting N identical
+    workers (every stage in each; `IOC_WORKERS=N make up`): each agent and stage group
+    shares its partitions among them, and a killed worker's partitions move to the others.
+
+    --agents runs a subset (tests, benches). Workers of one namespace must all run the
+    same agents: stages sharing a process share one consumer group named after them
+    (aggregate+kpis+rules), so a worker with another subset would read the same
+    partitions again in a group of its own.
 
     Agents: probe, validate, vision, camera_health, aggregate, kpis, scorecards, rules, tiles
     (scorecards runs only when scorecards.indicators are configured).
