@@ -550,7 +550,8 @@ class StateTable:
         acknowledged (the runner does, right after a checkpoint's flush), by the owner
         of the partitions (no one else writes their changelog): a snapshot then holds
         exactly the changelog below its offset, nothing that could still be undone.
-        A watermark that lags only makes a restart re-read some of its own records.
+        A watermark that lags (below our last acknowledged write) only costs time: the
+        restore's check of the record below the offset fails and reads in full.
         Partitions with changes not yet written are skipped.
 
         Raises:
