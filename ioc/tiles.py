@@ -5,7 +5,8 @@ A tile is the latest state of one thing on the wall. Tiles travel on the compact
 version of every tile by reading the topic from the start.
 
 Tile ids (stable): ``camera:<camera>``, ``kpi:<kpi>[:<group>]``,
-``sensor:<entity>:<metric>``, ``alerts:<scope>``, ``text:<name>``.
+``sensor:<entity>:<metric>``, ``alerts:<scope>``, ``text:<name>``, and the scorecards'
+``scorecard:<level>:<parent path>``, ``target:<indicator>:<unit path>``, ``card:<unit path>``.
 
 Kinds and their payloads (JSON objects):
 
@@ -19,6 +20,9 @@ Kinds and their payloads (JSON objects):
 - ``alerts``: ``{"scope", "items": [{"id", "severity": "info"|"warning"|"critical",
   "entity", "message", "raised_at", "state"}]}``.
 - ``text``: ``{"text"}``.
+- ``leaderboard``, ``target``, ``scorecard``: the scorecards' tiles; their payloads are
+  documented in ``ioc.scorecard._tiles``. Each also has a one-line ``text``: a client
+  that does not know a kind renders its ``text`` (the wall client falls back to text).
 
 ``version`` increases per tile id (producers use the data's time in ms or a counter); a
 consumer ignores a version not greater than the one it holds. ``time`` is the time of the
@@ -46,7 +50,8 @@ from .errors import IOCError
 
 __all__ = ["TILE_KINDS", "Tile", "TileDecodeError", "decode_tile", "encode_tile"]
 
-TILE_KINDS = frozenset({"camera", "kpi", "series", "alerts", "text", "chart", "clock"})
+TILE_KINDS = frozenset({"camera", "kpi", "series", "alerts", "text", "chart", "clock",
+                        "leaderboard", "target", "scorecard"})
 _MAGIC = b"IOCT"
 _LEN = struct.Struct(">I")
 

@@ -18,7 +18,9 @@ all units whatever the number of workers. It keeps the latest bytes of each leaf
 the ``StateTable`` ``scorecard-leaves`` (restored from its changelog after a restart)
 and, at most every ``scorecards.tile_every_s`` after a change, scores the latest period
 of ``scorecards.tile_period`` with the same pure functions as the export
-(``build_scorecard``) and sends ``ioc.scorecard._tiles.leaderboard_tiles``.
+(``build_scorecard``) and sends ``ioc.scorecard._tiles.leaderboard_tiles`` (at the
+leaderboard level) and, for each unit of the outermost drill level (the province),
+``target_tiles`` (one per indicator) and ``card_tiles`` (its areas and total).
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from ioc.errors import InvalidEvent, InvalidRecord
 from ioc.events import raw_origin
 from ioc.scorecard import LeafCount, ScorecardCounts, build_scorecard, previous_period
 from ioc.scorecard._counts import LeafKey
-from ioc.scorecard._tiles import leaderboard_tiles
+from ioc.scorecard._tiles import card_tiles, leaderboard_tiles, target_tiles
 from ioc.tiles import encode_tile
 from ioc.topics import spec, topic_name
 
@@ -113,8 +115,8 @@ def leaves_table(settings: Settings) -> StateTable:
 
 
 class LeaderboardStage:
-    """``process`` keeps each leaf's latest bytes; ``tick`` sends the leaderboard tiles
-    when leaves changed, at most every ``scorecards.tile_every_s`` (no Kafka in it)."""
+    """``process`` keeps each leaf's latest bytes; ``tick`` sends the leaderboard, target
+    and scorecard tiles when leaves changed, at most every ``scorecards.tile_every_s`` (no Kafka in it)."""
 
     def __init__(self, settings: Settings, table: StateTable) -> None:
         self.cfg = settings.scorecards
@@ -165,11 +167,17 @@ class LeaderboardStage:
                    for k in by_key.get(pk, ())]
             return [lf for lf in got if lf is not None]
 
-        cards = build_scorecard(self.cfg, leaves(latest), leaves(prev), period=period,
-                                period_key=latest, level=self.cfg.leaderboard_level,
-                                tz=self.tz, now=now)
-        for tile in leaderboard_tiles(cards, max_total=self.max_total, rows=self.cfg.tile_rows,
-                                      now=now, version=int(now * 1000)):
+        cur, before = leaves(latest), leaves(prev)
+        version = int(now * 1000)
+        cards = build_scorecard(self.cfg, cur, before, period=period, period_key=latest,
+                                level=self.cfg.leaderboard_level, tz=self.tz, now=now)
+        tiles = leaderboard_tiles(cards, max_total=self.max_total, rows=self.cfg.tile_rows,
+                                  now=now, version=version)
+        top = build_scorecard(self.cfg, cur, before, period=period, period_key=latest,
+                              level=self.cfg.levels[0].id, tz=self.tz, now=now)
+        tiles += target_tiles(self.cfg, top, now=now, version=version)
+        tiles += card_tiles(self.cfg, top, max_total=self.max_total, now=now, version=version)
+        for tile in tiles:
             out.add(self.tiles_topic, tile.id.encode(), encode_tile(tile))
             self.sent += 1
 

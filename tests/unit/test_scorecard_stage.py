@@ -104,15 +104,32 @@ def test_leaderboard_tiles_rank_every_unit_with_rank_change():
     assert board.undecodable == 1 and not out.records
     now = datetime(2022, 6, 1, tzinfo=TZ).timestamp()
     board.tick(now, out)
-    [(topic, key, value, _, _)] = out.records
-    tile = decode_tile(value)
-    assert topic == "tsc.wall.tiles" and key == b"scorecard:agency:province/district"
-    assert tile.kind == "text" and tile.id == key.decode()
+    sent = {key: (topic, decode_tile(value)) for topic, key, value, _, _ in out.records}
+    assert {t for t, _ in sent.values()} == {"tsc.wall.tiles"}
+    # the leaderboard, one target tile per indicator and one scorecard for the province
+    assert set(sent) == {b"scorecard:agency:province/district", b"card:province",
+                         *(f"target:{i.id}:province".encode() for i in S.scorecards.indicators)}
+    key = b"scorecard:agency:province/district"
+    tile = sent[key][1]
+    assert tile.kind == "leaderboard" and tile.id == key.decode()
     rows = tile.payload["rows"]
     assert [r["unit"] for r in rows] == ["d1", "d2", "d5", "d3", "d4"]
     assert rows[2]["rank"] == 3 and rows[2]["rank_change"] == 2
     assert all(0 <= r["share"] <= 1 for r in rows)
     assert "3. d5" in tile.payload["text"] and "▲2" in tile.payload["text"]
+    # the province's target progress and scorecard, from the same counts (1510 of 5000)
+    target = sent[b"target:dossiers_online:province"][1]
+    assert target.kind == "target"
+    assert target.payload["value"] == 30.2 and target.payload["target"] == 40
+    assert target.payload["progress"] == 0.755 and target.payload["score"] == 15.1
+    assert (target.payload["numerator"], target.payload["denominator"]) == (1510, 5000)
+    assert sent[b"target:results_postal:province"][1].payload["flags"] == ["no_data"]
+    card = sent[b"card:province"][1]
+    assert card.kind == "scorecard" and card.payload["total"] == 15.1
+    areas = {a["area"]: a for a in card.payload["areas"]}
+    assert (areas["online"]["points"], areas["online"]["max_points"]) == (15.1, 30)
+    assert areas["transparency"]["indicators"] == 0 and card.payload["max_total"] == 100
+    assert all(t.payload["text"] for _, t in sent.values())  # old clients show the text
     # a change within tile_every_s of the last tile waits for it; nothing changed: no tile
     out2 = Outbox()
     board.process([leaf_rec(100, LeafCount("dossiers_online", "year", "2021",
@@ -121,7 +138,7 @@ def test_leaderboard_tiles_rank_every_unit_with_rank_change():
     board.tick(now + 1, out2)
     assert not out2.records
     board.tick(now + S.scorecards.tile_every_s, out2)
-    [(_, _, value, _, _)] = out2.records
+    [value] = [v for _, k, v, _, _ in out2.records if k == key]
     by = {r["unit"]: r for r in decode_tile(value).payload["rows"]}
     assert by["d4"]["rank"] == 1 == by["d1"]["rank"]  # both at full points: a shared rank
     assert by["d4"]["rank_change"] == 3 and by["d2"]["rank"] == 3
