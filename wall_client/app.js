@@ -107,6 +107,7 @@ function buildGrid(layout, { keep }) {
     return node;
   });
   grid.replaceChildren(...nodes);
+  fitTitles();
   // A preset keeps the data held for tiles it shares with the previous layout.
   for (const [id, held] of state.held) {
     const entry = state.tiles.get(id);
@@ -115,6 +116,27 @@ function buildGrid(layout, { keep }) {
     if (held.image && held.image.version === held.header.version) entry.view.image?.(held.image.bytes, held.header.image_type);
   }
   focus.relayout();
+}
+
+/** Shrink a tile title that does not fit in its two lines (the CSS wraps it), down to
+ * 70% of its size; only then is it cut (with the full title as its tooltip). */
+function fitTitle(entry) {
+  const t = entry.title;
+  t.style.fontSize = "";
+  t.title = "";
+  const base = parseFloat(getComputedStyle(t).fontSize);
+  let size = base;
+  while (t.scrollHeight > t.clientHeight + 1 && size > base * 0.7) {
+    size -= base * 0.05;
+    t.style.fontSize = `${size}px`;
+  }
+  const fits = t.scrollHeight <= t.clientHeight + 1;
+  t.dataset.fit = fits ? (size < base ? "shrunk" : "fits") : "cut";
+  if (!fits) t.title = t.textContent;
+}
+
+function fitTitles() {
+  for (const entry of state.tiles.values()) fitTitle(entry);
 }
 
 function ensureView(entry, kind) {
@@ -131,7 +153,11 @@ function showTile(entry, h) {
   ensureView(entry, h.kind);
   entry.header = h;
   entry.view.update(h.payload || {});
-  if (!entry.placement.title && h.payload?.label) entry.title.textContent = h.payload.label;
+  const label = h.payload?.label || h.payload?.title;
+  if (!entry.placement.title && label && entry.title.textContent !== label) {
+    entry.title.textContent = label;
+    fitTitle(entry);
+  }
   entry.node.classList.remove("waiting");
   entry.node.dataset.version = String(h.version);
   tickTile(entry, now());
@@ -367,6 +393,6 @@ if (!token) {
   conn.start();
 }
 setRole("viewer", null);
-window.addEventListener("resize", () => focus.fitPopups());
+window.addEventListener("resize", () => { focus.fitPopups(); fitTitles(); });
 tick();
 setInterval(tick, 1000);

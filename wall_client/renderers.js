@@ -5,6 +5,7 @@
 import { AlertsView } from "./alerts.js";
 import { formatAge, formatNumber } from "./format.js";
 import { AnalyticsOverlay } from "./overlay.js";
+import { LeaderboardView, ScorecardView, TargetView } from "./scorecards.js";
 
 export { formatAge, formatNumber };
 
@@ -204,14 +205,18 @@ class ClockView {
 }
 
 const VIEWS = { kpi: KpiView, series: SeriesView, chart: SeriesView, camera: CameraView,
-  alerts: AlertsView, text: TextView, clock: ClockView };
+  alerts: AlertsView, text: TextView, clock: ClockView,
+  leaderboard: LeaderboardView, target: TargetView, scorecard: ScorecardView };
+// Tile id prefix -> kind, for a tile whose data has not arrived yet.
+const PREFIX_KIND = { sensor: "series", scorecard: "leaderboard", card: "scorecard" };
 
-/** The view class for a placement's `view` (or, when auto, the tile's kind or id prefix). */
+/** The view class for a placement's `view` (or, when auto, the tile's kind or id prefix).
+ * A kind this client does not know renders as text (every tile kind carries a `text`). */
 export function viewFor(view, kind, tileId) {
   if (view && view !== "auto" && VIEWS[view]) return VIEWS[view];
-  if (kind && VIEWS[kind]) return VIEWS[kind];
+  if (kind) return VIEWS[kind] || TextView;
   const prefix = tileId.split(":", 1)[0];
-  return VIEWS[prefix === "sensor" ? "series" : prefix] || TextView;
+  return VIEWS[PREFIX_KIND[prefix] || prefix] || TextView;
 }
 
 /** The view of an enlarged tile (drill-in, pop-up): cameras get their analytics overlay. */

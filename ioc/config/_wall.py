@@ -34,7 +34,7 @@ class TilePlacement(Section):
     """One tile on a screen's grid."""
 
     tile: str = Field(
-        pattern=r"^[a-z]+:[A-Za-z0-9_.:@-]{1,120}$",
+        pattern=r"^[a-z]+:[A-Za-z0-9_.:@/%-]{1,120}$",  # / and %: scorecard drill paths
         description="tile id shown here, e.g. camera:north or kpi:traffic_flow",
     )
     col: int = Field(ge=1, le=48, description="first grid column (1-based)")
