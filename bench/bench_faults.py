@@ -5,6 +5,7 @@
     .venv/bin/python bench/bench_faults.py --only kill-sink [--only broker-stop ...]
     .venv/bin/python bench/bench_faults.py --pg-long-s 60   # shorten the long database outage
     .venv/bin/python bench/bench_faults.py --list
+    .venv/bin/python bench/bench_faults.py --only pg-stop-long --sink-args "--first ''"
 
 Everything runs on infrastructure of its own, so that breaking it hurts no one: a
 private single-node Kafka (``deploy/local/stack.sh kafka-up`` with its own
@@ -41,7 +42,11 @@ is given up to 180 s to drain. Per fault one row:
                before the fault and at its peak, retries of the publishers, HTTP 503s,
                services that died
                on their own (restarted by the script and named), service-specific
-               recovery (wall /healthz back, camera frames flowing again)
+               recovery (wall /healthz back, camera frames flowing again); per sink
+               table with a backlog, its consumer lag at the fault's end and when it
+               was back (the load stays on, at most --recover-max-s, until each is:
+               the events go first, the other tables may drain later), and what the
+               sink wrote per table over the recovery (``ioc -v sink`` report lines)
 
 Figures depend on the machine: run it on a quiet one, or say how loaded it was (the
 load average is printed with the table).
