@@ -3,7 +3,8 @@
 A ``FeedPlan`` walks every series from a start point; one second of wall time covers
 ``speed`` seconds of the recording. An event's time is the wall-clock time at which it
 is due (so the wall sees fresh data), its id says which recorded point it was.
-E-government events (dossiers, results, documents) are drawn per agency at a rate.
+E-government events (dossiers, results, documents) are drawn per unit at a rate; their
+2020/2021 history is ``._history``.
 """
 
 from __future__ import annotations
@@ -18,8 +19,7 @@ from ._sources import Series
 
 __all__ = ["AGENCIES", "EgovGenerator", "FeedPlan"]
 
-AGENCIES = ("agency-planning", "agency-health", "agency-education", "agency-transport",
-            "agency-finance", "agency-justice", "agency-labour", "agency-environment")
+from ._history import AGENCY_NAMES as AGENCIES  # the provincial agencies
 
 
 @dataclass
@@ -55,26 +55,36 @@ class FeedPlan:
 
 
 class EgovGenerator:
-    """Dossier, result and document events by agency at about ``rate`` per second in total.
+    """Dossier, result and document events of the province's units at about ``rate`` per
+    second in total (the live, current-year stream).
 
-    Each agency has its own share of dossiers received online (around 26%), results
-    returned by public postal service and documents signed, so rankings differ.
+    The units are those of the history (``ioc.feeds._history.UNITS``: provincial
+    agencies, districts, communes), drawn by volume, each at around its 2021 shares, so
+    rankings differ. Attributes: ``province``, ``admin_level``, ``procedure`` and the
+    type's own, as the history's. Ids are ``<source>:<start>:<n>`` (``start``: the wall
+    second the stream began), so a restarted feed does not reuse its previous run's ids.
     """
 
     def __init__(self, *, rate: float = 5.0, seed: int = 7, source: str = "egov-sim") -> None:
+        from ._history import PROCEDURES, PROVINCE, UNITS
+
         self.rate = rate
         self.rnd = random.Random(seed)
         self.source = source
-        self.shares = {a: (self.rnd.uniform(0.12, 0.42), self.rnd.uniform(0.2, 0.6),
-                           self.rnd.uniform(0.5, 0.95)) for a in AGENCIES}
+        self.units = UNITS
+        self.weights = [u.weight for u in UNITS]
+        self.procedures = PROCEDURES
+        self.province = PROVINCE
+        self.shares = {u.entity: (u.online[2021], u.postal[2021], u.signed[2021]) for u in UNITS}
         self.n = 0
 
     def events(self, start_wall: float) -> Iterator[tuple[float, Event]]:
         due = start_wall
+        run = int(start_wall)
         while True:
             due += self.rnd.expovariate(self.rate) if self.rate > 0 else 3600.0
-            agency = self.rnd.choice(AGENCIES)
-            online, postal, signed = self.shares[agency]
+            unit = self.rnd.choices(self.units, self.weights)[0]
+            online, postal, signed = self.shares[unit.entity]
             kind = self.rnd.random()
             attrs: dict[str, str | bool]
             self.n += 1
@@ -82,10 +92,12 @@ class EgovGenerator:
                 typ, attrs = "egov.dossier", {"channel": "online" if self.rnd.random() < online else "counter"}
             elif kind < 0.8:
                 r = self.rnd.random()
-                ch = "postal" if r < postal else ("online" if r < postal + 0.2 else "counter")
+                ch = "postal" if r < postal else ("online" if r < postal + 0.1 else "counter")
                 typ, attrs = "egov.result", {"return_channel": ch}
             else:
                 typ, attrs = "egov.document", {"signed": self.rnd.random() < signed}
-            yield due, Event(id=f"{self.source}:{self.n}", source=self.source, type=typ,
-                             entity=agency, time=due, values={"count": 1.0},
+            attrs.update(province=self.province, admin_level=unit.admin_level,
+                         procedure=self.rnd.choice(self.procedures))
+            yield due, Event(id=f"{self.source}:{run}:{self.n}", source=self.source, type=typ,
+                             entity=unit.entity, time=due, values={"count": 1.0},
                              attributes=dict(attrs))
