@@ -230,7 +230,7 @@ def egov_history(scale: float, *, seed: int = 2021, source: str = "egov-history"
                     index[(typ, ent)] = i + 1
                     batch.append((t, Event(id=f"{tag}:{year}:{u.entity}:{typ}:{i}", source=source,
                                            type=typ, entity=u.entity, time=t,
-                                           values={"count": 1.0}, attributes=attrs)))
+                                           values={"count": 1.0}, attributes=dict(attrs))))
             batch.sort(key=lambda x: (x[0], x[1].id))
             for _, e in batch:
                 yield e
