@@ -9,7 +9,8 @@
 # 127.0.0.1:9090; it scrapes with deploy/prometheus/prometheus.yml, data in the state dir),
 # IOC_WORKERS (identical `ioc worker` processes, every stage in each, default 1: the stage
 # groups share the partitions among them; worker 1 serves /metrics on 9401, worker k on
-# 9401 + 10*(k-1), i.e. 9411, 9421, ...; docs/performance/events.md, "N identical workers").
+# 9401 + 10*(k-1), i.e. 9411, 9421, ...; docs/performance/events.md, "N identical workers"),
+# EGOV_HISTORY_SCALE (the feeds' e-government history, default 0.02; docs/scorecards.md).
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -22,6 +23,11 @@ IOC="$VENV/bin/ioc"
 export IOC_CONFIG="${IOC_CONFIG:-$HERE/demo.yaml}"
 
 PROMETHEUS_ADDR="${PROMETHEUS_ADDR:-127.0.0.1:9090}"
+# The feeds publish the 2020-2021 e-government history once at this scale (its marker in
+# the state dir makes a restart resume or skip it), then stream live; 0: no history.
+EGOV_HISTORY_SCALE="${EGOV_HISTORY_SCALE:-0.02}"
+[[ "$EGOV_HISTORY_SCALE" =~ ^[01](\.[0-9]+)?$ ]] || { echo "EGOV_HISTORY_SCALE: expected 0-1, got '$EGOV_HISTORY_SCALE'" >&2; exit 2; }
+EGOV_MARKER="$STATE/egov-history-$(basename "${IOC_CONFIG%.*}").json"  # one per settings file
 IOC_WORKERS="${IOC_WORKERS:-1}"
 [[ "$IOC_WORKERS" =~ ^[1-9][0-9]?$ ]] || { echo "IOC_WORKERS: expected 1-99, got '$IOC_WORKERS'" >&2; exit 2; }
 
@@ -34,7 +40,7 @@ SERVICES+=(
   "sink|sink"
   "gateway|gateway"
   "wall|wall serve"
-  "feeds|feeds run"
+  "feeds|feeds run --egov-history $EGOV_HISTORY_SCALE --egov-history-marker $EGOV_MARKER"
   "cameras|camera run"
 )
 if command -v prometheus >/dev/null; then
