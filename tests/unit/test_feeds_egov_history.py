@@ -168,3 +168,61 @@ def test_live_stream_carries_the_same_attributes():
                for e in events)
     leaves = leaves_from_events(events)
     assert {lf.period_key for lf in leaves if lf.period == "year"} == {"2027"}
+
+
+class FakePublisher:
+    """Accepts every event; fails (KafkaError) on the batch numbers in ``fail_on``."""
+
+    def __init__(self, fail_on: set[int] = frozenset()) -> None:  # type: ignore[assignment]
+        self.ids: list[str] = []
+        self.calls = 0
+        self.fail_on = fail_on
+
+    def send_many(self, events):  # type: ignore[no-untyped-def]
+        from ioc.errors import KafkaError
+        from ioc.publish import PublishResult
+
+        self.calls += 1
+        if self.calls in self.fail_on:
+            raise KafkaError("broker down")
+        self.ids.extend(e.id for e in events)
+        return PublishResult(accepted=[e.id for e in events])
+
+
+def test_history_publishing_resumes_from_its_marker(tmp_path, monkeypatch):
+    import orjson
+
+    from ioc.feeds import cli
+    from ioc.metrics.feeds import FeedCounts
+
+    monkeypatch.setattr(cli.time, "sleep", lambda s: None)
+    everything = [e.id for e in egov_history(0.01)]
+    marker = tmp_path / "mark.json"
+    # a first run stopped after 3 acknowledged batches of 1000
+    marker.write_bytes(orjson.dumps({"scale": 0.01, "seed": 2021, "sent": 3000, "done": False}))
+    pub, counts = FakePublisher(fail_on={2}), FeedCounts()
+    assert cli._publish_history(pub, counts, 0.01, 2021, 1000, marker) == (len(everything) - 3000, 0)
+    assert pub.ids == everything[3000:]  # the failed batch was sent again, nothing twice
+    assert orjson.loads(marker.read_bytes()) == {"scale": 0.01, "seed": 2021,
+                                                 "sent": len(everything), "done": True}
+    assert counts.published["egov"] == len(everything) - 3000 and counts.errors["egov"] == 1000
+    # done: nothing more; another scale: nothing either (no second history)
+    again = FakePublisher()
+    assert cli._publish_history(again, FeedCounts(), 0.01, 2021, 1000, marker) == (0, 0)
+    assert cli._publish_history(again, FeedCounts(), 0.02, 2021, 1000, marker) == (0, 0)
+    assert again.calls == 0
+    # without a marker every run publishes all of it, same ids
+    fresh = FakePublisher()
+    cli._publish_history(fresh, FeedCounts(), 0.01, 2021, 5000, None)
+    assert fresh.ids == everything
+
+
+def test_a_broken_marker_is_reported(tmp_path):
+    import click
+
+    from ioc.feeds import cli
+
+    bad = tmp_path / "mark.json"
+    bad.write_text('{"scale": 0.01}')
+    with pytest.raises(click.ClickException, match="expected a JSON object with scale"):
+        cli._publish_history(FakePublisher(), None, 0.01, 2021, 100, bad)
