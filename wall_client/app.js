@@ -118,6 +118,15 @@ function buildGrid(layout, { keep }) {
   focus.relayout();
 }
 
+/** The lines ``t`` takes unclamped (the CSS clamps a title to two lines and would hide the rest). */
+function titleLines(t) {
+  t.classList.add("measuring");
+  const lh = parseFloat(getComputedStyle(t).lineHeight);
+  const n = Math.round(t.getBoundingClientRect().height / lh);
+  t.classList.remove("measuring");
+  return n;
+}
+
 /** Shrink a tile title that does not fit in its two lines (the CSS wraps it), down to
  * 70% of its size; only then is it cut (with the full title as its tooltip). */
 function fitTitle(entry) {
@@ -126,11 +135,11 @@ function fitTitle(entry) {
   t.title = "";
   const base = parseFloat(getComputedStyle(t).fontSize);
   let size = base;
-  while (t.scrollHeight > t.clientHeight + 1 && size > base * 0.7) {
+  while (titleLines(t) > 2 && size > base * 0.7) {
     size -= base * 0.05;
     t.style.fontSize = `${size}px`;
   }
-  const fits = t.scrollHeight <= t.clientHeight + 1;
+  const fits = titleLines(t) <= 2;
   t.dataset.fit = fits ? (size < base ? "shrunk" : "fits") : "cut";
   if (!fits) t.title = t.textContent;
 }
@@ -202,14 +211,18 @@ function tickTile(entry, t) {
   if (!h || every === null || every === undefined) {
     entry.node.classList.remove("stale");
     entry.node.dataset.stale = "false";
-    entry.age.textContent = "";
+    if (entry.age.textContent) { entry.age.textContent = ""; fitTitle(entry); }
     return;
   }
   const age = t - h.time;
   const stale = age > every;
   entry.node.classList.toggle("stale", stale);
   entry.node.dataset.stale = String(stale);
-  entry.age.textContent = stale ? `STALE · ${formatAge(age)} old` : (age >= 10 ? `${formatAge(age)} ago` : "");
+  const text = stale ? `STALE · ${formatAge(age)} old` : (age >= 10 ? `${formatAge(age)} ago` : "");
+  // The age shares the head with the title: fit the title again when it widens or narrows.
+  const refit = text.length !== entry.age.textContent.length;
+  entry.age.textContent = text;
+  if (refit) fitTitle(entry);
 }
 
 function tick() {

@@ -141,7 +141,9 @@ export class ScorecardView {
     this.max.textContent = `/ ${formatNumber(p.max_total)} points`;
     const ranked = p.rank !== null && p.rank !== undefined;
     const [arrow, dir] = rankArrow(p.rank_change, ranked);
-    this.rank.textContent = ranked ? `rank ${p.rank} ${arrow}` : "";
+    // A unit alone in its parent (the province) has no rank worth showing.
+    const alone = typeof p.ranked_of === "number" && p.ranked_of <= 1;
+    this.rank.textContent = ranked && !alone ? `rank ${p.rank} of ${p.ranked_of ?? "?"} ${arrow}` : "";
     this.rank.className = `card-rank ${dir}`;
     const areas = Array.isArray(p.areas) ? p.areas : [];
     this.list.style.setProperty("--rows", String(Math.max(areas.length, 4)));
@@ -155,7 +157,7 @@ export class ScorecardView {
       fill.style.width = a.max_points > 0 ? pct(a.points / a.max_points) : "0%";
       bar.append(fill);
       li.append(el("span", "card-label", String(a.label ?? a.area)),
-        measured ? bar : el("span", "card-none", "not measured"),
+        measured ? bar : el("span", "card-none", "no indicator"),
         el("span", "card-points", `${formatNumber(a.points)} / ${formatNumber(a.max_points)}`));
       return li;
     }));

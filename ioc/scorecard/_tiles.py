@@ -23,7 +23,8 @@ client without the renderer (an old one) shows it as a text tile.
   their points out of their maximum, and the total::
 
     {"text", "title", "unit", "level", "period", "period_key", "total", "max_total",
-     "rank": int|None, "rank_change": int|None, "flags": [flag],
+     "rank": int|None, "ranked_of": int (units ranked in its parent),
+     "rank_change": int|None, "flags": [flag],
      "areas": [{"area", "label", "points", "max_points", "indicators": int}]}
 
   (``indicators``: how many configured indicators count towards the area; 0 points of
@@ -116,6 +117,9 @@ def card_tiles(cfg: ScorecardSettings, cards: list[UnitScorecard], *, max_total:
                now: float, version: int) -> list[Tile]:
     """One ``scorecard`` tile per unit of ``cards``: its areas' points and its total."""
     labels = {a.id: a.label or a.id for a in cfg.areas}
+    ranked: dict[tuple[str, ...], int] = {}
+    for c in cards:
+        ranked[c.unit[:-1]] = ranked.get(c.unit[:-1], 0) + (c.rank is not None)
     out = []
     for c in cards:
         areas = [{"area": a.area, "label": labels.get(a.area, a.area),
@@ -129,5 +133,6 @@ def card_tiles(cfg: ScorecardSettings, cards: list[UnitScorecard], *, max_total:
             payload={"text": text, "title": title, "unit": c.name, "level": c.level,
                      "period": c.period, "period_key": c.period_key,
                      "total": round(c.total, 2), "max_total": max_total, "rank": c.rank,
+                     "ranked_of": ranked[c.unit[:-1]],
                      "rank_change": c.rank_change, "flags": list(c.flags), "areas": areas}))
     return out
