@@ -16,8 +16,7 @@ from __future__ import annotations
 import random
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime
-from zoneinfo import ZoneInfo
+from datetime import UTC, datetime
 
 from ..events import Event
 
@@ -25,7 +24,6 @@ __all__ = ["DISTRICTS", "HISTORY_YEARS", "PROCEDURES", "PUBLISHED", "RISING_DIST
            "Unit", "YearFigures", "egov_history", "history_counts", "largest_remainder"]
 
 PROVINCE = "province"
-TZ = ZoneInfo("Asia/Ho_Chi_Minh")
 PROCEDURES = ("birth-registration", "land-use-certificate", "business-registration",
               "construction-permit", "judicial-record")
 _PROCEDURE_WEIGHTS = (0.3, 0.25, 0.2, 0.15, 0.1)
@@ -174,8 +172,13 @@ def history_counts(scale: float, units: Sequence[Unit] = UNITS) -> Counts:
     return out
 
 
-def _month_starts(year: int, tz: ZoneInfo) -> list[float]:
-    return [datetime(year + (m == 13), 1 if m == 13 else m, 1, tzinfo=tz).timestamp()
+# An event is at least this far from its UTC month's bounds, so it falls in the same
+# calendar month (and year) in every time zone (UTC-12 to UTC+14).
+_MARGIN_S = 14 * 3600.0
+
+
+def _month_starts(year: int) -> list[float]:
+    return [datetime(year + (m == 13), 1 if m == 13 else m, 1, tzinfo=UTC).timestamp()
             for m in range(1, 14)]
 
 
@@ -188,11 +191,13 @@ def _attributes(typ: str, hit: bool, rnd: random.Random) -> dict[str, str | bool
 
 
 def egov_history(scale: float, *, seed: int = 2021, source: str = "egov-history",
-                 units: Sequence[Unit] = UNITS, tz: ZoneInfo = TZ) -> Iterator[Event]:
+                 units: Sequence[Unit] = UNITS) -> Iterator[Event]:
     """Every event of ``history_counts(scale)``, in time order, one month in memory at a time.
 
     Each unit's year is spread over the months (largest remainder), its numerator events
-    likewise; within a month events get a seeded time and procedure. Attributes:
+    likewise; within a month events get a seeded time (at least 14 h from the month's
+    bounds in UTC, so the month is the same whatever ``streams.timezone``) and
+    procedure. Attributes:
     ``province``, ``admin_level``, ``procedure`` and the type's own (``channel``,
     ``return_channel``, ``signed``); values ``{"count": 1}``; entity: the unit.
 
@@ -204,7 +209,7 @@ def egov_history(scale: float, *, seed: int = 2021, source: str = "egov-history"
     by_entity = {u.entity: u for u in units}
     types = ("egov.dossier", "egov.result", "egov.document")
     for year in HISTORY_YEARS:
-        starts = _month_starts(year, tz)
+        starts = _month_starts(year)
         # per (type, unit): numerator and denominator per month
         per_month: dict[tuple[str, str], tuple[list[int], list[int]]] = {}
         for u in units:
@@ -215,13 +220,13 @@ def egov_history(scale: float, *, seed: int = 2021, source: str = "egov-history"
         index = {key: 0 for key in per_month}
         for m in range(12):
             rnd = random.Random(f"{tag}:{year}:{m}")
-            lo, hi = starts[m], starts[m + 1]
+            lo, hi = starts[m] + _MARGIN_S, starts[m + 1] - _MARGIN_S
             batch: list[tuple[float, Event]] = []
             for (typ, ent), (nums, dens) in per_month.items():
                 u = by_entity[ent]
                 for j in range(dens[m]):
                     hit = j < nums[m]
-                    t = lo + rnd.random() * (hi - lo - 1.0)
+                    t = lo + rnd.random() * (hi - lo)
                     attrs: dict[str, str | bool] = {
                         "province": PROVINCE, "admin_level": u.admin_level,
                         "procedure": rnd.choices(PROCEDURES, _PROCEDURE_WEIGHTS)[0],

@@ -21,7 +21,7 @@ from ioc.feeds._history import (
     history_counts,
     largest_remainder,
 )
-from ioc.scorecard import LeafCount, ScorecardCounts, build_scorecard
+from ioc.scorecard import LeafCount, ScorecardCounts, build_scorecard, period_key
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = load_settings(ROOT / "deploy" / "scorecards.example.yaml", env={})
@@ -129,6 +129,10 @@ def test_history_is_deterministic_time_ordered_and_attributed():
         assert e.attributes["province"] == "province"
         assert e.attributes["admin_level"] in ("province", "district", "commune")
         assert isinstance(e.attributes["procedure"], str)
+    # the same month (so quarter and year) whatever streams.timezone is
+    zones = [ZoneInfo(z) for z in ("UTC", "Asia/Ho_Chi_Minh", "Pacific/Kiritimati", "Etc/GMT+12")]
+    for e in a[::7]:
+        assert len({period_key(float(e.time), "month", z) for z in zones}) == 1, e
     # other ids at another scale or seed
     assert not {e.id for e in a} & {e.id for e in egov_history(0.01, seed=1)}
 
