@@ -192,3 +192,48 @@ def test_published_figures_through_stage_sink_and_ngsi_export(plain_ns, spawn):
         assert (prov20[0]["numerator"], prov20[0]["denominator"], prov20[0]["kpiValue"]) == (
             230, 4592, 5.0)
     assert sink.alive() and worker.alive()
+
+
+@pytest.mark.timeout(300)
+def test_demo_history_reproduces_the_published_figures(plain_ns, spawn):
+    """ioc feeds' 2020-2021 history (ioc.feeds._history, 1/100) through the stage, the
+    sink and the export: the province's shares and district-7's climb from 9th to 3rd."""
+    from ioc.feeds._history import egov_history
+
+    s, cfg = plain_ns
+    env = {"IOC_CONFIG": str(cfg), "IOC_DATABASE__TIMESCALEDB": "off"}
+    worker = spawn(["worker", "--agents", "scorecards"], settings=s, env=env, name="worker")
+    sink = spawn(["sink", "--tables", "scorecard_counts"], settings=s, env=env, name="sink")
+    events = list(egov_history(0.01))
+    n, took = publish(s, events)
+    print(f"published {n} history events in {took:.2f} s")
+    want = {y: (sum(1 for e in events if e.type == "egov.document" and e.attributes["signed"]
+                    and datetime.fromtimestamp(float(e.time), TZ).year == int(y)),
+                sum(1 for e in events if e.type == "egov.document"
+                    and datetime.fromtimestamp(float(e.time), TZ).year == int(y)))
+            for y in ("2020", "2021")}
+    wait_for(lambda: all(totals(s, "documents_signed", "year", y) == w for y, w in want.items()),
+             timeout=200, every=1.0, alive=lambda: worker.alive() and sink.alive(),
+             what=f"scorecard_counts to hold every document {want}")
+    with GatewayThread(s) as gw:
+        got = {}
+        for y in ("2020", "2021"):
+            status, prov = export(gw.port, period="year", periodKey=y, level="province",
+                                  indicator="dossiers_online,results_postal")
+            assert status == 200, prov
+            got[y] = {e["indicator"]: e["kpiValue"] for e in prov}
+        assert got["2020"]["dossiers_online"] == 4.8 and got["2021"]["dossiers_online"] == 26.3
+        assert round(got["2020"]["results_postal"]) == 30
+        assert round(got["2021"]["results_postal"]) == 60
+        ranks = {}
+        for y in ("2020", "2021"):
+            _, ents = export(gw.port, period="year", periodKey=y, level="agency",
+                             indicator="total,documents_signed")
+            ranks[y] = {x["organization"]: (x["rank"], x["rankChange"]) for x in ents
+                        if x["indicator"] == "total" and x["drillPath"]["admin_level"] == "district"}
+            signed = [x for x in ents if x["indicator"] == "documents_signed"
+                      and x["drillPath"]["admin_level"] in ("province", "district")]
+            assert len(signed) == 17 and all(x["kpiValue"] > 80 for x in signed)
+        assert len(ranks["2020"]) == 9 and ranks["2020"]["district-7"][0] == 9
+        assert ranks["2021"]["district-7"] == (3, 6)
+    assert sink.alive() and worker.alive()
