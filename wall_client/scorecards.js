@@ -13,7 +13,7 @@ function el(tag, cls, text) {
   return e;
 }
 
-const FLAG_TEXT = { no_data: "no data", low_denominator: "few cases", provisional: "provisional" };
+const FLAG_TEXT = { no_data: "no data", low_denominator: "⚠ few cases", provisional: "provisional" };
 
 /** The rank change as an arrow: [text, class]. Moving up is good (green). */
 export function rankArrow(change, ranked = true) {
@@ -49,9 +49,9 @@ export class LeaderboardView {
 
   update(p) {
     const rows = Array.isArray(p.rows) ? p.rows : [];
-    const provisional = rows.some((r) => (r.flags || []).includes("provisional"));
+    const any = (f) => rows.some((r) => (r.flags || []).includes(f));
     caption(this.caption, [p.period_key, p.level, (p.parent || []).join(" / ")],
-      provisional ? ["provisional"] : []);
+      [any("provisional") && "provisional", any("low_denominator") && "low_denominator"].filter(Boolean));
     this.list.style.setProperty("--rows", String(Math.max(rows.length, 4)));
     this.list.replaceChildren(...rows.map((r) => {
       const ranked = r.rank !== null && r.rank !== undefined;
@@ -66,8 +66,13 @@ export class LeaderboardView {
       fill.style.width = ranked ? pct(r.share) : "0%";
       bar.append(fill);
       const low = (r.flags || []).includes("low_denominator");
-      const name = el("span", "lb-unit", String(r.unit));
-      if (low) name.append(el("span", "sc-flag low_denominator", FLAG_TEXT.low_denominator));
+      const name = el("span", "lb-unit");
+      name.append(el("span", "lb-name", String(r.unit)));
+      if (low) {
+        const mark = el("span", "lb-low", "⚠");
+        mark.title = FLAG_TEXT.low_denominator;
+        name.append(mark);
+      }
       li.append(
         el("span", "lb-rank", ranked ? String(r.rank) : "–"),
         name,

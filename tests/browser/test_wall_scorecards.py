@@ -157,6 +157,11 @@ def test_leaderboard_shows_rank_order_arrows_and_bars(public, tiles):
     assert any(g["arrow"].startswith("▼") and "down" in g["dir"] for g in got)
     bars = [g["bar"] for g in got]
     assert bars[0] > 0 and bars == sorted(bars, reverse=True)  # bars follow the scores
+    # an agency with fewer cases than min_denominator is marked, and the caption says why
+    depts = '[data-tile="scorecard:agency:province/province"]'
+    assert page.locator(f'{depts} .lb-row[data-unit="agency-justice"] .lb-low').count() == 1
+    assert page.locator(f"{depts} .lb-low").count() == 1
+    assert page.locator(f"{depts} .sc-caption .sc-flag").text_content() == "⚠ few cases"
     assert errors == []
 
 
