@@ -84,3 +84,39 @@ def test_a_unit_name_with_a_slash_keeps_ids_unique_and_placeable():
     assert ids == {"scorecard:agency:province/district", "scorecard:agency:province/district%252Fb"}
     for tile_id in ids:  # a wall screen can place them
         TilePlacement(tile=tile_id, col=1, row=1)
+
+
+def test_the_demo_public_screen_places_the_tiles_the_feeds_history_makes():
+    """deploy/local/demo.yaml: the feeds' e-gov history (1/100) through the counting and
+    leaderboard stages (no Kafka) makes every tile the 'public' screen places, and its
+    district leaderboard shows the rising district 3rd, six places up."""
+    from ioc.events import encode_event
+    from ioc.feeds._history import RISING_DISTRICT, egov_history
+    from streams.batch import Outbox, Record
+    from streams.scorecards import (
+        LeaderboardStage,
+        leaves_table,
+        scorecard_process,
+        scorecard_table,
+    )
+
+    demo = load_settings(ROOT / "deploy" / "local" / "demo.yaml", env={},
+                         overrides={"namespace": "tdemo"})
+    process = scorecard_process(demo, scorecard_table(demo), clock=lambda: NOW)
+    out = Outbox()
+    events = list(egov_history(0.01))
+    for i in range(0, len(events), 2000):
+        process([Record("tdemo.events", 0, i + j, e.entity.encode(), encode_event(e), ())
+                 for j, e in enumerate(events[i:i + 2000])], out)
+    board = LeaderboardStage(demo, leaves_table(demo))
+    board.process([Record("tdemo.scorecards", 0, n, key, value, ())
+                   for n, (_, key, value, _, _) in enumerate(out.records)], Outbox())
+    tiles_out = Outbox()
+    board.tick(NOW, tiles_out)
+    tiles = {key.decode(): decode_tile(value) for _, key, value, _, _ in tiles_out.records}
+    placed = {p.tile for p in demo.wall.screens["public"].tiles}
+    assert placed <= set(tiles), placed - set(tiles)
+    rows = tiles["scorecard:agency:province/district"].payload["rows"]
+    [rising] = [r for r in rows if r["unit"] == RISING_DISTRICT]
+    assert (rising["rank"], rising["rank_change"]) == (3, 6)
+    assert tiles["target:dossiers_online:province"].payload["value"] == 26.3
