@@ -17,7 +17,7 @@ which has one partition: one worker owns every leaf, so its leaderboards are bui
 all units whatever the number of workers. It keeps the latest bytes of each leaf in
 the ``StateTable`` ``scorecard-leaves`` (restored from its changelog after a restart)
 and, at most every ``scorecards.tile_every_s`` after a change, scores the latest period
-of ``scorecards.tile_period`` with the same pure functions as the export
+(or ``scorecards.tile_period_key``) of ``scorecards.tile_period`` with the same pure functions as the export
 (``build_scorecard``) and sends ``ioc.scorecard._tiles.leaderboard_tiles`` (at the
 leaderboard level) and, for each unit of the outermost drill level (the province),
 ``target_tiles`` (one per indicator) and ``card_tiles`` (its areas and total).
@@ -159,7 +159,7 @@ class LeaderboardStage:
                 by_key.setdefault(parts[2].decode(errors="replace"), []).append(k)
         if not by_key:
             return
-        latest = max(by_key)
+        latest = self.cfg.tile_period_key or max(by_key)  # a pinned period, else the latest
         prev = previous_period(period, latest)
 
         def leaves(pk: str) -> list[LeafCount]:

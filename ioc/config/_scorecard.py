@@ -226,6 +226,10 @@ class ScorecardSettings(Section):
                     "are answered 503 + Retry-After at once (each holds a connection)")
     tile_period: Period = Field("year", description="the period kind the wall's leaderboards show "
                                                     "(the latest period key stored)")
+    tile_period_key: str | None = Field(
+        None, description="show this period key of tile_period ('2021', '2021-Q3', '2021-07') "
+                          "instead of the latest stored one (null: the latest, provisional "
+                          "while it runs)")
     tile_level: str | None = Field(
         None, description="the drill level the leaderboards rank (default: the one before the "
                           "last, e.g. agency above procedure)")
@@ -271,6 +275,15 @@ class ScorecardSettings(Section):
             if not 1 <= len(u) <= len(self.levels):
                 problems.append((("expected_units", n), f"a drill path of 1 to {len(self.levels)} "
                                  f"units (one per level, outermost first), got {len(u)}", u))
+        if self.tile_period_key is not None:
+            from ..scorecard._periods import previous_period
+
+            try:
+                previous_period(self.tile_period, self.tile_period_key)
+            except ValueError:
+                problems.append((("tile_period_key",), f"not a key of tile_period "
+                                 f"{self.tile_period!r} (e.g. '2021', '2021-Q3', '2021-07')",
+                                 self.tile_period_key))
         if self.tile_level is not None and self.tile_level not in {lv.id for lv in self.levels}:
             problems.append((("tile_level",), "not a level id (expected one of "
                              f"{[lv.id for lv in self.levels]})", self.tile_level))

@@ -53,6 +53,8 @@ def test_good_config_loads(tmp_path):
      "scorecards.indicators.0", "above max_score"),
     ('targets: {"2021": 40}', "target: 5\n      scoring: {rule: bands, bands: [{lower: 0, upper: 10, "
      "points: 1}, {lower: 5, upper: 20, points: 2}]}", "scorecards.indicators.0.scoring", "overlap"),
+    ("scorecards:\n", "scorecards:\n  tile_period_key: '2021-Q3'\n", "scorecards.tile_period_key",
+     "not a key of tile_period"),
 ])
 def test_bad_settings_are_reported_at_their_path(tmp_path, old, new, path, words):
     assert old in GOOD
