@@ -198,7 +198,7 @@ class TileCoalescer:
     many sensors report (``held`` counts the releases put off by it).
     """
 
-    def __init__(self, *, min_interval_s: float = 0.25, max_pending: int = 10_000,
+    def __init__(self, *, min_interval_s: float = 0.1, max_pending: int = 10_000,
                  max_per_s: float | None = None) -> None:
         self.min_interval_s = min_interval_s
         self.max_pending = max_pending
