@@ -21,6 +21,13 @@ expected, what arrived and where (topic/partition/offset or file and line).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import orjson
+
+T = TypeVar("T")
+
 __all__ = [
     "JSON_SHAPE_ERRORS",
     "AuthError",
@@ -34,6 +41,7 @@ __all__ = [
     "RecordingError",
     "StorageError",
     "TopicMismatch",
+    "load_json_state",
 ]
 
 
@@ -88,6 +96,19 @@ class InvalidRecord(IOCError):
 # (orjson.JSONDecodeError is a ValueError; missing keys, wrong shapes, deep nesting).
 JSON_SHAPE_ERRORS = (ValueError, TypeError, KeyError, AttributeError, IndexError,
                      OverflowError, RecursionError)
+
+
+def load_json_state(data: bytes, from_dict: Callable[[Any], T], expected: str) -> T:
+    """``from_dict(JSON of data)``: the shared body of the JSON state loaders.
+
+    Raises:
+        InvalidRecord: ``data`` is not JSON, or ``from_dict`` met a wrong shape
+            (``JSON_SHAPE_ERRORS``); nothing else, whatever the bytes.
+    """
+    try:
+        return from_dict(orjson.loads(data))
+    except JSON_SHAPE_ERRORS as exc:
+        raise InvalidRecord.undecodable(expected, exc) from exc
 
 
 class KafkaError(IOCError):

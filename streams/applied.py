@@ -26,7 +26,7 @@ from typing import Any, Generic, Protocol, TypeVar
 
 import orjson
 
-from ioc.errors import JSON_SHAPE_ERRORS, InvalidRecord
+from ioc.errors import load_json_state
 from ioc.events import origin_mark, origin_seen
 from ioc.events._route import Origin
 
@@ -109,17 +109,12 @@ class Tracked(Generic[S]):
         The decoder raises ``InvalidRecord`` (and nothing else, whatever the bytes) when
         the value is not ``what``.
         """
-        def decode(data: bytes) -> Tracked[S]:
-            try:
-                d = orjson.loads(data)
-                if not isinstance(d, dict):
-                    raise TypeError(f"expected a JSON object, got {type(d).__name__}")
-                return Tracked(from_dict(d), Applied.from_dict(d))
-            except InvalidRecord:
-                raise
-            except JSON_SHAPE_ERRORS as exc:
-                raise InvalidRecord.undecodable(what, exc) from exc
-        return decode
+        def tracked(d: Any) -> Tracked[S]:
+            if not isinstance(d, dict):
+                raise TypeError(f"expected a JSON object, got {type(d).__name__}")
+            return Tracked(from_dict(d), Applied.from_dict(d))
+
+        return lambda data: load_json_state(data, tracked, what)
 
     @staticmethod
     def factory(new: Callable[..., S]) -> Callable[..., Tracked[S]]:

@@ -21,7 +21,7 @@ from typing import Any, Literal
 import msgspec
 import orjson
 
-from ..errors import JSON_SHAPE_ERRORS, InvalidRecord
+from ..errors import InvalidRecord, load_json_state
 
 __all__ = ["Agg", "EntityWindows", "Rollup", "WindowId", "rollup_key", "window_start"]
 
@@ -243,7 +243,4 @@ class EntityWindows:
             InvalidRecord: ``data`` is not the windows of an entity (nothing else, whatever
                 the bytes).
         """
-        try:
-            return cls.from_dict(orjson.loads(data))
-        except JSON_SHAPE_ERRORS as exc:
-            raise InvalidRecord.undecodable("the windows of an entity", exc) from exc
+        return load_json_state(data, cls.from_dict, "the windows of an entity")

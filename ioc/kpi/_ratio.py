@@ -20,7 +20,7 @@ import orjson
 
 from ..aggregate._window import MSGSPEC_UNDECODABLE as _UNDECODABLE
 from ..config._streams import KpiSpec
-from ..errors import JSON_SHAPE_ERRORS, InvalidRecord
+from ..errors import InvalidRecord, load_json_state
 
 __all__ = ["KpiCounts", "KpiValue", "combine", "kpi_ratio", "period_key", "ranking"]
 
@@ -166,10 +166,7 @@ class KpiCounts:
             InvalidRecord: ``data`` is not the KPI counts of a group (nothing else, whatever
                 the bytes).
         """
-        try:
-            return cls.from_dict(orjson.loads(data))
-        except JSON_SHAPE_ERRORS as exc:
-            raise InvalidRecord.undecodable("the KPI counts of a group", exc) from exc
+        return load_json_state(data, cls.from_dict, "the KPI counts of a group")
 
 
 def combine(values: Iterable[KpiValue], spec: KpiSpec, group: str) -> KpiValue | None:

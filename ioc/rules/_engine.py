@@ -24,7 +24,7 @@ import orjson
 from ..aggregate import window_start
 from ..aggregate._window import MSGSPEC_UNDECODABLE as _UNDECODABLE
 from ..config._streams import RuleSpec
-from ..errors import JSON_SHAPE_ERRORS, InvalidRecord
+from ..errors import InvalidRecord, load_json_state
 
 __all__ = ["Alert", "EntityRules", "RuleState", "alert_id"]
 
@@ -248,7 +248,4 @@ class EntityRules:
             InvalidRecord: ``data`` is not the rule states of an entity (nothing else, whatever
                 the bytes).
         """
-        try:
-            return cls.from_dict(orjson.loads(data))
-        except JSON_SHAPE_ERRORS as exc:
-            raise InvalidRecord.undecodable("the rule states of an entity", exc) from exc
+        return load_json_state(data, cls.from_dict, "the rule states of an entity")

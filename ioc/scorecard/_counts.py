@@ -19,7 +19,7 @@ from zoneinfo import ZoneInfo
 import orjson
 
 from ..config._scorecard import DrillLevel, EventPredicate, ScorecardSettings
-from ..errors import JSON_SHAPE_ERRORS, InvalidRecord
+from ..errors import JSON_SHAPE_ERRORS, InvalidRecord, load_json_state
 from ._periods import period_key
 
 __all__ = ["LeafCount", "LeafKey", "ScorecardCounts", "attribute_text", "drill_path",
@@ -191,7 +191,4 @@ class ScorecardCounts:
         Raises:
             InvalidRecord: ``data`` is not the scorecard counts of an entity.
         """
-        try:
-            return cls.from_dict(orjson.loads(data))
-        except JSON_SHAPE_ERRORS as exc:
-            raise InvalidRecord.undecodable("the scorecard counts of an entity", exc) from exc
+        return load_json_state(data, cls.from_dict, "the scorecard counts of an entity")
