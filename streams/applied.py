@@ -20,17 +20,22 @@ is always ``seen``.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
 
 import orjson
 
-from ioc.errors import load_json_state
-from ioc.events import origin_mark, origin_seen
+from ioc.errors import InvalidEvent, load_json_state
+from ioc.events import origin_mark, origin_seen, raw_origin
 from ioc.events._route import Origin
 
-__all__ = ["Applied", "DictState", "Tracked"]
+from .batch import decoded_events
+
+__all__ = ["Applied", "DictState", "Tracked", "apply_once"]
+
+_log = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
@@ -120,3 +125,42 @@ class Tracked(Generic[S]):
     def factory(new: Callable[..., S]) -> Callable[..., Tracked[S]]:
         """A ``StateTable.get`` factory: a fresh state with nothing applied."""
         return lambda *args: Tracked(new(*args))
+
+
+K = TypeVar("K")
+
+
+def apply_once(batch: list[Any], table: Any, load: Callable[[bytes], Tracked[S]],
+               new: Callable[[str], Tracked[S]], *, types: set[str],
+               apply: Callable[[S, Any], set[K]], stage: str
+               ) -> tuple[dict[bytes, Tracked[S]], dict[bytes, int], dict[bytes, set[K]]]:
+    """Apply each event of ``batch`` whose type is in ``types`` to its entity's state in
+    ``table`` (a ``StateTable``), once: records or raw origins already applied are
+    skipped, the rest marked. Undecodable records are skipped (the aggregate stage
+    dead-letters them). ``apply(state, event)`` returns the keys it changed.
+
+    Returns ``(states, where, touched)``: the states got, by key; the partition of each
+    key that applied something (only those need writing); the changed keys per key.
+    """
+    states: dict[bytes, Tracked[S]] = {}
+    where: dict[bytes, int] = {}
+    touched: dict[bytes, set[K]] = {}
+    for msg, e in zip(batch, decoded_events(batch), strict=True):
+        if isinstance(e, InvalidEvent):
+            _log.debug("%s: undecodable record at %s/%s/%s: %s", stage, msg.topic,
+                       msg.partition, msg.offset, e)
+            continue
+        if e.type not in types:
+            continue
+        key = e.entity.encode()
+        tr = states.get(key)
+        if tr is None:
+            tr = states[key] = table.get(key, load, new, e.entity)
+        origin = raw_origin(msg.headers)
+        if tr.marks.seen(msg.partition, msg.offset, origin):
+            continue
+        hit = apply(tr.state, e)
+        tr.marks.mark(msg.partition, msg.offset, origin)
+        where[key] = msg.partition
+        touched.setdefault(key, set()).update(hit)
+    return states, where, touched

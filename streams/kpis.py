@@ -16,15 +16,13 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from ioc.config import Settings
-from ioc.errors import InvalidEvent
-from ioc.events import raw_origin
 from ioc.kpi import KpiCounts
 from ioc.kpi._ratio import CountKey
 from ioc.topics import spec, topic_name
 
 from .agent_spec import AgentSpec
-from .applied import Tracked
-from .batch import Outbox, Stage, StateTable, decoded_events
+from .applied import Tracked, apply_once
+from .batch import Outbox, Stage, StateTable
 
 __all__ = ["KPIS", "kpi_partition"]
 
@@ -50,30 +48,13 @@ def build(settings: Settings) -> list[Stage]:
     load = Tracked.decoder(KpiCounts.from_dict, "the KPI counts of a group")
     new = Tracked.factory(KpiCounts)
 
+    def count(st: KpiCounts, e: Any) -> set[CountKey]:
+        return st.add(specs, tz, type=e.type, t=e.time, values=e.values,
+                      attributes=e.attributes)
+
     def process(batch: list[Any], out: Outbox) -> None:
-        states: dict[bytes, Tracked[KpiCounts]] = {}
-        where: dict[bytes, int] = {}
-        touched: dict[bytes, set[CountKey]] = {}
-        for msg, e in zip(batch, decoded_events(batch), strict=True):
-            if isinstance(e, InvalidEvent):
-                # the aggregate agent dead-letters undecodable records; count only once
-                log.debug("kpis: undecodable record at %s/%s/%s: %s", msg.topic, msg.partition,
-                          msg.offset, e)
-                continue
-            if e.type not in types:
-                continue
-            key = e.entity.encode()
-            tr = states.get(key)
-            if tr is None:
-                tr = states[key] = table.get(key, load, new, e.entity)
-            origin = raw_origin(msg.headers)
-            if tr.marks.seen(msg.partition, msg.offset, origin):
-                continue
-            hit = tr.state.add(specs, tz, type=e.type, t=e.time, values=e.values,
-                               attributes=e.attributes)
-            tr.marks.mark(msg.partition, msg.offset, origin)
-            where[key] = msg.partition
-            touched.setdefault(key, set()).update(hit)
+        states, where, touched = apply_once(batch, table, load, new, types=types,
+                                            apply=count, stage="kpis")
         for key, tr in states.items():
             if key not in where:
                 continue

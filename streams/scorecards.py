@@ -32,8 +32,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from ioc.config import Settings
-from ioc.errors import InvalidEvent, InvalidRecord
-from ioc.events import raw_origin
+from ioc.errors import InvalidRecord
 from ioc.scorecard import LeafCount, ScorecardCounts, build_scorecard, previous_period
 from ioc.scorecard._counts import LeafKey
 from ioc.scorecard._tiles import card_tiles, leaderboard_tiles, target_tiles
@@ -41,8 +40,8 @@ from ioc.tiles import encode_tile
 from ioc.topics import spec, topic_name
 
 from .agent_spec import AgentSpec
-from .applied import Tracked
-from .batch import Outbox, Stage, StateTable, decoded_events
+from .applied import Tracked, apply_once
+from .batch import Outbox, Stage, StateTable
 
 __all__ = ["SCORECARDS", "LeaderboardStage", "leaves_table", "scorecard_process",
            "scorecard_table"]
@@ -68,33 +67,20 @@ def scorecard_process(settings: Settings, table: StateTable, *,
     def new(entity: str) -> Tracked[ScorecardCounts]:
         return Tracked(ScorecardCounts(entity, keep=cfg.keep_periods))
 
-    load = Tracked.decoder(ScorecardCounts.from_dict, "the scorecard counts of an entity")
+    def from_dict(d: dict[str, Any]) -> ScorecardCounts:
+        sc = ScorecardCounts.from_dict(d)
+        sc.keep = cfg.keep_periods  # a setting, not state: not in the changelog
+        return sc
+
+    load = Tracked.decoder(from_dict, "the scorecard counts of an entity")
+
+    def count(st: ScorecardCounts, e: Any) -> set[LeafKey]:
+        return st.add(cfg, tz, type=e.type, t=e.time, values=e.values,
+                      attributes=e.attributes)
 
     def process(batch: list[Any], out: Outbox) -> None:
-        states: dict[bytes, Tracked[ScorecardCounts]] = {}
-        where: dict[bytes, int] = {}
-        touched: dict[bytes, set[LeafKey]] = {}
-        for msg, e in zip(batch, decoded_events(batch), strict=True):
-            if isinstance(e, InvalidEvent):
-                # the aggregate agent dead-letters undecodable records
-                log.debug("scorecards: undecodable record at %s/%s/%s: %s", msg.topic,
-                          msg.partition, msg.offset, e)
-                continue
-            if e.type not in types:
-                continue
-            key = e.entity.encode()
-            tr = states.get(key)
-            if tr is None:
-                tr = states[key] = table.get(key, load, new, e.entity)
-                tr.state.keep = cfg.keep_periods
-            origin = raw_origin(msg.headers)
-            if tr.marks.seen(msg.partition, msg.offset, origin):
-                continue
-            hit = tr.state.add(cfg, tz, type=e.type, t=e.time, values=e.values,
-                               attributes=e.attributes)
-            tr.marks.mark(msg.partition, msg.offset, origin)
-            where[key] = msg.partition
-            touched.setdefault(key, set()).update(hit)
+        states, where, touched = apply_once(batch, table, load, new, types=types,
+                                            apply=count, stage="scorecards")
         now = clock()
         for key, tr in states.items():
             if key not in where:
