@@ -97,16 +97,6 @@ def producer(settings):
     p.close()
 
 
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
-        yield b
-        b.close()
-
-
 def _page(browser, wall_proc, screen: str, width: int = 1920, height: int = 1080):
     page = browser.new_page(viewport={"width": width, "height": height})
     errors: list[str] = []

@@ -14,7 +14,7 @@ import yaml
 
 from ioc.wall.auth import TokenSigner
 from ioc.wall.demo import camera_thumbnail
-from tests.browser.test_wall_browser import CHROMIUM_ARGS, WallProcess
+from tests.browser.test_wall_browser import WallProcess
 from tests.conftest import ROOT
 from tests.integration.wall_fixtures import TileProducer
 
@@ -128,16 +128,6 @@ def feed(settings, wall):
     alerts = Alerts(p)
     yield alerts
     p.close()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
-        yield b
-        b.close()
 
 
 def _page(browser, wall, *, role: str = "operator", name: str = "alice", width: int = 1920,

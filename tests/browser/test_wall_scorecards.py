@@ -19,7 +19,7 @@ from ioc.tiles import decode_tile
 from ioc.wall.auth import TokenSigner
 from streams.batch import Outbox, Record
 from streams.scorecards import LeaderboardStage, leaves_table
-from tests.browser.test_wall_browser import CHROMIUM_ARGS, WallProcess
+from tests.browser.test_wall_browser import WallProcess
 from tests.conftest import ROOT
 from tests.integration.wall_fixtures import TileProducer
 
@@ -103,16 +103,6 @@ def tiles(settings, wall):
     got = {key.decode(): decode_tile(value) for _, key, value, _, _ in out.records}
     yield got
     p.close()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
-        yield b
-        b.close()
 
 
 def _page(browser, wall, screen: str, width: int = 1920, height: int = 1080):
