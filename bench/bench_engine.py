@@ -84,7 +84,7 @@ from ioc.config import Settings, load_settings  # noqa: E402
 from ioc.events import Event, encode_event  # noqa: E402
 from ioc.kafka import acked_producer, delete_namespace_topics, ensure_topics, rdkafka_conf  # noqa: E402
 from ioc.topics import spec, topic_name  # noqa: E402
-from streams.batch import key_partition  # noqa: E402
+from streams.engine import key_partition  # noqa: E402
 from streams.faust_path import EventCore, batch_by_partition  # noqa: E402
 
 PARTS = spec("events").partitions
@@ -818,7 +818,7 @@ def cmd_cpu(a: argparse.Namespace) -> None:
     from bench_stage_cpu import build_stage
 
     from ioc._runtime import tune_gc
-    from streams.batch import Outbox, Record
+    from streams.engine import Outbox, Record
 
     chunks = chunked(a.events, a.chunk_rate, "cpu")
     st_in, fa_in = build_input("stages", chunks), build_input("faust", chunks)

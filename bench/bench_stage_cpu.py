@@ -3,7 +3,7 @@
     .venv/bin/python bench/bench_stage_cpu.py [--events 100000] [--batch 1000]
 
 Builds the combined ``aggregate+kpis+rules`` stage exactly as the worker does (the agents'
-register functions, ``streams.batch.combine``), then feeds it the events of
+register functions, ``streams.engine.combine``), then feeds it the events of
 ``bench_events.make_events`` as ``<ns>.events`` records in batches, with its tick after
 each batch and its state changelogs written every 10 batches (as the 1 s commit would).
 No broker: the records, outboxes and changelog records stay in memory, so the figure is
@@ -32,7 +32,7 @@ from ioc._runtime import tune_gc  # noqa: E402
 from ioc.config import load_settings  # noqa: E402
 from ioc.events import Event, decode_event, encode_event  # noqa: E402
 from streams.aggregate import AGGREGATE  # noqa: E402
-from streams.batch import Outbox, Record, Stage, combine, key_partition  # noqa: E402
+from streams.engine import Outbox, Record, Stage, combine, key_partition  # noqa: E402
 from streams.kpis import KPIS  # noqa: E402
 from streams.rules import RULES  # noqa: E402
 

@@ -154,7 +154,7 @@ def build_targets() -> dict[str, Target]:
         if msg.get("type") == "hello":
             parse_hello(msg)
 
-    from streams.applied import Tracked
+    from streams.engine.applied import Tracked
 
     # the changelog decoders the stages use (domain state + exactly-once marks)
     loaders: list[Callable[[bytes], Any]] = [
@@ -230,7 +230,7 @@ def build_targets() -> dict[str, Target]:
 
     def seeds_state() -> dict[str, bytes]:
         r = Rollup("loop-1", "speed", 60, 1_750_000_020, Agg(3, 120.0, 30.0, 50.0, 40.0, now), "closed")
-        from streams.applied import Applied, Tracked
+        from streams.engine.applied import Applied, Tracked
 
         ew = Tracked(EntityWindows("loop-1", now, {("speed", 60, 1_750_000_020): Agg(
             1, 1.0, 1.0, 1.0, 1.0, now)}, 0, 1), Applied(0, 5, {0: (5, 0)}))

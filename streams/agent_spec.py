@@ -1,7 +1,7 @@
 """``AgentSpec``: a named agent and the function that registers it on a Faust app.
 
 A *batch stage* agent (validate, aggregate, kpis, rules, tiles, ...) is made with
-``AgentSpec.of_stages``: its ``stages(settings)`` builds the ``streams.batch.Stage``
+``AgentSpec.of_stages``: its ``stages(settings)`` builds the ``streams.engine.Stage``
 objects, Sans-I/O (records in, ``Outbox`` out; no app, no broker), which is what unit
 tests and ``bench/bench_stage_cpu.py`` drive; ``register`` hosts them in a Faust
 worker (``host_stage``).
@@ -18,7 +18,7 @@ import faust
 from ioc.config import Settings
 
 if TYPE_CHECKING:
-    from .batch import Stage
+    from .engine import Stage
 
 __all__ = ["AgentSpec"]
 
@@ -36,7 +36,7 @@ class AgentSpec:
         """An agent made of batch stages: ``build(settings)`` makes them (each call new
         ones, with their own state); ``register`` hosts them in the worker."""
         def register(app: faust.App, settings: Settings) -> None:
-            from .batch import host_stage
+            from .engine import host_stage
 
             for stage in build(settings):
                 host_stage(app, settings, stage)

@@ -1,6 +1,6 @@
 """The aggregate agent: ``<ns>.events`` -> event-time windows -> ``<ns>.rollups``.
 
-A batch stage (``streams.batch``). State: one ``EntityWindows`` per entity in the
+A batch stage (``streams.engine``). State: one ``EntityWindows`` per entity in the
 ``StateTable`` ``agg-windows`` (compacted changelog topic, rebuilt when partitions are
 assigned), co-partitioned with ``<ns>.events`` (keyed by entity). Each batch of events
 updates the states, then per entity:
@@ -15,7 +15,7 @@ updates the states, then per entity:
   ``not_json``, ``bad_time``...), counted as ``undecodable``.
 
 Exactly-once totals on top of at-least-once Kafka: beside each entity's windows the
-table keeps its ``Applied`` marks (``streams.applied``: last applied partition/offset
+table keeps its ``Applied`` marks (``streams.engine.applied``: last applied partition/offset
 and raw origins), so records redelivered after a crash (kill -9 between a changelog
 write and the offset commit) are skipped, not counted twice. Held-back
 'updated' rollups are sent by the stage's tick (every ``update_interval_s / 4``).
@@ -35,8 +35,8 @@ from ioc.events import dead_letter_headers, raw_origin
 from ioc.topics import spec, topic_name
 
 from .agent_spec import AgentSpec
-from .applied import Tracked
-from .batch import Outbox, Stage, StateTable, decoded_events
+from .engine import Outbox, Stage, StateTable, decoded_events
+from .engine.applied import Tracked
 
 __all__ = ["AGGREGATE", "AggregateMetrics", "dlq_headers"]
 

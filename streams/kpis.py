@@ -1,6 +1,6 @@
 """The KPI agent: ``<ns>.events`` -> ratio KPIs per entity (group) and period -> ``<ns>.kpis``.
 
-A batch stage (``streams.batch``). State: one ``KpiCounts`` per entity (an agency) in
+A batch stage (``streams.engine``). State: one ``KpiCounts`` per entity (an agency) in
 the ``StateTable`` ``kpi-counts``, co-partitioned with ``<ns>.events``; redelivered and
 re-emitted records are skipped by offset and raw origin, as in the aggregate agent. Every changed (kpi, group, period, period key) is published with
 its full numerator and denominator to the compacted ``<ns>.kpis`` topic. All groups
@@ -21,8 +21,8 @@ from ioc.kpi._ratio import CountKey
 from ioc.topics import spec, topic_name
 
 from .agent_spec import AgentSpec
-from .applied import Tracked, apply_once
-from .batch import Outbox, Stage, StateTable
+from .engine import Outbox, Stage, StateTable
+from .engine.applied import Tracked, apply_once
 
 __all__ = ["KPIS", "kpi_partition"]
 

@@ -1,6 +1,6 @@
 """The rules agent: ``<ns>.events`` (+ a wall clock) -> alerts -> ``<ns>.alerts``.
 
-A batch stage (``streams.batch``). State: one ``EntityRules`` per entity in the
+A batch stage (``streams.engine``). State: one ``EntityRules`` per entity in the
 ``StateTable`` ``rule-states``, co-partitioned with ``<ns>.events``. Threshold and rate
 rules run on each event in event time.
 
@@ -26,7 +26,7 @@ from ioc.rules import Alert, EntityRules
 from ioc.topics import spec, topic_name
 
 from .agent_spec import AgentSpec
-from .batch import Outbox, Stage, StateTable, decoded_events
+from .engine import Outbox, Stage, StateTable, decoded_events
 
 __all__ = ["RULES", "alert_partition"]
 

@@ -1,7 +1,7 @@
 """The scorecards agents: ``<ns>.events`` -> scorecard counts -> ``<ns>.scorecards``, and
 ``<ns>.scorecards`` -> leaderboard tiles on ``<ns>.wall.tiles``.
 
-A batch stage (``streams.batch``). State: one ``ScorecardCounts`` per entity (an
+A batch stage (``streams.engine``). State: one ``ScorecardCounts`` per entity (an
 agency) in the ``StateTable`` ``scorecard-counts``, co-partitioned with ``<ns>.events``;
 redelivered and re-emitted records are skipped by offset and raw origin, as in the KPI
 agent. Every changed leaf (indicator, period, period key, drill path) is published
@@ -40,8 +40,8 @@ from ioc.tiles import encode_tile
 from ioc.topics import spec, topic_name
 
 from .agent_spec import AgentSpec
-from .applied import Tracked, apply_once
-from .batch import Outbox, Stage, StateTable
+from .engine import Outbox, Stage, StateTable
+from .engine.applied import Tracked, apply_once
 
 __all__ = ["SCORECARDS", "LeaderboardStage", "leaves_table", "scorecard_process",
            "scorecard_table"]

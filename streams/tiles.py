@@ -1,6 +1,6 @@
 """The tiles agent: rollups, KPI values and alerts -> wall tiles on ``<ns>.wall.tiles``.
 
-Two stages (``streams.batch``), registered together:
+Two stages (``streams.engine``), registered together:
 
 * the partitioned **tiles** stage (group ``<app id>.tiles``) reads ``<ns>.rollups``,
   ``<ns>.kpis`` and ``<ns>.alerts``, shared by partition among the workers. It builds
@@ -44,7 +44,7 @@ from ioc.tiles import Tile, encode_tile
 from ioc.topics import topic_name
 
 from .agent_spec import AgentSpec
-from .batch import Outbox, Stage, host_stage
+from .engine import Outbox, Stage, host_stage
 from .views import VIEWS_PARTITION, register_views
 
 __all__ = ["TILES", "UNITS"]

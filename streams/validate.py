@@ -1,6 +1,6 @@
 """The validate agent: ``<ns>.events.raw`` -> ``<ns>.events`` (valid) | ``<ns>.dlq``.
 
-A batch stage (``streams.batch``): the routing is ``ioc.events.route_raw`` (pure); a
+A batch stage (``streams.engine``): the routing is ``ioc.events.route_raw`` (pure); a
 batch's input offsets are committed only after every output record of the batch has
 been acknowledged by the broker; a failed send is retried (with backoff), so nothing
 is lost. Delivery is at-least-once: after a crash a batch may be re-emitted, which the
@@ -20,7 +20,7 @@ from ioc.events._route import RouteCounts, Routed, route_raw
 from ioc.topics import topic_name
 
 from .agent_spec import AgentSpec
-from .batch import Outbox, Stage
+from .engine import Outbox, Stage
 
 __all__ = ["VALIDATE"]
 

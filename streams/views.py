@@ -19,7 +19,7 @@ Contract:
   views are forgotten and the held tiles dropped, so a worker that no longer owns the
   partition sends nothing more.
 * Exactly-once over at-least-once Kafka: tiles, then the state changelog, then the
-  offsets (``streams.batch``). A fact redelivered by the tiles stage (after its crash
+  offsets (``streams.engine``). A fact redelivered by the tiles stage (after its crash
   or rebalance), or older than the one applied for its key, is skipped by its source
   offset (``GlobalViews.is_stale``), so a view never moves backwards.
 * A record that is not a view fact goes to ``<ns>.dlq`` (reason ``undecodable``,
@@ -44,7 +44,7 @@ from ioc.tilegen import GlobalViews, TileCoalescer, ViewFact
 from ioc.tiles import encode_tile
 from ioc.topics import spec, topic_name
 
-from .batch import Outbox, Stage, StateTable, TopicPartition, host_stage
+from .engine import Outbox, Stage, StateTable, TopicPartition, host_stage
 
 __all__ = ["VIEWS_PARTITION", "register_views"]
 

@@ -163,7 +163,7 @@ class EntityWindows:
     """Open windows of one entity, its watermark and counters; serialisable as a whole.
 
     Pure: which source records were applied (exactly-once over at-least-once Kafka) is
-    the stage's business, kept beside this state (``streams.applied``).
+    the stage's business, kept beside this state (``streams.engine.applied``).
     """
 
     entity: str

@@ -1,7 +1,7 @@
 """confluent-kafka (librdkafka), the client of the event-rate paths, behind ``ioc.kafka``.
 
 Used where records move at event rate in a thread of their own: the batch stages
-(``streams.batch``), the sink (``ioc.storage.sink``) and the consumer-lag collector
+(``streams.engine``), the sink (``ioc.storage.sink``) and the consumer-lag collector
 (``ioc.metrics``). librdkafka moves a record for a fraction of the Python clients' CPU
 and its blocking calls release the GIL (docs/dependencies.md). Options and producers
 come from ``ioc.kafka.clients`` (``rdkafka_conf``, ``acked_producer``).

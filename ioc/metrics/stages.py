@@ -3,7 +3,7 @@
 Per stage (``stage`` = the stage's name: validate, aggregate, kpis, rules, tiles):
 records and events in, batches, busy seconds, state entries per table, late events,
 held updates, dead letters by reason. Stages that read the same topics share one
-consumer (``streams.batch.combine``): what belongs to that consumer (records out,
+consumer (``streams.engine.combine``): what belongs to that consumer (records out,
 commit failures, the last restore, its group's lag) carries the consumer's name, the
 stage names joined by ``+`` (``aggregate+kpis+rules``).
 """
@@ -41,7 +41,7 @@ def _events_in(st: Any) -> int:
 
 
 class StagesCollector(Collector):
-    """Metrics of the stages hosted by the Faust ``app`` (``streams.batch.host_stage``)."""
+    """Metrics of the stages hosted by the Faust ``app`` (``streams.engine.host_stage``)."""
 
     def __init__(self, app: Any) -> None:
         self.app = app

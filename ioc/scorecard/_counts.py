@@ -117,7 +117,7 @@ class LeafCount:
 @dataclass
 class ScorecardCounts:
     """Counts per leaf for one entity (pure: the stage keeps the redelivery marks beside
-    it, ``streams.applied``).
+    it, ``streams.engine.applied``).
 
     ``keep`` bounds the period keys kept per indicator and period kind (oldest dropped
     first), so a long-running worker's state does not grow without end.

@@ -74,7 +74,7 @@ def batch_by_partition(events: Iterable[tuple[bytes, bytes | None, bytes]], part
                        ) -> dict[int, bytes]:
     """``(entity key, origin, event bytes)`` of one input batch -> one batched record per
     target partition (the key's murmur2 partition, as for one record per event)."""
-    from streams.batch import key_partition
+    from streams.engine import key_partition
 
     by: dict[int, list[tuple[bytes | None, bytes]]] = {}
     for key, origin, value in events:

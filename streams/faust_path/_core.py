@@ -36,7 +36,7 @@ from ioc.kpi._ratio import CountKey
 from ioc.rules import Alert, EntityRules
 from ioc.topics import topic_name
 
-from ..applied import Tracked
+from ..engine.applied import Tracked
 from ..kpis import kpi_partition
 from ..rules import alert_partition
 from ._batched import decode_batch

@@ -17,7 +17,7 @@ from ioc.config import load_settings
 from ioc.scorecard import LeafCount
 from ioc.tiles import decode_tile
 from ioc.wall.auth import TokenSigner
-from streams.batch import Outbox, Record
+from streams.engine import Outbox, Record
 from streams.scorecards import LeaderboardStage, leaves_table
 from tests.browser.test_wall_browser import WallProcess
 from tests.conftest import ROOT

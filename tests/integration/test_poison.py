@@ -345,7 +345,7 @@ def test_a_bug_in_a_stage_is_dead_lettered_and_the_state_counts_each_record_once
     import threading
 
     from ioc.kafka import ensure_topics
-    from streams.batch import Outbox, Stage, StageRunner, StateTable
+    from streams.engine import Outbox, Stage, StageRunner, StateTable
 
     s = fresh_namespace("bug")
     src, out_topic = topic_name(s.namespace, "events"), topic_name(s.namespace, "system.probe")

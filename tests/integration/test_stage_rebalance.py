@@ -35,7 +35,7 @@ from ioc.events import Event, encode_event
 from ioc.kafka import kafka_python_kwargs
 from ioc.kafka.clients import admin_client
 from ioc.topics import spec, topic_name
-from streams.batch import key_partition
+from streams.engine import key_partition
 from tests.conftest import Proc
 from tests.integration.pipeline_fixtures import (
     TopicTail,
@@ -135,7 +135,7 @@ def stable_with(s: Settings, n: int, *procs: Proc) -> dict[str, set[int]] | None
 
 def restored(log: str) -> set[int]:
     """Partitions the worker's aggregate stage logged as restored (with records or entries)
-    from its changelog or local snapshots (streams.batch.StageRunner.assigned)."""
+    from its changelog or local snapshots (streams.engine.StageRunner.assigned)."""
     out: set[int] = set()
     for m in re.finditer(r"stage aggregate: restored \S+ partitions \[([\d, ]*)\]: "
                          r"(\d+) changelog record\(s\) read, (\d+) entries from snapshots", log):

@@ -30,8 +30,8 @@ from ioc.config import Settings
 from ioc.kafka import acked_producer, ensure_topics, rdkafka_conf
 from ioc.metrics.stages import StagesCollector
 from ioc.topics import spec, topic_name
-from streams._snapshot import Snapshot, SnapshotStore
-from streams.batch import Outbox, Stage, StageRunner, StateTable, key_partition
+from streams.engine import Outbox, Stage, StageRunner, StateTable, key_partition
+from streams.engine.snapshot import Snapshot, SnapshotStore
 
 pytestmark = [pytest.mark.kafka, pytest.mark.timeout(180)]
 

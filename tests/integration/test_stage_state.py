@@ -7,7 +7,7 @@ import pytest
 from ioc.config import Settings
 from ioc.kafka import acked_producer, ensure_topics
 from ioc.topics import TopicSpec, topic_name
-from streams.batch import Outbox, SendFailed, StateTable, key_partition
+from streams.engine import Outbox, SendFailed, StateTable, key_partition
 from tests.integration.pipeline_fixtures import read_topic
 
 pytestmark = pytest.mark.kafka

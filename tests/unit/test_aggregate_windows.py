@@ -81,7 +81,7 @@ def test_late_event_is_counted_not_applied():
 
 
 def test_redelivered_offsets_are_recognised_and_state_round_trips():
-    from streams.applied import Tracked
+    from streams.engine.applied import Tracked
 
     ew = EntityWindows("s")
     ew.add(1000.0, {"v": 1.5}, [10, 60], 30)
@@ -98,7 +98,7 @@ def test_changelog_values_of_the_earlier_format_restore_with_their_marks():
     """Before the marks left the domain classes, they were keys of its dict: p, o, r."""
     from ioc.kpi import KpiCounts
     from ioc.rules import EntityRules
-    from streams.applied import Tracked
+    from streams.engine.applied import Tracked
 
     old_w = (b'{"e":"s","wm":1000.0,"late":0,"n":1,"p":2,"o":41,"r":[[3,7,1]],'
              b'"w":[["v",10,1000,1,1.5,1.5,1.5,1.5,1000.0]]}')

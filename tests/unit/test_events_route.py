@@ -51,7 +51,7 @@ def test_valid_events_carry_their_raw_origin_and_stages_recognise_re_emitted_one
     from ioc.aggregate import EntityWindows
     from ioc.events import origin_mark, origin_seen, raw_origin
     from ioc.kpi import KpiCounts
-    from streams.applied import Applied, Tracked
+    from streams.engine.applied import Applied, Tracked
 
     value = orjson.dumps([_ev(0), {"bad": 1}, _ev(2)])
     out = route_raw(value, None, [], topic="t.events.raw", partition=3, offset=41, now=NOW)

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from ioc.config import load_settings
 from ioc.errors import InvalidRecord
 from ioc.events import Event, encode_event
-from streams.batch import Outbox, Record, Stage, combine, key_partition
+from streams.engine import Outbox, Record, Stage, combine, key_partition
 from streams.faust_path import EventCore, batch_by_partition, decode_batch, encode_batch
 from streams.faust_path._core import AGG
 

@@ -24,7 +24,7 @@ from ioc.kpi import KpiValue
 from ioc.rules import Alert
 from ioc.tilegen import GlobalViews, ViewFact
 from ioc.tiles import Tile, decode_tile
-from streams.batch import Outbox, Record, Stage, TopicPartition
+from streams.engine import Outbox, Record, Stage, TopicPartition
 from streams.tiles import TILES
 from tests.fixtures.hostile import hostile_bytes
 

@@ -29,7 +29,7 @@ from ioc.storage.sink import SinkOptions, _Batch, _TableSinkRunner
 from ioc.storage.sink_tables import sink_tables
 from ioc.tilegen import ViewFact
 from streams.aggregate import AGGREGATE
-from streams.batch import Outbox, Record, Stage, StageRunner, StateTable, TopicPartition, combine
+from streams.engine import Outbox, Record, Stage, StageRunner, StateTable, TopicPartition, combine
 from streams.kpis import KPIS
 from streams.rules import RULES
 from streams.tiles import TILES
@@ -451,7 +451,7 @@ def test_state_loaders_raise_only_invalid_record(which, data):
     from ioc.errors import InvalidRecord
     from ioc.kpi._ratio import KpiCounts
     from ioc.rules._engine import EntityRules
-    from streams.applied import Applied, Tracked
+    from streams.engine.applied import Applied, Tracked
     from tests.fixtures.hostile import hostile_json_bytes_for
 
     w = Tracked(_WINDOWS, Applied(0, 5, {0: (5, 0)}))

@@ -58,7 +58,7 @@ def test_partition_for_refuses_no_partitions() -> None:
 @settings(max_examples=400, deadline=None)
 @given(key=st.binary(max_size=80), partitions=st.integers(1, 4096))
 def test_partition_for_agrees_with_the_libraries_it_replaced(key: bytes, partitions: int) -> None:
-    # streams.batch used aiokafka's murmur2; ioc.replay.db_source and
+    # streams.engine used aiokafka's murmur2; ioc.replay.db_source and
     # streams.camera_health_agent used kafka-python's.
     from aiokafka.partitioner import murmur2 as aiokafka_murmur2
     from kafka.partitioner.default import murmur2 as kafka_python_murmur2

@@ -19,7 +19,7 @@ from ioc.config import load_settings
 from ioc.events import DEAD_LETTER_REASONS
 from ioc.metrics.stages import StagesCollector, stage_groups
 from streams.aggregate import AGGREGATE
-from streams.batch import Outbox, Record, StageRunner, combine
+from streams.engine import Outbox, Record, StageRunner, combine
 from streams.validate import VALIDATE
 from tests.fixtures.hostile import hostile_bytes
 from tests.fixtures.metrics import Scrape

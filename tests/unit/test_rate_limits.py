@@ -1,5 +1,5 @@
 """Rate limits and batch-stage plumbing without I/O: UpdateThrottle, TileCoalescer.offer_lazy,
-streams.batch.combine and streams.batch.key_partition."""
+streams.engine.combine and streams.engine.key_partition."""
 
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ from typing import Any
 import pytest
 from aiokafka.partitioner import DefaultPartitioner
 
-import streams.batch as batch
+import streams.engine.stage as batch
 from ioc.aggregate import UpdateThrottle
 from ioc.tilegen import TileCoalescer
 from ioc.tiles import Tile
-from streams.batch import Outbox, Stage, StateTable, combine, key_partition
+from streams.engine import Outbox, Stage, StateTable, combine, key_partition
 
 # --- UpdateThrottle ------------------------------------------------------------------------
 
@@ -189,11 +189,11 @@ def test_offer_lazy_pending_is_bounded_and_counts_drops():
     assert made[3].calls == made[4].calls == made[0].calls == 0
 
 
-# --- streams.batch.combine -------------------------------------------------------------------
+# --- streams.engine.combine -------------------------------------------------------------------
 
 
 class FakeTime:
-    """Stands in for the ``time`` module of streams.batch: a clock the test moves."""
+    """Stands in for the ``time`` module of streams.engine: a clock the test moves."""
 
     def __init__(self) -> None:
         self.now = 1000.0
@@ -274,7 +274,7 @@ def test_combine_forwards_assignments_to_every_stage():
     assert seen == [("a", {"tp0"}), ("c", {"tp0"})]
 
 
-# --- streams.batch.key_partition --------------------------------------------------------------
+# --- streams.engine.key_partition --------------------------------------------------------------
 
 KEYS = [b"", b"a", b"air-01", b"air-02", b"traffic:junction-17", b"\x00\xff\x10",
         "métro-ligne-4".encode(), bytes(range(256)), b"x" * 1000]

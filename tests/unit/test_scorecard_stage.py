@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 from ioc.config import load_settings
 from ioc.events import Event, encode_event
 from ioc.scorecard import LeafCount, ScorecardCounts
-from streams.applied import Tracked
-from streams.batch import Outbox, Record
+from streams.engine import Outbox, Record
+from streams.engine.applied import Tracked
 from streams.scorecards import scorecard_process, scorecard_table
 from tests.fixtures.hostile import hostile_bytes, hostile_headers, hostile_json_bytes
 

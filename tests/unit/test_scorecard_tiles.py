@@ -92,7 +92,7 @@ def test_the_demo_public_screen_places_the_tiles_the_feeds_history_makes():
     district leaderboard shows the rising district 3rd, six places up."""
     from ioc.events import encode_event
     from ioc.feeds._history import RISING_DISTRICT, egov_history
-    from streams.batch import Outbox, Record
+    from streams.engine import Outbox, Record
     from streams.scorecards import (
         LeaderboardStage,
         leaves_table,

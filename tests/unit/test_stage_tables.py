@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from streams.batch import Outbox, StateTable
+from streams.engine import Outbox, StateTable
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""Local state snapshots (streams._snapshot) and StateTable's side of them, without Kafka."""
+"""Local state snapshots (streams.engine.snapshot) and StateTable's side of them, without Kafka."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streams._snapshot import (
+from streams.engine import Outbox, StateTable
+from streams.engine.snapshot import (
     MAGIC,
     VERSION,
     Snapshot,
@@ -22,7 +23,6 @@ from streams._snapshot import (
     decode_snapshot,
     encode_snapshot,
 )
-from streams.batch import Outbox, StateTable
 
 TOPIC = "ns.state.streams.agg-windows"
 
@@ -243,7 +243,7 @@ def test_dropping_a_partition_forgets_its_offsets(tmp_path: Path):
 def test_the_runner_keeps_snapshots_in_streams_state_dir_else_in_the_data_dir(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     from ioc.config import Settings
-    from streams.batch import Stage, StageRunner
+    from streams.engine import Stage, StageRunner
 
     stage = Stage("x", ["ns.in"], lambda _r, _o: None)
     mine = StageRunner(Settings(namespace="ns", streams={"state_dir": str(tmp_path)}),

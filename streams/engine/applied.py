@@ -31,7 +31,7 @@ from ioc.errors import InvalidEvent, load_json_state
 from ioc.events import origin_mark, origin_seen, raw_origin
 from ioc.events._route import Origin
 
-from .batch import decoded_events
+from .records import decoded_events
 
 __all__ = ["Applied", "DictState", "Tracked", "apply_once"]
 

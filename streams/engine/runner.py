@@ -1,0 +1,587 @@
+"""``StageRunner``: the consume -> process -> flush -> commit loop of one stage in a
+thread of its own; ``host_stage``: run stages in the Faust worker."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import faust
+
+from ioc.config import Settings, default_state_dir
+from ioc.events import LogThrottle, dead_letter_headers, internal_error_message
+from ioc.kafka import acked_producer, discard_producer, ensure_topics, rdkafka_conf
+from ioc.kafka.membership import MembershipWatch
+from ioc.kafka.rdkafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer
+from ioc.kafka.rdkafka import TopicPartition as RdTopicPartition
+from ioc.topics import topic_name
+
+from .records import Outbox, Record, SendFailed, TopicPartition
+from .snapshot import SnapshotStore, SnapshotWriter
+from .stage import Stage, combine
+from .table import StateTable, watermark_high
+
+__all__ = ["FIRST_JOIN_S", "REJOIN_S", "StageRunner", "host_stage"]
+
+log = logging.getLogger(__name__)
+
+
+
+# A stage consumer outside its group while polling fails its stage after REJOIN_S from
+# when the broker answers again, FIRST_JOIN_S when it never joined (ioc/kafka/membership.py).
+# Longer than the sink's 12 s: failing a stage restarts its worker and re-reads its
+# state, where the sink only replaces one consumer.
+REJOIN_S = 20.0
+FIRST_JOIN_S = 60.0
+
+
+class StageRunner:
+    """The consume -> process -> flush -> commit loop of one ``Stage`` (in a thread)."""
+
+    def __init__(self, settings: Settings, app_id: str, stage: Stage) -> None:
+        self.settings = settings
+        self.stage = stage
+        self.group = f"{app_id}.{stage.name}"
+        self.specs = [t.topic_spec(settings.namespace, app_id) for t in stage.tables]
+        for t, ts in zip(stage.tables, self.specs, strict=True):
+            t.topic = ts.name(settings.namespace)
+        self.owned: set[TopicPartition] = set()
+        self.pending: dict[TopicPartition, int] = {}
+        self.last_commit = time.monotonic()
+        self.consumer: Consumer | None = None
+        self.producer: Producer | None = None
+        self.partitions: dict[str, int] = {}  # topic -> partition count, for keyed outputs
+        self.stopping = threading.Event()
+        self._callback_error: BaseException | None = None  # raised in a rebalance callback
+        self.dlq = topic_name(settings.namespace, "dlq")
+        # after a failed batch: record by record until past these offsets (per partition)
+        # and ``careful_s`` after the last failure
+        self.careful_until: dict[TopicPartition, int] = {}
+        self.careful_s = 30.0
+        self.last_failure = -1e9
+        self._log_throttle = LogThrottle(10.0)
+        # for /metrics (ioc.metrics.stages): acknowledged dead letters by (dlq.stage,
+        # dlq.reason), and the seconds the last restore of new partitions took
+        self.dead_letters: dict[tuple[bytes, bytes], int] = {}
+        self.restore_s: float | None = None
+        # local snapshots of the tables (streams.engine.snapshot): written after a checkpoint
+        # at most every snapshot_every_s (only partitions whose changelog moved), and
+        # when partitions are revoked or the stage stops
+        ss = settings.streams
+        self.snapshots = SnapshotStore(
+            ss.state_dir or (ss.data_dir or default_state_dir() / "faust" / app_id) / "snapshots")
+        self.snapshot_writer = SnapshotWriter(self.snapshots)
+        self.snapshot_every_s = 30.0
+        self.last_snapshot = time.monotonic()
+        # revoked partitions whose states stay in memory until the next assignment: those
+        # assigned again whose changelog nobody wrote since are kept, not restored (eager
+        # assignment revokes every partition at each rebalance)
+        self.parked: set[TopicPartition] = set()
+
+    # -- rebalance callbacks (librdkafka calls them inside consume(), in our thread) --
+
+    def _on_assign(self, _consumer: Any, parts: list[Any]) -> None:
+        self._guarded(self.assigned, parts)
+
+    def _on_revoke(self, _consumer: Any, parts: list[Any]) -> None:
+        self._guarded(self.revoked, parts)
+
+    def _guarded(self, handler: Callable[[set[TopicPartition]], None], parts: list[Any]) -> None:
+        """Run a rebalance handler; what it raises is re-raised after ``consume`` returns
+        (librdkafka would swallow it)."""
+        try:
+            handler({TopicPartition(p.topic, p.partition) for p in parts})
+        except BaseException as exc:
+            self._callback_error = exc
+
+    def _on_lost(self, _consumer: Any, parts: list[Any]) -> None:
+        # The group went on without us (session timed out): another member may already
+        # own these partitions, so commit nothing and forget their state.
+        tps = {TopicPartition(p.topic, p.partition) for p in parts}
+        log.warning("stage %s: partitions lost %s", self.stage.name, sorted(tps))
+        self.pending = {tp: o for tp, o in self.pending.items() if tp not in tps}
+        self._forget(tps)
+
+    def assigned(self, tps: set[TopicPartition]) -> None:
+        t0 = time.perf_counter()
+        parked, self.parked = self.parked, set()
+        for t in self.stage.tables:
+            mine = {tp.partition for tp in tps if tp.topic == t.source}
+            owned = {tp.partition for tp in self.owned if tp.topic == t.source}
+            back = {tp.partition for tp in parked if tp.topic == t.source}
+            keep = {p for p in back & mine if self._unchanged(t, p)}
+            t.drop(((owned | back) - mine) | (back - keep))
+            self.stage.metrics.kept += len(keep)
+            if keep:
+                log.info("stage %s: %s partitions %s kept in memory (their changelog "
+                         "unchanged since they were revoked)", self.stage.name, t.topic,
+                         sorted(keep))
+            new = sorted(mine - owned - keep)
+            if new and not self.snapshot_writer.wait(30.0):  # the newest files, if any
+                log.warning("stage %s: snapshots still being written after 30 s; restoring "
+                            "from the older ones", self.stage.name)
+            entries0, fallbacks0 = t.snapshot_entries, t.snapshot_fallbacks
+            n = t.restore(self.settings, new, snapshots=self.snapshots)
+            m = self.stage.metrics
+            m.restored += n
+            m.snapshot_entries += t.snapshot_entries - entries0
+            m.snapshot_fallbacks += t.snapshot_fallbacks - fallbacks0
+            if new:
+                log.info("stage %s: restored %s partitions %s: %d changelog record(s) "
+                         "read, %d entries from snapshots", self.stage.name, t.topic, new, n,
+                         t.snapshot_entries - entries0)
+            for p in new:
+                note = t.restore_notes.get(p, "")
+                if note.startswith("full read: "):  # one line per partition and restore
+                    log.warning("stage %s: %s[%d]: %s", self.stage.name, t.topic, p, note)
+        if self.stage.tables and tps - self.owned:
+            self.restore_s = time.perf_counter() - t0
+            log.info("stage %s: restore of %d new partition(s) took %.2f s", self.stage.name,
+                     len(tps - self.owned), self.restore_s)
+        self.owned = set(tps)
+        if self.stage.on_assigned is not None:
+            self.stage.on_assigned(set(tps))
+
+    def _unchanged(self, t: StateTable, p: int) -> bool:
+        """Whether the changelog of ``t``'s partition ``p`` still ends where the table's
+        state of it does (nobody wrote it since this stage last did, or restored it)."""
+        if p not in t.offsets or p in t.dirty:
+            return False
+        try:
+            return self._changelog_high(t.topic, p) == t.offsets[p]
+        except KafkaException:
+            return False
+
+    def _changelog_high(self, topic: str, partition: int) -> int:
+        assert self.consumer is not None
+        return watermark_high(self.consumer, RdTopicPartition(topic, partition), within_s=10.0)
+
+    def revoked(self, tps: set[TopicPartition]) -> None:
+        # Called between batches (their outputs are flushed): write the changed states
+        # and commit before letting go; snapshot them, should they come back.
+        self.checkpoint(Outbox())
+        self.write_snapshots(tps)
+        # on disk before the group goes on: their next owner may be a worker on this host
+        if not self.snapshot_writer.wait(30.0):
+            log.warning("stage %s: snapshots of revoked partitions still being written "
+                        "after 30 s", self.stage.name)
+        self._forget(tps, park=True)
+
+    def write_snapshots(self, tps: set[TopicPartition] | None = None) -> None:
+        """Snapshot the tables' partitions (``tps``, default all owned) whose changelog
+        moved since their last snapshot. Only right after a checkpoint: every change is
+        then in the changelog and acknowledged. A write that fails is counted and logged;
+        the stage goes on (the older snapshot, or the changelog, restores it)."""
+        if self.consumer is None or not self.stage.tables:
+            return
+        for t in self.stage.tables:
+            parts = None if tps is None else [tp.partition for tp in tps if tp.topic == t.source]
+            try:
+                t.snapshot(self.snapshot_writer.submit, parts,
+                           high=functools.partial(self._changelog_high, t.topic))
+            except KafkaException as exc:  # no watermark: the next snapshot will do
+                self._throttled("snapshot", logging.WARNING, "stage %s: no snapshot of %s "
+                                "now (watermark: %s)", self.stage.name, t.topic, exc)
+        self._snapshot_metrics()
+        self.last_snapshot = time.monotonic()
+
+    def _snapshot_metrics(self) -> None:
+        w, m = self.snapshot_writer, self.stage.metrics
+        m.snapshots_written, m.snapshot_errors, m.snapshot_s = w.written, w.errors, w.seconds
+
+    def _forget(self, tps: set[TopicPartition], *, park: bool = False) -> None:
+        """Let go of ``tps``; their table states are dropped, or with ``park`` kept aside
+        until the next ``assigned`` (which keeps those it gets back unchanged)."""
+        for tp in tps:
+            self.careful_until.pop(tp, None)
+        if park:
+            self.parked |= tps
+        else:
+            gone = tps | (self.parked & tps)
+            self.parked -= tps
+            for t in self.stage.tables:
+                t.drop(tp.partition for tp in gone if tp.topic == t.source)
+        self.owned -= tps
+        if self.stage.on_revoked is not None:
+            self.stage.on_revoked(set(tps))
+
+    # -- producing --
+
+    def _replace_producer(self) -> None:
+        """Drop the producer and make a new one (a new idempotent producer id).
+
+        After a broker restart an idempotent producer can fail for good (a fatal
+        sequence error); a new producer id starts clean. Re-sending the outbox is
+        at-least-once: the sink's keys and the states' origin/offset marks absorb what
+        was already written.
+        """
+        old, self.producer = self.producer, None
+        if old is not None:
+            discard_producer(old)
+        self.producer = acked_producer(self.settings.kafka)
+
+    def flush(self, out: Outbox) -> None:
+        """Send the outbox until every record is acknowledged (backoff while refused).
+
+        A failed attempt replaces the producer before the next one, so a producer that
+        the broker no longer accepts (after a restart, say) does not stall the stage.
+        """
+        delay = 0.2
+        # Outputs first, then the state changelogs, each phase acknowledged before the
+        # next: a crash in between leaves the old state, so the restarted stage applies
+        # the batch again and re-emits its outputs (at-least-once, absorbed downstream).
+        # The other order could store a state that has emitted a closed window whose
+        # rollup never reached the broker: lost for good.
+        changelogs = {t.topic for t in self.stage.tables}
+        outputs, states = Outbox(), Outbox()
+        for rec in out.records:
+            (states if rec[0] in changelogs else outputs).records.append(rec)
+        phases = [ph for ph in (outputs, states) if ph.records]
+        while phases:
+            try:
+                if self.producer is None:
+                    self._replace_producer()
+                assert self.producer is not None
+                phases[0].send(self.producer, timeout_s=self.settings.kafka.request_timeout_s,
+                               partitions=self.partitions)
+                phases.pop(0)
+                if phases:
+                    continue
+                self.stage.metrics.outputs += len(out)
+                self._count_dead_letters(outputs.records)
+                out.records.clear()
+                return
+            except (SendFailed, KafkaException) as exc:
+                if self.stopping.is_set() and delay > 5:
+                    raise
+                self.stage.metrics.flush_retries += 1
+                log.warning("stage %s: sending %d record(s) failed (%s: %s); new producer, "
+                            "retrying in %.1f s", self.stage.name, len(out),
+                            type(exc).__name__, exc, delay)
+                time.sleep(delay)
+                delay = min(delay * 2, 10.0)
+                self._replace_producer()
+
+    def _count_dead_letters(self, records: list[Any]) -> None:
+        """Count the (acknowledged) records to ``<ns>.dlq`` by (dlq.stage, dlq.reason)."""
+        dlq, counts = self.dlq, self.dead_letters
+        for rec in [rec for rec in records if rec[0] == dlq]:  # one fast pass, then the few
+            h = dict(rec[4] or ())  # the dlq.* headers come last: they win
+            key = (h.get("dlq.stage", b""), h.get("dlq.reason", b""))
+            counts[key] = counts.get(key, 0) + 1
+
+    def checkpoint(self, out: Outbox) -> None:
+        """Write the changed states (after ``out``, the outputs), then commit the input.
+
+        The order keeps the changelogs and the committed offsets consistent: a crash
+        before the commit replays from the previous one, on the states written then.
+        """
+        for t in self.stage.tables:
+            self.stage.metrics.state_writes += t.write_changes(out)
+        if out.records:
+            self.flush(out)
+        self.commit()
+        self.last_commit = time.monotonic()
+        if self.last_commit - self.last_snapshot >= self.snapshot_every_s:
+            self.write_snapshots()
+
+    def commit(self) -> None:
+        if not self.pending or self.consumer is None:
+            return
+        offsets, self.pending = self.pending, {}
+        try:
+            self.consumer.commit(offsets=[RdTopicPartition(tp.topic, tp.partition, off)
+                                          for tp, off in offsets.items()], asynchronous=False)
+        except KafkaException as exc:
+            # Rebalanced away: the new owner re-reads from the last commit and the
+            # states' (partition, offset) marks skip what was already applied.
+            self.stage.metrics.commit_failures += 1
+            log.warning("stage %s: offset commit failed (%s)", self.stage.name, exc)
+
+    # -- bugs: rewind, then record by record --
+
+    def _throttled(self, key: str, level: int, msg: str, *args: Any,
+                   exc_info: BaseException | None = None) -> None:
+        held = self._log_throttle.allow(key)
+        if held is None:
+            return
+        more = f" ({held} more since the last line)" if held else ""
+        log.log(level, msg + more, *args, exc_info=exc_info)
+
+    def _recover(self, exc: Exception, last: dict[TopicPartition, int]) -> None:
+        """A batch raised: states back to the last commit, consumer back to its offsets,
+        and the records up to ``last`` re-read one by one (``_process_careful``)."""
+        st = self.stage
+        st.metrics.rewinds += 1
+        self.last_failure = time.monotonic()
+        self._throttled(f"batch:{type(exc).__name__}", logging.ERROR,
+                        "stage %s: processing a batch failed (last offsets %s); states back "
+                        "to the last commit, re-reading it record by record", st.name,
+                        {f"{tp.topic}[{tp.partition}]": o for tp, o in last.items()},
+                        exc_info=exc)
+        for tp, o in last.items():
+            self.careful_until[tp] = max(o, self.careful_until.get(tp, -1))
+        self.rewind()
+
+    def rewind(self) -> None:
+        """Drop the uncommitted work: states of the owned partitions restored from their
+        changelogs (as of the last commit), consumer positions back to the committed
+        offsets. What was sent since then is sent again (at-least-once, as after a
+        crash; the sink's keys and the states' offset marks absorb it)."""
+        tps = set(self.owned)
+        self.pending = {}
+        self._forget(tps)
+        careful = dict(self.careful_until)
+        self.assigned(tps)
+        self.careful_until.update(careful)
+        if self.consumer is None or not tps:
+            return
+        committed = self.consumer.committed(
+            [RdTopicPartition(tp.topic, tp.partition) for tp in sorted(tps)], timeout=10)
+        for c in committed:
+            self.consumer.seek(RdTopicPartition(
+                c.topic, c.partition, c.offset if c.offset >= 0 else OFFSET_BEGINNING))
+
+    def _process_careful(self, records: list[Record], out: Outbox) -> None:
+        """``process`` one record at a time, each in a transaction of the tables; a record
+        that raises is dead-lettered as ``internal_error`` and leaves no state behind."""
+        st = self.stage
+        tables = st.tables
+        for r in records:
+            n0 = len(out.records)
+            for t in tables:
+                t.begin()
+            try:
+                st.process([r], out)
+            except Exception as exc:
+                del out.records[n0:]
+                for t in tables:
+                    t.rollback()
+                self.last_failure = time.monotonic()
+                self.dead_letter_bug(r, exc, out)
+            else:
+                for t in tables:
+                    t.commit()
+            tp = TopicPartition(r.topic, r.partition)
+            until = self.careful_until.get(tp)
+            if until is not None and r.offset >= until:
+                del self.careful_until[tp]
+
+    def dead_letter_bug(self, r: Record, exc: Exception, out: Outbox) -> None:
+        """Send ``r`` to ``<ns>.dlq`` with reason ``internal_error``, count and log it."""
+        st = self.stage
+        st.metrics.internal_errors += 1
+        message = internal_error_message(exc)
+        out.add(self.dlq, r.key, r.value if r.value is not None else b"",
+                headers=dead_letter_headers("internal_error", topic=r.topic,
+                                            partition=r.partition, offset=r.offset,
+                                            message=message, stage=st.name,
+                                            headers=list(r.headers or ())))
+        self._throttled(f"record:{type(exc).__name__}", logging.ERROR,
+                        "stage %s: record %s[%d]@%d dead-lettered as internal_error: %s",
+                        st.name, r.topic, r.partition, r.offset, message, exc_info=exc)
+
+    def careful(self) -> bool:
+        """True while records are processed one by one (after a failed batch)."""
+        since = time.monotonic() - self.last_failure
+        if self.careful_until and since > 10 * self.careful_s:
+            self.careful_until.clear()  # those offsets never came back (retention): go on
+        return bool(self.careful_until) or since < self.careful_s
+
+    def _tick(self, out: Outbox) -> None:
+        st = self.stage
+        assert st.tick is not None
+        n0 = len(out.records)
+        try:
+            st.tick(time.time(), out)
+        except Exception as exc:  # a bug in a timer: its outputs go, the stage goes on
+            del out.records[n0:]
+            st.metrics.tick_errors += 1
+            self._throttled(f"tick:{type(exc).__name__}", logging.ERROR,
+                            "stage %s: tick failed (%d so far)", st.name,
+                            st.metrics.tick_errors, exc_info=exc)
+
+    # -- the loop --
+
+    def _consumer_conf(self) -> dict[str, Any]:
+        st, ss = self.stage, self.settings.streams
+        conf = rdkafka_conf(self.settings.kafka, "consumer")
+        conf.update({
+            "group.id": self.group, "enable.auto.commit": False,
+            "auto.offset.reset": "earliest", "enable.partition.eof": False,
+            "session.timeout.ms": int(ss.session_timeout_s * 1000),
+            "heartbeat.interval.ms": int(min(3.0, ss.session_timeout_s / 3) * 1000),
+            "fetch.wait.max.ms": max(1, int(st.within_s * 1000)),
+            # eager (the Java client's default): on_revoke gets every partition, after
+            # which on_assign gets the new set; the state of each moves with it
+            "partition.assignment.strategy": "range",
+        })
+        return conf
+
+    def run_sync(self) -> None:
+        """Run until ``stopping`` is set; raise what Kafka or a rebalance callback raised
+        (what ``process`` raises is handled: ``_recover``)."""
+        st = self.stage
+        self.producer = acked_producer(self.settings.kafka)
+        self.consumer = Consumer(self._consumer_conf())
+        self.consumer.subscribe(st.topics, on_assign=self._on_assign,
+                                on_revoke=self._on_revoke, on_lost=self._on_lost)
+        log.info("stage %s: group %s on %s", st.name, self.group, ", ".join(st.topics))
+        out = Outbox()
+        m = st.metrics
+        next_tick = time.monotonic()
+        last_log = time.monotonic()
+        consume = self.consumer.consume
+        membership = MembershipWatch(first_join_s=FIRST_JOIN_S, rejoin_s=REJOIN_S)
+        member_checked = 0.0
+        try:
+            while not self.stopping.is_set():
+                msgs = consume(st.batch_max, st.within_s)
+                if self._callback_error is not None:
+                    raise self._callback_error
+                now = time.monotonic()
+                if now - member_checked >= 1.0:
+                    # After a broker stop a librdkafka consumer was seen polling for
+                    # minutes with no member id, never joining its group again: fail the
+                    # stage (the worker exits; its supervisor restarts it).
+                    member_checked = now
+                    outside = membership.overdue(bool(self.consumer.memberid()), now)
+                    if outside is not None:
+                        raise KafkaException(
+                            f"stage {st.name}: not a member of group {self.group} for "
+                            f"{outside:.0f} s although polling; exiting so "
+                            f"that a supervisor restarts the worker")
+                    if membership.probe_due(now):
+                        # Is the broker answering? The bound counts from when it does.
+                        try:
+                            self.consumer.list_topics(st.topics[0], timeout=1.0)
+                        except KafkaException:
+                            membership.broker_down(time.monotonic())
+                t0 = time.perf_counter()
+                records: list[Record] = []
+                last: dict[TopicPartition, int] = {}
+                for msg in msgs:
+                    err = msg.error()
+                    if err is not None:
+                        if err.fatal():
+                            raise KafkaException(err)
+                        membership.broker_down(time.monotonic())
+                        log.warning("stage %s: consumer: %s", st.name, err)
+                        continue
+                    r = Record.of(msg)
+                    records.append(r)
+                    last[TopicPartition(r.topic, r.partition)] = r.offset
+                if records:
+                    n0 = len(out.records)
+                    try:
+                        if self.careful():
+                            self._process_careful(records, out)
+                        else:
+                            st.process(records, out)
+                    except Exception as exc:
+                        del out.records[n0:]
+                        self._recover(exc, last)
+                        continue
+                    m.records += len(records)
+                    m.batches += 1
+                    for tp, o in last.items():
+                        self.pending[tp] = o + 1
+                now = time.monotonic()
+                if st.tick is not None and now >= next_tick:
+                    next_tick = now + st.tick_every_s
+                    self._tick(out)
+                if now - self.last_commit >= st.commit_every_s:
+                    self.checkpoint(out)  # the outputs, then the states, then the offsets
+                elif out.records:
+                    self.flush(out)
+                m.busy_s += time.perf_counter() - t0
+                if now - last_log > 60:
+                    last_log = now
+                    log.info("stage %s: %s", st.name, m.line())
+            # stopping: what is processed is sent and committed, then the group is left
+            # (after the snapshots are on disk: the next owner may be on this host)
+            self.checkpoint(out)
+            self.write_snapshots()
+            self.snapshot_writer.wait(60.0)
+        finally:
+            try:
+                self.consumer.close()  # leaves the group (on_revoke: nothing pending now)
+            except Exception as exc:  # shutting down: best effort
+                log.warning("stage %s: closing the consumer: %r", st.name, exc)
+            if self.producer is not None:
+                self.producer.flush(5)
+            if not self.snapshot_writer.close(60.0):
+                log.warning("stage %s: snapshots not all written within 60 s", st.name)
+            self._snapshot_metrics()
+            log.info("stage %s stopped: %s", st.name, m.line())
+
+    async def run(self, app: faust.App | None = None) -> None:
+        """Run the stage's thread until cancelled (the worker stops) or it fails."""
+        if self.specs:
+            report = await asyncio.to_thread(ensure_topics, self.settings, self.specs)
+            if not report.success:
+                raise RuntimeError(f"stage {self.stage.name}: " + "; ".join(report.lines()))
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+
+        def settle(exc: BaseException | None) -> None:
+            if done.done():
+                return
+            if exc is None:
+                done.set_result(None)
+            else:
+                done.set_exception(exc)
+
+        def main() -> None:
+            error: BaseException | None = None
+            try:
+                self.run_sync()
+            except BaseException as exc:  # handed to the event loop
+                error = exc
+            loop.call_soon_threadsafe(settle, error)
+
+        thread = threading.Thread(target=main, name=f"stage-{self.stage.name}", daemon=True)
+        thread.start()
+        try:
+            await asyncio.shield(done)
+        except asyncio.CancelledError:
+            self.stopping.set()
+            await asyncio.to_thread(thread.join, 30)
+            if thread.is_alive():
+                log.warning("stage %s: still stopping after 30 s", self.stage.name)
+            raise
+        except Exception as exc:
+            if app is not None:
+                await app.crash(exc)
+            raise
+
+
+def host_stage(app: faust.App, settings: Settings, stage: Stage) -> None:
+    """Run ``stage`` in the Faust worker (started and stopped with it).
+
+    Stages of one app that read exactly the same topics share one consumer
+    (``combine``); the first call registers the one task that runs them all.
+    """
+    stage.commit_every_s = settings.streams.commit_every_s
+    stages: list[Stage] | None = getattr(app, "_ioc_stages", None)
+    if stages is not None:
+        stages.append(stage)
+        return
+    stages = [stage]
+    app._ioc_stages = stages  # type: ignore[attr-defined]
+    app_id = app.conf.id
+
+    async def run_stages() -> None:
+        groups: dict[tuple[str, ...], list[Stage]] = {}
+        for st in stages:
+            groups.setdefault(tuple(sorted(st.topics)), []).append(st)
+        runners = [StageRunner(settings, app_id, combine(g)) for g in groups.values()]
+        app._ioc_runners = runners  # type: ignore[attr-defined]  # read by ioc.metrics.stages
+        await asyncio.gather(*(r.run(app) for r in runners))
+
+    app.task(run_stages)
