@@ -31,11 +31,11 @@ from typing import Any
 from ioc.aggregate import EntityWindows, UpdateThrottle, WindowId
 from ioc.config import Settings
 from ioc.errors import InvalidEvent
-from ioc.events import dead_letter_headers, raw_origin
+from ioc.events import Event, dead_letter_headers, raw_origin
 from ioc.topics import spec, topic_name
 
 from .agent_spec import AgentSpec
-from .engine import Outbox, Stage, StateTable, decoded_events
+from .engine import Outbox, Record, Stage, StateTable
 from .engine.applied import Tracked
 
 __all__ = ["AGGREGATE", "AggregateMetrics", "dlq_headers"]
@@ -83,20 +83,20 @@ def build(settings: Settings) -> list[Stage]:
     throttle: UpdateThrottle[tuple[EntityWindows, WindowId, int]] = UpdateThrottle(
         min_interval_s=cfg.update_interval_s, max_pending=100_000,
         max_per_s=cfg.max_updates_per_s)
-    events = topic_name(ns, "events")
-    table = StateTable("agg-windows", events, spec("events").partitions)
+    source = topic_name(ns, "events")
+    table = StateTable("agg-windows", source, spec("events").partitions)
     load = Tracked.decoder(EntityWindows.from_dict, "the windows of an entity")
     new = Tracked.factory(EntityWindows)
     m = AggregateMetrics()
     last_log = [time.monotonic()]
 
-    def process(batch: list[Any], out: Outbox) -> None:
+    def process(records: list[Record], events: list[Event | InvalidEvent], out: Outbox) -> None:
         t0 = time.perf_counter()
         now = time.monotonic()
         states: dict[bytes, Tracked[EntityWindows]] = {}
         where: dict[bytes, int] = {}
         touched: dict[bytes, set[WindowId]] = {}
-        for msg, e in zip(batch, decoded_events(batch), strict=True):
+        for msg, e in zip(records, events, strict=True):
             m.events += 1
             if isinstance(e, InvalidEvent):
                 m.undecodable += 1
@@ -157,14 +157,14 @@ def build(settings: Settings) -> list[Stage]:
     def on_revoked(tps: set[Any]) -> None:
         # Held-back updates of windows that another worker now owns must not be sent
         # later: they could land after that worker's 'closed' rollup of the window.
-        gone = {tp.partition for tp in tps if tp.topic == events}
+        gone = {tp.partition for tp in tps if tp.topic == source}
         dropped = throttle.drop_where(lambda item: item[2] in gone)
         if dropped:
             log.info("aggregate: dropped %d held update(s) of revoked partitions %s",
                      dropped, sorted(gone))
 
-    return [Stage(
-        "aggregate", [events], process, tables=[table], tick=send_due, on_revoked=on_revoked,
+    return [Stage.of_events(
+        "aggregate", [source], process, tables=[table], tick=send_due, on_revoked=on_revoked,
         tick_every_s=max(0.02, cfg.update_interval_s / 4), batch_max=cfg.batch_max,
         within_s=cfg.batch_within_s, counters={"aggregate": m, "throttle": throttle})]
 

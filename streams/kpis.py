@@ -12,16 +12,17 @@ from __future__ import annotations
 
 import logging
 import zlib
-from typing import Any
 from zoneinfo import ZoneInfo
 
 from ioc.config import Settings
+from ioc.errors import InvalidEvent
+from ioc.events import Event
 from ioc.kpi import KpiCounts
 from ioc.kpi._ratio import CountKey
 from ioc.topics import spec, topic_name
 
 from .agent_spec import AgentSpec
-from .engine import Outbox, Stage, StateTable
+from .engine import Outbox, Record, Stage, StateTable
 from .engine.applied import Tracked, apply_once
 
 __all__ = ["KPIS", "kpi_partition"]
@@ -43,17 +44,17 @@ def build(settings: Settings) -> list[Stage]:
     types = {k.event_type for k in specs}
     tz = ZoneInfo(s.timezone)
     kpis = topic_name(ns, "kpis")
-    events = topic_name(ns, "events")
-    table = StateTable("kpi-counts", events, spec("events").partitions)
+    source = topic_name(ns, "events")
+    table = StateTable("kpi-counts", source, spec("events").partitions)
     load = Tracked.decoder(KpiCounts.from_dict, "the KPI counts of a group")
     new = Tracked.factory(KpiCounts)
 
-    def count(st: KpiCounts, e: Any) -> set[CountKey]:
+    def count(st: KpiCounts, e: Event) -> set[CountKey]:
         return st.add(specs, tz, type=e.type, t=e.time, values=e.values,
                       attributes=e.attributes)
 
-    def process(batch: list[Any], out: Outbox) -> None:
-        states, where, touched = apply_once(batch, table, load, new, types=types,
+    def process(records: list[Record], events: list[Event | InvalidEvent], out: Outbox) -> None:
+        states, where, touched = apply_once(records, events, table, load, new, types=types,
                                             apply=count, stage="kpis")
         for key, tr in states.items():
             if key not in where:
@@ -63,9 +64,9 @@ def build(settings: Settings) -> list[Stage]:
                 out.add(kpis, v.key.encode(), v.to_bytes(), partition=kpi_partition(v.kpi))
             table.change(key, tr, where[key])
 
-    return [Stage("kpis", [events], process, tables=[table],
-                                    batch_max=s.aggregate.batch_max,
-                                    within_s=s.aggregate.batch_within_s)]
+    return [Stage.of_events("kpis", [source], process, tables=[table],
+                            batch_max=s.aggregate.batch_max,
+                            within_s=s.aggregate.batch_within_s)]
 
 
 KPIS = AgentSpec.of_stages("kpis", build, "events -> ratio KPIs per group and calendar period -> kpis")

@@ -18,15 +18,15 @@ from __future__ import annotations
 import logging
 import time
 import zlib
-from typing import Any
 
 from ioc.config import Settings
 from ioc.errors import InvalidEvent
+from ioc.events import Event
 from ioc.rules import Alert, EntityRules
 from ioc.topics import spec, topic_name
 
 from .agent_spec import AgentSpec
-from .engine import Outbox, Stage, StateTable, decoded_events
+from .engine import Outbox, Record, Stage, StateTable
 
 __all__ = ["RULES", "alert_partition"]
 
@@ -45,8 +45,8 @@ def build(settings: Settings) -> list[Stage]:
     rules = list(s.rules)
     absence = [r for r in rules if r.kind == "absence"]
     alerts = topic_name(ns, "alerts")
-    events = topic_name(ns, "events")
-    table = StateTable("rule-states", events, spec("events").partitions)
+    source = topic_name(ns, "events")
+    table = StateTable("rule-states", source, spec("events").partitions)
 
     def emit(found: list[Alert], out: Outbox) -> None:
         for a in found:
@@ -61,11 +61,11 @@ def build(settings: Settings) -> list[Stage]:
                 emit(found, out)
                 table.change(key, er, table.where[key])
 
-    def process(batch: list[Any], out: Outbox) -> None:
+    def process(records: list[Record], events: list[Event | InvalidEvent], out: Outbox) -> None:
         states: dict[bytes, EntityRules] = {}
         where: dict[bytes, int] = {}
         now = time.time()
-        for msg, e in zip(batch, decoded_events(batch), strict=True):
+        for msg, e in zip(records, events, strict=True):
             if isinstance(e, InvalidEvent):
                 continue  # dead-lettered by the aggregate agent
             key = e.entity.encode()
@@ -78,8 +78,8 @@ def build(settings: Settings) -> list[Stage]:
         for key, er in states.items():
             table.change(key, er, where[key])
 
-    return [Stage(
-        "rules", [events], process, tables=[table],
+    return [Stage.of_events(
+        "rules", [source], process, tables=[table],
         tick=check_absence if absence else None, tick_every_s=s.absence_check_every_s,
         batch_max=s.aggregate.batch_max, within_s=s.aggregate.batch_within_s)]
 

@@ -32,7 +32,8 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from ioc.config import Settings
-from ioc.errors import InvalidRecord
+from ioc.errors import InvalidEvent, InvalidRecord
+from ioc.events import Event
 from ioc.scorecard import LeafCount, ScorecardCounts, build_scorecard, previous_period
 from ioc.scorecard._counts import LeafKey
 from ioc.scorecard._tiles import card_tiles, leaderboard_tiles, target_tiles
@@ -40,10 +41,10 @@ from ioc.tiles import encode_tile
 from ioc.topics import spec, topic_name
 
 from .agent_spec import AgentSpec
-from .engine import Outbox, Stage, StateTable
+from .engine import Outbox, Record, Stage, StateTable
 from .engine.applied import Tracked, apply_once
 
-__all__ = ["SCORECARDS", "LeaderboardStage", "leaves_table", "scorecard_process",
+__all__ = ["SCORECARDS", "LeaderboardStage", "leaves_table", "scorecard_stage",
            "scorecard_table"]
 
 log = logging.getLogger(__name__)
@@ -54,10 +55,9 @@ def scorecard_table(settings: Settings) -> StateTable:
                       spec("events").partitions)
 
 
-def scorecard_process(settings: Settings, table: StateTable, *,
-                      clock: Callable[[], float] = time.time
-                      ) -> Callable[[list[Any], Outbox], None]:
-    """The stage's ``process(records, outbox)`` over ``table`` (no Kafka in it)."""
+def scorecard_stage(settings: Settings, table: StateTable, *,
+                    clock: Callable[[], float] = time.time) -> Stage:
+    """The counting stage over ``table`` (no Kafka in it); ``clock`` stamps the leaves."""
     cfg = settings.scorecards
     tz = ZoneInfo(settings.streams.timezone)
     out_topic = topic_name(settings.namespace, "scorecards")
@@ -74,12 +74,12 @@ def scorecard_process(settings: Settings, table: StateTable, *,
 
     load = Tracked.decoder(from_dict, "the scorecard counts of an entity")
 
-    def count(st: ScorecardCounts, e: Any) -> set[LeafKey]:
+    def count(st: ScorecardCounts, e: Event) -> set[LeafKey]:
         return st.add(cfg, tz, type=e.type, t=e.time, values=e.values,
                       attributes=e.attributes)
 
-    def process(batch: list[Any], out: Outbox) -> None:
-        states, where, touched = apply_once(batch, table, load, new, types=types,
+    def process(records: list[Record], events: list[Event | InvalidEvent], out: Outbox) -> None:
+        states, where, touched = apply_once(records, events, table, load, new, types=types,
                                             apply=count, stage="scorecards")
         now = clock()
         for key, tr in states.items():
@@ -92,7 +92,9 @@ def scorecard_process(settings: Settings, table: StateTable, *,
                     out.add(out_topic, lf.key.encode(), lf.to_bytes())
             table.change(key, tr, where[key])
 
-    return process
+    a = settings.streams.aggregate
+    return Stage.of_events("scorecards", [topic_name(settings.namespace, "events")], process,
+                           tables=[table], batch_max=a.batch_max, within_s=a.batch_within_s)
 
 
 def leaves_table(settings: Settings) -> StateTable:
@@ -178,9 +180,7 @@ def build(settings: Settings) -> list[Stage]:
     leaves = leaves_table(settings)
     board = LeaderboardStage(settings, leaves)
     return [
-        Stage("scorecards", [topic_name(settings.namespace, "events")],
-              scorecard_process(settings, table), tables=[table],
-              batch_max=a.batch_max, within_s=a.batch_within_s),
+        scorecard_stage(settings, table),
         Stage("scorecard_tiles", [topic_name(settings.namespace, "scorecards")], board.process,
               tables=[leaves], tick=board.tick,
               tick_every_s=min(1.0, settings.scorecards.tile_every_s),

@@ -68,13 +68,13 @@ from .records import (
            Record,
            SendFailed,
            TopicPartition,
-           decoded_events,
+           decode_events,
            key_partition,
 )
 from .runner import StageRunner, host_stage
-from .stage import Stage, StageMetrics, combine
+from .stage import EventsProcess, Stage, StageMetrics, combine
 from .table import StateTable
 
-__all__ = ["Applied", "Headers", "Outbox", "Record", "SendFailed", "Stage", "StageMetrics",
-           "StageRunner", "StateTable", "TopicPartition", "Tracked", "apply_once", "combine",
-           "decoded_events", "host_stage", "key_partition"]
+__all__ = ["Applied", "EventsProcess", "Headers", "Outbox", "Record", "SendFailed", "Stage",
+           "StageMetrics", "StageRunner", "StateTable", "TopicPartition", "Tracked", "apply_once",
+           "combine", "decode_events", "host_stage", "key_partition"]

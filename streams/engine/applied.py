@@ -28,10 +28,10 @@ from typing import Any, Generic, Protocol, TypeVar
 import orjson
 
 from ioc.errors import InvalidEvent, load_json_state
-from ioc.events import origin_mark, origin_seen, raw_origin
+from ioc.events import Event, origin_mark, origin_seen, raw_origin
 from ioc.events._route import Origin
 
-from .records import decoded_events
+from .records import Record
 
 __all__ = ["Applied", "DictState", "Tracked", "apply_once"]
 
@@ -130,14 +130,15 @@ class Tracked(Generic[S]):
 K = TypeVar("K")
 
 
-def apply_once(batch: list[Any], table: Any, load: Callable[[bytes], Tracked[S]],
-               new: Callable[[str], Tracked[S]], *, types: set[str],
-               apply: Callable[[S, Any], set[K]], stage: str
+def apply_once(records: list[Record], events: list[Event | InvalidEvent], table: Any,
+               load: Callable[[bytes], Tracked[S]], new: Callable[[str], Tracked[S]], *,
+               types: set[str], apply: Callable[[S, Event], set[K]], stage: str
                ) -> tuple[dict[bytes, Tracked[S]], dict[bytes, int], dict[bytes, set[K]]]:
-    """Apply each event of ``batch`` whose type is in ``types`` to its entity's state in
-    ``table`` (a ``StateTable``), once: records or raw origins already applied are
-    skipped, the rest marked. Undecodable records are skipped (the aggregate stage
-    dead-letters them). ``apply(state, event)`` returns the keys it changed.
+    """Apply each event of ``events`` (``records`` decoded, one per record) whose type is
+    in ``types`` to its entity's state in ``table`` (a ``StateTable``), once: records or
+    raw origins already applied are skipped, the rest marked. Undecodable records are
+    skipped (the aggregate stage dead-letters them). ``apply(state, event)`` returns the
+    keys it changed.
 
     Returns ``(states, where, touched)``: the states got, by key; the partition of each
     key that applied something (only those need writing); the changed keys per key.
@@ -145,7 +146,7 @@ def apply_once(batch: list[Any], table: Any, load: Callable[[bytes], Tracked[S]]
     states: dict[bytes, Tracked[S]] = {}
     where: dict[bytes, int] = {}
     touched: dict[bytes, set[K]] = {}
-    for msg, e in zip(batch, decoded_events(batch), strict=True):
+    for msg, e in zip(records, events, strict=True):
         if isinstance(e, InvalidEvent):
             _log.debug("%s: undecodable record at %s/%s/%s: %s", stage, msg.topic,
                        msg.partition, msg.offset, e)

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import functools
-import threading
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 from ioc.errors import InvalidEvent
-from ioc.events import decode_event
+from ioc.events import Event, decode_event
 from ioc.kafka import partition_for
 from ioc.kafka.rdkafka import Producer
 
-__all__ = ["Headers", "Outbox", "Record", "SendFailed", "TopicPartition", "decoded_events",
+__all__ = ["Headers", "Outbox", "Record", "SendFailed", "TopicPartition", "decode_events",
            "key_partition"]
 
 Headers = list[tuple[str, bytes]]
@@ -117,23 +116,18 @@ class Outbox:
             raise SendFailed(f"{len(errors)} record(s) refused, first: {errors[0]}")
 
 
-_decoded = threading.local()
+def decode_events(records: Sequence[Record]) -> list[Event | InvalidEvent]:
+    """``decode_event`` of each record's value: the ``Event``, or the ``InvalidEvent`` it
+    raised (whatever the bytes, a missing value included), one per record, in order.
 
-
-def decoded_events(records: list[Any]) -> list[Any]:
-    """``decode_event`` of each record's value (an ``Event`` or the ``InvalidEvent``).
-
-    Combined stages get the very same list object, so the second and third stage of
-    ``aggregate+kpis+rules`` reuse the first one's work (one decode per event, not three).
-    Remembered per thread: each stage runs in its own.
+    No cache: ``combine`` calls it once per batch for every stage that reads
+    ``<ns>.events`` (``Stage.of_events``); a stage run alone calls it itself.
     """
-    if getattr(_decoded, "records", None) is records:
-        return _decoded.events  # type: ignore[no-any-return]
-    out: list[Any] = []
+    out: list[Event | InvalidEvent] = []
+    append = out.append
     for r in records:
         try:
-            out.append(decode_event(r.value))
+            append(decode_event(r.value))  # type: ignore[arg-type]
         except InvalidEvent as exc:
-            out.append(exc)
-    _decoded.records, _decoded.events = records, out
+            append(exc)
     return out

@@ -1,5 +1,6 @@
 """``Stage``: what one stage does with a batch, its timers, state and counters;
-``combine``: several stages on one consumer."""
+``combine``: several stages on one consumer, the records of ``<ns>.events`` decoded once
+for all the stages that read them."""
 
 from __future__ import annotations
 
@@ -8,10 +9,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .records import Outbox, TopicPartition
+from ioc.errors import InvalidEvent
+from ioc.events import Event
+
+from .records import Outbox, Record, TopicPartition, decode_events
 from .table import StateTable
 
-__all__ = ["Stage", "StageMetrics", "combine"]
+__all__ = ["EventsProcess", "Stage", "StageMetrics", "combine"]
+
+# ``process_events(records, events, out)``: ``events[i]`` is ``records[i]`` decoded
+EventsProcess = Callable[[list[Record], list[Event | InvalidEvent], Outbox], None]
 
 
 @dataclass
@@ -52,6 +59,11 @@ class Stage:
     in flight is committed, so the stage can forget what it holds for partitions that
     now belong to another worker (held-back outputs included). All of them run in the
     stage's thread.
+
+    A stage that reads ``<ns>.events`` is made with ``Stage.of_events``: its work is
+    ``process_events(records, events, out)``, given each record decoded
+    (``decode_events``), and its ``process`` decodes, then calls it. ``combine``
+    decodes a batch once and hands the same list to each such stage.
     """
 
     name: str
@@ -69,26 +81,49 @@ class Stage:
     # named counter objects of the stage's own (``RouteCounts``, ``AggregateMetrics``, an
     # ``UpdateThrottle``...), read at scrape time by ``ioc.metrics.stages``
     counters: dict[str, Any] = field(default_factory=dict)
+    process_events: EventsProcess | None = None
+
+    @classmethod
+    def of_events(cls, name: str, topics: list[str], process_events: EventsProcess,
+                  **kw: Any) -> Stage:
+        """A stage whose work is ``process_events(records, events, out)`` (``kw``: the
+        other fields); its ``process(records, out)`` decodes the records itself."""
+        def process(records: list[Any], out: Outbox) -> None:
+            process_events(records, decode_events(records), out)
+
+        return cls(name, topics, process, process_events=process_events, **kw)
 
 
 def combine(stages: Sequence[Stage]) -> Stage:
     """One stage that runs ``stages`` (which read the same topics) on one consumer.
 
-    Each record is fetched and unpacked once for all of them; each keeps its own
-    process function, tables and timer. The consumer group is named after all of them
-    (``aggregate+kpis+rules``).
+    Each record is fetched and unpacked once for all of them, and decoded once
+    (``decode_events``) for those made with ``Stage.of_events``, which all get the same
+    list; each keeps its own process function, tables and timer, and its own metrics:
+    ``records`` and ``batches`` as if it ran alone, ``busy_s`` its own work plus an equal
+    share of the decode (so the stages' ``busy_s`` add up to the batches' time). The
+    consumer group is named after all of them (``aggregate+kpis+rules``).
     """
     if len(stages) == 1:
         return stages[0]
     due = [0.0] * len(stages)
+    readers = sum(st.process_events is not None for st in stages)
 
     def process(records: list[Any], out: Outbox) -> None:
+        t0 = time.perf_counter()
+        events = decode_events(records) if readers else []
+        share = (time.perf_counter() - t0) / readers if readers else 0.0
         for st in stages:
+            m = st.metrics
             t0 = time.perf_counter()
-            st.process(records, out)
-            st.metrics.busy_s += time.perf_counter() - t0
-            st.metrics.records += len(records)
-            st.metrics.batches += 1
+            if st.process_events is not None:
+                st.process_events(records, events, out)
+                m.busy_s += share
+            else:
+                st.process(records, out)
+            m.busy_s += time.perf_counter() - t0
+            m.records += len(records)
+            m.batches += 1
 
     def tick(now: float, out: Outbox) -> None:
         mono = time.monotonic()

@@ -14,7 +14,7 @@ from ioc.events import Event, encode_event
 from ioc.scorecard import LeafCount, ScorecardCounts
 from streams.engine import Outbox, Record
 from streams.engine.applied import Tracked
-from streams.scorecards import scorecard_process, scorecard_table
+from streams.scorecards import scorecard_stage, scorecard_table
 from tests.fixtures.hostile import hostile_bytes, hostile_headers, hostile_json_bytes
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -48,7 +48,7 @@ def outputs(out: Outbox) -> dict[str, LeafCount]:
 
 def test_full_counts_out_and_redelivery_skipped():
     table = scorecard_table(S)
-    process = scorecard_process(S, table, clock=lambda: 1.0e9)
+    process = scorecard_stage(S, table, clock=lambda: 1.0e9).process
     out = Outbox()
     process([rec(0, dossier(0)), rec(1, dossier(1, online=False)), rec(2, dossier(2, "d2"))], out)
     got = outputs(out)
@@ -73,7 +73,7 @@ def test_full_counts_out_and_redelivery_skipped():
                                             hostile_json_bytes()),
                                   st.one_of(st.just([]), hostile_headers())), max_size=8))
 def test_hostile_records_never_raise(records):
-    process = scorecard_process(S, scorecard_table(S))
+    process = scorecard_stage(S, scorecard_table(S)).process
     batch = [Record("tsc.events", 0, i, k, v, h) for i, (k, v, h) in enumerate(records)]
     batch.append(rec(len(batch), dossier(99)))
     out = Outbox()
@@ -158,7 +158,7 @@ def test_the_demo_feeds_events_fill_the_example_scorecard():
     events = [e for _, (_, e) in zip(range(8000), gen.events(T), strict=False)]
     table = scorecard_table(S)
     out = Outbox()
-    scorecard_process(S, table)([rec(i, e) for i, e in enumerate(events)], out)
+    scorecard_stage(S, table).process([rec(i, e) for i, e in enumerate(events)], out)
     leaves = list(outputs(out).values())
     assert {lf.path[:2] for lf in leaves} == {("province", lv)
                                               for lv in ("province", "district", "commune")}

@@ -96,13 +96,13 @@ def test_the_demo_public_screen_places_the_tiles_the_feeds_history_makes():
     from streams.scorecards import (
         LeaderboardStage,
         leaves_table,
-        scorecard_process,
+        scorecard_stage,
         scorecard_table,
     )
 
     demo = load_settings(ROOT / "deploy" / "local" / "demo.yaml", env={},
                          overrides={"namespace": "tdemo"})
-    process = scorecard_process(demo, scorecard_table(demo), clock=lambda: NOW)
+    process = scorecard_stage(demo, scorecard_table(demo), clock=lambda: NOW).process
     out = Outbox()
     events = list(egov_history(0.01))
     # and the live stream's first event of the current year: the pinned 2021 still shows
