@@ -67,10 +67,10 @@ from bench_events import cpu_seconds, make_events  # noqa: E402
 from ioc.config import Settings, load_settings  # noqa: E402
 from ioc.events import Event, encode_event  # noqa: E402
 from ioc.kafka import acked_producer, delete_namespace_topics, ensure_topics, rdkafka_conf  # noqa: E402
-from ioc.topics import spec, topic_name  # noqa: E402
+from ioc.topics import topic_name  # noqa: E402
 from streams.engine import key_partition  # noqa: E402
 
-PARTS = spec("events").partitions
+PARTS = load_settings().topics.spec("events").partitions
 PROBE = "probe-agency"
 PROBE_KEY = "dossiers_online|probe-agency|year|"
 LOGDIR = Path("/tmp/ioc-bench-engine")
@@ -276,7 +276,7 @@ class ProbeWatch(threading.Thread):
         self.c = Consumer(conf)
         topic = topic_name(s.namespace, "kpis")
         self.c.assign([TopicPartition(topic, p, OFFSET_BEGINNING)
-                       for p in range(spec("kpis").partitions)])
+                       for p in range(load_settings().topics.spec("kpis").partitions)])
         self.seen: dict[int, float] = {}
         self.top = 0
         self.stopping = threading.Event()

@@ -114,9 +114,7 @@ def topics() -> None:
 @pass_ctx
 def topics_list(c: Ctx) -> None:
     """List the catalogue's topics for the namespace."""
-    from .topics import CATALOGUE
-
-    for t in CATALOGUE:
+    for t in c.settings.topics.catalogue():
         ret = "forever" if t.retention_ms is None else f"{t.retention_ms // 3_600_000}h"
         click.echo(f"{t.name(c.settings.namespace):32} p={t.partitions:<2} {t.cleanup_policy:8} "
                    f"{ret:8} key={t.key}; {t.description}")

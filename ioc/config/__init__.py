@@ -39,6 +39,7 @@ from ._metrics import MetricsSettings
 from ._replay import ReplaySettings
 from ._scorecard import ScorecardSettings
 from ._streams import StreamsSettings
+from ._topics import TopicSettings
 from ._wall import WallSettings
 
 __all__ = [
@@ -51,6 +52,7 @@ __all__ = [
     "ScorecardSettings",
     "Settings",
     "StreamsSettings",
+    "TopicSettings",
     "WallSettings",
     "default_state_dir",
     "load_settings",
@@ -70,6 +72,7 @@ class Settings(Section):
         description="prefix of every topic and the database schema; isolates replays and tests",
     )
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    topics: TopicSettings = Field(default_factory=TopicSettings)
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     streams: StreamsSettings = Field(default_factory=StreamsSettings)
     gateway: GatewaySettings = Field(default_factory=GatewaySettings)
@@ -243,6 +246,8 @@ def load_settings(
         problems = []
         for err in exc.errors():
             loc = tuple(str(p) for p in err["loc"])
+            if loc and loc[-1] == "[key]":  # a refused mapping key: its path is the key's
+                loc = loc[:-1]
             if err["type"] == RENAMED_KEY:
                 loc = (*loc, str(err.get("ctx", {}).get("old", "?")))  # point at the old key
             dotted = ".".join(loc) or "(root)"

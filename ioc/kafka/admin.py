@@ -6,10 +6,18 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from ..config import Settings
-from ..topics import CATALOGUE, TopicSpec
+from ..topics import TopicSpec
 from .clients import admin_client
 
-__all__ = ["TopicReport", "delete_namespace_topics", "ensure_topics"]
+__all__ = ["PARTITIONS_DIFFER", "TopicReport", "delete_namespace_topics", "ensure_topics"]
+
+PARTITIONS_DIFFER = (
+    "partitions: expected {want} (topics.partitions or the catalogue), found {found}; a live "
+    "topic's partition count cannot be changed in place: the keys would move to other "
+    "partitions, away from their state and their order. Keep {found} (set "
+    "topics.partitions.{suffix}: {found}), or create a new namespace with the new count and "
+    "replay into it (docs/operations.md, Partition counts)")
+"""The reason ``ensure_topics`` gives when a topic's partition count differs."""
 
 
 @dataclass
@@ -33,19 +41,22 @@ class TopicReport:
 
 
 def ensure_topics(
-    settings: Settings, specs: Iterable[TopicSpec] = CATALOGUE, *, create: bool = True
+    settings: Settings, specs: Iterable[TopicSpec] | None = None, *, create: bool = True
 ) -> TopicReport:
     """Create missing topics of ``settings.namespace``; report existing ones that differ.
 
-    Topics are created with ``settings.kafka.replication_factor`` replicas (the broker's
-    ``min.insync.replicas`` applies). A mismatch (partitions, replication factor, cleanup
-    policy, retention) is reported, never "fixed" by deleting data: changing them on a
-    live topic is an operator's decision.
+    ``specs`` defaults to the whole catalogue with the partition counts of
+    ``settings.topics``. Topics are created with ``settings.kafka.replication_factor``
+    replicas (the broker's ``min.insync.replicas`` applies). A mismatch (partitions,
+    replication factor, cleanup policy, retention) is reported, never "fixed" by deleting
+    data: changing them on a live topic is an operator's decision. A partition count in
+    particular cannot change in place (keys would move away from their state); the
+    report says so.
     """
     from kafka.admin import ConfigResource, ConfigResourceType, NewTopic
 
     ns = settings.namespace
-    specs = list(specs)
+    specs = list(settings.topics.catalogue() if specs is None else specs)
     report = TopicReport()
     admin = admin_client(settings.kafka)
     try:
@@ -78,7 +89,8 @@ def ensure_topics(
                 why = []
                 parts = len(described[name]["partitions"])
                 if parts != s.partitions:
-                    why.append(f"partitions: expected {s.partitions}, found {parts}")
+                    why.append(PARTITIONS_DIFFER.format(want=s.partitions, found=parts,
+                                                        suffix=s.suffix))
                 rf = {len(p.get("replica_nodes", ())) for p in described[name]["partitions"]}
                 if rf and rf != {settings.kafka.replication_factor}:
                     why.append(f"replication factor: expected {settings.kafka.replication_factor}"

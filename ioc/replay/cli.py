@@ -150,7 +150,7 @@ def _check_retention(topic_map: dict[str, str], oldest_ms: int | None, keep: boo
 
     if not keep or oldest_ms is None:
         return
-    by_name = {s.suffix: s for s in CATALOGUE}
+    by_name = {s.suffix: s for s in CATALOGUE}  # retention only: partition counts do not matter
     age_ms = time.time() * 1000 - oldest_ms
     for target in topic_map.values():
         sp = by_name.get(target.split(".", 1)[1])
@@ -209,7 +209,7 @@ def replay_file(c: Ctx, file: str, into: str | None, into_live: bool, speed: str
                 raise info.damage
             click.echo(f"warning: {info.damage}; replaying those (--salvage)", err=True)
         target = choose_target(live, into=into, into_live=into_live)
-        topic_map = check_recording(info, target.namespace)
+        topic_map = check_recording(info, target.namespace, target.topics)
         if topics:
             wanted = {f"{info.namespace}.{t}" if not t.startswith(f"{info.namespace}.") else t
                       for t in topics}
@@ -220,7 +220,7 @@ def replay_file(c: Ctx, file: str, into: str | None, into_live: bool, speed: str
             topic_map = {k: v for k, v in topic_map.items() if k in wanted}
         keep = timestamps == "original"
         _check_retention(topic_map, info.start_ns // 1_000_000 if info.message_count else None, keep)
-        setup_target(target, target_topics(topic_map, target.namespace), tag={
+        setup_target(target, target_topics(topic_map, target.namespace, target.topics), tag={
             "source": "recording", "path": file, "recorded_namespace": info.namespace,
             "started_at": time.time(), "speed": speed})
         click.echo(f"replaying {file} ({info.message_count} messages, {info.mode}"
@@ -286,7 +286,7 @@ def replay_kafka(c: Ctx, source_ns: str, from_: str, to: str | None, topics: tup
     """Replay a Kafka time range of another namespace's topics into a namespace."""
     from .engine import choose_target, run_replay, setup_target
     from .kafka_io import KafkaTarget, TopicRange, consume_range
-    from .record import resolve_topics
+    from .record import resolve_topics, topic_partitions
     from .timing import ReplayPacer
 
     sp = _speed(speed)
@@ -301,10 +301,13 @@ def replay_kafka(c: Ctx, source_ns: str, from_: str, to: str | None, topics: tup
     target = choose_target(live, into=into, into_live=into_live)
     if target.namespace == source_ns:
         raise click.BadParameter("source and target namespaces are the same", param_hint="--into")
-    from ..topics import CATALOGUE
-
     topic_map = {n: f"{target.namespace}.{n[len(source_ns) + 1:]}" for n in names}
-    specs = [s for s in CATALOGUE if s.name(target.namespace) in topic_map.values()]
+    specs = [s for s in target.topics.catalogue() if s.name(target.namespace) in topic_map.values()]
+    # a target created with other partition counts (topics.partitions) gets each record
+    # in its key's partition: the way to change a namespace's counts is a replay into a new one
+    have = topic_partitions(src, names)
+    repartition = {s.name(target.namespace): s.partitions for s in specs
+                   if have[f"{source_ns}.{s.suffix}"] != s.partitions}
     setup_target(target, specs, tag={"source": "kafka", "namespace": source_ns,
                                      "from": start_s, "to": end_s, "started_at": time.time()})
     rng = TopicRange()
@@ -318,7 +321,8 @@ def replay_kafka(c: Ctx, source_ns: str, from_: str, to: str | None, topics: tup
     cfg = live.replay
     stats = _run_with_signals(lambda stop: run_replay(
         source, KafkaTarget(target, keep_timestamps=timestamps == "original",
-                            linger_ms=cfg.linger_ms, batch_bytes=cfg.batch_bytes),
+                            linger_ms=cfg.linger_ms, batch_bytes=cfg.batch_bytes,
+                            repartition=repartition),
         topic_map, ReplayPacer(sp), progress=not no_progress, stop=stop))
     click.echo(f"namespace {target.namespace}: {stats.line()}")
 
@@ -334,7 +338,6 @@ def replay_db(c: Ctx, source_ns: str, from_: str, to: str | None, into: str | No
               into_live: bool, speed: str, timestamps: str, no_progress: bool) -> None:
     """Replay stored events (the events table of a namespace) into <target>.events,
     in event-time order, keyed by entity, with the canonical encoding."""
-    from ..topics import spec
     from .db_source import count_events, db_events
     from .engine import choose_target, run_replay, setup_target
     from .kafka_io import KafkaTarget
@@ -350,12 +353,13 @@ def replay_db(c: Ctx, source_ns: str, from_: str, to: str | None, into: str | No
     if target.namespace == source_ns:
         raise click.BadParameter("source and target namespaces are the same", param_hint="--into")
     total = count_events(src, start_s, end_s)
-    topic_map = {f"{source_ns}.events": spec("events").name(target.namespace)}
-    setup_target(target, [spec("events")], tag={"source": "db", "namespace": source_ns,
+    events = target.topics.spec("events")
+    topic_map = {f"{source_ns}.events": events.name(target.namespace)}
+    setup_target(target, [events], tag={"source": "db", "namespace": source_ns,
                                                 "from": start_s, "to": end_s, "started_at": time.time()})
     cfg = live.replay
     stats = _run_with_signals(lambda stop: run_replay(
-        lambda: db_events(src, start_s, end_s), KafkaTarget(
+        lambda: db_events(src, start_s, end_s, partitions=events.partitions), KafkaTarget(
             target, keep_timestamps=timestamps == "original", linger_ms=cfg.linger_ms,
             batch_bytes=cfg.batch_bytes),
         topic_map, ReplayPacer(sp), total=total, progress=not no_progress, stop=stop))

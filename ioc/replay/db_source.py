@@ -15,7 +15,7 @@ from psycopg import sql
 
 from ..config import Settings
 from ..errors import StorageError
-from ..topics import spec, topic_name
+from ..topics import topic_name
 from .format import KafkaRecord
 
 __all__ = ["count_events", "db_events"]
@@ -45,15 +45,17 @@ def count_events(settings: Settings, start_s: float, end_s: float) -> int:
         return int(row[0]) if row else 0
 
 
-def db_events(settings: Settings, start_s: float, end_s: float, *,
-              batch: int = 5000) -> Iterator[tuple[int, KafkaRecord]]:
-    """``(event time ns, record for <ns>.events)`` for stored events in ``[start_s, end_s)``."""
+def db_events(settings: Settings, start_s: float, end_s: float, *, batch: int = 5000,
+              partitions: int | None = None) -> Iterator[tuple[int, KafkaRecord]]:
+    """``(event time ns, record for <ns>.events)`` for stored events in ``[start_s, end_s)``,
+    each in its entity's partition of a topic of ``partitions`` partitions (default: the
+    count ``settings.topics`` gives <ns>.events)."""
     from ..events import Event, encode_event
     from ..kafka import partition_for
     from ..storage import connect
 
     topic = topic_name(settings.namespace, "events")
-    parts = spec("events").partitions
+    parts = partitions or settings.topics.spec("events").partitions
     with connect(settings.database) as conn, conn.cursor(name="ioc_replay_events") as cur:
         cur.itersize = batch
         cur.execute(sql.SQL(

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterable, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from ..config import Settings
+from ..config import Settings, TopicSettings
 from ..topics import CATALOGUE, TopicSpec
 from .exceptions import RecordingError, RecordingMismatch
 from .format import MESSAGE_ENCODING, SCHEMA_ENCODING, KafkaRecord, decode_message, schema_for
@@ -63,12 +63,14 @@ def _suffix_of(topic: str, namespace: str | None, meta: dict[str, str]) -> str:
     return topic
 
 
-def check_recording(info: RecordingInfo, target_namespace: str) -> dict[str, str]:
+def check_recording(info: RecordingInfo, target_namespace: str,
+                    topics: TopicSettings | None = None) -> dict[str, str]:
     """Map each recorded topic to its target topic, or refuse the recording.
 
     A recording fits when it is this format, every channel is a catalogue topic with the
     schema and encoding this version writes for it, and its partition count is the
-    catalogue's (records are produced to their original partition).
+    target's (``topics``: the target's settings; default the catalogue's): records are
+    produced to their original partition. (``ioc replay kafka`` re-partitions instead.)
 
     Raises:
         RecordingMismatch: listing every problem (expected vs found, per topic).
@@ -83,6 +85,8 @@ def check_recording(info: RecordingInfo, target_namespace: str) -> dict[str, str
     for cid, ch in sorted(info.channels.items()):
         suffix = _suffix_of(ch.topic, ns, ch.metadata)
         sp = _SPECS.get(suffix)
+        if sp is not None and topics is not None:
+            sp = topics.spec(suffix)
         if sp is None:
             problems.append(f"{ch.topic}: suffix {suffix!r} is not in the topic catalogue "
                             f"(known: {', '.join(sorted(_SPECS))})")
@@ -107,10 +111,13 @@ def check_recording(info: RecordingInfo, target_namespace: str) -> dict[str, str
     return out
 
 
-def target_topics(topic_map: dict[str, str], target_namespace: str) -> list[TopicSpec]:
-    """The catalogue entries of the target topics (for ``ensure_topics``)."""
+def target_topics(topic_map: dict[str, str], target_namespace: str,
+                  topics: TopicSettings | None = None) -> list[TopicSpec]:
+    """The catalogue entries of the target topics (for ``ensure_topics``), with the
+    partition counts of ``topics`` (default: the catalogue's)."""
     names = set(topic_map.values())
-    return [s for s in CATALOGUE if s.name(target_namespace) in names]
+    specs = CATALOGUE if topics is None else topics.catalogue()
+    return [s for s in specs if s.name(target_namespace) in names]
 
 
 def setup_target(target: Settings, specs: Iterable[TopicSpec], *, tag: dict[str, Any]) -> None:

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..config import Settings
 from ..errors import KafkaError
-from ..kafka import aiokafka_kwargs
+from ..kafka import aiokafka_kwargs, partition_for
 from .format import KafkaRecord, event_time_ns
 
 __all__ = ["KafkaTarget", "TopicRange", "consume_range"]
@@ -137,12 +137,19 @@ class KafkaTarget:
     time) and on ``close``. ``send_batch`` waits while the partition already has a
     batch queued, so a slow broker slows the replay down instead of growing memory.
     Delivery errors are counted; ``close`` raises if any happened.
+
+    ``repartition`` (target topic -> its partition count) names the topics whose count
+    differs from the source's: their records go to their key's partition
+    (``ioc.kafka.partition_for``, as every producer of the project places keys; a record
+    without a key to its partition modulo the count), so per-key order is kept.
     """
 
     def __init__(self, settings: Settings, *, linger_ms: int = 5,
-                 batch_bytes: int = 512 * 1024, keep_timestamps: bool = True) -> None:
+                 batch_bytes: int = 512 * 1024, keep_timestamps: bool = True,
+                 repartition: Mapping[str, int] | None = None) -> None:
         self.settings = settings
         self.keep_timestamps = keep_timestamps
+        self.repartition = dict(repartition or {})
         self._kw = dict(aiokafka_kwargs(settings.kafka), linger_ms=linger_ms,
                         max_batch_size=batch_bytes, acks="all", enable_idempotence=True,
                         max_request_size=8 << 20)
@@ -176,17 +183,22 @@ class KafkaTarget:
         self.batches += 1
 
     async def send(self, topic: str, rec: KafkaRecord) -> None:
-        """Queue ``rec`` for ``topic`` (its original partition)."""
-        slot = self._open.get((topic, rec.partition))
+        """Queue ``rec`` for ``topic`` (its original partition, or its key's when the topic
+        is re-partitioned)."""
+        part = rec.partition
+        n = self.repartition.get(topic)
+        if n is not None:
+            part = partition_for(rec.key, n) if rec.key else rec.partition % n
+        slot = self._open.get((topic, part))
         if slot is None:
-            slot = self._open[(topic, rec.partition)] = [self._producer.create_batch(), 0]
+            slot = self._open[(topic, part)] = [self._producer.create_batch(), 0]
         ts = rec.timestamp_ms if self.keep_timestamps else None
         headers = list(rec.headers)  # (name, bytes | None) pairs; the C batch builder wants a list
         if slot[0].append(timestamp=ts, key=rec.key, value=rec.value, headers=headers) is None:
-            await self._ship((topic, rec.partition), slot[0], slot[1])
+            await self._ship((topic, part), slot[0], slot[1])
             slot[0], slot[1] = self._producer.create_batch(), 0
             if slot[0].append(timestamp=ts, key=rec.key, value=rec.value, headers=headers) is None:
-                raise KafkaError(f"{topic}[{rec.partition}] offset {rec.offset}: a record of "
+                raise KafkaError(f"{topic}[{part}] offset {rec.offset}: a record of "
                                  f"{rec.size} bytes does not fit an empty batch")
         slot[1] += 1
         self.sent += 1
