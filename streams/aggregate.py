@@ -32,7 +32,7 @@ from ioc.aggregate import EntityWindows, UpdateThrottle, WindowId
 from ioc.config import Settings
 from ioc.errors import InvalidEvent
 from ioc.events import Event, dead_letter_headers, raw_origin
-from ioc.topics import spec, topic_name
+from ioc.topics import topic_name
 
 from .agent_spec import AgentSpec
 from .engine import Outbox, Record, Stage, StateTable
@@ -84,7 +84,7 @@ def build(settings: Settings) -> list[Stage]:
         min_interval_s=cfg.update_interval_s, max_pending=100_000,
         max_per_s=cfg.max_updates_per_s)
     source = topic_name(ns, "events")
-    table = StateTable("agg-windows", source, spec("events").partitions)
+    table = StateTable("agg-windows", source, settings.topics.spec("events").partitions)
     load = Tracked.decoder(EntityWindows.from_dict, "the windows of an entity")
     new = Tracked.factory(EntityWindows)
     m = AggregateMetrics()

@@ -32,7 +32,7 @@ import orjson
 from ioc.config import Settings
 from ioc.kafka import partition_for as key_partition_for
 from ioc.tiles import encode_tile
-from ioc.topics import spec, topic_name
+from ioc.topics import topic_name
 
 from .agent_spec import AgentSpec
 from .vision_agent import (
@@ -67,7 +67,7 @@ def _register(app: faust.App, settings: Settings) -> None:
         offline_after_s=hs.offline_after_s, fps_window_s=hs.fps_window_s,
         fps_drop_ratio=hs.fps_drop_ratio, fps_recover_ratio=hs.fps_recover_ratio))
     frames_name = topic_name(ns, "camera.frames")
-    n_parts = spec("camera.frames").partitions
+    n_parts = settings.topics.spec("camera.frames").partitions
     frames = app.topic(frames_name, value_serializer="raw", key_serializer="raw",
                        partitions=n_parts)
     health_topic = app.topic(topic_name(ns, "camera.health"), value_serializer="raw",

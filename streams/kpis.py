@@ -45,7 +45,8 @@ def build(settings: Settings) -> list[Stage]:
     tz = ZoneInfo(s.timezone)
     kpis = topic_name(ns, "kpis")
     source = topic_name(ns, "events")
-    table = StateTable("kpi-counts", source, spec("events").partitions)
+    table = StateTable("kpi-counts", source, settings.topics.spec("events").partitions)
+    n_kpis = settings.topics.spec("kpis").partitions
     load = Tracked.decoder(KpiCounts.from_dict, "the KPI counts of a group")
     new = Tracked.factory(KpiCounts)
 
@@ -61,7 +62,7 @@ def build(settings: Settings) -> list[Stage]:
                 continue
             for ck in sorted(touched.get(key, ())):
                 v = tr.state.value(ck, by_id[ck[0]])
-                out.add(kpis, v.key.encode(), v.to_bytes(), partition=kpi_partition(v.kpi))
+                out.add(kpis, v.key.encode(), v.to_bytes(), partition=kpi_partition(v.kpi, n_kpis))
             table.change(key, tr, where[key])
 
     return [Stage.of_events("kpis", [source], process, tables=[table],

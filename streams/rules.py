@@ -46,11 +46,12 @@ def build(settings: Settings) -> list[Stage]:
     absence = [r for r in rules if r.kind == "absence"]
     alerts = topic_name(ns, "alerts")
     source = topic_name(ns, "events")
-    table = StateTable("rule-states", source, spec("events").partitions)
+    table = StateTable("rule-states", source, settings.topics.spec("events").partitions)
+    n_alerts = settings.topics.spec("alerts").partitions
 
     def emit(found: list[Alert], out: Outbox) -> None:
         for a in found:
-            out.add(alerts, a.id.encode(), a.to_bytes(), partition=alert_partition(a.scope))
+            out.add(alerts, a.id.encode(), a.to_bytes(), partition=alert_partition(a.scope, n_alerts))
 
     def check_absence(now: float, out: Outbox) -> None:
         # every state of the partitions this stage owns; wall-clock time

@@ -52,7 +52,7 @@ log = logging.getLogger(__name__)
 
 def scorecard_table(settings: Settings) -> StateTable:
     return StateTable("scorecard-counts", topic_name(settings.namespace, "events"),
-                      spec("events").partitions)
+                      settings.topics.spec("events").partitions)
 
 
 def scorecard_stage(settings: Settings, table: StateTable, *,

@@ -51,7 +51,7 @@ import orjson
 from ioc.config import Settings
 from ioc.events import LogThrottle
 from ioc.tiles import Tile, encode_tile
-from ioc.topics import spec, topic_name
+from ioc.topics import topic_name
 
 from .agent_spec import AgentSpec
 
@@ -306,7 +306,7 @@ def _register(app: faust.App, settings: Settings) -> None:
     rt = runtime_for(app, settings)
     frames_name = topic_name(ns, "camera.frames")
     frames = app.topic(frames_name, value_serializer="raw", key_serializer="raw",
-                       partitions=spec("camera.frames").partitions)
+                       partitions=settings.topics.spec("camera.frames").partitions)
     detections = app.topic(topic_name(ns, "detections"), value_serializer="raw",
                            key_serializer="raw")
     tiles = app.topic(topic_name(ns, "wall.tiles"), value_serializer="raw", key_serializer="raw")
