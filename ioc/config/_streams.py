@@ -180,6 +180,14 @@ class StreamsSettings(Section):
         description="how often a batch stage writes its changed states to their changelogs and "
                     "commits its input offsets (outputs go out with every batch): one changelog "
                     "record per changed key per commit; a crash replays at most this much input")
+    snapshot_every_s: float = Field(
+        30.0, gt=0, le=86400,
+        description="a batch stage writes the local snapshots of its state tables (in "
+                    "state_dir) after a checkpoint at most this often, for the partitions "
+                    "written since the last ones (and always when partitions are revoked "
+                    "or it stops); a restart reads the changelogs only from the snapshots' "
+                    "offsets, so a shorter interval means shorter restores and more disk "
+                    "writes")
     aggregate: AggregateSettings = Field(default_factory=AggregateSettings)
     timezone: str = Field("UTC", description="IANA zone of KPI calendar periods (day/month/year)")
     kpis: list[KpiSpec] = Field(default_factory=_egov_kpis)
