@@ -17,14 +17,14 @@ from ioc.config import Settings, default_state_dir
 from ioc.events import LogThrottle, dead_letter_headers, internal_error_message
 from ioc.kafka import acked_producer, discard_producer, ensure_topics, rdkafka_conf
 from ioc.kafka.membership import MembershipWatch
-from ioc.kafka.rdkafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer
+from ioc.kafka.rdkafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer
 from ioc.kafka.rdkafka import TopicPartition as RdTopicPartition
 from ioc.topics import topic_name
 
 from .records import Outbox, Record, SendFailed, TopicPartition
 from .snapshot import SnapshotStore, SnapshotWriter
 from .stage import Stage, combine
-from .table import StateTable, watermark_high
+from .table import watermark_high
 
 __all__ = ["FIRST_JOIN_S", "REJOIN_S", "StageRunner", "host_stage"]
 
@@ -78,12 +78,13 @@ class StageRunner:
         self.snapshot_writer = SnapshotWriter(self.snapshots)
         self.snapshot_every_s = 30.0
         self.last_snapshot = time.monotonic()
-        # revoked partitions whose states stay in memory until the next assignment: those
-        # assigned again whose changelog nobody wrote since are kept, not restored (eager
-        # assignment revokes every partition at each rebalance)
-        self.parked: set[TopicPartition] = set()
+        self.dropped_foreign = 0  # fetched records of partitions no longer owned (dropped)
 
     # -- rebalance callbacks (librdkafka calls them inside consume(), in our thread) --
+    # Incremental (cooperative-sticky): on_assign gets only the partitions added to this
+    # member (possibly none), on_revoke only those taken away; what a rebalance leaves in
+    # place is neither paused nor restored. The client calls incremental_(un)assign with
+    # the same list after each callback returns.
 
     def _on_assign(self, _consumer: Any, parts: list[Any]) -> None:
         self._guarded(self.assigned, parts)
@@ -108,20 +109,17 @@ class StageRunner:
         self._forget(tps)
 
     def assigned(self, tps: set[TopicPartition]) -> None:
+        """``tps`` are added to what this stage owns: their tables are restored (local
+        snapshot + changelog tail) before anything of theirs is fetched. The partitions
+        already owned are left as they are (counted in ``kept`` per table partition)."""
+        new_tps = tps - self.owned
+        if not new_tps:
+            return  # a rebalance that moved nothing to this member
         t0 = time.perf_counter()
-        parked, self.parked = self.parked, set()
         for t in self.stage.tables:
-            mine = {tp.partition for tp in tps if tp.topic == t.source}
-            owned = {tp.partition for tp in self.owned if tp.topic == t.source}
-            back = {tp.partition for tp in parked if tp.topic == t.source}
-            keep = {p for p in back & mine if self._unchanged(t, p)}
-            t.drop(((owned | back) - mine) | (back - keep))
-            self.stage.metrics.kept += len(keep)
-            if keep:
-                log.info("stage %s: %s partitions %s kept in memory (their changelog "
-                         "unchanged since they were revoked)", self.stage.name, t.topic,
-                         sorted(keep))
-            new = sorted(mine - owned - keep)
+            new = sorted({tp.partition for tp in new_tps if tp.topic == t.source})
+            self.stage.metrics.kept += sum(1 for tp in self.owned if tp.topic == t.source)
+            t.drop(new)  # nothing of theirs should be there; a restore starts clean
             if new and not self.snapshot_writer.wait(30.0):  # the newest files, if any
                 log.warning("stage %s: snapshots still being written after 30 s; restoring "
                             "from the older ones", self.stage.name)
@@ -139,38 +137,32 @@ class StageRunner:
                 note = t.restore_notes.get(p, "")
                 if note.startswith("full read: "):  # one line per partition and restore
                     log.warning("stage %s: %s[%d]: %s", self.stage.name, t.topic, p, note)
-        if self.stage.tables and tps - self.owned:
+        if self.stage.tables:
             self.restore_s = time.perf_counter() - t0
-            log.info("stage %s: restore of %d new partition(s) took %.2f s", self.stage.name,
-                     len(tps - self.owned), self.restore_s)
-        self.owned = set(tps)
+            log.info("stage %s: restore of %d new partition(s) took %.2f s (%d kept)",
+                     self.stage.name, len(new_tps), self.restore_s, len(self.owned))
+        self.owned |= new_tps
         if self.stage.on_assigned is not None:
-            self.stage.on_assigned(set(tps))
-
-    def _unchanged(self, t: StateTable, p: int) -> bool:
-        """Whether the changelog of ``t``'s partition ``p`` still ends where the table's
-        state of it does (nobody wrote it since this stage last did, or restored it)."""
-        if p not in t.offsets or p in t.dirty:
-            return False
-        try:
-            return self._changelog_high(t.topic, p) == t.offsets[p]
-        except KafkaException:
-            return False
+            self.stage.on_assigned(set(new_tps))
 
     def _changelog_high(self, topic: str, partition: int) -> int:
         assert self.consumer is not None
         return watermark_high(self.consumer, RdTopicPartition(topic, partition), within_s=10.0)
 
     def revoked(self, tps: set[TopicPartition]) -> None:
-        # Called between batches (their outputs are flushed): write the changed states
-        # and commit before letting go; snapshot them, should they come back.
+        """``tps`` go to another member: write the changed states and commit (everything
+        pending: cheaper than picking), snapshot ``tps`` for their next owner, then drop
+        them. Called between batches (their outputs are flushed); the other owned
+        partitions are kept and go on right after."""
+        self.stage.metrics.kept += sum(
+            1 for t in self.stage.tables for tp in self.owned - tps if tp.topic == t.source)
         self.checkpoint(Outbox())
         self.write_snapshots(tps)
         # on disk before the group goes on: their next owner may be a worker on this host
         if not self.snapshot_writer.wait(30.0):
             log.warning("stage %s: snapshots of revoked partitions still being written "
                         "after 30 s", self.stage.name)
-        self._forget(tps, park=True)
+        self._forget(tps)
 
     def write_snapshots(self, tps: set[TopicPartition] | None = None) -> None:
         """Snapshot the tables' partitions (``tps``, default all owned) whose changelog
@@ -194,18 +186,12 @@ class StageRunner:
         w, m = self.snapshot_writer, self.stage.metrics
         m.snapshots_written, m.snapshot_errors, m.snapshot_s = w.written, w.errors, w.seconds
 
-    def _forget(self, tps: set[TopicPartition], *, park: bool = False) -> None:
-        """Let go of ``tps``; their table states are dropped, or with ``park`` kept aside
-        until the next ``assigned`` (which keeps those it gets back unchanged)."""
+    def _forget(self, tps: set[TopicPartition]) -> None:
+        """Let go of ``tps``: their table states and careful marks are dropped."""
         for tp in tps:
             self.careful_until.pop(tp, None)
-        if park:
-            self.parked |= tps
-        else:
-            gone = tps | (self.parked & tps)
-            self.parked -= tps
-            for t in self.stage.tables:
-                t.drop(tp.partition for tp in gone if tp.topic == t.source)
+        for t in self.stage.tables:
+            t.drop(tp.partition for tp in tps if tp.topic == t.source)
         self.owned -= tps
         if self.stage.on_revoked is not None:
             self.stage.on_revoked(set(tps))
@@ -347,6 +333,19 @@ class StageRunner:
             self.consumer.seek(RdTopicPartition(
                 c.topic, c.partition, c.offset if c.offset >= 0 else OFFSET_BEGINNING))
 
+    def _owned_only(self, records: list[Record], last: dict[TopicPartition, int]
+                    ) -> tuple[list[Record], dict[TopicPartition, int]]:
+        """Drop fetched records of partitions revoked meanwhile: their new owner reads
+        them from the committed offset; processing them here would change states already
+        dropped and commit offsets of a partition we no longer own."""
+        owned = self.owned
+        kept = [r for r in records if TopicPartition(r.topic, r.partition) in owned]
+        self.dropped_foreign += len(records) - len(kept)
+        self._throttled("foreign", logging.INFO, "stage %s: %d fetched record(s) of "
+                        "partitions no longer owned dropped (%d so far)", self.stage.name,
+                        len(records) - len(kept), self.dropped_foreign)
+        return kept, {tp: o for tp, o in last.items() if tp in owned}
+
     def _process_careful(self, records: list[Record], out: Outbox) -> None:
         """``process`` one record at a time, each in a transaction of the tables; a record
         that raises is dead-lettered as ``internal_error`` and leaves no state behind."""
@@ -417,9 +416,11 @@ class StageRunner:
             "session.timeout.ms": int(ss.session_timeout_s * 1000),
             "heartbeat.interval.ms": int(min(3.0, ss.session_timeout_s / 3) * 1000),
             "fetch.wait.max.ms": max(1, int(st.within_s * 1000)),
-            # eager (the Java client's default): on_revoke gets every partition, after
-            # which on_assign gets the new set; the state of each moves with it
-            "partition.assignment.strategy": "range",
+            # incremental: a rebalance revokes and restores only the partitions that
+            # move; the others are processed on without a pause (docs/aggregation.md,
+            # "Assignment"). A group cannot mix it with eager (range) members: a worker
+            # of either kind waits outside the group until the other kind has left.
+            "partition.assignment.strategy": "cooperative-sticky",
         })
         return conf
 
@@ -471,11 +472,23 @@ class StageRunner:
                         if err.fatal():
                             raise KafkaException(err)
                         membership.broker_down(time.monotonic())
-                        log.warning("stage %s: consumer: %s", st.name, err)
+                        if err.code() == KafkaError.INCONSISTENT_GROUP_PROTOCOL:
+                            # JoinGroup refused every 2 s while the group has members of
+                            # another assignment strategy; we join once they have left
+                            self._throttled("protocol", logging.WARNING, "stage %s: group "
+                                            "%s has members with another partition "
+                                            "assignment strategy (workers of an earlier "
+                                            "version, eager 'range'?); waiting outside "
+                                            "the group until they have left (%s)", st.name,
+                                            self.group, err)
+                        else:
+                            log.warning("stage %s: consumer: %s", st.name, err)
                         continue
                     r = Record.of(msg)
                     records.append(r)
                     last[TopicPartition(r.topic, r.partition)] = r.offset
+                if last and not last.keys() <= self.owned:
+                    records, last = self._owned_only(records, last)
                 if records:
                     n0 = len(out.records)
                     try:

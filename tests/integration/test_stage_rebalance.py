@@ -24,6 +24,7 @@ import re
 import threading
 import time
 from collections import Counter
+from typing import Any
 
 import orjson
 import pytest
@@ -32,7 +33,7 @@ from kafka import KafkaProducer
 from ioc.aggregate import rollup_key
 from ioc.config import Settings
 from ioc.events import Event, encode_event
-from ioc.kafka import kafka_python_kwargs
+from ioc.kafka import acked_producer, ensure_topics, kafka_python_kwargs
 from ioc.kafka.clients import admin_client
 from ioc.topics import spec, topic_name
 from streams.engine import key_partition
@@ -388,3 +389,185 @@ def test_stage_state_moves_while_events_flow(fresh_namespace, spawn):
         f"'updated' rollups after the window closed: {rollups.after_close[:5]}")
     assert w3.stop(timeout=30) in (0, -15) and w1.stop(timeout=30) in (0, -15)
     print(f"{len(rollups.closed)} closed windows checked; total {time.monotonic() - t_start:.1f} s")
+
+
+# -- incremental (cooperative-sticky) assignment, on real StageRunners in this process --
+
+COOP_PARTS = spec("events").partitions
+COOP_KEYS = [b"coop-%02d" % i for i in range(40)]
+
+
+class CountingRun:
+    """A real ``StageRunner`` (in a thread) counting records per key in one ``StateTable``;
+    records what its rebalance callbacks were given and which partitions it restored."""
+
+    def __init__(self, s: Settings, name: str) -> None:
+        from streams.engine import Outbox, Stage, StageRunner, StateTable
+
+        self.src = topic_name(s.namespace, "events")
+        self.table = table = StateTable("coopcounts", self.src, COOP_PARTS)
+        self.assigned: list[set[int]] = []  # on_assigned calls (added partitions)
+        self.revoked: list[set[int]] = []  # on_revoked calls
+        self.restores: list[list[int]] = []  # partitions each table restore was asked for
+        self.failed: list[BaseException] = []
+
+        def process(records: list[Any], out: Outbox) -> None:
+            for r in records:
+                n = table.get(r.key, int, lambda _e: 0, "")
+                table.change(r.key, b"%d" % (n + 1), r.partition)
+
+        restore = table.restore
+
+        def recording_restore(settings: Settings, partitions: Any, **kw: Any) -> int:
+            if partitions:
+                self.restores.append(sorted(partitions))
+            return restore(settings, partitions, **kw)
+
+        table.restore = recording_restore  # type: ignore[method-assign]
+        self.stage = Stage(
+            "coopcount", [self.src], process, tables=[table], batch_max=200, within_s=0.05,
+            commit_every_s=0.3,
+            on_assigned=lambda tps: self.assigned.append({tp.partition for tp in tps}),
+            on_revoked=lambda tps: self.revoked.append({tp.partition for tp in tps}))
+        self.runner = StageRunner(s, f"{s.namespace}-cooptest", self.stage)
+        assert ensure_topics(s, self.runner.specs).success
+        self.thread = threading.Thread(target=self._run, daemon=True, name=f"coop-{name}")
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            self.runner.run_sync()
+        except BaseException as exc:  # the test fails on it
+            self.failed.append(exc)
+
+    def owned(self) -> set[int]:
+        return {tp.partition for tp in set(self.runner.owned)}
+
+    def stop(self) -> None:
+        self.runner.stopping.set()
+        self.thread.join(60)
+        assert not self.thread.is_alive() and not self.failed, self.failed
+
+
+def publish_keys(s: Settings, n: int, sent: Counter[bytes], *, start: int = 0) -> None:
+    p = acked_producer(s.kafka)
+    topic = topic_name(s.namespace, "events")
+    for i in range(start, start + n):
+        key = COOP_KEYS[(i * 7) % len(COOP_KEYS)]
+        p.produce(topic, b"x", key)
+        sent[key] += 1
+        if i % 200 == 0:
+            p.poll(0)
+    assert p.flush(30) == 0
+
+
+def owned_by(*runs: CountingRun, timeout: float = 60) -> list[set[int]]:
+    """Until the runs own every partition between them, none twice, each some."""
+    every = set(range(COOP_PARTS))
+    deadline = time.monotonic() + timeout
+    while True:
+        for r in runs:
+            assert not r.failed, r.failed
+        owned = [r.owned() for r in runs]
+        if (all(owned) and sum(map(len, owned)) == COOP_PARTS
+                and set().union(*owned) == every):
+            return owned
+        assert time.monotonic() < deadline, f"owned {owned}"
+        time.sleep(0.05)
+
+
+def counted(*runs: CountingRun, want: Counter[bytes], timeout: float = 60) -> None:
+    """Until the runs' tables together hold exactly ``want`` (each key once)."""
+    expect = {k: b"%d" % n for k, n in want.items()}
+    deadline = time.monotonic() + timeout
+    while True:
+        got: dict[bytes, bytes] = {}
+        for r in runs:
+            assert not r.failed, r.failed
+            for k, v in list(r.table.data.items()):
+                got[k] = v
+        if got == expect and not any(r.table.changed for r in runs):
+            return
+        assert time.monotonic() < deadline, (
+            f"counts differ: {[(k, got.get(k), v) for k, v in expect.items() if got.get(k) != v][:5]}")
+        time.sleep(0.1)
+
+
+def test_incremental_assignment_moves_only_what_moves(fresh_namespace, tmp_path):
+    """Runner 1 owns every partition with state; runner 2 joins: runner 1 is revoked only
+    the partitions runner 2 gets, restores nothing, and keeps the state of the rest as the
+    very same objects. Events flow while runner 2 leaves: runner 1 restores only the
+    partitions it gets back. Every count is exact (no loss, no double count)."""
+    settings = fresh_namespace("coop")
+    s = settings.model_copy(update={"streams": settings.streams.model_copy(
+        update={"state_dir": tmp_path / "state"})})
+    sent: Counter[bytes] = Counter()
+    publish_keys(s, 1200, sent)
+    r1 = CountingRun(s, "r1")
+    assert owned_by(r1) == [set(range(COOP_PARTS))]
+    counted(r1, want=sent)
+    m1 = r1.stage.metrics
+    assert r1.restores == [list(range(COOP_PARTS))]  # the first assignment: every partition
+    restored0, entries0 = m1.restored, m1.snapshot_entries
+    before = dict(r1.table.data)
+    records0 = m1.records
+
+    # runner 2 joins: with cooperative-sticky only the partitions that move are revoked
+    r2 = CountingRun(s, "r2")
+    own1, own2 = owned_by(r1, r2)
+    time.sleep(1.0)  # a further rebalance round, if any, would show up in the callbacks
+    assert owned_by(r1, r2) == [own1, own2]
+    print(f"\nr2 joined: r1 keeps {sorted(own1)}, r2 gets {sorted(own2)}; r1 revoked "
+          f"{r1.revoked}, assigned {r1.assigned}, restores {r1.restores}; r2 restores "
+          f"{r2.restores}")
+    assert r1.revoked == [own2], "r1 was revoked exactly the partitions r2 got, once"
+    assert r1.assigned == [set(range(COOP_PARTS))], "nothing new for r1"
+    assert r1.restores == [list(range(COOP_PARTS))], "r1 restored nothing at the join"
+    assert (m1.restored, m1.snapshot_entries) == (restored0, entries0)
+    assert m1.kept == len(own1)  # the table partitions that stayed through the revoke
+    kept_keys = [k for k in before if key_partition(k, COOP_PARTS) in own1]
+    assert kept_keys
+    assert all(r1.table.data[k] is before[k] for k in kept_keys), "kept in memory, not reloaded"
+    assert not any(key_partition(k, COOP_PARTS) in own2 for k in r1.table.data)
+    assert r2.restores == [sorted(own2)] and r2.revoked == []
+    assert m1.records == records0  # nothing re-read
+
+    more: Counter[bytes] = Counter()
+    publish_keys(s, 900, more, start=1200)
+    sent.update(more)
+    counted(r1, r2, want=sent)
+
+    # events flow while runner 2 leaves: runner 1 restores only what it gets back
+    third: Counter[bytes] = Counter()
+    feeder = threading.Thread(target=publish_keys, args=(s, 1500, third),
+                              kwargs={"start": 2100}, daemon=True)
+    n_restores = len(r1.restores)
+    feeder.start()
+    time.sleep(0.3)
+    r2.stop()
+    feeder.join(60)
+    assert not feeder.is_alive() and sum(third.values()) == 1500
+    sent.update(third)
+    assert owned_by(r1) == [set(range(COOP_PARTS))]
+    counted(r1, want=sent)
+    print(f"r2 left: r1 assigned {r1.assigned[1:]}, restores {r1.restores[n_restores:]}, "
+          f"kept {m1.kept}; r2 revoked {r2.revoked}")
+    assert r1.assigned[1:] == [own2], "r1 got back exactly r2's partitions"
+    assert r1.restores[n_restores:] == [sorted(own2)], "and restored only those"
+    assert m1.kept == 2 * len(own1)
+    assert r1.revoked == [own2]
+    assert r2.revoked == [own2]  # its close revoked what it owned, after a checkpoint
+    r1.stop()
+    # what the changelog holds is what was counted: no state lost in the moves
+    full = changelog_state(s, r1.table.topic)
+    assert full == {k: b"%d" % n for k, n in sent.items()}
+
+
+def changelog_state(s: Settings, changelog: str) -> dict[bytes, bytes]:
+    """Every partition of ``changelog`` read from its start (no snapshots)."""
+    from streams.engine import StateTable
+
+    t = StateTable("coopcounts", topic_name(s.namespace, "events"), COOP_PARTS)
+    t.topic = changelog
+    t.restore(s, list(range(COOP_PARTS)))
+    return t.data
