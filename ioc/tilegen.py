@@ -148,8 +148,9 @@ class AlertBoard:
         self.items = items
         self.scopes: dict[str, OrderedDict[str, Alert]] = {}
 
-    def update(self, a: Alert) -> list[str]:
-        """Store ``a`` (latest state per id); return the tile ids it changes."""
+    def update(self, a: Alert, *, forgotten: Callable[[str], None] | None = None) -> list[str]:
+        """Store ``a`` (latest state per id); return the tile ids it changes.
+        ``forgotten`` is called with the id of each alert a full list pushes out."""
         ids = []
         for scope in dict.fromkeys((a.scope, "all")):
             board = self.scopes.setdefault(scope, OrderedDict())
@@ -158,9 +159,21 @@ class AlertBoard:
             while len(board) > self.items:
                 # forget the oldest cleared alert first, else the oldest one
                 victim = next((k for k, x in board.items() if x.state == "cleared"), None)
-                board.pop(victim if victim is not None else next(iter(board)))
+                gone = victim if victim is not None else next(iter(board))
+                board.pop(gone)
+                if forgotten is not None:
+                    forgotten(gone)
             ids.append(f"alerts:{scope}")
         return ids
+
+    def listed(self, alert_id: str) -> bool:
+        """True when some scope's list holds ``alert_id``."""
+        return any(alert_id in board for board in self.scopes.values())
+
+    def remove(self, alert_id: str) -> list[str]:
+        """Take ``alert_id`` out of every list; return the tile ids that changes."""
+        return [f"alerts:{scope}" for scope, board in self.scopes.items()
+                if board.pop(alert_id, None) is not None]
 
     def tile(self, tile_id: str) -> Tile:
         scope = tile_id.split(":", 1)[1]
@@ -310,21 +323,47 @@ class GlobalViews:
     one already applied for its key (same source partition) is a redelivered or older
     copy and is skipped (counted in ``stale``), so replays after a crash or a rebalance
     of the partitioned tiles stage never move a view backwards.
+
+    Bounded: only what a tile shows is kept, and never more than ``max_facts`` facts.
+
+    * KPI values of another period than their KPI's ``tile_period`` (or of a KPI not
+      configured) are not kept (``unshown``); of the tile period only the newest
+      ``trend_points`` period keys are, the older ones leave (``expired_periods``).
+    * An alert that every bounded list (``alert_items`` per scope) has pushed out leaves
+      (``unlisted``); ``expire(now)`` takes out cleared alerts that cleared more than
+      ``cleared_retention_s`` before ``now`` (``expired_alerts``).
+    * Beyond ``max_facts`` the least recently updated facts leave (``evicted``).
+
+    The record key (``ViewFact.record_key``) of each fact that leaves is queued;
+    ``take_removed`` hands them over (the views stage deletes them from its state).
     """
 
     def __init__(self, specs: Iterable[KpiSpec], *, trend_points: int = 12,
-                 alert_items: int = 50) -> None:
+                 alert_items: int = 50, cleared_retention_s: float = 3600.0,
+                 max_facts: int = 100_000) -> None:
         self.specs = list(specs)
         self.trend_points = trend_points
         self.alert_items = alert_items
-        self.stale = 0
+        self.cleared_retention_s = cleared_retention_s
+        self.max_facts = max_facts
+        self.stale = self.unshown = self.expired_periods = self.unlisted = 0
+        self.expired_alerts = self.evicted = 0
+        self.removed: list[bytes] = []
         self.clear()
 
     def clear(self) -> None:
         """Forget everything (the views partition was revoked, or before a rebuild)."""
         self.kpis = KpiBoard(self.specs, trend_points=self.trend_points)
         self.alerts = AlertBoard(items=self.alert_items)
-        self.origins: dict[bytes, tuple[int, int]] = {}
+        # record key -> (source partition, offset, what to remove), least recently updated first
+        self.origins: OrderedDict[bytes, tuple[int, int, tuple[str, ...]]] = OrderedDict()
+        self.removed = []
+
+    def counters(self) -> dict[str, int]:
+        """What left the views and why, and what was skipped (cumulative)."""
+        return {"stale": self.stale, "unshown": self.unshown, "expired_periods": self.expired_periods,
+                "unlisted": self.unlisted, "expired_alerts": self.expired_alerts,
+                "evicted": self.evicted, "facts": len(self.origins)}
 
     def is_stale(self, fact: ViewFact) -> bool:
         """True when ``fact`` is not newer than what was applied for its key."""
@@ -332,28 +371,99 @@ class GlobalViews:
         return seen is not None and seen[0] == fact.partition and fact.offset <= seen[1]
 
     def apply(self, fact: ViewFact) -> list[str] | None:
-        """Apply ``fact``; return the tile ids it changes, or None when it is stale."""
+        """Apply ``fact``; return the tile ids it changes, or None when it is stale or
+        not shown by any tile (then it is not kept)."""
         if self.is_stale(fact):
             self.stale += 1
             return None
         item = fact.item
-        ids = self.kpis.update(item) if isinstance(item, KpiValue) else self.alerts.update(item)
-        self.origins[fact.record_key()] = (fact.partition, fact.offset)
+        key = fact.record_key()
+        if isinstance(item, KpiValue):
+            spec = self.kpis.specs.get(item.kpi)
+            if spec is None or item.period != spec.tile_period:
+                self.unshown += 1
+                return None
+            ids = self.kpis.update(item)
+            self.origins[key] = (fact.partition, fact.offset,
+                                 ("kpi", item.kpi, item.period, item.period_key, item.group))
+            self.origins.move_to_end(key)
+            ids += self._trim_periods(item.kpi, item.period)
+        else:
+            self.origins[key] = (fact.partition, fact.offset, ("alert", item.id))
+            self.origins.move_to_end(key)
+            ids = self.alerts.update(item, forgotten=self._pushed_out)
+        while len(self.origins) > self.max_facts:
+            old = next(iter(self.origins))
+            self.evicted += 1
+            ids += self._remove(old)
+        return list(dict.fromkeys(ids))
+
+    def _pushed_out(self, alert_id: str) -> None:
+        if not self.alerts.listed(alert_id):
+            self.unlisted += 1
+            self.origins.pop(b"alert|" + alert_id.encode(), None)
+            self.removed.append(b"alert|" + alert_id.encode())
+
+    def _trim_periods(self, kpi: str, period: str) -> list[str]:
+        by_key = self.kpis.values.get(kpi, {}).get(period, {})
+        ids: list[str] = []
+        for pk in sorted(by_key)[:-self.trend_points]:
+            for v in list(by_key[pk].values()):
+                self.expired_periods += 1
+                ids += self._remove(b"kpi|" + v.key.encode())
         return ids
+
+    def _remove(self, key: bytes) -> list[str]:
+        """Take the fact of ``key`` out of the views; return the tile ids that changes."""
+        entry = self.origins.pop(key, None)
+        if entry is None:
+            return []
+        self.removed.append(key)
+        what = entry[2]
+        if what[0] == "alert":
+            return self.alerts.remove(what[1])
+        kpi, period, pk, group = what[1:]
+        by_key = self.kpis.values.get(kpi, {}).get(period, {})
+        groups = by_key.get(pk, {})
+        groups.pop(group, None)
+        if not groups:
+            by_key.pop(pk, None)
+        spec = self.kpis.specs.get(kpi)
+        return [f"kpi:{kpi}:{group}"] + ([f"kpi:{kpi}"] if spec and spec.overall_group else [])
+
+    def expire(self, now: float) -> list[str]:
+        """Take out the alerts cleared more than ``cleared_retention_s`` before ``now``
+        (seconds since the epoch); return the tile ids that changes."""
+        cutoff = now - self.cleared_retention_s
+        old = {a.id for board in self.alerts.scopes.values() for a in board.values()
+               if a.state == "cleared" and (a.cleared_at or a.raised_at) < cutoff}
+        ids: list[str] = []
+        for alert_id in sorted(old):
+            self.expired_alerts += 1
+            ids += self._remove(b"alert|" + alert_id.encode())
+        return list(dict.fromkeys(ids))
+
+    def take_removed(self) -> list[bytes]:
+        """The record keys of the facts that left since the last call."""
+        out, self.removed = self.removed, []
+        return out
 
     def rebuild(self, facts: Iterable[ViewFact]) -> list[str]:
         """Start over from ``facts`` (a restored state, any order); return every tile id.
 
         Alerts are applied in the order of their last change (cleared or raised time),
-        so the bounded alert lists keep the same ones as when they arrived live.
+        so the bounded alert lists keep the same ones as when they arrived live. What
+        the bounds do not keep is queued for ``take_removed`` with the rest.
         """
         self.clear()
         every = list(facts)
         alerts = [(f.item, f) for f in every if isinstance(f.item, Alert)]
         alerts.sort(key=lambda af: (af[0].cleared_at or af[0].raised_at, af[0].id))
-        for f in every:
-            if isinstance(f.item, KpiValue):
-                self.apply(f)
+        kpis = [f for f in every if isinstance(f.item, KpiValue)]
+        kpis.sort(key=lambda f: f.item.period_key if isinstance(f.item, KpiValue) else "")
+        for f in kpis:
+            if self.apply(f) is None:
+                self.removed.append(f.record_key())
         for _a, f in alerts:
             self.apply(f)
         return self.tile_ids()

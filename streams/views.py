@@ -22,6 +22,11 @@ Contract:
   offsets (``streams.engine``). A fact redelivered by the tiles stage (after its crash
   or rebalance), or older than the one applied for its key, is skipped by its source
   offset (``GlobalViews.is_stale``), so a view never moves backwards.
+* Bounded (``GlobalViews``): KPI values no tile shows (other periods, periods older
+  than the trend) are not kept, alerts pushed out of every list or cleared more than
+  ``tiles.views_cleared_retention_s`` ago leave (checked every second), and beyond
+  ``tiles.views_max_facts`` the least recently updated facts leave; each is deleted
+  from the state (a changelog tombstone) and counted (``counters["views"]``).
 * A record that is not a view fact goes to ``<ns>.dlq`` (reason ``undecodable``,
   stage ``views``); a state entry that does not decode is skipped and counted.
 * Tiles pass through a ``TileCoalescer`` (``tiles.min_interval_s``, ``tiles.max_per_s``)
@@ -62,10 +67,13 @@ def register_views(app: faust.App, settings: Settings) -> None:
     dlq = topic_name(ns, "dlq")
     table = StateTable("view-facts", views, spec("views").partitions)
     board = GlobalViews(settings.streams.kpis, trend_points=ts.trend_points,
-                        alert_items=ts.alert_items)
+                        alert_items=ts.alert_items,
+                        cleared_retention_s=ts.views_cleared_retention_s,
+                        max_facts=ts.views_max_facts)
     coalescer = TileCoalescer(min_interval_s=ts.min_interval_s, max_pending=ts.max_pending,
                               max_per_s=ts.max_per_s)
-    stats = {"sent": 0, "last_log": time.monotonic(), "undecodable": 0}
+    stats = {"sent": 0, "last_log": time.monotonic(), "undecodable": 0,
+             "last_expire": time.monotonic()}
     quiet = LogThrottle(10.0)
 
     def offer(tids: list[str]) -> None:
@@ -78,6 +86,10 @@ def register_views(app: faust.App, settings: Settings) -> None:
         got = (table.get(key, ViewFact.from_bytes, _no_state, "") for key in table.state_keys())
         facts = [f for f in got if f is not None]  # one that does not decode: counted, logged
         tids = board.rebuild(facts)
+        kept = board.origins
+        # facts the bounds no longer keep (older states, undecodable entries) leave the state
+        # at the next tick (no outbox here)
+        board.removed = [k for k in table.state_keys() if k not in kept]
         coalescer.pending.clear()
         offer(tids)
         log.info("stage views: own %s[%d]: rebuilt from %d fact(s), %d tile(s) offered "
@@ -109,26 +121,35 @@ def register_views(app: faust.App, settings: Settings) -> None:
                 continue
             tids = board.apply(fact)
             if tids is None:
-                continue  # redelivered or older than what the views hold
+                continue  # redelivered, older than what the views hold, or shown by no tile
             table.change(fact.record_key(), msg.value, msg.partition)
             offer(tids)
+        forget(out)
         flush(0.0, out)
+
+    def forget(out: Outbox) -> None:
+        for key in board.take_removed():
+            table.delete(key, VIEWS_PARTITION, out)
 
     def flush(_now: float, out: Outbox) -> None:
         now = time.monotonic()
+        if now - stats["last_expire"] >= 1.0:
+            stats["last_expire"] = now
+            offer(board.expire(time.time()))
+        forget(out)
         for tile in coalescer.due(now):
             out.add(out_topic, tile.id.encode(), encode_tile(tile))
             stats["sent"] += 1
         if now - stats["last_log"] > 60:
             stats["last_log"] = now
-            log.info("views: sent=%s coalesced=%s dropped=%s held=%s stale=%s undecodable=%s",
+            log.info("views: sent=%s coalesced=%s dropped=%s held=%s undecodable=%s %s",
                      stats["sent"], coalescer.coalesced, coalescer.dropped, coalescer.held,
-                     board.stale, stats["undecodable"])
+                     stats["undecodable"], " ".join(f"{k}={v}" for k, v in board.counters().items()))
 
     host_stage(app, settings, Stage(
         "views", [views], process, tables=[table], tick=flush, tick_every_s=ts.flush_every_s,
         on_assigned=on_assigned, on_revoked=on_revoked, batch_max=5000,
-        within_s=min(0.02, ts.flush_every_s), counters={"throttle": coalescer}))
+        within_s=min(0.02, ts.flush_every_s), counters={"throttle": coalescer, "views": board}))
 
 
 def _no_state(_entity: str) -> None:

@@ -152,6 +152,14 @@ class TileSettings(Section):
     trend_points: int = Field(12, ge=1, le=1000, description="past periods in a KPI tile's trend")
     alert_items: int = Field(50, ge=1, le=1000, description="items in an alert-list tile")
     flush_every_s: float = Field(0.05, gt=0, le=10, description="how often due tiles are sent")
+    views_cleared_retention_s: float = Field(
+        3600.0, gt=0, le=30 * 86400,
+        description="a cleared alert leaves the global views (alerts:all, alerts:<scope>) this "
+                    "long after it cleared (its cleared time against the wall clock)")
+    views_max_facts: int = Field(
+        100_000, ge=100, le=10_000_000,
+        description="most KPI values and alerts the views stage holds (memory and its state "
+                    "changelog); beyond it the least recently updated leave first, counted")
 
 
 class StreamsSettings(Section):

@@ -202,6 +202,17 @@ class StateTable:
         self.dirty.add(partition)
         out.add(self.topic, key, value, partition=partition)
 
+    def delete(self, key: bytes, partition: int, out: Outbox) -> None:
+        """Forget ``key`` now: its changelog gets a tombstone (compaction removes the key;
+        a restore drops it)."""
+        self._remember(key)
+        self.changed.pop(key, None)
+        self.data.pop(key, None)
+        self.cache.pop(key, None)
+        self.where.pop(key, None)
+        self.dirty.add(partition)
+        out.add(self.topic, key, None, partition=partition)
+
     def items_of(self, partition: int) -> list[tuple[bytes, bytes]]:
         return [(k, v) for k, v in self.data.items() if self.where.get(k) == partition]
 

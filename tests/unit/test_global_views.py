@@ -330,3 +330,112 @@ def test_views_stage_dead_letters_what_is_not_a_view_fact(value):
     (dead,) = [dict(h or ()) for t, _k, _v, _p, h in out.records if t == f"{NS}.dlq"]
     assert dead["dlq.reason"] == b"undecodable" and dead["dlq.stage"] == b"views"
     assert views.tables[0].changed == {}
+
+
+# --- bounded state -------------------------------------------------------------------
+
+def _fact(item: KpiValue | Alert, offset: int, partition: int = 0) -> ViewFact:
+    return ViewFact(item, item.to_bytes(), partition, offset)
+
+
+def test_kpi_values_of_periods_no_tile_shows_leave_and_are_counted():
+    board = GlobalViews(SPECS.values(), trend_points=3)
+    months = [f"2026-{m:02d}" for m in range(1, 9)]
+    for i, m in enumerate(months):
+        for g in GROUPS[:2]:
+            assert board.apply(_fact(_kpi(g, 1, 2, m), 10 * i + GROUPS.index(g))) is not None
+    day = KpiValue(KPI, GROUPS[0], "day", "2026-08-03", 1, 2, 50.0)
+    assert board.apply(_fact(day, 999)) is None  # the tile shows months only
+    assert board.unshown == 1
+    kept = board.kpis.values[KPI]["month"]
+    assert sorted(kept) == months[-3:]  # the trend's length, the current month last
+    assert board.expired_periods == 2 * (len(months) - 3)
+    removed = set(board.take_removed())
+    assert removed == {f"kpi|{KPI}|{g}|month|{m}".encode() for g in GROUPS[:2] for m in months[:-3]}
+    assert set(board.origins) == {f"kpi|{KPI}|{g}|month|{m}".encode()
+                                  for g in GROUPS[:2] for m in months[-3:]}
+    tile = board.tile(f"kpi:{KPI}")
+    assert tile is not None and tile.payload["period"] == "month:2026-08"
+    assert len(tile.payload["trend"]) == 3
+
+
+def test_cleared_alerts_leave_after_the_retention_raised_ones_stay():
+    board = GlobalViews(SPECS.values(), cleared_retention_s=600.0)
+    for i in range(6):
+        board.apply(_fact(_alert(i, "cleared" if i % 2 else "raised"), i))
+    cleared_at = 1.7e9 + 100  # _alert(i, "cleared") clears at 1.7e9 + 100 + i
+    assert board.expire(cleared_at + 599) == []  # none older than the retention yet
+    ids = board.expire(cleared_at + 604)  # a1 and a3 cleared more than 600 s ago, a5 not
+    assert "alerts:all" in ids
+    assert board.expired_alerts == 2
+    assert set(board.take_removed()) == {b"alert|a1", b"alert|a3"}
+    listed = [it["id"] for it in board.tile("alerts:all").payload["items"]]  # type: ignore[union-attr]
+    assert sorted(listed) == ["a0", "a2", "a4", "a5"]
+    board.expire(cleared_at + 10**6)
+    assert sorted(it["id"] for it in board.tile("alerts:all").payload["items"]) == ["a0", "a2", "a4"]  # type: ignore[union-attr]
+
+
+def test_alerts_pushed_out_of_every_list_leave():
+    board = GlobalViews(SPECS.values(), alert_items=4)
+    for i in range(20):
+        board.apply(_fact(_alert(i), i))
+    listed = {a for b in board.alerts.scopes.values() for a in b}
+    assert {k.decode().split("|", 1)[1] for k in board.origins} == listed
+    assert board.unlisted == 20 - len(listed) > 0
+    assert {k.decode().split("|", 1)[1] for k in board.take_removed()} == {f"a{i}" for i in range(20)} - listed
+
+
+def test_a_hard_cap_evicts_the_least_recently_updated_and_counts_them():
+    board = GlobalViews(SPECS.values(), alert_items=1000, max_facts=100)
+    for i in range(150):
+        board.apply(_fact(_alert(i), i))
+    board.apply(_fact(_alert(60, "cleared"), 1000))  # a60 updated: the newest now
+    assert len(board.origins) == 100 and board.evicted == 50
+    assert next(iter(board.origins)) == b"alert|a50" and next(reversed(board.origins)) == b"alert|a60"
+    board.apply(_fact(_alert(150), 150))  # the least recently updated (a50) leaves, not a60
+    assert board.evicted == 51 and b"alert|a50" not in board.origins and b"alert|a60" in board.origins
+    listed = {a for b in board.alerts.scopes.values() for a in b}
+    assert listed == {f"a{i}" for i in range(51, 151)}
+    assert len(board.take_removed()) == 51
+
+
+@SOME
+@given(st.lists(st.one_of(
+    st.tuples(st.just("kpi"), st.sampled_from(GROUPS[:3]), st.integers(1, 24)),
+    st.tuples(st.just("alert"), st.integers(0, 40), st.sampled_from(["raised", "cleared"]))),
+    max_size=120), st.integers(5, 40))
+def test_the_views_stay_within_their_bounds_and_hold_only_what_is_kept(ops, cap):
+    board = GlobalViews(SPECS.values(), trend_points=4, alert_items=6, max_facts=cap)
+    state: set[bytes] = set()  # what the stage's table would hold
+    for off, op in enumerate(ops):
+        if op[0] == "kpi":
+            f = _fact(_kpi(op[1], 1, 2, f"20{op[2]:02d}-01"), off)
+        else:
+            f = _fact(_alert(op[1], op[2]), off)
+        if board.apply(f) is not None:
+            state.add(f.record_key())
+        state -= set(board.take_removed())
+        assert len(board.origins) <= cap
+        assert state == set(board.origins)
+        for by_key in board.kpis.values.get(KPI, {}).values():
+            assert len(by_key) <= 4
+        assert all(len(b) <= 6 for b in board.alerts.scopes.values())
+
+
+def test_the_views_stage_deletes_what_leaves_from_its_state_and_counts_it():
+    s = Settings.model_validate({"namespace": NS, "streams": {"tiles": {"alert_items": 3}}})
+    views = _worker(s)["views"]
+    (table,) = views.tables
+    assert views.on_assigned is not None
+    views.on_assigned({VIEWS_TP})
+    out = Outbox()
+    facts = [(f"alert|a{i}".encode(), _fact(_alert(i), 0).to_bytes()) for i in range(10)]
+    views.process(_as_views_records(facts), out)
+    for t in views.tables:
+        t.write_changes(out)
+    tombstones = [k for topic, k, v, _p, _h in out.records if topic == table.topic and v is None]
+    assert tombstones and set(tombstones) | set(table.state_keys()) >= {k for k, _v in facts}
+    assert not set(tombstones) & set(table.state_keys())
+    board = views.counters["views"]
+    assert board.counters()["unlisted"] == len(tombstones)
+    assert board.counters()["facts"] == len(table.state_keys())
