@@ -12,8 +12,8 @@ from .clients import admin_client
 __all__ = ["PARTITIONS_DIFFER", "TopicReport", "delete_namespace_topics", "ensure_topics"]
 
 PARTITIONS_DIFFER = (
-    "partitions: expected {want} (topics.partitions or the catalogue), found {found}; a live "
-    "topic's partition count cannot be changed in place: the keys would move to other "
+    "partitions: expected {want}, found {found} (expected: topics.partitions, else the "
+    "catalogue); a live topic's partition count cannot be changed in place: the keys would move to other "
     "partitions, away from their state and their order. Keep {found} (set "
     "topics.partitions.{suffix}: {found}), or create a new namespace with the new count and "
     "replay into it (docs/operations.md, Partition counts)")

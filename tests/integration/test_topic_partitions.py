@@ -84,7 +84,7 @@ def test_six_partitions_of_the_event_path_are_created_used_and_computed_right(
         bad = [ln for ln in r.stdout.splitlines() if ln.startswith("MISMATCH")]
         assert sorted(ln.split()[1].rstrip(":") for ln in bad) == sorted(
             topic_name(ns, t) for t in SIX), r.stdout
-        assert all("expected 4 (topics.partitions or the catalogue), found 6" in ln
+        assert all("partitions: expected 4, found 6 (expected: topics.partitions" in ln
                    and "cannot be changed in place" in ln for ln in bad), bad
 
         events = make_events()

@@ -103,7 +103,7 @@ def test_the_stages_state_tables_follow_the_configured_count_of_their_source():
 
 def test_the_mismatch_reason_says_the_count_cannot_change_in_place():
     why = PARTITIONS_DIFFER.format(want=6, found=4, suffix="events")
-    assert why.startswith("partitions: expected 6 (topics.partitions or the catalogue), found 4")
+    assert why.startswith("partitions: expected 6, found 4 (expected: topics.partitions, else the")
     assert "cannot be changed in place" in why
     assert "topics.partitions.events: 4" in why and "replay" in why
 
