@@ -31,7 +31,7 @@ from typing import Any
 from ioc.aggregate import EntityWindows, UpdateThrottle, WindowId
 from ioc.config import Settings
 from ioc.errors import InvalidEvent
-from ioc.events import Event, dead_letter_headers, raw_origin
+from ioc.events import Event, LogThrottle, dead_letter_headers, raw_origin
 from ioc.topics import topic_name
 
 from .agent_spec import AgentSpec
@@ -88,7 +88,8 @@ def build(settings: Settings) -> list[Stage]:
     load = Tracked.decoder(EntityWindows.from_dict, "the windows of an entity")
     new = Tracked.factory(EntityWindows)
     m = AggregateMetrics()
-    last_log = [time.monotonic()]
+    every_minute = LogThrottle(60.0)
+    every_minute.allow("metrics")  # the first line a minute from now
 
     def process(records: list[Record], events: list[Event | InvalidEvent], out: Outbox) -> None:
         t0 = time.perf_counter()
@@ -142,8 +143,7 @@ def build(settings: Settings) -> list[Stage]:
         send_due(0.0, out)  # held-back updates that are due now go with this batch
         m.batches += 1
         m.busy_s += time.perf_counter() - t0
-        if time.monotonic() - last_log[0] > 60:
-            last_log[0] = time.monotonic()
+        if every_minute.allow("metrics") is not None:
             log.info("aggregate: %s", m.line())
 
     def send_due(_now: float, out: Outbox) -> None:

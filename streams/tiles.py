@@ -73,8 +73,10 @@ def _register(app: faust.App, settings: Settings) -> None:
     coalescer = TileCoalescer(min_interval_s=ts.min_interval_s, max_pending=ts.max_pending,
                               max_per_s=ts.max_per_s)
     series: dict[tuple[str, str], SensorSeries] = {}
-    stats = {"sent": 0, "last_log": time.monotonic(), "undecodable": 0, "forwarded": 0}
+    stats = {"sent": 0, "undecodable": 0, "forwarded": 0}
     quiet = LogThrottle(10.0)
+    every_minute = LogThrottle(60.0)
+    every_minute.allow("stats")  # the first line a minute from now
 
     def undecodable(msg: Any, exc: InvalidRecord, out: Outbox) -> None:
         stats["undecodable"] += 1
@@ -140,8 +142,7 @@ def _register(app: faust.App, settings: Settings) -> None:
         for tile in coalescer.due(now):
             out.add(out_topic, tile.id.encode(), encode_tile(tile))
             stats["sent"] += 1
-        if now - stats["last_log"] > 60:
-            stats["last_log"] = now
+        if every_minute.allow("stats", now) is not None:
             log.info("tiles: sent=%s coalesced=%s dropped=%s held=%s undecodable=%s "
                      "forwarded=%s", stats["sent"], coalescer.coalesced, coalescer.dropped,
                      coalescer.held, stats["undecodable"], stats["forwarded"])

@@ -16,6 +16,7 @@ import time
 from typing import Any
 
 from ioc.config import Settings
+from ioc.events import LogThrottle
 from ioc.events._route import RouteCounts, Routed, route_raw
 from ioc.topics import topic_name
 
@@ -31,7 +32,8 @@ def build(settings: Settings) -> list[Stage]:
     """The validate stage (Sans-I/O: records in, an ``Outbox`` out), with fresh state."""
     ns = settings.namespace
     counts = RouteCounts()
-    last = [time.monotonic()]
+    every_30s = LogThrottle(30.0)
+    every_30s.allow("counts")  # the first line 30 s from now
     names: dict[str, str] = {}
 
     def process(records: list[Any], out: Outbox) -> None:
@@ -46,8 +48,7 @@ def build(settings: Settings) -> list[Stage]:
                 topic = names[r.suffix] = topic_name(ns, r.suffix)
             out.add(topic, r.key, r.value, headers=r.headers)
         counts.add(routed)
-        if time.monotonic() - last[0] > 30:
-            last[0] = time.monotonic()
+        if every_30s.allow("counts") is not None:
             log.info("validate: valid=%d dead=%d reasons=%s", counts.valid, counts.dead,
                      counts.reasons)
 
