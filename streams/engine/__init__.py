@@ -19,6 +19,12 @@ thread of its own running this loop::
                                             their changelogs (acknowledged likewise), then
                                             consumer.commit(offsets processed so far)
 
+Stages of one app that read the same topics share one consumer and loop (``combine``).
+Those that read ``<ns>.events`` (aggregate, kpis, rules, scorecards) are made with
+``Stage.of_events``: their work is ``process_events(records, events, out)``, and the
+composite decodes each batch once (``decode_events``) and hands the same list to each; a
+stage run alone (a unit test, a bench) decodes for itself.
+
 librdkafka's blocking calls release the GIL, so the stages' Kafka I/O runs beside the
 Faust event loop, and the rebalance callbacks (state restore, final commit) run in the
 stage's own thread, between two batches.
