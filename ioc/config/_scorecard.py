@@ -6,7 +6,8 @@ target, ``thresholds`` or ``bands``) out of ``max_score`` points. Indicators bel
 areas whose maxima total 100 points. Counts are kept per calendar period (month,
 quarter, year) and per drill path (one value per level, e.g. province / administrative
 level / agency / procedure, read from event attributes or the event's entity).
-How to define one, with the province's three: docs/scorecards.md.
+A target is set per period key, for every unit or per unit of ``target_level`` (the
+administrative level: 90% provincial, 80% district, 60% commune). How to define one, with the province's three: docs/scorecards.md.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from __future__ import annotations
 from itertools import pairwise
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, PlainValidator, ValidationError, field_validator, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from ._base import Section
@@ -36,6 +37,36 @@ _PERIODS: tuple[Period, ...] = ("month", "quarter", "year")
 _ID = r"^[a-z][a-z0-9_]{0,63}$"
 # A target's period key: '2025' (year), '2021-Q3' (quarter) or '2021-03' (month).
 _PERIOD_KEY = r"^\d{4}(-Q[1-4]|-(0[1-9]|1[0-2]))?$"
+
+
+def _target_value(v: Any) -> float | dict[str, float]:
+    """A period's target: a number (every unit), or a mapping of level -> number."""
+    def number(x: Any, where: str) -> float:
+        if isinstance(x, bool) or not isinstance(x, int | float):
+            raise PydanticCustomError(
+                "target", "{where}expected a target ratio (a number), got {got}",
+                {"where": where, "got": repr(x)[:40]})
+        return float(x)
+
+    if isinstance(v, dict):
+        if not v:
+            raise PydanticCustomError(
+                "target", "expected a number or a mapping of level -> target ratio, got an "
+                "empty mapping")
+        out = {}
+        for k, x in v.items():
+            if not isinstance(k, str) or not k:
+                raise PydanticCustomError("target", "a level is a non-empty name, got {got}",
+                                          {"got": repr(k)[:40]})
+            out[k] = number(x, f"level {k!r}: ")
+        return out
+    return number(v, "")
+
+
+# A period's target: a number for every unit, or level (a unit of the section's
+# target_level, e.g. 'district') -> number. Checked here so that a bad value is reported
+# at the period key's path, not once per member of a union.
+TargetValue = Annotated[float | dict[str, float], PlainValidator(_target_value)]
 
 
 class EventPredicate(Section):
@@ -127,10 +158,12 @@ class IndicatorSpec(Section):
     max_score: float = Field(gt=0, le=100)
     scoring: ScoringRule = Field(default_factory=ScoringRule)
     target: float | None = Field(None, description="target ratio of every period without its own")
-    targets: dict[Annotated[str, Field(pattern=_PERIOD_KEY)], float] = Field(
+    targets: dict[Annotated[str, Field(pattern=_PERIOD_KEY)], TargetValue] = Field(
         default_factory=dict,
-        description="period key ('2025', '2021-Q3', '2021-03') -> target ratio; a month or "
-                    "quarter without its own takes its year's")
+        description="period key ('2025', '2021-Q3', '2021-03') -> target ratio, or -> "
+                    "{level: target ratio} with levels the units of scorecards.target_level "
+                    "({province: 90, district: 80, commune: 60}); a month or quarter without "
+                    "its own (or without the unit's level) takes its year's, then 'target'")
     min_denominator: float | None = Field(
         None, ge=0, description="flag 'low_denominator' below this (default: the section's)")
     higher_is_better: bool = Field(True, description="ranking order of the ratio")
@@ -167,6 +200,19 @@ class DrillLevel(Section):
     default: str = Field(
         "all", min_length=1, max_length=100,
         description="the unit of events without the attribute (e.g. one province)")
+    units: list[Annotated[str, Field(min_length=1, max_length=100)]] | None = Field(
+        None, min_length=1,
+        description="the units this level can have, when they are a closed set (the "
+                    "administrative levels: [province, district, commune]); needed by the "
+                    "target level, whose per-level targets must name them (events are counted "
+                    "whatever their unit)")
+
+    @field_validator("units")
+    @classmethod
+    def _units_unique(cls, v: list[str] | None) -> list[str] | None:
+        if v is not None and len(set(v)) != len(v):
+            raise ValueError(f"units listed twice: {sorted({u for u in v if v.count(u) > 1})}")
+        return v
 
     @model_validator(mode="after")
     def _attribute_named(self) -> DrillLevel:
@@ -233,6 +279,11 @@ class ScorecardSettings(Section):
     tile_level: str | None = Field(
         None, description="the drill level the leaderboards rank (default: the one before the "
                           "last, e.g. agency above procedure)")
+    target_level: str | None = Field(
+        None, description="the drill level whose units per-level targets name (the "
+                          "administrative level); it must list its 'units'. A unit at or below "
+                          "it takes its level's target, a unit above it (the province as a "
+                          "whole) the indicator's default")
     tile_rows: int = Field(10, ge=1, le=100, description="units listed per leaderboard tile")
     tile_every_s: float = Field(5.0, gt=0, le=3600,
                                 description="leaderboard tiles are rebuilt at most this often")
@@ -287,11 +338,44 @@ class ScorecardSettings(Section):
         if self.tile_level is not None and self.tile_level not in {lv.id for lv in self.levels}:
             problems.append((("tile_level",), "not a level id (expected one of "
                              f"{[lv.id for lv in self.levels]})", self.tile_level))
+        problems += self._target_problems()
         if problems:
             raise ValidationError.from_exception_data(type(self).__name__, [
                 InitErrorDetails(type=PydanticCustomError("scorecard", msg), loc=loc, input=got)
                 for loc, msg, got in problems])
         return self
+
+    def _target_problems(self) -> list[tuple[tuple[str | int, ...], str, Any]]:
+        """Per-level targets name units of target_level, which lists them."""
+        problems: list[tuple[tuple[str | int, ...], str, Any]] = []
+        ids = [lv.id for lv in self.levels]
+        units: list[str] | None = None
+        if self.target_level is not None:
+            if self.target_level not in ids:
+                problems.append((("target_level",), f"not a level id (expected one of {ids})",
+                                 self.target_level))
+            else:
+                n = ids.index(self.target_level)
+                units = self.levels[n].units
+                if units is None:
+                    problems.append((("levels", n, "units"), f"the target level "
+                                     f"{self.target_level!r} lists no units (expected e.g. "
+                                     "[province, district, commune]: per-level targets name "
+                                     "them)", None))
+        for n, ind in enumerate(self.indicators):
+            for key, t in ind.targets.items():
+                if not isinstance(t, dict):
+                    continue
+                loc: tuple[str | int, ...] = ("indicators", n, "targets", key)
+                if self.target_level is None:
+                    problems.append((loc, "per-level targets need scorecards.target_level "
+                                     f"(the drill level whose units they name, one of {ids})",
+                                     t))
+                elif units is not None:
+                    problems += [((*loc, lv), f"not a unit of the target level "
+                                  f"{self.target_level!r} (expected one of {units})", lv)
+                                 for lv in t if lv not in units]
+        return problems
 
     @property
     def leaderboard_level(self) -> str:

@@ -10,6 +10,11 @@ Flags (``FLAGS``): ``no_data`` the unit counted nothing for the indicator in the
 period (ratio None, score 0, not ranked); ``low_denominator`` fewer than the
 indicator's (or the section's) ``min_denominator`` events; ``provisional`` the period
 ends less than ``provisional_days`` before ``now`` (late reports still change it).
+
+Targets (``target_for``) may differ by the unit's level, its part at
+``scorecards.target_level``: a district agency and the district level as a whole take
+the district's target, the province as a whole (above that level) the indicator's
+default. Progress, the linear score, the export and the tiles all use that target.
 """
 
 from __future__ import annotations
@@ -37,7 +42,9 @@ __all__ = [
     "rank_changes",
     "ratio",
     "roll_up",
+    "target_depth",
     "target_for",
+    "unit_level",
 ]
 
 FLAGS = ("no_data", "low_denominator", "provisional")
@@ -52,11 +59,35 @@ def ratio(numerator: float, denominator: float, spec: IndicatorSpec) -> float | 
     return round(numerator / denominator * spec.scale, spec.decimals)
 
 
-def target_for(spec: IndicatorSpec, period_key: str) -> float | None:
-    """The target of ``period_key``: its own, else its year's, else the indicator's."""
-    if period_key in spec.targets:
-        return spec.targets[period_key]
-    return spec.targets.get(year_of(period_key), spec.target)
+def target_for(spec: IndicatorSpec, period_key: str, level: str | None = None) -> float | None:
+    """The target of a unit of ``level`` in ``period_key``.
+
+    ``level`` is the unit's part at ``scorecards.target_level`` (``'district'``), None for
+    a unit above that level (the province as a whole) or without one. The most specific
+    period comes first: ``period_key``'s own entry, then its year's. An entry is a number
+    (every unit's target) or a mapping level -> number, which gives the target of a unit
+    whose level it lists and passes over the others. Last comes the indicator's
+    ``target`` (None when unset).
+    """
+    for key in dict.fromkeys((period_key, year_of(period_key))):
+        t = spec.targets.get(key)
+        if t is None:
+            continue
+        if not isinstance(t, dict):
+            return t
+        if level is not None and level in t:
+            return t[level]
+    return spec.target
+
+
+def target_depth(cfg: ScorecardSettings) -> int | None:
+    """The path position of ``scorecards.target_level`` (None when not set)."""
+    return None if cfg.target_level is None else level_index(cfg, cfg.target_level)
+
+
+def unit_level(unit: Unit, depth: int | None) -> str | None:
+    """The unit's part at the target level's position; None above it or without one."""
+    return unit[depth] if depth is not None and len(unit) > depth else None
 
 
 def indicator_score(value: float | None, spec: IndicatorSpec, target: float | None) -> float:
@@ -215,12 +246,14 @@ def _results(cfg: ScorecardSettings, sums: Mapping[tuple[str, Unit], list[float]
              units: Sequence[Unit], period_key: str, provisional: bool
              ) -> dict[Unit, tuple[list[IndicatorResult], float]]:
     out: dict[Unit, tuple[list[IndicatorResult], float]] = {}
+    depth = target_depth(cfg)
     for u in units:
         results = []
+        level = unit_level(u, depth)
         for ind in cfg.indicators:
             num, den = sums.get((ind.id, u), (0.0, 0.0))
             value = ratio(num, den, ind)
-            target = target_for(ind, period_key)
+            target = target_for(ind, period_key, level)
             flags = []
             if den <= 0:
                 flags.append("no_data")

@@ -191,6 +191,24 @@ def test_published_figures_through_stage_sink_and_ngsi_export(plain_ns, spawn):
                            indicator="dossiers_online")
         assert (prov20[0]["numerator"], prov20[0]["denominator"], prov20[0]["kpiValue"]) == (
             230, 4592, 5.0)
+
+        # 2025: the targets differ by administrative level (80% district, 60% commune);
+        # the province as a whole has none. Sent last: the wall shows the latest year.
+        y25 = dossiers("2025", "d1", 100, 72) + [
+            Event(id=f"c25-{e.id}", source=e.source, type=e.type, entity="c1", time=e.time,
+                  values=e.values, attributes={**e.attributes, "admin_level": "commune"})
+            for e in dossiers("2025", "c1", 50, 36)]
+        publish(s, y25)
+        wait_for(lambda: totals(s, "dossiers_online", "year", "2025") == (108, 150),
+                 timeout=60, every=0.5, alive=worker.alive, what="2025 stored")
+        _, ents25 = export(gw.port, period="year", periodKey="2025", level="agency",
+                           indicator="dossiers_online")
+        got = {x["organization"]: (x["kpiValue"], x["target"], x["progress"], x["score"])
+               for x in ents25}
+        assert got == {"d1": (72.0, 80.0, 0.9, 18.0), "c1": (72.0, 60.0, 1.2, 20.0)}, got
+        _, prov25 = export(gw.port, period="year", periodKey="2025", level="province",
+                           indicator="dossiers_online")
+        assert (prov25[0]["kpiValue"], prov25[0]["target"], prov25[0]["score"]) == (72.0, None, 0)
     assert sink.alive() and worker.alive()
 
 
