@@ -175,3 +175,22 @@ def test_decode_events_keeps_one_entry_per_record_in_order():
     got = decode_events(recs)
     assert [type(g).__name__ for g in got] == ["Event", "InvalidEvent", "InvalidEvent", "Event"]
     assert got[0] == e and got[1].reason == "not_json"
+
+
+def test_each_stage_is_charged_its_own_time_and_an_equal_share_of_the_decode(
+        monkeypatch: pytest.MonkeyPatch):
+    ticks = iter(range(100))  # perf_counter: 0, 1, 2... one second per reading
+    monkeypatch.setattr("streams.engine.stage.time", SimpleNamespace(
+        perf_counter=lambda: float(next(ticks)), monotonic=time.monotonic))
+    got: list[tuple[str, list[Any]]] = []
+    a = Stage.of_events("a", ["t"], lambda records, events, out: got.append(("a", events)))
+    b = Stage.of_events("b", ["t"], lambda records, events, out: got.append(("b", events)))
+    plain = Stage("plain", ["t"], lambda records, out: got.append(("plain", records)))
+    records = _records(3)
+    combine([a, plain, b]).process(records, Outbox())
+    assert [name for name, _ in got] == ["a", "plain", "b"]
+    assert got[0][1] is got[2][1] and len(got[0][1]) == len(records)  # the same list
+    # the decode took 1 s (readings 0 -> 1), shared by a and b; each stage's own work 1 s
+    assert (a.metrics.busy_s, plain.metrics.busy_s, b.metrics.busy_s) == (1.5, 1.0, 1.5)
+    assert all((st.metrics.records, st.metrics.batches) == (len(records), 1)
+               for st in (a, plain, b))
