@@ -42,6 +42,13 @@ function el(tag, cls, text) {
   return e;
 }
 
+/** A random idempotency key: a resend from the same editor is the same action. */
+function newKey() {
+  const b = new Uint8Array(12);
+  crypto.getRandomValues(b); // randomUUID needs a secure context; a wall page may not be one
+  return `e-${Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("")}`;
+}
+
 function button(act, label, title) {
   const b = el("button", `act act-${act}`, label);
   b.type = "button";
@@ -138,11 +145,12 @@ class AlertRow {
     cancel.title = "cancel";
     form.append(input, ok, cancel);
     cancel.addEventListener("click", () => { form.remove(); this.editor = null; });
+    const key = newKey(); // sending again after "unavailable" or a timeout: stored once
     form.addEventListener("submit", (ev) => {
       ev.preventDefault();
       const value = input.value.trim();
       if (!value) return;
-      const msg = { action: act, alert: this.id };
+      const msg = { action: act, alert: this.id, idempotency_key: key };
       if (act === "assign") msg.to = value; else msg.text = value;
       this.wall.act(msg).then((r) => { if (r.ok) { form.remove(); this.editor = null; } });
     });

@@ -83,7 +83,14 @@ class OperatorDesk:
     def authorise(self, claims: TokenClaims, screen: str, req: Request, *, now: float,
                   server: str = "") -> ActionRecord | Rejected:
         """The record to store for ``req`` from a connection of ``claims`` on ``screen``,
-        or why not (forbidden, unknown_alert, unknown_preset, invalid)."""
+        or why not (forbidden, unknown_alert, unknown_preset, invalid).
+
+        An action with an ``idempotency_key`` gets the id :meth:`ActionRecord.retry_id`;
+        if that id is already folded (the first try was stored after all), the same
+        record is returned without checking again, so a retried ack is ``ok``, not
+        ``already acknowledged``; storing it again changes nothing (the fold and the audit
+        table skip a known id).
+        """
         who = claims.operator
         if who is None:
             return Rejected(req.id, "forbidden",
@@ -96,13 +103,20 @@ class OperatorDesk:
             return ActionRecord.new("preset", screen, who, at=now, screen=screen, server=server,
                                     preset=req.preset)
         assert req.action is not None and req.alert is not None
+        rid = None
+        if req.idempotency_key is not None:
+            rid = ActionRecord.retry_id(req.idempotency_key, who, req.action, req.alert,
+                                        req.to, req.text)
+            if self.book.folded(rid):
+                return ActionRecord.new(req.action, req.alert, who, at=now, id=rid, to=req.to,
+                                        text=req.text, screen=screen, server=server)
         if self.alerts.get(req.alert) is None and self.book.get(req.alert) is None:
             return Rejected(req.id, "unknown_alert", f"no alert {req.alert[:40]!r} on the wall")
         why = check(self.book.get(req.alert), req.action, to=req.to, text=req.text)
         if why is not None:
             return Rejected(req.id, "invalid", why)
-        return ActionRecord.new(req.action, req.alert, who, at=now, to=req.to, text=req.text,
-                                screen=screen, server=server)
+        return ActionRecord.new(req.action, req.alert, who, at=now, id=rid, to=req.to,
+                                text=req.text, screen=screen, server=server)
 
     # -- views -----------------------------------------------------------------------------
 

@@ -26,7 +26,7 @@ payload, and image_type/image_size for image tiles.
 
 Protocol 2 (hello ``"protocol": 2``; docs/wall.md "Protocol v2") adds, client -> server,
 ``{"type": "action", "id": REQ, "action": "ack"|"assign"|"comment"|"close", "alert": A,
-"to": NAME, "text": STR}`` and ``{"type": "preset", "id": REQ, "preset": NAME|null}``,
+"to": NAME, "text": STR, "idempotency_key"?: KEY}`` and ``{"type": "preset", "id": REQ, "preset": NAME|null}``,
 each answered by ``{"type": "result", "id": REQ, "ok": bool, "error"?, "detail"?}``;
 server -> client ``alert_state``, ``preset``, ``popup``, ``popup_end``, and more fields
 in the snapshot. A protocol-1 connection is sent none of these.
@@ -34,6 +34,7 @@ in the snapshot. A protocol-1 connection is sent none of these.
 
 from __future__ import annotations
 
+import re
 import struct
 from dataclasses import dataclass, field
 from typing import Any
@@ -223,7 +224,8 @@ class Request:
 
     ``kind`` is "action" or "preset"; for an action, ``action`` and ``alert`` are set
     (``to`` for assign, ``text`` for comment); for a preset, ``preset`` (None: back to
-    the rules and the default layout).
+    the rules and the default layout). ``idempotency_key``: the client's key of an action
+    it may retry (None: none given; see ``OperatorDesk.authorise``).
     """
 
     id: Any
@@ -233,6 +235,7 @@ class Request:
     to: str | None = None
     text: str | None = None
     preset: str | None = None
+    idempotency_key: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -265,6 +268,9 @@ def _text_field(msg: dict[str, Any], name: str, *, required: bool,
     return v
 
 
+_IDEMPOTENCY_KEY = re.compile(r"[A-Za-z0-9_.:-]{8,64}")
+
+
 def parse_request(msg: dict[str, Any]) -> Request | Rejected:
     """Check an ``action``/``preset`` message from :func:`parse_client_message`.
 
@@ -287,9 +293,13 @@ def parse_request(msg: dict[str, Any]) -> Request | Rejected:
         alert = _text_field(msg, "alert", required=True, limit=MAX_ALERT_ID_CHARS)
         to = _text_field(msg, "to", required=action == "assign", limit=MAX_NAME_CHARS)
         text = _text_field(msg, "text", required=action == "comment", limit=MAX_COMMENT_CHARS)
+        key = msg.get("idempotency_key")
+        if key is not None and not (isinstance(key, str) and _IDEMPOTENCY_KEY.fullmatch(key)):
+            raise ValueError("action.idempotency_key: expected 8-64 characters of A-Z a-z 0-9 "
+                             f"_ - . :, got {_short(key)}")
         return Request(rid, "action", action=action, alert=alert,
                        to=to if action == "assign" else None,
-                       text=text if action == "comment" else None)
+                       text=text if action == "comment" else None, idempotency_key=key)
     except ValueError as exc:
         return Rejected(rid, "invalid", str(exc))
 

@@ -17,11 +17,15 @@ Transitions::
     closed: only comments
 
 An :class:`ActionRecord` is the stored form (JSON, the topic's value and the audit
-table's row), with the action id that makes storing it idempotent.
+table's row), with the action id that makes storing it idempotent. An action sent with
+the client's ``idempotency_key`` gets an id derived from it (:meth:`ActionRecord.retry_id`),
+so a retry of it (after an ``unavailable`` answer) is the same record: folded once,
+one audit row.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 import uuid
 from collections import OrderedDict
@@ -105,8 +109,22 @@ class ActionRecord:
     preset: str | None = None
 
     @classmethod
-    def new(cls, action: str, alert: str, by: str, *, at: float, **kw: Any) -> ActionRecord:
-        return cls(uuid.uuid4().hex, action, alert, by, at, **kw)
+    def new(cls, action: str, alert: str, by: str, *, at: float, id: str | None = None,
+            **kw: Any) -> ActionRecord:
+        """A record with ``id`` (default: a random one)."""
+        return cls(id or uuid.uuid4().hex, action, alert, by, at, **kw)
+
+    @staticmethod
+    def retry_id(key: str, by: str, action: str, alert: str, to: str | None = None,
+                 text: str | None = None) -> str:
+        """The id of an action sent with idempotency key ``key``: the same for a retry
+        (same operator, action, alert, assignee and text), another for anything else,
+        so a key reused for another action or by another operator merges nothing."""
+        h = hashlib.sha256()
+        for part in (key, by, action, alert, to or "", text or ""):
+            h.update(part.encode())
+            h.update(b"\x00")
+        return "k" + h.hexdigest()[:40]
 
     @property
     def key(self) -> bytes:
@@ -218,6 +236,10 @@ class WorkflowBook:
 
     def get(self, alert: str) -> AlertWorkflow | None:
         return self.states.get(alert)
+
+    def folded(self, action_id: str) -> bool:
+        """Whether a record with this id was folded (among the last ``seen_ids``)."""
+        return action_id in self._seen
 
     def fold(self, rec: ActionRecord) -> AlertWorkflow | None:
         """Apply ``rec``; the new state when it changed, else None (duplicate, no-op)."""
