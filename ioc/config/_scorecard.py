@@ -157,7 +157,10 @@ class IndicatorSpec(Section):
     decimals: int = Field(1, ge=0, le=6)
     max_score: float = Field(gt=0, le=100)
     scoring: ScoringRule = Field(default_factory=ScoringRule)
-    target: float | None = Field(None, description="target ratio of every period without its own")
+    target: float | None = Field(
+        None, description="the default target ratio: of every period without its own, and of "
+                          "every unit whose level the period's per-level targets do not list "
+                          "(the province as a whole)")
     targets: dict[Annotated[str, Field(pattern=_PERIOD_KEY)], TargetValue] = Field(
         default_factory=dict,
         description="period key ('2025', '2021-Q3', '2021-03') -> target ratio, or -> "
