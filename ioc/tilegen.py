@@ -330,8 +330,10 @@ class GlobalViews:
       configured) are not kept (``unshown``); of the tile period only the newest
       ``trend_points`` period keys are, the older ones leave (``expired_periods``).
     * An alert that every bounded list (``alert_items`` per scope) has pushed out leaves
-      (``unlisted``); ``expire(now)`` takes out cleared alerts that cleared more than
-      ``cleared_retention_s`` before ``now`` (``expired_alerts``).
+      (``unlisted``); ``expire()`` takes out cleared alerts that cleared more than
+      ``cleared_retention_s`` before the newest alert time applied (``alert_time``:
+      event time, so a replay of old alerts keeps them as long as live ones)
+      (``expired_alerts``).
     * Beyond ``max_facts`` the least recently updated facts leave (``evicted``).
 
     The record key (``ViewFact.record_key``) of each fact that leaves is queued;
@@ -358,6 +360,7 @@ class GlobalViews:
         # record key -> (source partition, offset, what to remove), least recently updated first
         self.origins: OrderedDict[bytes, tuple[int, int, tuple[str, ...]]] = OrderedDict()
         self.removed = []
+        self.alert_time = 0.0  # the newest raised or cleared time of the alerts applied
 
     def counters(self) -> dict[str, int]:
         """What left the views and why, and what was skipped (cumulative)."""
@@ -391,6 +394,7 @@ class GlobalViews:
         else:
             self.origins[key] = (fact.partition, fact.offset, ("alert", item.id))
             self.origins.move_to_end(key)
+            self.alert_time = max(self.alert_time, item.cleared_at or item.raised_at)
             ids = self.alerts.update(item, forgotten=self._pushed_out)
         while len(self.origins) > self.max_facts:
             old = next(iter(self.origins))
@@ -431,10 +435,11 @@ class GlobalViews:
         spec = self.kpis.specs.get(kpi)
         return [f"kpi:{kpi}:{group}"] + ([f"kpi:{kpi}"] if spec and spec.overall_group else [])
 
-    def expire(self, now: float) -> list[str]:
+    def expire(self, now: float | None = None) -> list[str]:
         """Take out the alerts cleared more than ``cleared_retention_s`` before ``now``
-        (seconds since the epoch); return the tile ids that changes."""
-        cutoff = now - self.cleared_retention_s
+        (seconds since the epoch; default ``alert_time``); return the tile ids that
+        changes."""
+        cutoff = (self.alert_time if now is None else now) - self.cleared_retention_s
         old = {a.id for board in self.alerts.scopes.values() for a in board.values()
                if a.state == "cleared" and (a.cleared_at or a.raised_at) < cutoff}
         ids: list[str] = []

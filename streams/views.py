@@ -24,7 +24,8 @@ Contract:
   offset (``GlobalViews.is_stale``), so a view never moves backwards.
 * Bounded (``GlobalViews``): KPI values no tile shows (other periods, periods older
   than the trend) are not kept, alerts pushed out of every list or cleared more than
-  ``tiles.views_cleared_retention_s`` ago leave (checked every second), and beyond
+  ``tiles.views_cleared_retention_s`` before the newest alert time leave (checked every
+  second), and beyond
   ``tiles.views_max_facts`` the least recently updated facts leave; each is deleted
   from the state (a changelog tombstone) and counted (``counters["views"]``).
 * A record that is not a view fact goes to ``<ns>.dlq`` (reason ``undecodable``,
@@ -135,7 +136,7 @@ def register_views(app: faust.App, settings: Settings) -> None:
         now = time.monotonic()
         if now - stats["last_expire"] >= 1.0:
             stats["last_expire"] = now
-            offer(board.expire(time.time()))
+            offer(board.expire())
         forget(out)
         for tile in coalescer.due(now):
             out.add(out_topic, tile.id.encode(), encode_tile(tile))

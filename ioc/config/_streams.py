@@ -155,7 +155,8 @@ class TileSettings(Section):
     views_cleared_retention_s: float = Field(
         3600.0, gt=0, le=30 * 86400,
         description="a cleared alert leaves the global views (alerts:all, alerts:<scope>) this "
-                    "long after it cleared (its cleared time against the wall clock)")
+                    "long after it cleared, in event time: against the newest raised or cleared "
+                    "time of the alerts the views have seen (a replay keeps its alerts as long)")
     views_max_facts: int = Field(
         100_000, ge=100, le=10_000_000,
         description="most KPI values and alerts the views stage holds (memory and its state "

@@ -375,6 +375,19 @@ def test_cleared_alerts_leave_after_the_retention_raised_ones_stay():
     assert sorted(it["id"] for it in board.tile("alerts:all").payload["items"]) == ["a0", "a2", "a4"]  # type: ignore[union-attr]
 
 
+def test_the_retention_runs_in_event_time_the_newest_alert_time_by_default():
+    board = GlobalViews(SPECS.values(), cleared_retention_s=600.0)
+    board.apply(_fact(_alert(1, "cleared"), 1))  # cleared at 1.7e9 + 101 (years ago)
+    assert board.expire() == [] and board.alert_time == 1.7e9 + 101
+    board.apply(_fact(_alert(2), 2))  # raised at 1.7e9 + 2: the clock does not go back
+    assert board.expire() == [] and board.alert_time == 1.7e9 + 101
+    later = Alert("a9", "pm25_high", "s-9", "pm25", "warning", "raised", 1_700_000_900,
+                  1.7e9 + 702, None, 60.0, "pm25 high at s-9", "air")
+    board.apply(_fact(later, 3))  # more than 600 s after a1 cleared
+    assert set(board.expire()) == {"alerts:traffic", "alerts:all"}  # a1's scope and all
+    assert board.expired_alerts == 1 and b"alert|a1" not in board.origins
+
+
 def test_alerts_pushed_out_of_every_list_leave():
     board = GlobalViews(SPECS.values(), alert_items=4)
     for i in range(20):
