@@ -6,6 +6,7 @@
     .venv/bin/python bench/bench_faults.py --pg-long-s 60   # shorten the long database outage
     .venv/bin/python bench/bench_faults.py --list
     .venv/bin/python bench/bench_faults.py --only pg-stop-long --sink-args "--first ''"
+    .venv/bin/python bench/bench_faults.py --only kill-worker --workers 3
 
 Everything runs on infrastructure of its own, so that breaking it hurts no one: a
 private single-node Kafka (``deploy/local/stack.sh kafka-up`` with its own
@@ -15,11 +16,20 @@ replication factor 3, min.insync.replicas 2), and a private PostgreSQL cluster (
 in the run folder, 127.0.0.1:29432). The shared stack (19092/55432) is never touched.
 
 Each fault runs in a fresh namespace with every service as a subprocess of this script,
-as deployed: ``ioc worker --agents validate`` and ``ioc worker`` with the other agents
-(aggregate, kpis, rules, tiles, vision, camera_health, probe), ``ioc sink`` (every
-table), ``ioc gateway``, ``ioc wall serve`` and ``ioc camera run`` (4 file cameras from
-../shared/data/video at 2 fps, 320 px wide). The load is a steady R events/s
-(``--rate``, default 2,000): 80% from a Python producer (``ioc.publish.Publisher``,
+as deployed (deploy/local/services.sh): ``--workers`` N identical ``ioc worker``
+processes (default 2), each running every agent and stage the deployment runs (no
+``--agents``: validate, aggregate, kpis, rules, tiles, vision, camera_health, probe;
+scorecards only with indicators configured, and the suite configures none). Every
+group then shares its partitions among the N, so ``kill-worker`` (kill -9 of worker 1
+of N) shows a worker dying beside others: theirs keep flowing, its own wait until its
+session times out (``streams.session_timeout_s``) and the group is rebalanced over the
+others and the restarted worker, if it has joined by then (with ``--workers 1``
+everything waits). Metrics are off (the suite reads none, so the workers need no ports
+of their own). Then ``ioc sink`` (every table), ``ioc gateway``, ``ioc wall serve`` and
+``ioc camera run`` (4 file cameras from ../shared/data/video at 2 fps, 320 px wide). A
+killed process is started again by the script 1 s later, as a supervisor would.
+
+The load is a steady R events/s (``--rate``, default 2,000): 80% from a Python producer (``ioc.publish.Publisher``,
 acks=all, idempotent), 20% over HTTP through the gateway, each publisher a real client:
 a batch that is not acknowledged (KafkaError, HTTP 503, a refused or broken
 connection, a timeout) is sent again after 0.5 s until it is; ids are unique per run.
@@ -36,13 +46,17 @@ is given up to 180 s to drain. Per fault one row:
                again, its own start time excluded and given in the notes; a killed
                process started again, its start-up included) until the backlog,
                scheduled events not yet stored, is back at its pre-fault level: at most
-               max(1.5 x the largest backlog of the steady phase, 2 s of input)
-               (target <= 30)
+               max(1.5 x the largest backlog of the steady phase, 2 s of input),
+               and stays there: the first sample of the first run of samples within
+               that bound lasting 10 s (``HOLD_S``; a killed worker's backlog rises
+               only after its restart, while its partitions wait for its session to
+               time out: the samples before do not count as back) (target <= 30)
     notes      outage length, the backlog (seconds of input scheduled but not stored)
                before the fault and at its peak, retries of the publishers, HTTP 503s,
-               services that died
-               on their own (restarted by the script and named), service-specific
-               recovery (wall /healthz back, camera frames flowing again); per sink
+               services that died on their own (restarted by the script and named),
+               service-specific recovery (wall /healthz back, camera frames flowing
+               again; after kill-worker, when every worker group was Stable with the
+               others alone, if seen, and with N members again); per sink
                table with a backlog, its consumer lag at the fault's end and when it
                was back (the load stays on, at most --recover-max-s, until each is:
                the events go first, the other tables may drain later), and what the
@@ -89,6 +103,7 @@ KAFKA3_PORT = 29092  # 3 nodes: brokers 29092-29094, controllers 29095-29097
 PG_PORT = 29432
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 WALL_SECRET = "fault-suite-secret-not-for-production-0123456789"
+HOLD_S = 10.0  # the backlog counts as back once within its bound for this long
 
 
 def log(msg: str) -> None:
@@ -189,30 +204,38 @@ class Postgres:
 
 # ---- services ------------------------------------------------------------------------
 
-SERVICES: dict[str, list[str]] = {
-    "worker-validate": ["worker", "--agents", "validate"],
-    "worker-stages": ["worker", "--agents",
-                      "aggregate,kpis,rules,tiles,vision,camera_health,probe"],
-    # -v: its 10-s report lines, read for the drain profile; --sink-args adds options
-    "sink": ["-v", "sink", "{sink_args}"],
-    "gateway": ["gateway", "--port", "{gateway_port}"],
-    "wall": ["wall", "serve", "--port", "{wall_port}"],
-    "capture": ["camera", "run"],
-}
+def service_specs(workers: int) -> dict[str, list[str]]:
+    """name -> ``ioc`` arguments of every service: ``worker-1`` .. ``worker-N``, identical
+    (every agent, as deployed), then the sink, the gateway, the wall and the capture."""
+    out = {f"worker-{k}": ["worker"] for k in range(1, workers + 1)}
+    out.update({
+        # -v: its 10-s report lines, read for the drain profile; --sink-args adds options
+        "sink": ["-v", "sink", "{sink_args}"],
+        "gateway": ["gateway", "--port", "{gateway_port}"],
+        "wall": ["wall", "serve", "--port", "{wall_port}"],
+        "capture": ["camera", "run"],
+    })
+    return out
+
+
+# The processes a fault may kill -9 (``kill-<name>``); "worker" is worker 1 of N.
+KILLABLE = {"worker": "worker-1", "sink": "sink", "gateway": "gateway", "wall": "wall",
+            "capture": "capture"}
 
 
 class Services:
     """The services of one fault, as subprocesses; ``watch`` restarts any that died."""
 
-    def __init__(self, env: dict[str, str], logdir: Path, ports: dict[str, Any]) -> None:
-        self.env, self.logdir, self.ports = env, logdir, ports
+    def __init__(self, specs: dict[str, list[str]], env: dict[str, str], logdir: Path,
+                 ports: dict[str, Any]) -> None:
+        self.specs, self.env, self.logdir, self.ports = specs, env, logdir, ports
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.started: dict[str, int] = {}
         self.died: dict[str, int] = {}  # exits we did not cause
         self.lock = threading.Lock()
 
     def start(self, name: str) -> None:
-        args = [x for a in SERVICES[name] for x in (
+        args = [x for a in self.specs[name] for x in (
             shlex.split(self.ports["sink_args"]) if a == "{sink_args}" else [a.format(**self.ports)])]
         n = self.started.get(name, 0)
         out = open(self.logdir / f"{name}.{n}.log", "wb")  # noqa: SIM115 - child owns it
@@ -471,6 +494,34 @@ class Lags(threading.Thread):
         return out
 
 
+class WorkerGroups:
+    """The consumer groups the workers share (``<app id>`` of the Faust agents and
+    ``<app id>.<stages>`` of each stage group): their state and member ids."""
+
+    def __init__(self, s: Settings) -> None:
+        from ioc.kafka.clients import admin_client
+
+        self.app_id = s.streams.app_id or f"{s.namespace}-streams"
+        self.admin = admin_client(s.kafka)
+        self.names = sorted(
+            str(g["group_id"]) for g in self.admin.list_groups()
+            if g["group_id"] == self.app_id or str(g["group_id"]).startswith(self.app_id + "."))
+
+    def members(self) -> dict[str, tuple[str, frozenset[str]]] | None:
+        """Group -> (state, member ids); None when the broker does not answer."""
+        try:
+            got = self.admin.describe_groups(self.names)
+        except Exception:  # broker busy or away: no sample
+            return None
+        return {g: (str(d.get("group_state")),
+                    frozenset(str(m["member_id"]) for m in d.get("members") or ()))
+                for g, d in got.items()}
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.admin.close()
+
+
 def sink_drain_lines(logs: list[Path], t0_wall: float, t1_wall: float) -> list[str]:
     """From the sink's 10-s report lines (``ioc -v sink``): per table, messages read,
     rows inserted and seconds of database writes between two wall-clock times."""
@@ -525,6 +576,7 @@ class Ctx:
     frames: Callable[[], dict[str, int]]
     notes: list[str]
     wall_port: int
+    workers: int
 
 
 Action = Callable[[Ctx], float]  # does the fault; returns the monotonic time it ended
@@ -590,12 +642,12 @@ def run_fault(name: str, action: Action, kafka: Kafka, pg: Postgres, a: argparse
     s = load_settings(env=env)
     assert ensure_topics(s).success
     migrate(s)
-    services = Services(env, logdir, ports)
+    services = Services(service_specs(a.workers), env, logdir, ports)
     rows = Rows(s)
     lags = Lags(s)
     feeds: list[Feed] = []
     try:
-        for svc in SERVICES:
+        for svc in services.specs:
             services.start(svc)
         # Ready: one event through validate and the sink, the gateway and wall answering.
         from ioc.publish import Publisher
@@ -627,24 +679,37 @@ def run_fault(name: str, action: Action, kafka: Kafka, pg: Postgres, a: argparse
         backlog_base = max((sum(f.scheduled(t) for f in feeds) - (n or 0)
                             for t, n in rows.samples if t > t_start + 3 and n is not None),
                            default=0.0)
-        ctx = Ctx(kafka, pg, services, s, lambda: frames_per_camera(s), row.notes, a.wall_port)
+        ctx = Ctx(kafka, pg, services, s, lambda: frames_per_camera(s), row.notes, a.wall_port,
+                  a.workers)
         log(f"{name}: fault begins (pre-fault backlog at most {backlog_base:,.0f} events)")
         t_end = action(ctx)
         row.notes.insert(0, f"fault {t_end - t_fault:.0f} s")
         log(f"{name}: fault ended after {t_end - t_fault:.1f} s; waiting for recovery")
         limit = max(1.5 * backlog_base, 2.0 * a.rate)
+        # Back: the first sample of the run of samples within the limit that lasts
+        # HOLD_S (the backlog of a fault whose effect comes after its end, e.g. one of N
+        # workers killed, its partitions waiting for its session to time out, rises only
+        # after the restart: the samples just after it do not count as "back").
         recovered: float | None = None
-        seen = 0
+        back_from: float | None = None
         while time.monotonic() < t_end + a.recover_max_s:
             services.watch()
             time.sleep(0.5)
-            for t, got in rows.samples[seen:]:
-                if t >= t_end and got is not None and recovered is None and \
-                        sum(f.scheduled(t) for f in feeds) - got <= limit:
-                    recovered = t - t_end
-            seen = len(rows.samples)
+            back_from = None
+            for t, got in list(rows.samples):
+                if t < t_end or got is None:
+                    continue
+                if sum(f.scheduled(t) for f in feeds) - got > limit:
+                    back_from = None
+                elif back_from is None:
+                    back_from = t
+                if back_from is not None and t - back_from >= HOLD_S:
+                    recovered = back_from - t_end
+                    break
             if recovered is not None:
                 break
+        if recovered is None and back_from is not None:  # back, not yet for HOLD_S
+            recovered = back_from - t_end
         row.recover_s = recovered
         # The events table is what "recover s" measures; the sink's other tables (rollups,
         # alerts...) may drain later (they wait while events are behind): keep the load
@@ -772,13 +837,52 @@ def pg_stop(seconds: float) -> Action:
     return act
 
 
+def worker_takeover(c: Ctx, groups: WorkerGroups, before: dict[str, tuple[str, frozenset[str]]],
+                    t_kill: float, t_restart: float, timeout: float = 180.0) -> None:
+    """After kill -9 of one of ``c.workers`` identical workers: note when every worker
+    group was Stable with the N-1 others alone (they owned all its partitions; seen
+    only if it happened between two samples, 0.5 s apart) and when with N members
+    again, one of them new (the restarted worker; the killed one's member gone)."""
+    n = c.workers
+    t_alone: float | None = None
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        c.services.watch()
+        got = groups.members()
+        if got is not None and set(got) == set(before):
+            stable = all(st == "Stable" for st, _ in got.values())
+            if stable and n > 1 and t_alone is None and all(
+                    len(m) == n - 1 and m < before[g][1] for g, (_, m) in got.items()):
+                t_alone = time.monotonic()
+            if stable and all(len(m) == n and m != before[g][1] for g, (_, m) in got.items()):
+                alone = ("" if n == 1 else "the other worker alone not seen; " if t_alone is None
+                         else f"the other worker{'s' if n > 2 else ''} alone from "
+                              f"+{t_alone - t_kill:.0f} s after the kill; ")
+                c.notes.append(f"{len(got)} worker groups: {alone}{n} members again "
+                               f"{time.monotonic() - t_restart:.0f} s after the restart")
+                return
+        time.sleep(0.5)
+    c.notes.append(f"worker groups not Stable with {n} members {timeout:.0f} s after the "
+                   f"restart: {groups.members()}")
+
+
 def kill9(service: str) -> Action:
     def act(c: Ctx) -> float:
+        groups = WorkerGroups(c.s) if service.startswith("worker-") else None
+        before = groups.members() if groups else None
+        if groups and not before:
+            raise AssertionError(f"no worker groups of {groups.app_id} before the kill")
+        t_kill = time.monotonic()
         c.services.kill9(service)
         time.sleep(1.0)  # a supervisor's restart delay (systemd RestartSec=1)
         t_end = time.monotonic()
         c.services.start(service)
-        if service == "wall":
+        if groups and before:
+            try:
+                worker_takeover(c, groups, before, t_kill, t_end)
+            finally:
+                groups.close()
+        elif service == "wall":
             back = wait_until("wall /healthz", lambda: http_ok(c.wall_port, "/healthz"), 120)
             c.notes.append(f"wall /healthz 200 {back:.0f} s after restart")
         elif service == "capture":
@@ -810,13 +914,13 @@ def faults(a: argparse.Namespace) -> dict[str, tuple[Action, bool]]:
         "pg-stop-20s": (pg_stop(20), False),
         "pg-stop-long": (pg_stop(a.pg_long_s), False),
     }
-    for svc in SERVICES:
-        out[f"kill-{svc}"] = (kill9(svc), False)
+    for name, svc in KILLABLE.items():
+        out[f"kill-{name}"] = (kill9(svc), False)
     out["cluster-kill-broker"] = (cluster_kill(1, a.cluster_down_s), True)
     return out
 
 
-QUICK = ("broker-stop", "pg-stop-20s", "kill-worker-validate", "kill-sink", "kill-gateway")
+QUICK = ("broker-stop", "pg-stop-20s", "kill-worker", "kill-sink", "kill-gateway")
 
 
 def write_config(path: Path, data_dir: Path) -> None:
@@ -860,6 +964,10 @@ def main() -> None:
                     help=f"the fast cases ({', '.join(QUICK)}), broker down 10 s, 10 s steady")
     ap.add_argument("--list", action="store_true", help="list the faults")
     ap.add_argument("--rate", type=float, default=2000.0, help="events/s (default 2,000)")
+    ap.add_argument("--workers", type=int, default=2, metavar="N",
+                    help="identical 'ioc worker' processes, every agent in each (default 2: "
+                         "kill-worker kills worker 1 beside the other, whose partitions flow "
+                         "on and which shares the killed one's after the rebalance)")
     ap.add_argument("--broker-s", type=float, default=None, help="broker down (30 s; quick 10 s)")
     ap.add_argument("--pg-long-s", type=float, default=300.0,
                     help="the long database outage in seconds (default 300)")
@@ -879,6 +987,8 @@ def main() -> None:
                     help="private brokers, database and logs (removed first)")
     ap.add_argument("--keep", action="store_true", help="leave the brokers/database running")
     a = ap.parse_args()
+    if a.workers < 1:
+        ap.error(f"--workers: expected at least 1, got {a.workers}")
     a.broker_s = a.broker_s if a.broker_s is not None else (10.0 if a.quick else 30.0)
     a.steady_s = a.steady_s if a.steady_s is not None else (10.0 if a.quick else 20.0)
     table = faults(a)
