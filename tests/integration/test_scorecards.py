@@ -1,4 +1,5 @@
-"""Scorecards through the real pipeline on plain PostgreSQL: canonical events ->
+"""Scorecards through the real pipeline on plain PostgreSQL (and TimescaleDB where
+``IOC_TEST_TIMESCALEDB_DSN`` names one): canonical events ->
 ``scorecards`` stage -> ``<ns>.scorecards`` -> sink -> ``scorecard_counts`` -> the
 gateway's NGSI-LD ``KeyPerformanceIndicator`` export.
 
@@ -12,6 +13,7 @@ from last place (2020) to third (2021). d6 reported results in 2020 and nothing 
 from __future__ import annotations
 
 import http.client
+import os
 import secrets
 from datetime import datetime
 from pathlib import Path
@@ -53,24 +55,35 @@ def dossiers(year: str, district: str, total: int, online: int, *, tag: str = ""
             for i in range(total)]
 
 
-@pytest.fixture
-def plain_ns(stack, tmp_path):
-    """A namespace on the plain-PostgreSQL path (timescaledb: off) with its topics."""
+@pytest.fixture(params=["off", pytest.param("on", marks=pytest.mark.timescaledb)],
+                ids=["plain", "timescaledb"])
+def plain_ns(request, stack, tmp_path):
+    """A namespace with its topics, on the plain-PostgreSQL path (timescaledb: off) and,
+    where ``IOC_TEST_TIMESCALEDB_DSN`` names a server, on TimescaleDB (on): the same
+    assertions hold on both (``scorecard_counts`` is a plain table either way, ADR 0004)."""
     from ioc.kafka import delete_namespace_topics, ensure_topics
+    from tests.fixtures.timescale import DSN_ENV, SKIP_REASON
 
+    mode = request.param
+    if mode == "on":
+        dsn = os.environ.get(DSN_ENV)
+        if not dsn:
+            pytest.skip(SKIP_REASON)
+        db = {"dsn": dsn, "timescaledb": "on"}
+    else:
+        db = {"dsn": stack.database.dsn.get_secret_value(), "timescaledb": "off",
+              **({"passfile": str(stack.database.passfile)} if stack.database.passfile else {})}
     cfg = tmp_path / "ioc.yaml"
     cfg.write_text((ROOT / "deploy" / "scorecards.example.yaml").read_text())
     base = load_settings(cfg, env={}, overrides={
         "kafka": {"bootstrap_servers": stack.kafka.bootstrap_servers},
-        "database": {"dsn": stack.database.dsn.get_secret_value(), "timescaledb": "off",
-                     **({"passfile": str(stack.database.passfile)}
-                        if stack.database.passfile else {})},
+        "database": db,
         "scorecards": {"readers": {"portal": {"key_sha256": hash_key(READER)}}}})
     s = base.with_namespace(f"tsc{secrets.token_hex(4)}")
     assert ensure_topics(s).success
     features, _ = migrate(s)
-    assert not features.timescaledb
-    yield s, cfg
+    assert features.timescaledb == (mode == "on"), features.describe()
+    yield s, cfg, mode
     delete_namespace_topics(s)
     drop_schema(s)
 
@@ -100,8 +113,8 @@ def export(port: int, **q: str) -> tuple[int, list]:
 
 @pytest.mark.timeout(300)
 def test_published_figures_through_stage_sink_and_ngsi_export(plain_ns, spawn):
-    s, cfg = plain_ns
-    env = {"IOC_CONFIG": str(cfg), "IOC_DATABASE__TIMESCALEDB": "off",
+    s, cfg, mode = plain_ns
+    env = {"IOC_CONFIG": str(cfg), "IOC_DATABASE__TIMESCALEDB": mode,
            "IOC_SCORECARDS__TILE_EVERY_S": "1"}
     worker = spawn(["worker", "--agents", "scorecards"], settings=s, env=env, name="worker")
     sink = spawn(["sink", "--tables", "scorecard_counts"], settings=s, env=env, name="sink")
@@ -218,8 +231,8 @@ def test_demo_history_reproduces_the_published_figures(plain_ns, spawn):
     sink and the export: the province's shares and district-7's climb from 9th to 3rd."""
     from ioc.feeds._history import egov_history
 
-    s, cfg = plain_ns
-    env = {"IOC_CONFIG": str(cfg), "IOC_DATABASE__TIMESCALEDB": "off"}
+    s, cfg, mode = plain_ns
+    env = {"IOC_CONFIG": str(cfg), "IOC_DATABASE__TIMESCALEDB": mode}
     worker = spawn(["worker", "--agents", "scorecards"], settings=s, env=env, name="worker")
     sink = spawn(["sink", "--tables", "scorecard_counts"], settings=s, env=env, name="sink")
     events = list(egov_history(0.01))
