@@ -855,9 +855,9 @@ def worker_takeover(c: Ctx, groups: WorkerGroups, before: dict[str, tuple[str, f
                     len(m) == n - 1 and m < before[g][1] for g, (_, m) in got.items()):
                 t_alone = time.monotonic()
             if stable and all(len(m) == n and m != before[g][1] for g, (_, m) in got.items()):
-                alone = ("" if n == 1 else "the other worker alone not seen; " if t_alone is None
-                         else f"the other worker{'s' if n > 2 else ''} alone from "
-                              f"+{t_alone - t_kill:.0f} s after the kill; ")
+                others = "the other worker" + ("s" if n > 2 else "")
+                alone = ("" if n == 1 else f"{others} alone not seen; " if t_alone is None
+                         else f"{others} alone from +{t_alone - t_kill:.0f} s after the kill; ")
                 c.notes.append(f"{len(got)} worker groups: {alone}{n} members again "
                                f"{time.monotonic() - t_restart:.0f} s after the restart")
                 return
