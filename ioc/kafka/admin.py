@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from ..config import Settings
 from ..topics import TopicSpec
@@ -41,7 +43,8 @@ class TopicReport:
 
 
 def ensure_topics(
-    settings: Settings, specs: Iterable[TopicSpec] | None = None, *, create: bool = True
+    settings: Settings, specs: Iterable[TopicSpec] | None = None, *, create: bool = True,
+    settle_s: float = 10.0,
 ) -> TopicReport:
     """Create missing topics of ``settings.namespace``; report existing ones that differ.
 
@@ -51,7 +54,9 @@ def ensure_topics(
     replication factor, cleanup policy, retention) is reported, never "fixed" by deleting
     data: changing them on a live topic is an operator's decision. A partition count in
     particular cannot change in place (keys would move away from their state); the
-    report says so.
+    report says so. A topic that exists but is not set up yet (created a moment ago by
+    another process: no partitions or configs described) is described again for up to
+    ``settle_s`` seconds before it is compared.
     """
     from kafka.admin import ConfigResource, ConfigResourceType, NewTopic
 
@@ -79,35 +84,55 @@ def ensure_topics(
             for s in missing:
                 report.mismatched[s.name(ns)] = ["missing"]
         present = [s for s in specs if s.name(ns) in existing]
-        if present:
+        # A topic another process created a moment ago may still be being set up: no
+        # partitions and no configs in its description yet. Describe such topics again
+        # (for at most settle_s) before calling them different.
+        deadline = time.monotonic() + settle_s
+        while present:
             described = {d["name"]: d for d in admin.describe_topics([s.name(ns) for s in present])}
             configs = admin.describe_configs(
                 [ConfigResource(ConfigResourceType.TOPIC, s.name(ns)) for s in present]
             )["topic"]
+            settling = []
             for s in present:
                 name = s.name(ns)
-                why = []
-                parts = len(described[name]["partitions"])
-                if parts != s.partitions:
-                    why.append(PARTITIONS_DIFFER.format(want=s.partitions, found=parts,
-                                                        suffix=s.suffix))
-                rf = {len(p.get("replica_nodes", ())) for p in described[name]["partitions"]}
-                if rf and rf != {settings.kafka.replication_factor}:
-                    why.append(f"replication factor: expected {settings.kafka.replication_factor}"
-                               f" (kafka.replication_factor), found {','.join(map(str, sorted(rf)))}")
+                d = described.get(name, {})
                 have = configs.get(name, {})
-                for key in ("cleanup.policy", "retention.ms"):
-                    want = s.configs().get(key)
-                    got = have.get(key, {}).get("value")
-                    if want is not None and got != want:
-                        why.append(f"{key}: expected {want}, found {got}")
+                if (not d.get("partitions") or "cleanup.policy" not in have) and \
+                        time.monotonic() < deadline:
+                    settling.append(s)
+                    continue
+                why = _differences(s, d, have, settings.kafka.replication_factor)
                 if why:
                     report.mismatched[name] = why
                 else:
                     report.ok.append(name)
+            present = settling
+            if present:
+                time.sleep(0.5)
     finally:
         admin.close()
     return report
+
+
+def _differences(s: TopicSpec, described: dict[str, Any], have: dict[str, Any],
+                 replication_factor: int) -> list[str]:
+    """What differs between topic ``s`` as specified and as described (empty: none)."""
+    why = []
+    partitions = described.get("partitions") or []
+    if len(partitions) != s.partitions:
+        why.append(PARTITIONS_DIFFER.format(want=s.partitions, found=len(partitions),
+                                            suffix=s.suffix))
+    rf = {len(p.get("replica_nodes", ())) for p in partitions}
+    if rf and rf != {replication_factor}:
+        why.append(f"replication factor: expected {replication_factor}"
+                   f" (kafka.replication_factor), found {','.join(map(str, sorted(rf)))}")
+    for key in ("cleanup.policy", "retention.ms"):
+        want = s.configs().get(key)
+        got = have.get(key, {}).get("value")
+        if want is not None and got != want:
+            why.append(f"{key}: expected {want}, found {got}")
+    return why
 
 
 def delete_namespace_topics(settings: Settings) -> list[str]:
