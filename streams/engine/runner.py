@@ -4,6 +4,7 @@ thread of its own; ``host_stage``: run stages in the Faust worker."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import threading
@@ -51,9 +52,13 @@ class StageRunner:
         for t, ts in zip(stage.tables, self.specs, strict=True):
             t.topic = ts.name(settings.namespace)
         self.owned: set[TopicPartition] = set()
-        self.pending: dict[TopicPartition, int] = {}
+        self.pending: dict[TopicPartition, int] = {}  # processed, states not yet written
+        # offsets whose states are written, committed asynchronously and not yet confirmed
+        # (``_on_commit``); a revoke commits them again, synchronously, before letting go
+        self.inflight: dict[TopicPartition, int] = {}
         self.last_commit = time.monotonic()
         self.consumer: Consumer | None = None
+        self._watermarks: Consumer | None = None  # no group: changelog watermarks only
         self.producer: Producer | None = None
         self.partitions: dict[str, int] = {}  # topic -> partition count, for keyed outputs
         self.stopping = threading.Event()
@@ -79,6 +84,7 @@ class StageRunner:
         self.snapshot_every_s = 30.0
         self.last_snapshot = time.monotonic()
         self.dropped_foreign = 0  # fetched records of partitions no longer owned (dropped)
+        self._nudge_until = 0.0  # until then, no record yet since a rebalance callback
 
     # -- rebalance callbacks (librdkafka calls them inside consume(), in our thread) --
     # Incremental (cooperative-sticky): on_assign gets only the partitions added to this
@@ -88,9 +94,28 @@ class StageRunner:
 
     def _on_assign(self, _consumer: Any, parts: list[Any]) -> None:
         self._guarded(self.assigned, parts)
+        self._nudge_until = time.monotonic() + 1.0
 
     def _on_revoke(self, _consumer: Any, parts: list[Any]) -> None:
         self._guarded(self.revoked, parts)
+        self._nudge_until = time.monotonic() + 1.0
+
+    def _nudge(self) -> None:
+        """Wake the fetchers of the partitions kept through a rebalance callback.
+
+        librdkafka (2.16) pauses them while a callback runs and resumes them without
+        waking the broker threads, which then sleep up to 1 s before fetching again
+        (seen: 0.5-1.1 s without a record after each callback, on every member; the
+        eager protocol stops everything anyway). Any request to the partitions' leaders
+        wakes those threads: a ListOffsets of the owned partitions, every 50 ms until a
+        record arrives, for at most 1 s after a callback.
+        """
+        if self.consumer is None or not self.owned:
+            return
+        with contextlib.suppress(KafkaException):  # only a wake-up: the fetch resumes later
+            self.consumer.offsets_for_times(
+                [RdTopicPartition(tp.topic, tp.partition, -1) for tp in self.owned],
+                timeout=1.0)
 
     def _guarded(self, handler: Callable[[set[TopicPartition]], None], parts: list[Any]) -> None:
         """Run a rebalance handler; what it raises is re-raised after ``consume`` returns
@@ -105,7 +130,6 @@ class StageRunner:
         # own these partitions, so commit nothing and forget their state.
         tps = {TopicPartition(p.topic, p.partition) for p in parts}
         log.warning("stage %s: partitions lost %s", self.stage.name, sorted(tps))
-        self.pending = {tp: o for tp, o in self.pending.items() if tp not in tps}
         self._forget(tps)
 
     def assigned(self, tps: set[TopicPartition]) -> None:
@@ -146,8 +170,15 @@ class StageRunner:
             self.stage.on_assigned(set(new_tps))
 
     def _changelog_high(self, topic: str, partition: int) -> int:
-        assert self.consumer is not None
-        return watermark_high(self.consumer, RdTopicPartition(topic, partition), within_s=10.0)
+        # Asked on a client of its own: on the group's consumer, inside a revoke callback
+        # (the revoked partitions' snapshots), it stalled the fetch of the partitions kept
+        # for ~1 s (librdkafka 2.16, cooperative-sticky; outside the callback it did not).
+        if self._watermarks is None:
+            conf = rdkafka_conf(self.settings.kafka, "consumer")
+            conf.update({"group.id": f"{self.group}.watermarks", "enable.auto.commit": False})
+            self._watermarks = Consumer(conf)
+        return watermark_high(self._watermarks, RdTopicPartition(topic, partition),
+                              within_s=10.0)
 
     def revoked(self, tps: set[TopicPartition]) -> None:
         """``tps`` go to another member: write the changed states and commit (everything
@@ -156,7 +187,7 @@ class StageRunner:
         partitions are kept and go on right after."""
         self.stage.metrics.kept += sum(
             1 for t in self.stage.tables for tp in self.owned - tps if tp.topic == t.source)
-        self.checkpoint(Outbox())
+        self.checkpoint(Outbox(), wait=True)
         self.write_snapshots(tps)
         # on disk before the group goes on: their next owner may be a worker on this host
         if not self.snapshot_writer.wait(30.0):
@@ -187,9 +218,12 @@ class StageRunner:
         m.snapshots_written, m.snapshot_errors, m.snapshot_s = w.written, w.errors, w.seconds
 
     def _forget(self, tps: set[TopicPartition]) -> None:
-        """Let go of ``tps``: their table states and careful marks are dropped."""
+        """Let go of ``tps``: their table states, careful marks and offsets not committed
+        are dropped (a revoke has committed them; a lost partition is another's)."""
         for tp in tps:
             self.careful_until.pop(tp, None)
+            self.pending.pop(tp, None)
+            self.inflight.pop(tp, None)
         for t in self.stage.tables:
             t.drop(tp.partition for tp in tps if tp.topic == t.source)
         self.owned -= tps
@@ -261,8 +295,9 @@ class StageRunner:
             key = (h.get("dlq.stage", b""), h.get("dlq.reason", b""))
             counts[key] = counts.get(key, 0) + 1
 
-    def checkpoint(self, out: Outbox) -> None:
-        """Write the changed states (after ``out``, the outputs), then commit the input.
+    def checkpoint(self, out: Outbox, *, wait: bool = False) -> None:
+        """Write the changed states (after ``out``, the outputs), then commit the input
+        (``commit``: asynchronously unless ``wait``).
 
         The order keeps the changelogs and the committed offsets consistent: a crash
         before the commit replays from the previous one, on the states written then.
@@ -271,23 +306,68 @@ class StageRunner:
             self.stage.metrics.state_writes += t.write_changes(out)
         if out.records:
             self.flush(out)
-        self.commit()
+        self.commit(wait=wait)
         self.last_commit = time.monotonic()
         if self.last_commit - self.last_snapshot >= self.snapshot_every_s:
             self.write_snapshots()
 
-    def commit(self) -> None:
-        if not self.pending or self.consumer is None:
+    def commit(self, *, wait: bool = False) -> None:
+        """Commit ``pending`` (offsets whose states are written), asynchronously: a
+        synchronous commit during a rebalance was seen blocking the stage ~2 s (librdkafka
+        holds it until the group has re-formed, then fails it with ILLEGAL_GENERATION),
+        and with incremental assignment the stage goes on processing through rebalances.
+        A commit that fails is retried with the next one (``_on_commit``). With ``wait``
+        (a revoke, the stop) the unconfirmed ones are committed again and waited for.
+        """
+        if self.consumer is None:
             return
         offsets, self.pending = self.pending, {}
+        if wait:
+            for tp, o in self.inflight.items():
+                if o > offsets.get(tp, -1):
+                    offsets[tp] = o
+        if not offsets:
+            return
+        parts = [RdTopicPartition(tp.topic, tp.partition, off) for tp, off in offsets.items()]
+        if not wait:
+            self.inflight.update(offsets)
+            try:
+                self.consumer.commit(offsets=parts, asynchronous=True)
+            except KafkaException as exc:  # not even queued (no coordinator, say)
+                self._commit_failed(offsets, exc)
+            return
         try:
-            self.consumer.commit(offsets=[RdTopicPartition(tp.topic, tp.partition, off)
-                                          for tp, off in offsets.items()], asynchronous=False)
+            done = self.consumer.commit(offsets=parts, asynchronous=False) or []
         except KafkaException as exc:
-            # Rebalanced away: the new owner re-reads from the last commit and the
-            # states' (partition, offset) marks skip what was already applied.
-            self.stage.metrics.commit_failures += 1
-            log.warning("stage %s: offset commit failed (%s)", self.stage.name, exc)
+            self._commit_failed(offsets, exc)
+            return
+        self._on_commit(None, done)
+
+    def _on_commit(self, err: Any, parts: list[Any]) -> None:
+        """An asynchronous commit completed (librdkafka calls this inside consume())."""
+        failed: dict[TopicPartition, int] = {}
+        for p in parts:
+            tp = TopicPartition(p.topic, p.partition)
+            if err is not None or p.error is not None:
+                failed[tp] = p.offset
+            elif self.inflight.get(tp, -1) <= p.offset:
+                self.inflight.pop(tp, None)
+        if failed:
+            self._commit_failed(failed, err or next(p.error for p in parts if p.error))
+
+    def _commit_failed(self, offsets: dict[TopicPartition, int], exc: Any) -> None:
+        """Put back the offsets of partitions still owned (unless a newer one is queued),
+        so that the next commit carries them. A partition revoked meanwhile was committed
+        by its revoke (which waits); one lost is the new owner's, whose states' offset
+        marks skip what was applied twice."""
+        self.stage.metrics.commit_failures += 1
+        for tp, o in offsets.items():
+            if self.inflight.get(tp) == o:
+                del self.inflight[tp]
+            if tp in self.owned and o > self.pending.get(tp, -1):
+                self.pending[tp] = o
+        self._throttled("commit", logging.WARNING, "stage %s: offset commit failed (%s); "
+                        "retried with the next one", self.stage.name, exc)
 
     # -- bugs: rewind, then record by record --
 
@@ -315,13 +395,16 @@ class StageRunner:
         self.rewind()
 
     def rewind(self) -> None:
-        """Drop the uncommitted work: states of the owned partitions restored from their
-        changelogs (as of the last commit), consumer positions back to the committed
-        offsets. What was sent since then is sent again (at-least-once, as after a
-        crash; the sink's keys and the states' offset marks absorb it)."""
+        """Drop the work since the last checkpoint: states of the owned partitions
+        restored from their changelogs (as of that checkpoint), consumer positions back
+        to its offsets (committed, or whose commit is still under way). What was sent
+        since then is sent again (at-least-once, as after a crash; the sink's keys and
+        the states' offset marks absorb it)."""
         tps = set(self.owned)
         self.pending = {}
+        written = dict(self.inflight)  # checkpointed, their commit not yet confirmed
         self._forget(tps)
+        self.inflight.update(written)
         careful = dict(self.careful_until)
         self.assigned(tps)
         self.careful_until.update(careful)
@@ -330,8 +413,9 @@ class StageRunner:
         committed = self.consumer.committed(
             [RdTopicPartition(tp.topic, tp.partition) for tp in sorted(tps)], timeout=10)
         for c in committed:
+            off = max(c.offset, written.get(TopicPartition(c.topic, c.partition), -1))
             self.consumer.seek(RdTopicPartition(
-                c.topic, c.partition, c.offset if c.offset >= 0 else OFFSET_BEGINNING))
+                c.topic, c.partition, off if off >= 0 else OFFSET_BEGINNING))
 
     def _owned_only(self, records: list[Record], last: dict[TopicPartition, int]
                     ) -> tuple[list[Record], dict[TopicPartition, int]]:
@@ -411,7 +495,7 @@ class StageRunner:
         st, ss = self.stage, self.settings.streams
         conf = rdkafka_conf(self.settings.kafka, "consumer")
         conf.update({
-            "group.id": self.group, "enable.auto.commit": False,
+            "group.id": self.group, "enable.auto.commit": False, "on_commit": self._on_commit,
             "auto.offset.reset": "earliest", "enable.partition.eof": False,
             "session.timeout.ms": int(ss.session_timeout_s * 1000),
             "heartbeat.interval.ms": int(min(3.0, ss.session_timeout_s / 3) * 1000),
@@ -440,6 +524,7 @@ class StageRunner:
         consume = self.consumer.consume
         membership = MembershipWatch(first_join_s=FIRST_JOIN_S, rejoin_s=REJOIN_S)
         member_checked = 0.0
+        nudged = 0.0
         try:
             while not self.stopping.is_set():
                 msgs = consume(st.batch_max, st.within_s)
@@ -489,6 +574,12 @@ class StageRunner:
                     last[TopicPartition(r.topic, r.partition)] = r.offset
                 if last and not last.keys() <= self.owned:
                     records, last = self._owned_only(records, last)
+                if self._nudge_until:
+                    if records or now > self._nudge_until:
+                        self._nudge_until = 0.0
+                    elif not msgs and now - nudged >= 0.05:
+                        nudged = now
+                        self._nudge()
                 if records:
                     n0 = len(out.records)
                     try:
@@ -518,7 +609,7 @@ class StageRunner:
                     log.info("stage %s: %s", st.name, m.line())
             # stopping: what is processed is sent and committed, then the group is left
             # (after the snapshots are on disk: the next owner may be on this host)
-            self.checkpoint(out)
+            self.checkpoint(out, wait=True)
             self.write_snapshots()
             self.snapshot_writer.wait(60.0)
         finally:
@@ -526,6 +617,9 @@ class StageRunner:
                 self.consumer.close()  # leaves the group (on_revoke: nothing pending now)
             except Exception as exc:  # shutting down: best effort
                 log.warning("stage %s: closing the consumer: %r", st.name, exc)
+            if self._watermarks is not None:
+                self._watermarks.close()
+                self._watermarks = None
             if self.producer is not None:
                 self.producer.flush(5)
             if not self.snapshot_writer.close(60.0):

@@ -571,3 +571,55 @@ def changelog_state(s: Settings, changelog: str) -> dict[bytes, bytes]:
     t.topic = changelog
     t.restore(s, list(range(COOP_PARTS)))
     return t.data
+
+
+def test_a_cooperative_worker_waits_for_the_eager_ones_to_leave(fresh_namespace, tmp_path,
+                                                                monkeypatch):
+    """Rolling upgrade from eager (``range``) stage consumers: a new (cooperative-sticky)
+    member cannot join a group that has eager members (the broker refuses its JoinGroup
+    with INCONSISTENT_GROUP_PROTOCOL every ~2 s). It must not fail (its membership watch
+    sees the refusals as the broker being unavailable to it, with the bounds shortened
+    here to show it) nor take any partition; once the old member has left it joins, owns
+    every partition and the counts are exact."""
+    import streams.engine.runner as runner_mod
+
+    monkeypatch.setattr(runner_mod, "FIRST_JOIN_S", 3.0)
+    monkeypatch.setattr(runner_mod, "REJOIN_S", 3.0)
+    settings = fresh_namespace("coopup")
+    s = settings.model_copy(update={"streams": settings.streams.model_copy(
+        update={"state_dir": tmp_path / "state"})})
+    sent: Counter[bytes] = Counter()
+    publish_keys(s, 800, sent)
+    conf = runner_mod.StageRunner._consumer_conf
+
+    def eager(self: Any) -> dict[str, Any]:
+        c = conf(self)
+        c["partition.assignment.strategy"] = "range"
+        return c
+
+    # the old worker: same stage, same group, the previous version's strategy (its
+    # consumer is made in its thread: the patch stays until it owns the partitions)
+    monkeypatch.setattr(runner_mod.StageRunner, "_consumer_conf", eager)
+    old = CountingRun(s, "old")
+    assert owned_by(old) == [set(range(COOP_PARTS))]
+    monkeypatch.setattr(runner_mod.StageRunner, "_consumer_conf", conf)
+    new = CountingRun(s, "new")
+    more: Counter[bytes] = Counter()
+    t_wait = time.monotonic()
+    while time.monotonic() - t_wait < 8.0:  # well past the (shortened) join bounds
+        assert not new.failed and not old.failed, (new.failed, old.failed)
+        assert new.owned() == set() and not new.runner.consumer.memberid()  # type: ignore[union-attr]
+        time.sleep(0.2)
+    publish_keys(s, 400, more, start=800)
+    sent.update(more)
+    counted(old, want=sent)
+    assert new.restores == [] and new.stage.metrics.records == 0
+    t_stop = time.monotonic()
+    old.stop()
+    assert owned_by(new, timeout=30) == [set(range(COOP_PARTS))]
+    took = time.monotonic() - t_stop
+    counted(new, want=sent)
+    print(f"\nnew member outside the group for {t_stop - t_wait:.1f} s beside the eager one; "
+          f"owned every partition {took:.1f} s after the eager one left")
+    assert took < 15
+    new.stop()
