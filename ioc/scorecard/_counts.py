@@ -67,6 +67,14 @@ def path_key(path: tuple[str, ...]) -> str:
     return "/".join(u.replace("%", "%25").replace("/", "%2F") for u in path)
 
 
+def _number(v: object) -> float:
+    """A JSON number as a float; TypeError for anything else (strings such as "nan" and
+    booleans included: ``to_bytes`` writes numbers, and JSON has no non-finite ones)."""
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        raise TypeError(f"expected a JSON number, got {str(v)[:40]!r}")
+    return float(v)  # an int beyond a double: OverflowError (JSON_SHAPE_ERRORS)
+
+
 @dataclass(frozen=True, slots=True)
 class LeafCount:
     """The full counts of one indicator, period and drill path (not a delta)."""
@@ -103,11 +111,11 @@ class LeafCount:
                 raise TypeError("path and levels must be JSON arrays")
             path = tuple(str(u) for u in d["path"])
             levels = tuple(str(x) for x in d.get("levels", ()))
-            num, den = float(d["numerator"]), float(d["denominator"])
+            num, den = _number(d["numerator"]), _number(d["denominator"])
             if levels and len(levels) != len(path):
                 raise ValueError(f"{len(levels)} levels for a path of {len(path)}")
             return cls(str(d["indicator"]), str(d["period"]), str(d["period_key"]), path,
-                       num, den, levels, float(d.get("at", 0.0)))
+                       num, den, levels, _number(d.get("at", 0.0)))
         except (*JSON_SHAPE_ERRORS, ValueError) as exc:
             raise InvalidRecord.undecodable(
                 "a scorecard count (JSON object with indicator, period, period_key, path, "
