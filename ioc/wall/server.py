@@ -366,6 +366,7 @@ class WallServer:
                 "actions_folded": self.desk.folded,
                 "actions_duplicate": self.desk.book.duplicates,
                 "actions_undecodable": getattr(self.actions, "undecodable", 0),
+                "actions_fold_errors": getattr(self.actions, "fold_errors", 0),
                 "presets": {k: v.preset for k, v in self.desk.views.items() if v.preset},
                 "popups": sum(len(v.popups) for v in self.desk.views.values()),
             },
