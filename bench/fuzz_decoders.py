@@ -283,6 +283,88 @@ def build_targets() -> dict[str, Target]:
         return {"three": data, "truncated": data[: len(data) * 2 // 3],
                 "no-footer": data[:-40]}
 
+    # ---- the newer consumers: scorecards, views, the wall's action log, snapshots ------
+    from ioc.scorecard import LeafCount, ScorecardCounts
+    from ioc.tilegen import ViewFact
+    from ioc.wall.workflow import ActionRecord
+    from streams.engine.applied import Applied
+    from streams.engine.snapshot import MAGIC as SNAP_MAGIC
+    from streams.engine.snapshot import Snapshot, _digest, decode_snapshot, encode_snapshot
+
+    counts_loader = Tracked.decoder(ScorecardCounts.from_dict, "the scorecard counts")
+
+    def scorecard(data: bytes) -> None:
+        # First byte even: a <ns>.scorecards value (stage scorecard_tiles, the sink);
+        # odd: the scorecards stage's changelog record. What decodes must encode again
+        # to the same thing (the sink and the leaderboard read the re-encoded leaf).
+        if data[:1] and data[0] % 2:
+            counts_loader(data[1:])
+            return
+        lf = LeafCount.from_bytes(data[1:])
+        again = LeafCount.from_bytes(lf.to_bytes())
+        assert again == lf, f"the leaf does not survive its own encoding: {lf!r} -> {again!r}"
+
+    def view(data: bytes) -> None:
+        fact = ViewFact.from_bytes(data)  # <ns>.views values (views stage, its state)
+        again = ViewFact.from_bytes(fact.to_bytes())
+        assert (again.partition, again.offset, again.value) == (fact.partition, fact.offset,
+                                                                fact.value)
+
+    def action(data: bytes) -> None:
+        rec = ActionRecord.from_bytes(data)  # <ns>.alerts.actions (wall replicas, the sink)
+        assert ActionRecord.from_bytes(rec.to_bytes()) == rec
+
+    def snapshot(data: bytes) -> None:
+        # First byte 0: the file as it is (magic and checksum rarely hold); otherwise the
+        # rest is a body with the right magic and checksum, so the msgpack layer is fuzzed.
+        if data[:1] == b"\x00":
+            decode_snapshot(data[1:], where="fuzz")
+        else:
+            body = data[1:]
+            decode_snapshot(SNAP_MAGIC + _digest(body) + body, where="fuzz")
+
+    def seeds_scorecard() -> dict[str, bytes]:
+        lvl = ("province", "admin_level", "agency", "procedure")
+        lf = LeafCount("dossiers_online", "year", "2021", ("province", "district", "d1", "all"),
+                       400.0, 1000.0, lvl, now)
+        sc = Tracked(ScorecardCounts("d1", {("dossiers_online", "month", "2021-02",
+                                             ("province", "district", "d1", "p0")): [3.0, 4.0]}),
+                     Applied(0, 9, {0: (9, 1)}))
+        good = lf.to_bytes()
+        return {"leaf": b"\x00" + good, "leaf-no-levels": b"\x00" + orjson.dumps(
+                    {"indicator": "i", "period": "month", "period_key": "2021-02",
+                     "path": ["p", "d"], "numerator": 1, "denominator": 2}),
+                "leaf-text-count": b"\x00" + good.replace(b'"numerator":400.0', b'"numerator":"4"'),
+                "leaf-truncated": b"\x00" + good[:30], "counts": b"\x01" + sc.to_bytes(),
+                "counts-bad-row": b"\x01" + sc.to_bytes().replace(b"3.0,4.0", b"3.0")}
+
+    def seeds_view() -> dict[str, bytes]:
+        kv = KpiValue("dossiers_online", "all", "day", "2025-06-15", 3.0, 4.0, 75.0, "%")
+        al = Alert("a1", "pm25_high", "s1", "pm25", "warning", "raised", 1_750_000_000, now,
+                   None, 60.0, "pm25 high", "all")
+        return {"kpi": ViewFact(kv, kv.to_bytes(), 2, 41).to_bytes(),
+                "alert": ViewFact(al, al.to_bytes(), 0, 7).to_bytes(),
+                "bad-kind": b"rollup 0 1\n{}", "no-newline": b"kpi 0 1",
+                "negative": b"alert -1 3\n" + al.to_bytes()}
+
+    def seeds_action() -> dict[str, bytes]:
+        ack = ActionRecord.new("ack", "a1", "op1", at=now, id="x1", screen="main", server="w1")
+        com = ActionRecord.new("comment", "a1", "op2", at=now + 1, id="x2", text="on it")
+        pre = ActionRecord.new("preset", "main", "op1", at=now, id="x3", preset="flood")
+        return {"ack": ack.to_bytes(), "comment": com.to_bytes(), "preset": pre.to_bytes(),
+                "bad-action": ack.to_bytes().replace(b'"ack"', b'"nack"'),
+                "nan-at": ack.to_bytes().replace(str(now).encode(), b"NaN")}
+
+    def seeds_snapshot() -> dict[str, bytes]:
+        snap = Snapshot(1, "fz.state.app.kpi-counts", 3, 120,
+                        [(b"all", b'{"g":"all"}'), (b"d1", b"\x00\xff")])
+        data = encode_snapshot(snap)
+        body = data[len(SNAP_MAGIC) + 16:]
+        return {"file": b"\x00" + data, "body": b"\x01" + body,
+                "empty": b"\x01" + encode_snapshot(Snapshot(1, "t", 0, 0, []))[24:],
+                "file-truncated": b"\x00" + data[:-5],
+                "body-v2": b"\x01" + encode_snapshot(Snapshot(2, "t", 0, 5, []))[24:]}
+
     ev_err = (IOCError,)
     targets = [
         Target("raw", "split_raw + validate_event of each item (events.raw records)", raw,
@@ -306,6 +388,14 @@ def build_targets() -> dict[str, Target]:
                replay_message, ev_err, seeds_replay_message),
         Target("recording", "open_recording + messages() of a whole file", recording, ev_err,
                seeds_recording),
+        Target("scorecard", "LeafCount.from_bytes (<ns>.scorecards; round trip) or, first byte "
+               "odd, the scorecard counts changelog loader", scorecard, ev_err, seeds_scorecard),
+        Target("view", "ViewFact.from_bytes (<ns>.views records and the views state)", view,
+               ev_err, seeds_view),
+        Target("action", "ActionRecord.from_bytes (<ns>.alerts.actions; round trip)", action,
+               ev_err, seeds_action),
+        Target("snapshot", "decode_snapshot (stage snapshot files); first byte not 0: a body "
+               "given the right magic and checksum", snapshot, ev_err, seeds_snapshot),
     ]
     return {t.name: t for t in targets}
 
@@ -315,7 +405,7 @@ def signature(exc: BaseException) -> str:
     where = "?"
     for fr in traceback.extract_tb(exc.__traceback__):
         f = fr.filename
-        if f"{os.sep}ioc{os.sep}" in f or f"{os.sep}vision{os.sep}" in f:
+        if any(f"{os.sep}{pkg}{os.sep}" in f for pkg in ("ioc", "vision", "streams")):
             where = f"{Path(f).relative_to(ROOT) if f.startswith(str(ROOT)) else f}:{fr.lineno} {fr.name}"
     return f"{type(exc).__name__} at {where}"
 
@@ -371,7 +461,7 @@ def fuzz(name: str, seconds: float, work: Path, extra: list[str]) -> None:
     """Fuzz one target for ``seconds`` (atheris exits the process when done)."""
     import atheris
 
-    with atheris.instrument_imports(include=["ioc", "vision"]):
+    with atheris.instrument_imports(include=["ioc", "vision", "streams"]):
         targets = build_targets()
     t = targets[name]
     wdir = work / name
