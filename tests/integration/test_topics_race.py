@@ -28,7 +28,7 @@ def test_concurrent_ensure_of_the_same_new_topics_agrees(stack):
         reports: list = [None] * 4
         go = threading.Barrier(len(reports))
 
-        def run(i: int, s=s) -> None:
+        def run(i: int, s=s, go=go, reports=reports) -> None:
             go.wait()
             reports[i] = ensure_topics(s, specs)
 
