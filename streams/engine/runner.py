@@ -81,7 +81,7 @@ class StageRunner:
         self.snapshots = SnapshotStore(
             ss.state_dir or (ss.data_dir or default_state_dir() / "faust" / app_id) / "snapshots")
         self.snapshot_writer = SnapshotWriter(self.snapshots)
-        self.snapshot_every_s = 30.0
+        self.snapshot_every_s = ss.snapshot_every_s
         self.last_snapshot = time.monotonic()
         self.dropped_foreign = 0  # fetched records of partitions no longer owned (dropped)
         self._nudge_until = 0.0  # until then, no record yet since a rebalance callback

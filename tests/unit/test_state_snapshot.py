@@ -256,3 +256,17 @@ def test_the_runner_keeps_snapshots_in_streams_state_dir_else_in_the_data_dir(
     data = StageRunner(Settings(namespace="ns", streams={"data_dir": str(tmp_path / "d")}),
                        "ns-app", stage)
     assert data.snapshots.directory == tmp_path / "d" / "snapshots"
+
+
+def test_the_runner_snapshots_at_most_every_streams_snapshot_every_s(tmp_path: Path):
+    from ioc.config import Settings
+    from streams.engine import Stage, StageRunner
+
+    stage = Stage("x", ["ns.in"], lambda _r, _o: None)
+    default = StageRunner(Settings(namespace="ns", streams={"state_dir": str(tmp_path)}),
+                          "ns-app", stage)
+    assert default.snapshot_every_s == 30.0
+    five = StageRunner(Settings(namespace="ns", streams={"state_dir": str(tmp_path),
+                                                         "snapshot_every_s": 5}),
+                       "ns-app", stage)
+    assert five.snapshot_every_s == 5.0
