@@ -33,7 +33,7 @@ from zoneinfo import ZoneInfo
 
 from ioc.config import Settings
 from ioc.errors import InvalidEvent, InvalidRecord
-from ioc.events import Event
+from ioc.events import Event, LogThrottle
 from ioc.scorecard import LeafCount, ScorecardCounts, build_scorecard, previous_period
 from ioc.scorecard._counts import LeafKey
 from ioc.scorecard._tiles import card_tiles, leaderboard_tiles, target_tiles
@@ -104,7 +104,11 @@ def leaves_table(settings: Settings) -> StateTable:
 
 class LeaderboardStage:
     """``process`` keeps each leaf's latest bytes; ``tick`` sends the leaderboard, target
-    and scorecard tiles when leaves changed, at most every ``scorecards.tile_every_s`` (no Kafka in it)."""
+    and scorecard tiles when leaves changed, at most every ``scorecards.tile_every_s`` (no Kafka in it).
+
+    A record that is not a leaf count is skipped, counted in ``undecodable`` (exported by
+    ``ioc.metrics.stages``: the stage's ``counters["leaderboard"]``) and logged as a
+    warning at most every 10 s per topic; ``sent`` counts the tiles put in the outbox."""
 
     def __init__(self, settings: Settings, table: StateTable) -> None:
         self.cfg = settings.scorecards
@@ -115,6 +119,7 @@ class LeaderboardStage:
         self.last = 0.0
         self.undecodable = 0
         self.sent = 0
+        self._quiet = LogThrottle(10.0)
         areas = sum(a.max_points for a in self.cfg.areas)
         self.max_total = areas or sum(i.max_score for i in self.cfg.indicators)
 
@@ -126,8 +131,11 @@ class LeaderboardStage:
                 LeafCount.from_bytes(msg.value)
             except InvalidRecord as exc:
                 self.undecodable += 1
-                log.debug("scorecard_tiles: not a leaf at %s/%s/%s: %s", msg.topic,
-                          msg.partition, msg.offset, exc)
+                held = self._quiet.allow(msg.topic)
+                if held is not None:
+                    log.warning("scorecard_tiles: not a leaf count at %s[%d]@%d, skipped (%d so "
+                                "far, %d not logged since the last line): %s", msg.topic,
+                                msg.partition, msg.offset, self.undecodable, held, exc)
                 continue
             self.table.change(msg.key, msg.value, msg.partition)
             self.dirty = True
@@ -184,7 +192,8 @@ def build(settings: Settings) -> list[Stage]:
         Stage("scorecard_tiles", [topic_name(settings.namespace, "scorecards")], board.process,
               tables=[leaves], tick=board.tick,
               tick_every_s=min(1.0, settings.scorecards.tile_every_s),
-              on_assigned=board.assigned, batch_max=a.batch_max, within_s=a.batch_within_s)]
+              on_assigned=board.assigned, batch_max=a.batch_max, within_s=a.batch_within_s,
+              counters={"leaderboard": board})]
 
 
 SCORECARDS = AgentSpec.of_stages(

@@ -16,7 +16,9 @@ Two stages (``streams.engine``), registered together:
   ``kpi:<id>`` and ``kpi:<id>:<group>`` (docs/aggregation.md, Global views).
 
 A record that is not a rollup, KPI value or alert goes to ``<ns>.dlq`` (reason
-``undecodable``, stage ``tiles``) and is neither forwarded nor shown.
+``undecodable``, stage ``tiles``) and is neither forwarded nor shown. The stage's
+counters (``counters["tiles"]``, a ``TilesStageCounts``: tiles sent, records
+dead-lettered, facts forwarded) are read by ``ioc.metrics.stages``.
 
 All sensor tiles pass through one ``TileCoalescer``: each tile id is produced at most
 once per ``tiles.min_interval_s`` (latest wins), so a 10k events/s stream makes at most
@@ -29,6 +31,7 @@ from __future__ import annotations
 import functools
 import logging
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import faust
@@ -47,7 +50,7 @@ from .agent_spec import AgentSpec
 from .engine import Outbox, Stage, host_stage
 from .views import VIEWS_PARTITION, register_views
 
-__all__ = ["TILES", "UNITS"]
+__all__ = ["TILES", "UNITS", "TilesStageCounts"]
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +58,16 @@ log = logging.getLogger(__name__)
 UNITS = {"pm25": "µg/m³", "co": "mg/m³", "no2": "µg/m³", "nox": "ppb", "benzene": "µg/m³",
          "temperature": "°C", "humidity": "%", "speed": "km/h", "occupancy": "%",
          "laeq": "dB(A)", "count": ""}
+
+
+@dataclass
+class TilesStageCounts:
+    """What the tiles stage sent, dead-lettered and forwarded (cumulative; read by
+    ``ioc.metrics.stages``, logged every minute)."""
+
+    sent: int = 0  # sensor tiles put in the outbox
+    undecodable: int = 0  # records that are not rollups, KPI values or alerts, dead-lettered
+    forwarded: int = 0  # view facts put in the outbox for <ns>.views
 
 
 def _register(app: faust.App, settings: Settings) -> None:
@@ -73,13 +86,13 @@ def _register(app: faust.App, settings: Settings) -> None:
     coalescer = TileCoalescer(min_interval_s=ts.min_interval_s, max_pending=ts.max_pending,
                               max_per_s=ts.max_per_s)
     series: dict[tuple[str, str], SensorSeries] = {}
-    stats = {"sent": 0, "undecodable": 0, "forwarded": 0}
+    counts = TilesStageCounts()
     quiet = LogThrottle(10.0)
     every_minute = LogThrottle(60.0)
     every_minute.allow("stats")  # the first line a minute from now
 
     def undecodable(msg: Any, exc: InvalidRecord, out: Outbox) -> None:
-        stats["undecodable"] += 1
+        counts.undecodable += 1
         out.add(dlq, msg.key, msg.value if msg.value is not None else b"",
                 headers=dead_letter_headers(exc.reason, topic=msg.topic,
                                             partition=msg.partition, offset=msg.offset,
@@ -88,7 +101,7 @@ def _register(app: faust.App, settings: Settings) -> None:
         held = quiet.allow(msg.topic)
         if held is not None:
             log.warning("tiles: undecodable record at %s[%d]@%d dead-lettered (%d so far): %s",
-                        msg.topic, msg.partition, msg.offset, stats["undecodable"], exc)
+                        msg.topic, msg.partition, msg.offset, counts.undecodable, exc)
 
     def process(batch: list[Any], out: Outbox) -> None:
         changed: set[tuple[str, str]] = set()
@@ -129,7 +142,7 @@ def _register(app: faust.App, settings: Settings) -> None:
                 facts[key] = fact
         for key, fact in facts.items():
             out.add(views, key, fact.to_bytes(), partition=VIEWS_PARTITION)
-        stats["forwarded"] += len(facts)
+        counts.forwarded += len(facts)
         for k in changed:
             coalescer.offer_lazy(f"sensor:{k[0]}:{k[1]}", functools.partial(build_sensor, k))
         flush(0.0, out)  # what may go now goes now, not at the next tick
@@ -141,15 +154,16 @@ def _register(app: faust.App, settings: Settings) -> None:
         now = time.monotonic()
         for tile in coalescer.due(now):
             out.add(out_topic, tile.id.encode(), encode_tile(tile))
-            stats["sent"] += 1
+            counts.sent += 1
         if every_minute.allow("stats", now) is not None:
             log.info("tiles: sent=%s coalesced=%s dropped=%s held=%s undecodable=%s "
-                     "forwarded=%s", stats["sent"], coalescer.coalesced, coalescer.dropped,
-                     coalescer.held, stats["undecodable"], stats["forwarded"])
+                     "forwarded=%s", counts.sent, coalescer.coalesced, coalescer.dropped,
+                     coalescer.held, counts.undecodable, counts.forwarded)
 
     host_stage(app, settings, Stage(
         "tiles", [rollups, kpis, alerts], process, tick=flush, tick_every_s=ts.flush_every_s,
-        batch_max=5000, within_s=min(0.02, ts.flush_every_s), counters={"throttle": coalescer}))
+        batch_max=5000, within_s=min(0.02, ts.flush_every_s),
+        counters={"throttle": coalescer, "tiles": counts}))
     register_views(app, settings)
 
 

@@ -29,7 +29,8 @@ Contract:
   ``tiles.views_max_facts`` the least recently updated facts leave; each is deleted
   from the state (a changelog tombstone) and counted (``counters["views"]``).
 * A record that is not a view fact goes to ``<ns>.dlq`` (reason ``undecodable``,
-  stage ``views``); a state entry that does not decode is skipped and counted.
+  stage ``views``) and is counted (``counters["views_stage"]``, a ``ViewsStageCounts``,
+  with the tiles sent); a state entry that does not decode is skipped and counted.
 * Tiles pass through a ``TileCoalescer`` (``tiles.min_interval_s``, ``tiles.max_per_s``)
   flushed every ``tiles.flush_every_s``; the version of a tile is its build time in ms.
 """
@@ -39,6 +40,7 @@ from __future__ import annotations
 import functools
 import logging
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import faust
@@ -52,11 +54,20 @@ from ioc.topics import spec, topic_name
 
 from .engine import Outbox, Stage, StateTable, TopicPartition, host_stage
 
-__all__ = ["VIEWS_PARTITION", "register_views"]
+__all__ = ["VIEWS_PARTITION", "ViewsStageCounts", "register_views"]
 
 log = logging.getLogger(__name__)
 
 VIEWS_PARTITION = 0  # <ns>.views has one partition: every fact goes there
+
+
+@dataclass
+class ViewsStageCounts:
+    """What the views stage sent and dead-lettered (cumulative; read by
+    ``ioc.metrics.stages``, logged every minute)."""
+
+    sent: int = 0  # tiles put in the outbox
+    undecodable: int = 0  # records that are not view facts, dead-lettered
 
 
 def register_views(app: faust.App, settings: Settings) -> None:
@@ -73,9 +84,11 @@ def register_views(app: faust.App, settings: Settings) -> None:
                         max_facts=ts.views_max_facts)
     coalescer = TileCoalescer(min_interval_s=ts.min_interval_s, max_pending=ts.max_pending,
                               max_per_s=ts.max_per_s)
-    stats = {"sent": 0, "last_log": time.monotonic(), "undecodable": 0,
-             "last_expire": time.monotonic()}
+    counts = ViewsStageCounts()
+    last_expire = time.monotonic()
     quiet = LogThrottle(10.0)
+    every_minute = LogThrottle(60.0)
+    every_minute.allow("stats")  # the first line a minute from now
 
     def offer(tids: list[str]) -> None:
         for tid in tids:
@@ -109,7 +122,7 @@ def register_views(app: faust.App, settings: Settings) -> None:
             try:
                 fact = ViewFact.from_bytes(msg.value)
             except InvalidRecord as exc:
-                stats["undecodable"] += 1
+                counts.undecodable += 1
                 out.add(dlq, msg.key, msg.value if msg.value is not None else b"",
                         headers=dead_letter_headers(exc.reason, topic=msg.topic,
                                                     partition=msg.partition, offset=msg.offset,
@@ -118,7 +131,7 @@ def register_views(app: faust.App, settings: Settings) -> None:
                 if quiet.allow(msg.topic) is not None:
                     log.warning("views: undecodable record at %s[%d]@%d dead-lettered (%d so "
                                 "far): %s", msg.topic, msg.partition, msg.offset,
-                                stats["undecodable"], exc)
+                                counts.undecodable, exc)
                 continue
             tids = board.apply(fact)
             if tids is None:
@@ -133,24 +146,26 @@ def register_views(app: faust.App, settings: Settings) -> None:
             table.delete(key, VIEWS_PARTITION, out)
 
     def flush(_now: float, out: Outbox) -> None:
+        nonlocal last_expire
         now = time.monotonic()
-        if now - stats["last_expire"] >= 1.0:
-            stats["last_expire"] = now
+        if now - last_expire >= 1.0:
+            last_expire = now
             offer(board.expire())
         forget(out)
         for tile in coalescer.due(now):
             out.add(out_topic, tile.id.encode(), encode_tile(tile))
-            stats["sent"] += 1
-        if now - stats["last_log"] > 60:
-            stats["last_log"] = now
+            counts.sent += 1
+        if every_minute.allow("stats", now) is not None:
             log.info("views: sent=%s coalesced=%s dropped=%s held=%s undecodable=%s %s",
-                     stats["sent"], coalescer.coalesced, coalescer.dropped, coalescer.held,
-                     stats["undecodable"], " ".join(f"{k}={v}" for k, v in board.counters().items()))
+                     counts.sent, coalescer.coalesced, coalescer.dropped, coalescer.held,
+                     counts.undecodable,
+                     " ".join(f"{k}={v}" for k, v in board.counters().items()))
 
     host_stage(app, settings, Stage(
         "views", [views], process, tables=[table], tick=flush, tick_every_s=ts.flush_every_s,
         on_assigned=on_assigned, on_revoked=on_revoked, batch_max=5000,
-        within_s=min(0.02, ts.flush_every_s), counters={"throttle": coalescer, "views": board}))
+        within_s=min(0.02, ts.flush_every_s),
+        counters={"throttle": coalescer, "views": board, "views_stage": counts}))
 
 
 def _no_state(_entity: str) -> None:
