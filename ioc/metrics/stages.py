@@ -2,7 +2,10 @@
 
 Per stage (``stage`` = the stage's name: validate, aggregate, kpis, rules, tiles):
 records and events in, batches, busy seconds, state entries per table, late events,
-held updates, dead letters by reason. Stages that read the same topics share one
+held updates, dead letters by reason. The tiles agent's stages add their own: the view
+facts the tiles stage forwarded, and what the views stage's ``GlobalViews`` skipped,
+removed and holds; the scorecard_tiles stage, the records it skipped undecoded (its
+dead-letter-free path). Stages that read the same topics share one
 consumer (``streams.engine.combine``): what belongs to that consumer (records out,
 commit failures, the last restore, its group's lag) carries the consumer's name, the
 stage names joined by ``+`` (``aggregate+kpis+rules``).
@@ -20,6 +23,10 @@ from ..events import DEAD_LETTER_REASONS
 from ._registry import snapshot_items
 
 __all__ = ["StagesCollector", "stage_groups"]
+
+# ``GlobalViews.counters()`` keys, by what happened to the fact (fixed: bounded labels)
+_VIEWS_SKIPPED = ("stale", "unshown")
+_VIEWS_REMOVED = ("expired_periods", "unlisted", "expired_alerts", "evicted")
 
 
 def _stages(app: Any) -> list[Any]:
@@ -63,6 +70,17 @@ class StagesCollector(Collector):
                                    labels=lab)
         entries = GaugeMetricFamily("ioc_state_entries", "keys held in a state table",
                                     labels=["stage", "table"])
+        forwarded = CounterMetricFamily("ioc_views_facts_forwarded", "KPI values and alert "
+                                        "states forwarded to <ns>.views as view facts",
+                                        labels=lab)
+        skipped = CounterMetricFamily("ioc_views_facts_skipped", "view facts not applied: "
+                                      "a redelivered or older copy (stale), or a KPI value "
+                                      "no tile shows (unshown)", labels=["stage", "reason"])
+        removed = CounterMetricFamily("ioc_views_facts_removed", "view facts that left the "
+                                      "views (and their state), by why", labels=["stage", "reason"])
+        facts = GaugeMetricFamily("ioc_views_facts", "view facts held by the views", labels=lab)
+        undecodable = CounterMetricFamily("ioc_undecodable_skipped", "records that did not "
+                                          "decode, skipped without a dead letter", labels=lab)
         for st in stages:
             m = st.metrics
             rin.add_metric([st.name], m.records)
@@ -79,6 +97,20 @@ class StagesCollector(Collector):
                                 + getattr(throttle, "held", 0))
             for t in st.tables:
                 entries.add_metric([st.name, t.name], len(t.data))
+            tiles = st.counters.get("tiles")
+            if tiles is not None:
+                forwarded.add_metric([st.name], tiles.forwarded)
+            views = st.counters.get("views")
+            if views is not None:
+                c = views.counters()
+                for reason in _VIEWS_SKIPPED:
+                    skipped.add_metric([st.name, reason], c[reason])
+                for reason in _VIEWS_REMOVED:
+                    removed.add_metric([st.name, reason], c[reason])
+                facts.add_metric([st.name], c["facts"])
+            board = st.counters.get("leaderboard")
+            if board is not None:
+                undecodable.add_metric([st.name], board.undecodable)
         out = CounterMetricFamily("ioc_stage_records_out", "records produced and "
                                   "acknowledged (outputs, dead letters, changelogs)", labels=lab)
         commits = CounterMetricFamily("ioc_commit_failures", "offset commits that failed",
@@ -118,7 +150,7 @@ class StagesCollector(Collector):
         for (stage, reason), n in sorted(by.items()):
             dead.add_metric([stage, reason], n)
         yield from (rin, ein, out, batches, busy, dead, late, held, commits, entries, restore,
-                    restored, fallbacks)
+                    restored, fallbacks, forwarded, skipped, removed, facts, undecodable)
 
 
 def stage_groups(app: Any) -> list[tuple[str, list[str]]]:
