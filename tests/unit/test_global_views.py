@@ -243,6 +243,8 @@ def test_two_tiles_workers_feed_one_views_stage_that_lists_everything():
     assert not [t for t in (*_tiles(out1), *_tiles(out2)) if t.startswith(("kpi:", "alerts:"))]
     f1, f2 = _forwarded(out1), _forwarded(out2)
     assert f1 and f2
+    assert (w1["tiles"].counters["tiles"].forwarded, w2["tiles"].counters["tiles"].forwarded) \
+        == (len(f1), len(f2))  # what ioc_views_facts_forwarded exports
     merged = [x for pair in zip(f1, f2, strict=False) for x in pair] + f1[len(f2):] + f2[len(f1):]
 
     # worker 1 owns the views partition; worker 2's views stage owns nothing
@@ -254,6 +256,8 @@ def test_two_tiles_workers_feed_one_views_stage_that_lists_everything():
     views.process(_as_views_records(merged), vout)
     _drain(views, vout)
     tiles = _tiles(vout)
+    sent = [r for r in vout.records if r[0] == f"{NS}.wall.tiles"]
+    assert views.counters["views_stage"].sent == len(sent) >= len(tiles)
     items = tiles["alerts:all"].payload["items"]
     assert sorted(x["id"] for x in items) == sorted(f"a{i}" for i in range(9))
     for scope in SCOPES:
@@ -330,6 +334,7 @@ def test_views_stage_dead_letters_what_is_not_a_view_fact(value):
     (dead,) = [dict(h or ()) for t, _k, _v, _p, h in out.records if t == f"{NS}.dlq"]
     assert dead["dlq.reason"] == b"undecodable" and dead["dlq.stage"] == b"views"
     assert views.tables[0].changed == {}
+    assert views.counters["views_stage"].undecodable == 1
 
 
 # --- bounded state -------------------------------------------------------------------

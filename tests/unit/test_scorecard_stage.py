@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -172,3 +174,22 @@ def test_the_demo_feeds_events_fill_the_example_scorecard():
     ranks = sorted(c.rank for c in cards if c.rank is not None)
     assert len(ranks) == 8 and ranks[0] == 1 and ranks[-1] > 4  # equal scores share a rank
     assert all(not c.flags for c in cards)  # ~330 events each, a closed year
+
+
+def test_leaderboard_counts_and_warns_about_records_that_are_not_leaves(
+        caplog: pytest.LogCaptureFixture):
+    from streams.scorecards import LeaderboardStage, leaves_table
+
+    board = LeaderboardStage(S, leaves_table(S))
+    lf = LeafCount("dossiers_online", "year", "2021", ("province", "district", "d1", "all"),
+                   400, 1000, ("province", "admin_level", "agency", "procedure"))
+    bad = [Record("tsc.scorecards", 0, i, b"k", v, ()) for i, v in
+           enumerate([b"\xff", b"{}", b"[1]"], start=1)]
+    with caplog.at_level(logging.WARNING, logger="streams.scorecards"):
+        board.process([leaf_rec(0, lf), *bad], Outbox())
+    assert board.undecodable == 3
+    # throttled: one line per topic every 10 s, at warning level, where the first one was
+    (line,) = [r for r in caplog.records if r.name == "streams.scorecards"]
+    assert line.levelno == logging.WARNING
+    assert "tsc.scorecards[0]@1" in line.getMessage() and "1 so far" in line.getMessage()
+    assert board.table.changed.keys() == {lf.key.encode()}
