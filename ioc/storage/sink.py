@@ -28,8 +28,9 @@ backlog is written in fewer, larger transactions, and a last-write-wins table ke
 one row per key of each batch.
 
 Some tables go first (``SinkOptions.first_tables``: events): while one of them is
-behind (its batches fill at ``drain_batch_rows`` before their linger ends, or it has
-just come back from a database outage), the runners of the other tables finish the batch they are writing
+behind (``drain_batch_rows`` or more of its records not yet consumed, by the high
+watermarks its consumer last fetched, or it has just come back from a database
+outage), the runners of the other tables finish the batch they are writing
 and then wait, their partitions paused and still polling, at most ``first_hold_s`` in a
 row (``_sink_precedence.Precedence``). After an outage the events table is current
 first; the derived tables (rollups, alerts...) drain after it.
@@ -198,8 +199,9 @@ class SinkOptions:
     # (ioc/kafka/membership.py).
     rejoin_s: float = 12.0
     first_join_s: float = 60.0
-    # While one of these tables is behind (its batches fill at drain_batch_rows before
-    # their linger ends, or it just came back from a database outage), the other tables wait, their partitions
+    # While one of these tables is behind (drain_batch_rows or more of its records not
+    # yet consumed, or it just came back from a database outage; caught up below
+    # batch_rows: behind_after), the other tables wait, their partitions
     # paused: after an outage the events are current first, the derived tables after
     # them. A table waits at most first_hold_s in a row, then is not held again for as
     # long (_sink_precedence.Precedence).
@@ -253,14 +255,48 @@ def next_batch_rows(cap: int, *, filled: bool, options: SinkOptions) -> int:
     return max(options.batch_rows, min(2 * cap, options.drain_batch_rows))
 
 
-def behind_after(cap: int, *, filled: bool, options: SinkOptions) -> bool | None:
-    """What a batch of ``cap`` rows says of its table's backlog (for ``Precedence``):
-    True, behind, when it ``filled`` at the largest size (``drain_batch_rows``: a
-    sustained backlog, not a burst that one larger batch absorbs); False, caught up,
-    when it did not fill; None (no change) for a smaller batch that filled."""
+def behind_after(cap: int, *, filled: bool, options: SinkOptions,
+                 lag: int | None = None) -> bool | None:
+    """What a batch of ``cap`` rows says of its table's backlog (for ``Precedence``).
+
+    ``lag``, when known: the records of the topic the consumer has not yet handed to
+    the sink (cached high watermarks minus positions, ``_lag_of``). It decides: True,
+    behind, from ``drain_batch_rows`` records on (a sustained backlog); False, caught
+    up, below ``batch_rows``; None (no change) in between. Without it (no watermark
+    fetched yet) the batch decides: True when it ``filled`` at the largest size
+    (``drain_batch_rows``), False when it did not fill, None for a smaller batch that
+    filled. (The batch alone misleads on a busy machine: a batch that takes longer
+    than its linger to read and decode does not fill although the backlog is large,
+    and the other tables were let go while the first one was still draining.)"""
+    if lag is not None:
+        if lag >= options.drain_batch_rows:
+            return True
+        return False if lag < options.batch_rows else None
     if not filled:
         return False
     return True if cap >= options.drain_batch_rows else None
+
+
+def _lag_of(consumer: Consumer) -> int | None:
+    """Records of ``consumer``'s assigned partitions not yet returned by ``consume``:
+    the high watermarks librdkafka cached from its last fetch responses minus the
+    positions (no request to the broker). None when no partition has both yet."""
+    try:
+        parts = consumer.position(consumer.assignment())
+    except Exception:  # no assignment yet, or the consumer closed: unknown
+        return None
+    lag, known = 0, False
+    for tp in parts:
+        if tp.offset < 0:
+            continue
+        try:
+            _low, high = consumer.get_watermark_offsets(tp, cached=True)
+        except Exception:
+            continue
+        if high >= 0:
+            lag += max(0, high - tp.offset)
+            known = True
+    return lag if known else None
 
 
 class _Unavailable(Exception):
@@ -463,6 +499,9 @@ class _TableSinkRunner:
         self._membership = MembershipWatch(first_join_s=options.first_join_s,
                                            rejoin_s=options.rejoin_s)
         self._member_checked = 0.0
+        # A first table's records not yet consumed, after the last consume (``_lag_of``;
+        # None: unknown, or not a first table).
+        self.lag: int | None = None
 
     def _throttled(self, reason: str, msg: str, *args: Any) -> None:
         held = self._quiet.allow(reason)
@@ -685,13 +724,15 @@ class _TableSinkRunner:
                         msgs = await self._consume(consumer, left, None)
                         if msgs:
                             batch.started = time.monotonic()  # linger from the first message
-                        elif self.precedence is not None and inflight is None:
+                        elif self.precedence is not None and inflight is None and \
+                                (self.lag is None or self.lag < self.options.batch_rows):
                             # Nothing left (and no commit held the consumer): caught up.
                             self.precedence.report(self.spec.name, False)
                     self._add(batch, msgs)
                     continue
                 if self.precedence is not None:
-                    behind = behind_after(cap, filled=left <= 0, options=self.options)
+                    behind = behind_after(cap, filled=left <= 0, options=self.options,
+                                          lag=self.lag)
                     if behind is not None:
                         self.precedence.report(self.spec.name, behind)
                 cap = next_batch_rows(cap, filled=left <= 0, options=self.options)
@@ -763,6 +804,9 @@ class _TableSinkRunner:
         waiting behind that commit until the watchdog ends the sink.
         """
         lock = self._lock
+        # Only a first table's backlog is asked for (``Precedence``): two local calls
+        # per partition after each consume.
+        track_lag = self.precedence is not None and self.spec.name in self.precedence.first
 
         def locked() -> list[Message]:
             if not lock.acquire(timeout=0.5):
@@ -775,6 +819,8 @@ class _TableSinkRunner:
                     msgs.extend(consumer.consume(most - 1, 0))
                 return msgs
             finally:
+                if track_lag:
+                    self.lag = _lag_of(consumer)
                 lock.release()
         return await self._thread("consume", locked)
 
