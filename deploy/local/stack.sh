@@ -258,12 +258,8 @@ pg_up() {
 listen_addresses = '127.0.0.1'
 port = $PG_PORT
 unix_socket_directories = '$STATE/pg'
-max_connections = 200
-shared_buffers = 512MB
-synchronous_commit = on
-wal_compression = on
-max_wal_size = 2GB
 CONF
+    cat "$HERE/postgresql-ioc.conf" >>"$PGDATA/postgresql.conf"
   fi
   pg_timescaledb_conf
   if pg_running; then log "postgresql already running on 127.0.0.1:$PG_PORT"; else
