@@ -36,11 +36,14 @@ state moves with it): one record per changed key per commit, however many batche
 changed it. When partitions are assigned, the table is rebuilt before any record of
 theirs is fetched: from a local snapshot of the partition (``streams.engine.snapshot``, which
 remembers the changelog offset it includes) and the changelog's tail after it, or from
-the whole changelog when there is no usable snapshot. When they are revoked, the batch in
-flight is flushed and committed and the partitions snapshotted; their state stays in
-memory until the next assignment, which keeps those it gets back whose changelog nobody
-wrote since (eager assignment revokes every partition at each rebalance) and drops the
-rest. Snapshots are also written after a checkpoint, at most every ``snapshot_every_s``
+the whole changelog when there is no usable snapshot. Assignment is incremental
+(cooperative-sticky): a rebalance revokes and assigns only the partitions that move, so
+the partitions a stage keeps are neither paused nor restored and it goes on processing
+them through the rebalance. When partitions are revoked, the batch in flight is flushed
+and committed and those partitions snapshotted (a worker on the same host that takes them
+over reads only the changelog's tail); their state stays in memory until the next
+assignment, which keeps those it gets back whose changelog nobody wrote since and drops
+the rest. Snapshots are also written after a checkpoint, at most every ``snapshot_every_s``
 (30 s), for the partitions written since, and when the stage stops. The states remember the
 last applied (partition, offset) so records redelivered after a crash (kill -9 between
 a flush and its commit) are skipped, not counted twice: exactly-once totals over
