@@ -216,13 +216,17 @@ class Postgres:
 
 # ---- services ------------------------------------------------------------------------
 
-def service_specs(workers: int) -> dict[str, list[str]]:
+def service_specs(workers: int, sinks: int = 1) -> dict[str, list[str]]:
     """name -> ``ioc`` arguments of every service: ``worker-1`` .. ``worker-N``, identical
-    (every agent, as deployed), then the sink, the gateway, the wall and the capture."""
+    (every agent, as deployed), then the sink (``sink``, and ``sink-2`` .. with
+    ``--sinks``: identical, every table, each table's consumer group shared), the
+    gateway, the wall and the capture."""
     out = {f"worker-{k}": ["worker"] for k in range(1, workers + 1)}
+    # -v: its 10-s report lines, read for the drain profile (of ``sink``); --sink-args
+    # adds options
+    out.update({("sink" if k == 1 else f"sink-{k}"): ["-v", "sink", "{sink_args}"]
+                for k in range(1, sinks + 1)})
     out.update({
-        # -v: its 10-s report lines, read for the drain profile; --sink-args adds options
-        "sink": ["-v", "sink", "{sink_args}"],
         "gateway": ["gateway", "--port", "{gateway_port}"],
         "wall": ["wall", "serve", "--port", "{wall_port}"],
         "capture": ["camera", "run"],
@@ -670,7 +674,7 @@ def run_fault(name: str, action: Action, kafka: Kafka, pg: Postgres, a: argparse
     s = load_settings(env=env)
     assert ensure_topics(s).success
     migrate(s)
-    services = Services(service_specs(a.workers), env, logdir, ports)
+    services = Services(service_specs(a.workers, a.sinks), env, logdir, ports)
     rows = Rows(s)
     lags = Lags(s)
     feeds: list[Feed] = []
@@ -1007,6 +1011,9 @@ def main() -> None:
                     help="give up waiting for recovery after this long (default 240)")
     ap.add_argument("--drain-s", type=float, default=180.0,
                     help="wait this long for the rows after publishing stops (default 180)")
+    ap.add_argument("--sinks", type=int, default=1, metavar="N",
+                    help="identical `ioc sink` processes (default 1; each table's group "
+                         "shares its partitions among them)")
     ap.add_argument("--sink-args", default="", metavar="ARGS",
                     help="more options of 'ioc sink', e.g. \"--first ''\" (before/after runs)")
     ap.add_argument("--gateway-port", type=int, default=29180)
