@@ -246,6 +246,9 @@ class SinkMetrics:
                 f"consumer_restarts={self.consumer_restarts}")
 
 
+LAG_STALE_S = 1.0  # after a resume, the cached watermarks are not read for this long
+
+
 def next_batch_rows(cap: int, *, filled: bool, options: SinkOptions) -> int:
     """The next batch's size after one of ``cap`` rows: doubled (up to
     ``drain_batch_rows``) when it ``filled`` before its linger ended, else
@@ -503,6 +506,7 @@ class _TableSinkRunner:
         # A first table's records not yet consumed, after the last consume (``_lag_of``;
         # None: unknown, or not a first table).
         self.lag: int | None = None
+        self._lag_from = 0.0  # monotonic time from which the cached watermarks are fresh
 
     def _throttled(self, reason: str, msg: str, *args: Any) -> None:
         held = self._quiet.allow(reason)
@@ -726,6 +730,7 @@ class _TableSinkRunner:
                         if msgs:
                             batch.started = time.monotonic()  # linger from the first message
                         elif self.precedence is not None and inflight is None and \
+                                time.monotonic() >= self._lag_from and \
                                 (self.lag is None or self.lag < self.options.batch_rows):
                             # Nothing left (and no commit held the consumer): caught up.
                             self.precedence.report(self.spec.name, False)
@@ -818,16 +823,21 @@ class _TableSinkRunner:
         def locked() -> list[Message]:
             if not lock.acquire(timeout=0.5):
                 return []
+            msgs: list[Message] = []
             try:
                 if wait_s is not None:
-                    return consumer.consume(most, wait_s)
+                    msgs = consumer.consume(most, wait_s)
+                    return msgs
                 msgs = consumer.consume(1, 0.2)
                 if msgs and most > 1:
                     msgs.extend(consumer.consume(most - 1, 0))
                 return msgs
             finally:
                 if track_lag:
-                    self.lag = _lag_of(consumer)
+                    if msgs:
+                        self._lag_from = 0.0  # fetched since the resume: fresh
+                    self.lag = (_lag_of(consumer) if time.monotonic() >= self._lag_from
+                                else None)
                 lock.release()
         return await self._thread("consume", locked)
 
@@ -1071,6 +1081,12 @@ class _TableSinkRunner:
     def _resume(self) -> None:
         if self._paused:
             self._paused = False
+            # Nothing was fetched while paused: the cached high watermarks are as old as
+            # the outage, and the lag they give (~0) would say "caught up" before the
+            # first fetch after it (seen: the others let go for 0.5 s as the database came
+            # back). Not read until messages arrive again or LAG_STALE_S has passed.
+            self._lag_from = time.monotonic() + LAG_STALE_S
+            self.lag = None
             parts = self.consumer.assignment()
             if parts:
                 self.consumer.resume(parts)
