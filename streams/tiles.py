@@ -18,7 +18,8 @@ Two stages (``streams.engine``), registered together:
 A record that is not a rollup, KPI value or alert goes to ``<ns>.dlq`` (reason
 ``undecodable``, stage ``tiles``) and is neither forwarded nor shown. The stage's
 counters (``counters["tiles"]``, a ``TilesStageCounts``: tiles sent, records
-dead-lettered, facts forwarded) are read by ``ioc.metrics.stages``.
+dead-lettered, facts forwarded) are logged every minute; ``ioc.metrics.stages`` exports
+the facts forwarded.
 
 All sensor tiles pass through one ``TileCoalescer``: each tile id is produced at most
 once per ``tiles.min_interval_s`` (latest wins), so a 10k events/s stream makes at most
@@ -62,8 +63,9 @@ UNITS = {"pm25": "µg/m³", "co": "mg/m³", "no2": "µg/m³", "nox": "ppb", "ben
 
 @dataclass
 class TilesStageCounts:
-    """What the tiles stage sent, dead-lettered and forwarded (cumulative; read by
-    ``ioc.metrics.stages``, logged every minute)."""
+    """What the tiles stage sent, dead-lettered and forwarded (cumulative; logged every
+    minute; ``ioc.metrics.stages`` exports ``forwarded``, the dead letters are in
+    ``ioc_dead_letters_total``)."""
 
     sent: int = 0  # sensor tiles put in the outbox
     undecodable: int = 0  # records that are not rollups, KPI values or alerts, dead-lettered

@@ -63,8 +63,9 @@ VIEWS_PARTITION = 0  # <ns>.views has one partition: every fact goes there
 
 @dataclass
 class ViewsStageCounts:
-    """What the views stage sent and dead-lettered (cumulative; read by
-    ``ioc.metrics.stages``, logged every minute)."""
+    """What the views stage sent and dead-lettered (cumulative; logged every minute; not
+    exported: the dead letters are in ``ioc_dead_letters_total``, and what the views
+    hold, skip and remove comes from ``GlobalViews.counters()``, ``counters["views"]``)."""
 
     sent: int = 0  # tiles put in the outbox
     undecodable: int = 0  # records that are not view facts, dead-lettered

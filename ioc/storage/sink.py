@@ -28,9 +28,9 @@ backlog is written in fewer, larger transactions, and a last-write-wins table ke
 one row per key of each batch.
 
 Some tables go first (``SinkOptions.first_tables``: events): while one of them is
-behind (``drain_batch_rows`` or more of its records not yet consumed, by the high
-watermarks its consumer last fetched, or it has just come back from a database
-outage), the runners of the other tables finish the batch they are writing
+behind (``drain_batch_rows`` or more of its records still to store: not yet consumed,
+by the high watermarks its consumer last fetched, or read but not yet written; or it has
+just come back from a database outage), the runners of the other tables finish the batch they are writing
 and then wait, their partitions paused and still polling, at most ``first_hold_s`` in a
 row (``_sink_precedence.Precedence``). After an outage the events table is current
 first; the derived tables (rollups, alerts...) drain after it.
@@ -199,8 +199,8 @@ class SinkOptions:
     # (ioc/kafka/membership.py).
     rejoin_s: float = 12.0
     first_join_s: float = 60.0
-    # While one of these tables is behind (drain_batch_rows or more of its records not
-    # yet consumed, or it just came back from a database outage; caught up below
+    # While one of these tables is behind (drain_batch_rows or more of its records still
+    # to store, or it just came back from a database outage; caught up below
     # batch_rows: behind_after), the other tables wait, their partitions
     # paused: after an outage the events are current first, the derived tables after
     # them. A table waits at most first_hold_s in a row, then is not held again for as

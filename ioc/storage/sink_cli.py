@@ -19,7 +19,8 @@ __all__ = ["sink"]
 @click.option("--drain-batch-rows", default=20_000, show_default=True,
               type=click.IntRange(1, 1_000_000),
               help="While behind (each batch full before its linger ends), batches double "
-                   "up to this many rows.")
+                   "up to this many rows. A --first sink with this many records still to "
+                   "store holds the others (caught up below --batch-rows).")
 @click.option("--linger", default=0.5, show_default=True, type=click.FloatRange(0.0, 60.0),
               help="Seconds to wait for a batch to fill after its first message.")
 @click.option("--retry-max", default=10.0, show_default=True, type=click.FloatRange(0.1, 600.0),
