@@ -422,8 +422,8 @@ class Rows(threading.Thread):
     One connection, kept between samples (a new one each second cost the database a
     backend start per sample), and no parallel workers for the count (each would be
     another process started per sample): the probe takes as little as it can of the
-    cores the drain it measures needs. A count is still a scan of the table, ~0.1 s
-    of a core per sample at 850,000 rows on this machine."""
+    cores the drain it measures needs. A count is still a scan of the table (71-98 ms
+    for 850,000 rows in psql on the 2-core development machine)."""
 
     def __init__(self, s: Settings) -> None:
         super().__init__(name="rows", daemon=True)
