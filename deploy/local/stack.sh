@@ -126,15 +126,27 @@ kafka_pid() {
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
+# A random KRaft cluster id: 16 bytes, URL-safe base64 without padding, drawn again when
+# it starts with '-' (as Kafka's own Uuid.randomUuid does): the storage tool's argument
+# parser takes such an id for an option, and formatting failed (1 start in 64).
+new_cluster_id() {
+  python3 -c 'import base64, os
+while True:
+    s = base64.urlsafe_b64encode(os.urandom(16)).decode().rstrip("=")
+    if not s.startswith("-"):
+        print(s)
+        break'
+}
+
 # The cluster id every node is formatted with (kept for N > 1: all nodes must share it).
 cluster_id() {
   local f="$STATE/kafka/cluster.id"
   if ((KAFKA_BROKERS == 1)); then
-    python3 -c 'import base64,os;print(base64.urlsafe_b64encode(os.urandom(16)).decode().rstrip("="))'
+    new_cluster_id
     return
   fi
   mkdir -p "$STATE/kafka"
-  [[ -s "$f" ]] || python3 -c 'import base64,os;print(base64.urlsafe_b64encode(os.urandom(16)).decode().rstrip("="))' >"$f"
+  [[ -s "$f" ]] && [[ "$(cat "$f")" != -* ]] || new_cluster_id >"$f"
   cat "$f"
 }
 
