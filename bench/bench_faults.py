@@ -96,6 +96,7 @@ import yaml  # noqa: E402
 
 from ioc.config import Settings, load_settings  # noqa: E402
 from ioc.errors import IOCError  # noqa: E402
+from ioc.kafka.clients import quiet_kafka_client_logs  # noqa: E402
 
 STACK = ROOT / "deploy" / "local" / "stack.sh"
 KAFKA1_PORT = 29090  # single node: broker 29090, controller 29091
@@ -556,15 +557,20 @@ class WorkerGroups:
 
 def sink_drain_lines(logs: list[Path], t0_wall: float, t1_wall: float) -> list[str]:
     """From the sink's 10-s report lines (``ioc -v sink``): per table, messages read,
-    rows inserted and seconds of database writes between two wall-clock times."""
+    rows inserted and seconds of database writes between two wall-clock times.
+
+    One log per sink process started (``sink.<n>.log``): each process's counters start
+    at 0, so each log's part is taken from its own last line before ``t0_wall`` (0 for
+    a process started after it), and the parts are added up."""
     import datetime as dt
     import re
 
     pat = re.compile(r"^(\S+ \S+) INFO ioc\.storage\.sink: sink (\w+): messages=(\d+) "
                      r"rows_inserted=(\d+) .*write_s=([\d.]+)")
-    first: dict[str, tuple[int, int, float]] = {}
-    last: dict[str, tuple[int, int, float]] = {}
+    total: dict[str, list[float]] = {}
     for p in logs:
+        first: dict[str, tuple[int, int, float]] = {}
+        last: dict[str, tuple[int, int, float]] = {}
         for line in p.read_text(errors="replace").splitlines():
             m = pat.match(line)
             if not m:
@@ -575,11 +581,15 @@ def sink_drain_lines(logs: list[Path], t0_wall: float, t1_wall: float) -> list[s
                 first[m[2]] = v
             elif t <= t1_wall:
                 last[m[2]] = v
+        for name, v in last.items():
+            base = first.get(name, (0, 0, 0.0))
+            acc = total.setdefault(name, [0, 0, 0.0])
+            for i in range(3):
+                acc[i] += v[i] - base[i]
     out = []
-    for name, (msgs, ins, ws) in last.items():
-        m0, i0, w0 = first.get(name, (0, 0, 0.0))
-        if msgs - m0 > 1000:
-            out.append(f"{name} {msgs - m0:,} msgs -> {ins - i0:,} rows, {ws - w0:.1f} s writing")
+    for name, (msgs, ins, ws) in total.items():
+        if msgs > 1000:
+            out.append(f"{name} {int(msgs):,} msgs -> {int(ins):,} rows, {ws:.1f} s writing")
     return out
 
 
@@ -765,7 +775,7 @@ def run_fault(name: str, action: Action, kafka: Kafka, pg: Postgres, a: argparse
             row.notes.append("sink lag: " + ", ".join(drained))
         if recovered is not None and recovered > 5:
             wall = time.time() - time.monotonic()
-            spent = sink_drain_lines(sorted(logdir.glob("sink.*.log")), t_end + wall,
+            spent = sink_drain_lines(sorted(logdir.glob("sink*.log")), t_end + wall,
                                      t_end + recovered + 10 + wall)
             if spent:
                 row.notes.append("sink from its last 10-s report before the fault's end to "
@@ -1022,6 +1032,9 @@ def main() -> None:
                     help="private brokers, database and logs (removed first)")
     ap.add_argument("--keep", action="store_true", help="leave the brokers/database running")
     a = ap.parse_args()
+    # The suite's own lag probe (librdkafka) logs each failed connect while the broker is
+    # down (thousands of lines per broker fault): each kind once per 30 s, as the services do.
+    quiet_kafka_client_logs()
     if a.workers < 1:
         ap.error(f"--workers: expected at least 1, got {a.workers}")
     a.broker_s = a.broker_s if a.broker_s is not None else (10.0 if a.quick else 30.0)

@@ -5,7 +5,11 @@ share the sink's process and the database: drained together, each gets a share o
 both, so the events table (the record an operator queries) is current only when the
 derived tables (rollups, alerts, detections... re-emitted at several times its row
 rate in the fault suite) are too. With a ``Precedence``, the other tables wait while a
-*first* table is behind, then drain after it.
+*first* table is behind, then drain after it. Draining, they take the CPU and the
+database the first table needs to stay current (seen on 2 cores: its writes ten times
+slower beside them, its backlog back above two seconds of input): so for ``settle_s``
+after a first table caught up, they also wait whenever its records still to store
+reach ``settle_rows``, and drain in the time it leaves them.
 """
 
 from __future__ import annotations
@@ -23,27 +27,54 @@ class Precedence:
     and again while it waits: True while a first table is behind, but at most
     ``hold_s`` in a row; after a hold that long it is not held again for ``hold_s``, so
     a first table that never catches up (more input than the database takes) leaves
-    the others half of the time, never none. No I/O, no clock of its own.
+    the others half of the time, never none. For ``settle_s`` after a first table
+    stopped being behind (it is *settling*), ``hold`` is also True while the last
+    ``pending`` it reported is ``settle_rows`` or more (the same bound in a row
+    applies). No I/O, no clock of its own.
     """
 
-    def __init__(self, first: Iterable[str], hold_s: float) -> None:
+    def __init__(self, first: Iterable[str], hold_s: float, *, settle_s: float = 0.0,
+                 settle_rows: int = 0) -> None:
         if hold_s <= 0:
             raise ValueError(f"hold_s must be > 0, got {hold_s}")
+        if settle_s < 0 or settle_rows < 0:
+            raise ValueError(f"settle_s and settle_rows must be >= 0, got {settle_s}, "
+                             f"{settle_rows}")
         self.first = frozenset(first)
         self.hold_s = hold_s
+        self.settle_s = settle_s
+        self.settle_rows = settle_rows
         self._behind: set[str] = set()
         self._held_since: dict[str, float] = {}
         self._free_until: dict[str, float] = {}
+        self._pending: dict[str, int] = {}
+        self._settle_until: dict[str, float] = {}
 
-    def report(self, name: str, behind: bool) -> None:
-        """A runner of table ``name`` is (``behind``) or is not behind its topic; only
-        the first tables' reports count."""
+    def report(self, name: str, behind: bool | None, *, pending: int | None = None,
+               now: float | None = None) -> None:
+        """A runner of table ``name`` is (``behind``) or is not behind its topic (None:
+        no change), with ``pending`` records still to store when known; only the first
+        tables' reports count. ``now``: when a table stops being behind, its settling
+        begins (without it, no settling)."""
         if name not in self.first:
             return
+        if pending is not None:
+            self._pending[name] = pending
         if behind:
             self._behind.add(name)
-        else:
+        elif behind is False and name in self._behind:
             self._behind.discard(name)
+            if now is not None and self.settle_s > 0:
+                self._settle_until[name] = now + self.settle_s
+
+    def settling(self, now: float) -> frozenset[str]:
+        """The first tables settling at ``now``: caught up less than ``settle_s`` ago."""
+        return frozenset(n for n, until in self._settle_until.items() if now < until)
+
+    def _waiting_for(self, now: float) -> bool:
+        if self._behind:
+            return True
+        return any(self._pending.get(n, 0) >= self.settle_rows for n in self.settling(now))
 
     @property
     def behind(self) -> frozenset[str]:
@@ -52,7 +83,8 @@ class Precedence:
 
     def hold(self, name: str, now: float) -> bool:
         """Whether table ``name`` waits at ``now`` (never a first table)."""
-        if name in self.first or not self._behind or now < self._free_until.get(name, now):
+        if name in self.first or now < self._free_until.get(name, now) or \
+                not self._waiting_for(now):
             self._held_since.pop(name, None)
             return False
         since = self._held_since.setdefault(name, now)

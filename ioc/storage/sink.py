@@ -33,7 +33,10 @@ by the high watermarks its consumer last fetched, or read but not yet written; o
 just come back from a database outage), the runners of the other tables finish the batch they are writing
 and then wait, their partitions paused and still polling, at most ``first_hold_s`` in a
 row (``_sink_precedence.Precedence``). After an outage the events table is current
-first; the derived tables (rollups, alerts...) drain after it.
+first; the derived tables (rollups, alerts...) drain after it. For
+``SinkOptions.first_settle_s`` after a first table caught up, the others also wait
+whenever it has ``batch_rows // 2`` or more records still to store: their drain would
+otherwise take the CPU and database it needs to stay current.
 
 When the database is unreachable, the sink keeps its in-memory batches (at most two,
 each bounded by ``SinkOptions.drain_batch_rows``), pauses every assigned partition so
@@ -207,6 +210,10 @@ class SinkOptions:
     # long (_sink_precedence.Precedence).
     first_tables: tuple[str, ...] = ("events",)
     first_hold_s: float = 90.0
+    # For this long after a first table caught up, the others also wait whenever it has
+    # batch_rows // 2 or more records still to store: draining beside it, they slowed
+    # its writes tenfold on 2 cores (_sink_precedence.Precedence).
+    first_settle_s: float = 120.0
 
 
 @dataclass
@@ -733,7 +740,8 @@ class _TableSinkRunner:
                                 time.monotonic() >= self._lag_from and \
                                 (self.lag is None or self.lag < self.options.batch_rows):
                             # Nothing left (and no commit held the consumer): caught up.
-                            self.precedence.report(self.spec.name, False)
+                            self.precedence.report(self.spec.name, False, pending=self.lag,
+                                                   now=time.monotonic())
                     self._add(batch, msgs)
                     continue
                 if self.precedence is not None:
@@ -745,8 +753,8 @@ class _TableSinkRunner:
                         len(inflight[0].rows) if inflight is not None else 0)
                     behind = behind_after(cap, filled=left <= 0, options=self.options,
                                           lag=pending)
-                    if behind is not None:
-                        self.precedence.report(self.spec.name, behind)
+                    self.precedence.report(self.spec.name, behind, pending=pending,
+                                           now=time.monotonic())
                 cap = next_batch_rows(cap, filled=left <= 0, options=self.options)
                 if inflight is not None:
                     done, inflight = inflight, None
@@ -1064,13 +1072,18 @@ class _TableSinkRunner:
         if gate is None or not gate.hold(self.spec.name, time.monotonic()):
             return
         t0 = time.monotonic()
-        log.info("sink %s: waiting while %s catch(es) up", self.spec.name,
-                 ", ".join(sorted(gate.behind)))
+        # Settling, the waits are short and many: logged when one lasted 5 s or more.
+        behind = gate.behind
+        if behind:
+            log.info("sink %s: waiting while %s catch(es) up", self.spec.name,
+                     ", ".join(sorted(behind)))
         while not self.stop.is_set() and gate.hold(self.spec.name, time.monotonic()):
-            await self._idle(0.5)
+            await self._idle(0.25 if not behind else 0.5)
         self._resume()
-        self.metrics.held_s += time.monotonic() - t0
-        log.info("sink %s: waited %.1f s; going on", self.spec.name, time.monotonic() - t0)
+        waited = time.monotonic() - t0
+        self.metrics.held_s += waited
+        if behind or waited >= 5.0:
+            log.info("sink %s: waited %.1f s; going on", self.spec.name, waited)
 
     def _pause(self) -> None:
         parts = self.consumer.assignment()
@@ -1233,7 +1246,9 @@ async def run_sinks(settings: Settings, specs: Sequence[TableSink],
     # A runner has up to two calls in threads at a time (a write overlapping a consume).
     pool = ThreadPoolExecutor(max_workers=3 * len(specs) + 2, thread_name_prefix="sink")
     names = {s.name for s in specs}
-    precedence = (Precedence(names & set(options.first_tables), options.first_hold_s)
+    precedence = (Precedence(names & set(options.first_tables), options.first_hold_s,
+                             settle_s=options.first_settle_s,
+                             settle_rows=max(1, options.batch_rows // 2))
                   if names & set(options.first_tables) else None)
     runners = [_TableSinkRunner(settings, s, options, stop, pool, precedence) for s in specs]
     if on_start is not None:

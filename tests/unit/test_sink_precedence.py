@@ -48,9 +48,70 @@ def test_a_new_hold_counts_from_its_own_start() -> None:
     assert not p.hold("rollups", 25.0)
 
 
+def test_settling_the_others_wait_while_the_first_table_has_settle_rows_to_store() -> None:
+    p = Precedence(["events"], hold_s=90.0, settle_s=120.0, settle_rows=2500)
+    p.report("events", True, pending=300_000, now=0.0)
+    assert p.hold("rollups", 1.0)
+    p.report("events", False, pending=800, now=30.0)  # caught up: settling until 150 s
+    assert p.settling(30.0) == {"events"} and not p.behind
+    assert not p.hold("rollups", 31.0)  # little to store: the others drain
+    p.report("events", None, pending=2500, now=40.0)  # they slowed it: it falls behind
+    assert p.hold("rollups", 40.0) and p.hold("alerts", 40.5)
+    p.report("events", None, pending=1200, now=42.0)
+    assert not p.hold("rollups", 42.0)
+    p.report("events", None, pending=9000, now=150.0)  # settled: only "behind" holds
+    assert not p.settling(150.0) and not p.hold("rollups", 150.0)
+
+
+def test_settling_begins_only_when_a_first_table_stops_being_behind() -> None:
+    p = Precedence(["events"], hold_s=90.0, settle_s=120.0, settle_rows=2500)
+    p.report("events", False, pending=9000, now=0.0)  # never behind: no settling
+    assert not p.settling(0.0) and not p.hold("rollups", 1.0)
+    p.report("events", True, now=5.0)
+    p.report("events", False, pending=100)  # no clock given: no settling either
+    assert not p.settling(6.0)
+    q = Precedence(["events"], hold_s=90.0)  # settle_s 0: the behaviour before
+    q.report("events", True, now=0.0)
+    q.report("events", False, pending=9000, now=1.0)
+    assert not q.settling(1.0) and not q.hold("rollups", 2.0)
+
+
+def test_settling_holds_are_bounded_by_hold_s_in_a_row_too() -> None:
+    p = Precedence(["events"], hold_s=10.0, settle_s=300.0, settle_rows=2500)
+    p.report("events", True, now=0.0)
+    p.report("events", False, pending=50_000, now=1.0)  # still much to store
+    assert p.hold("rollups", 1.0) and p.hold("rollups", 10.9)
+    assert not p.hold("rollups", 11.0) and not p.hold("rollups", 20.9)
+    assert p.hold("rollups", 21.0)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.floats(0.0, 5.0), st.sampled_from([True, False, None]),
+                          st.integers(0, 100_000)), min_size=1, max_size=200),
+       st.floats(0.5, 30.0), st.floats(0.0, 200.0))
+def test_settling_never_holds_longer_than_hold_s_nor_with_little_to_store(
+        steps: list[tuple[float, bool | None, int]], hold_s: float, settle_s: float) -> None:
+    p = Precedence(["events"], hold_s=hold_s, settle_s=settle_s, settle_rows=2500)
+    now, since, behind = 0.0, None, False
+    for dt, b, pending in steps:
+        now += dt
+        p.report("events", b, pending=pending, now=now)
+        behind = behind if b is None else b
+        held = p.hold("rollups", now)
+        if not behind and pending < 2500:
+            assert not held
+        if held:
+            since = now if since is None else since
+            assert now - since < hold_s
+        else:
+            since = None
+
+
 def test_hold_s_must_be_positive() -> None:
     with pytest.raises(ValueError, match="hold_s"):
         Precedence(["events"], hold_s=0.0)
+    with pytest.raises(ValueError, match="settle_s"):
+        Precedence(["events"], hold_s=1.0, settle_s=-1.0)
 
 
 @settings(max_examples=300, deadline=None)
