@@ -10,6 +10,17 @@ from ioc.storage._sink_precedence import Precedence
 from ioc.storage.sink import SinkOptions, behind_after
 
 
+def _run_of_holds(held: bool, now: float, since: float | None, hold_s: float
+                  ) -> float | None:
+    """When the run of holds that ``held`` at ``now`` belongs to began (None: not held),
+    asserting that it is shorter than ``hold_s``; ``since``: the run's start before."""
+    if not held:
+        return None
+    since = now if since is None else since
+    assert now - since < hold_s
+    return since
+
+
 def test_others_wait_while_a_first_table_is_behind_and_go_once_it_caught_up() -> None:
     p = Precedence(["events"], hold_s=90.0)
     assert not p.hold("rollups", 0.0)  # nothing behind
@@ -100,11 +111,7 @@ def test_settling_never_holds_longer_than_hold_s_nor_with_little_to_store(
         held = p.hold("rollups", now)
         if not behind and pending < 2500:
             assert not held
-        if held:
-            since = now if since is None else since
-            assert now - since < hold_s
-        else:
-            since = None
+        since = _run_of_holds(held, now, since, hold_s)
 
 
 def test_hold_s_must_be_positive() -> None:
@@ -127,11 +134,7 @@ def test_no_table_is_held_longer_than_hold_s_in_a_row_nor_while_nothing_is_behin
         held = p.hold("rollups", now)
         if not behind:
             assert not held
-        if held:
-            since = now if since is None else since
-            assert now - since < hold_s
-        else:
-            since = None
+        since = _run_of_holds(held, now, since, hold_s)
 
 
 def test_only_a_full_batch_at_the_drain_size_says_behind() -> None:
