@@ -9,7 +9,11 @@ rate in the fault suite) are too. With a ``Precedence``, the other tables wait w
 database the first table needs to stay current (seen on 2 cores: its writes ten times
 slower beside them, its backlog back above two seconds of input): so for ``settle_s``
 after a first table caught up, they also wait whenever its records still to store
-reach ``settle_rows``, and drain in the time it leaves them.
+reach ``settle_rows``, and drain in the time it leaves them; and they write at most
+``settle_duty`` of that time (``pause_after``): drained at full pace between two such
+waits, they still slowed its writes sixfold and left the workers short of CPU, the
+pipeline's backlog above two seconds of input for another ~10 s (docs/reliability.md,
+session 12).
 """
 
 from __future__ import annotations
@@ -30,20 +34,25 @@ class Precedence:
     the others half of the time, never none. For ``settle_s`` after a first table
     stopped being behind (it is *settling*), ``hold`` is also True while the last
     ``pending`` it reported is ``settle_rows`` or more (the same bound in a row
-    applies). No I/O, no clock of its own.
+    applies). While a first table is settling, another table also waits after each
+    write for ``pause_after`` (its writes take at most ``settle_duty`` of the time). No
+    I/O, no clock of its own.
     """
 
     def __init__(self, first: Iterable[str], hold_s: float, *, settle_s: float = 0.0,
-                 settle_rows: int = 0) -> None:
+                 settle_rows: int = 0, settle_duty: float = 1.0) -> None:
         if hold_s <= 0:
             raise ValueError(f"hold_s must be > 0, got {hold_s}")
         if settle_s < 0 or settle_rows < 0:
             raise ValueError(f"settle_s and settle_rows must be >= 0, got {settle_s}, "
                              f"{settle_rows}")
+        if not 0 < settle_duty <= 1:
+            raise ValueError(f"settle_duty must be in (0, 1], got {settle_duty}")
         self.first = frozenset(first)
         self.hold_s = hold_s
         self.settle_s = settle_s
         self.settle_rows = settle_rows
+        self.settle_duty = settle_duty
         self._behind: set[str] = set()
         self._held_since: dict[str, float] = {}
         self._free_until: dict[str, float] = {}
@@ -70,6 +79,16 @@ class Precedence:
     def settling(self, now: float) -> frozenset[str]:
         """The first tables settling at ``now``: caught up less than ``settle_s`` ago."""
         return frozenset(n for n, until in self._settle_until.items() if now < until)
+
+    def pause_after(self, name: str, wrote_s: float, now: float) -> float:
+        """Seconds table ``name`` waits after a write that took ``wrote_s`` and ended at
+        ``now``: while a first table is settling, ``wrote_s * (1 - settle_duty) /
+        settle_duty`` (so its writes take at most ``settle_duty`` of the time), at most
+        ``hold_s``; otherwise, and for a first table, 0."""
+        if name in self.first or self.settle_duty >= 1 or not wrote_s > 0 or \
+                not self.settling(now):
+            return 0.0
+        return min(wrote_s * (1 - self.settle_duty) / self.settle_duty, self.hold_s)
 
     def _waiting_for(self, now: float) -> bool:
         if self._behind:

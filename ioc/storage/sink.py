@@ -214,6 +214,10 @@ class SinkOptions:
     # batch_rows // 2 or more records still to store: draining beside it, they slowed
     # its writes tenfold on 2 cores (_sink_precedence.Precedence).
     first_settle_s: float = 120.0
+    # ... and while it settles, the others write at most this share of the time (after
+    # a write of w s they wait w s at 0.5): at full pace between those waits they slowed
+    # its writes sixfold and starved the workers (docs/reliability.md, session 12).
+    first_settle_duty: float = 0.5
 
 
 @dataclass
@@ -514,6 +518,7 @@ class _TableSinkRunner:
         # None: unknown, or not a first table).
         self.lag: int | None = None
         self._lag_from = 0.0  # monotonic time from which the cached watermarks are fresh
+        self._paced_until = 0.0  # waits before its next batch until then (pause_after)
 
     def _throttled(self, reason: str, msg: str, *args: Any) -> None:
         held = self._quiet.allow(reason)
@@ -714,9 +719,10 @@ class _TableSinkRunner:
                         return  # stopping while the database is down: all stays in Kafka
                 await self._check_member()
                 if not batch.spans and self.precedence is not None and \
-                        self.precedence.hold(self.spec.name, time.monotonic()):
-                    # A first table is behind: finish the batch written ahead (its
-                    # commit holds the consumer), then wait before starting the next.
+                        self._waits(time.monotonic()):
+                    # A first table is behind (or settling, and this table just wrote):
+                    # finish the batch written ahead (its commit holds the consumer),
+                    # then wait before starting the next.
                     if inflight is not None:
                         done, inflight = inflight, None
                         if not await self._settle(*done):
@@ -765,6 +771,12 @@ class _TableSinkRunner:
                         if not await self._flush(batch):
                             return  # stopping while the database is down
                     else:
+                        if time.monotonic() < self._paced_until:
+                            # A first table settles: no write of ours since the last one
+                            # ended, for as long as it took (nothing is in flight here).
+                            await self._give_way()
+                            if self.stop.is_set():
+                                break
                         inflight = (batch, asyncio.create_task(self._write_ahead(batch)))
                 batch = _Batch()
                 now = time.monotonic()
@@ -805,6 +817,11 @@ class _TableSinkRunner:
         return True
 
     def _written(self, batch: _Batch, inserted: int, seconds: float) -> None:
+        if self.precedence is not None:
+            now = time.monotonic()
+            pause = self.precedence.pause_after(self.spec.name, seconds, now)
+            if pause > 0:
+                self._paced_until = now + pause
         self.metrics.write_s += seconds
         self.metrics.write_seconds.observe(seconds)
         self.metrics.direct_fallbacks = self.writer.direct_fallbacks
@@ -1065,11 +1082,18 @@ class _TableSinkRunner:
                         "redelivery will be deduplicated", self.spec.name,
                         exc.args[0] if exc.args else exc)
 
+    def _waits(self, now: float) -> bool:
+        """Whether this table waits before its next batch: ``precedence`` holds it, or
+        its pause after its last write (``Precedence.pause_after``) is not over."""
+        return self.precedence is not None and (
+            now < self._paced_until or self.precedence.hold(self.spec.name, now))
+
     async def _give_way(self) -> None:
         """Wait, partitions paused and still polling (``_idle``), while ``precedence``
-        holds this table: a first table is behind (bounded, see ``Precedence``)."""
+        holds this table (a first table is behind: bounded, see ``Precedence``) or its
+        pause after its last write lasts (a first table settling)."""
         gate = self.precedence
-        if gate is None or not gate.hold(self.spec.name, time.monotonic()):
+        if gate is None or not self._waits(time.monotonic()):
             return
         t0 = time.monotonic()
         # Settling, the waits are short and many: logged when one lasted 5 s or more.
@@ -1077,8 +1101,10 @@ class _TableSinkRunner:
         if behind:
             log.info("sink %s: waiting while %s catch(es) up", self.spec.name,
                      ", ".join(sorted(behind)))
-        while not self.stop.is_set() and gate.hold(self.spec.name, time.monotonic()):
-            await self._idle(0.25 if not behind else 0.5)
+        while not self.stop.is_set() and self._waits(now := time.monotonic()):
+            await self._idle(0.5 if behind else
+                             min(0.25, max(0.01, self._paced_until - now)) if
+                             now < self._paced_until else 0.25)
         self._resume()
         waited = time.monotonic() - t0
         self.metrics.held_s += waited
@@ -1248,7 +1274,8 @@ async def run_sinks(settings: Settings, specs: Sequence[TableSink],
     names = {s.name for s in specs}
     precedence = (Precedence(names & set(options.first_tables), options.first_hold_s,
                              settle_s=options.first_settle_s,
-                             settle_rows=max(1, options.batch_rows // 2))
+                             settle_rows=max(1, options.batch_rows // 2),
+                             settle_duty=options.first_settle_duty)
                   if names & set(options.first_tables) else None)
     runners = [_TableSinkRunner(settings, s, options, stop, pool, precedence) for s in specs]
     if on_start is not None:

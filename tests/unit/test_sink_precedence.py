@@ -114,11 +114,57 @@ def test_settling_never_holds_longer_than_hold_s_nor_with_little_to_store(
         since = _run_of_holds(held, now, since, hold_s)
 
 
+def test_settling_the_others_write_at_most_settle_duty_of_the_time() -> None:
+    p = Precedence(["events"], hold_s=90.0, settle_s=120.0, settle_rows=2500,
+                   settle_duty=0.5)
+    assert p.pause_after("rollups", 2.0, 1.0) == 0.0  # nothing settling: full pace
+    p.report("events", True)
+    assert p.pause_after("rollups", 2.0, 2.0) == 0.0  # behind: held, not paced
+    p.report("events", False, pending=0, now=10.0)
+    assert p.pause_after("rollups", 2.0, 11.0) == pytest.approx(2.0)  # duty 0.5: w s
+    assert p.pause_after("events", 2.0, 11.0) == 0.0  # a first table never waits
+    assert p.pause_after("rollups", 0.0, 11.0) == 0.0
+    assert p.pause_after("rollups", 500.0, 11.0) == 90.0  # at most hold_s
+    assert p.pause_after("rollups", 2.0, 130.0) == 0.0  # settled: full pace again
+    q = Precedence(["events"], hold_s=90.0, settle_s=120.0, settle_duty=0.25)
+    q.report("events", True)
+    q.report("events", False, now=0.0)
+    assert q.pause_after("alerts", 1.0, 1.0) == pytest.approx(3.0)
+    one = Precedence(["events"], hold_s=90.0, settle_s=120.0)  # duty 1 (the default)
+    one.report("events", True)
+    one.report("events", False, now=0.0)
+    assert one.pause_after("alerts", 1.0, 1.0) == 0.0
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.floats(0.0, 5.0), st.sampled_from([True, False, None]),
+                          st.one_of(st.just(0.0), st.floats(1e-6, 1e4))),
+                min_size=1, max_size=100),
+       st.floats(0.01, 1.0), st.floats(0.5, 30.0), st.floats(0.0, 200.0))
+def test_a_pause_keeps_the_writes_within_their_duty_and_never_exceeds_hold_s(
+        steps: list[tuple[float, bool | None, float]], duty: float, hold_s: float,
+        settle_s: float) -> None:
+    p = Precedence(["events"], hold_s=hold_s, settle_s=settle_s, settle_duty=duty)
+    now = 0.0
+    for dt, behind, wrote_s in steps:
+        now += dt
+        p.report("events", behind, now=now)
+        pause = p.pause_after("rollups", wrote_s, now)
+        assert 0.0 <= pause <= hold_s
+        if p.settling(now) and pause < hold_s:  # the write's share of write + pause
+            assert wrote_s == 0 or wrote_s / (wrote_s + pause) == pytest.approx(duty)
+        if not p.settling(now):
+            assert pause == 0.0
+
+
 def test_hold_s_must_be_positive() -> None:
     with pytest.raises(ValueError, match="hold_s"):
         Precedence(["events"], hold_s=0.0)
     with pytest.raises(ValueError, match="settle_s"):
         Precedence(["events"], hold_s=1.0, settle_s=-1.0)
+    for duty in (0.0, -0.5, 1.5):
+        with pytest.raises(ValueError, match="settle_duty"):
+            Precedence(["events"], hold_s=1.0, settle_duty=duty)
 
 
 @settings(max_examples=300, deadline=None)
