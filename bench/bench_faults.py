@@ -193,7 +193,9 @@ class Postgres:
             os.chown(self.root, pw.pw_uid, pw.pw_gid)
         if not (self.data / "PG_VERSION").exists():
             r = subprocess.run([*self.as_user, str(PG_BIN / "initdb"), "-D", str(self.data),
-                                "-U", "postgres", "-A", "trust", "-E", "UTF8"],
+                                "-U", "postgres", "-A", "trust", "-E", "UTF8",
+                                # as deploy/local/stack.sh: byte-order collation
+                                "--locale=C.UTF-8", "--lc-collate=C"],
                                capture_output=True, text=True)
             if r.returncode != 0:
                 raise SystemExit(f"initdb failed: {r.stdout}{r.stderr}")
