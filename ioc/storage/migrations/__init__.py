@@ -10,6 +10,7 @@ from .._migrate import Migration
 from . import (
     m0001_namespace,
     m0100_events,
+    m0110_events_key_time_first,
     m0150_aggregates,
     m0160_timescale_aggregates,
     m0200_cameras,
@@ -24,6 +25,7 @@ __all__ = ["MIGRATIONS"]
 MIGRATIONS: list[Migration] = [
     m0001_namespace.MIGRATION,
     m0100_events.MIGRATION,
+    m0110_events_key_time_first.MIGRATION,
     m0150_aggregates.MIGRATION,
     m0160_timescale_aggregates.MIGRATION,
     m0200_cameras.MIGRATION,
