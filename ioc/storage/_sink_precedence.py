@@ -13,7 +13,9 @@ reach ``settle_rows``, and drain in the time it leaves them; and they write at m
 ``settle_duty`` of that time (``pause_after``): drained at full pace between two such
 waits, they still slowed its writes sixfold and left the workers short of CPU, the
 pipeline's backlog above two seconds of input for another ~10 s (docs/reliability.md,
-session 12).
+session 12). That duty is the others' together (``start_write``, ``paced_until``): each
+at its own duty, two large tables (rollups, alerts) wrote ~65% of the time between them
+and the events' writes slowed to a fifth of their rate (session 13).
 """
 
 from __future__ import annotations
@@ -34,9 +36,10 @@ class Precedence:
     the others half of the time, never none. For ``settle_s`` after a first table
     stopped being behind (it is *settling*), ``hold`` is also True while the last
     ``pending`` it reported is ``settle_rows`` or more (the same bound in a row
-    applies). While a first table is settling, another table also waits after each
-    write for ``pause_after`` (its writes take at most ``settle_duty`` of the time). No
-    I/O, no clock of its own.
+    applies). While a first table is settling, the other tables write one at a time
+    (``start_write``: the others wait until it ends, at most ``hold_s``) and after each
+    write all of them wait (``pause_after``, ``paced_until``): their writes together
+    take at most ``settle_duty`` of the time. No I/O, no clock of its own.
     """
 
     def __init__(self, first: Iterable[str], hold_s: float, *, settle_s: float = 0.0,
@@ -58,6 +61,8 @@ class Precedence:
         self._free_until: dict[str, float] = {}
         self._pending: dict[str, int] = {}
         self._settle_until: dict[str, float] = {}
+        self._others_paced_until = 0.0
+        self._writing: tuple[str, float] | None = None  # (table, since): start_write
 
     def report(self, name: str, behind: bool | None, *, pending: int | None = None,
                now: float | None = None) -> None:
@@ -81,14 +86,40 @@ class Precedence:
         return frozenset(n for n, until in self._settle_until.items() if now < until)
 
     def pause_after(self, name: str, wrote_s: float, now: float) -> float:
-        """Seconds table ``name`` waits after a write that took ``wrote_s`` and ended at
-        ``now``: while a first table is settling, ``wrote_s * (1 - settle_duty) /
-        settle_duty`` (so its writes take at most ``settle_duty`` of the time), at most
-        ``hold_s``; otherwise, and for a first table, 0."""
+        """Seconds the other tables wait after a write of table ``name`` that took
+        ``wrote_s`` and ended at ``now``: while a first table is settling, ``wrote_s *
+        (1 - settle_duty) / settle_duty`` (so their writes take at most ``settle_duty``
+        of the time), at most ``hold_s``; otherwise, and for a first table, 0. Every
+        other table (``name`` too) waits until ``paced_until`` says. Ends the write
+        ``start_write`` began (call it with ``wrote_s`` 0 for a write that failed)."""
+        if self._writing is not None and self._writing[0] == name:
+            self._writing = None
         if name in self.first or self.settle_duty >= 1 or not wrote_s > 0 or \
                 not self.settling(now):
             return 0.0
-        return min(wrote_s * (1 - self.settle_duty) / self.settle_duty, self.hold_s)
+        pause = min(wrote_s * (1 - self.settle_duty) / self.settle_duty, self.hold_s)
+        self._others_paced_until = max(self._others_paced_until, now + pause)
+        return pause
+
+    def start_write(self, name: str, now: float) -> None:
+        """Table ``name`` (not a first one) begins a write at ``now``: while a first
+        table is settling, the other tables wait until it ends (``pause_after``), or
+        for ``hold_s`` at most."""
+        if name not in self.first and self.settle_duty < 1 and self.settling(now):
+            self._writing = (name, now)
+
+    def paced_until(self, name: str, now: float) -> float:
+        """Until when table ``name`` waits before its next write, while a first table
+        is settling: while another table's write runs (``start_write``), the latest
+        end it may have (``hold_s`` after its start: ask again meanwhile); then until
+        the end of the pause after the last write (``pause_after``). 0.0 (no wait)
+        otherwise and for a first table."""
+        if name in self.first or self.settle_duty >= 1 or not self.settling(now):
+            return 0.0
+        w = self._writing
+        if w is not None and w[0] != name and now < w[1] + self.hold_s:
+            return w[1] + self.hold_s
+        return self._others_paced_until if now < self._others_paced_until else 0.0
 
     def _waiting_for(self, now: float) -> bool:
         if self._behind:

@@ -36,7 +36,9 @@ row (``_sink_precedence.Precedence``). After an outage the events table is curre
 first; the derived tables (rollups, alerts...) drain after it. For
 ``SinkOptions.first_settle_s`` after a first table caught up, the others also wait
 whenever it has ``batch_rows // 2`` or more records still to store: their drain would
-otherwise take the CPU and database it needs to stay current.
+otherwise take the CPU and database it needs to stay current; and together they write
+at most ``SinkOptions.first_settle_duty`` of the time (one at a time; after a write of
+any of them, all of them wait).
 
 When the database is unreachable, the sink keeps its in-memory batches (at most two,
 each bounded by ``SinkOptions.drain_batch_rows``), pauses every assigned partition so
@@ -214,9 +216,11 @@ class SinkOptions:
     # batch_rows // 2 or more records still to store: draining beside it, they slowed
     # its writes tenfold on 2 cores (_sink_precedence.Precedence).
     first_settle_s: float = 120.0
-    # ... and while it settles, the others write at most this share of the time (after
-    # a write of w s they wait w s at 0.5): at full pace between those waits they slowed
-    # its writes sixfold and starved the workers (docs/reliability.md, session 12).
+    # ... and while it settles, the others together write at most this share of the time
+    # (one at a time; after a write of w s by any of them, all wait w s at 0.5): at full pace between
+    # those waits they slowed its writes sixfold and starved the workers
+    # (docs/reliability.md, session 12); each at this duty on its own, two large tables
+    # still wrote most of the time between them (session 13).
     first_settle_duty: float = 0.5
 
 
@@ -518,7 +522,6 @@ class _TableSinkRunner:
         # None: unknown, or not a first table).
         self.lag: int | None = None
         self._lag_from = 0.0  # monotonic time from which the cached watermarks are fresh
-        self._paced_until = 0.0  # waits before its next batch until then (pause_after)
 
     def _throttled(self, reason: str, msg: str, *args: Any) -> None:
         held = self._quiet.allow(reason)
@@ -771,12 +774,14 @@ class _TableSinkRunner:
                         if not await self._flush(batch):
                             return  # stopping while the database is down
                     else:
-                        if time.monotonic() < self._paced_until:
-                            # A first table settles: no write of ours since the last one
-                            # ended, for as long as it took (nothing is in flight here).
+                        if self._pace_end(time.monotonic()):
+                            # A first table settles: no write of ours until the pause
+                            # after the others' last write is over (nothing in flight).
                             await self._give_way()
                             if self.stop.is_set():
                                 break
+                        if self.precedence is not None:  # the others wait for it
+                            self.precedence.start_write(self.spec.name, time.monotonic())
                         inflight = (batch, asyncio.create_task(self._write_ahead(batch)))
                 batch = _Batch()
                 now = time.monotonic()
@@ -811,17 +816,16 @@ class _TableSinkRunner:
             inserted = await self._thread("database write", functools.partial(
                 self.writer.write, encoded=True), batch.rows)
         except (_Unavailable, psycopg.Error, _Unwritable):
+            if self.precedence is not None:  # no longer writing: the others go on
+                self.precedence.pause_after(self.spec.name, 0.0, time.monotonic())
             return False
         self._written(batch, inserted, time.perf_counter() - w0)
         await self._commit(batch)
         return True
 
     def _written(self, batch: _Batch, inserted: int, seconds: float) -> None:
-        if self.precedence is not None:
-            now = time.monotonic()
-            pause = self.precedence.pause_after(self.spec.name, seconds, now)
-            if pause > 0:
-                self._paced_until = now + pause
+        if self.precedence is not None:  # the others wait after it (a first table settling)
+            self.precedence.pause_after(self.spec.name, seconds, time.monotonic())
         self.metrics.write_s += seconds
         self.metrics.write_seconds.observe(seconds)
         self.metrics.direct_fallbacks = self.writer.direct_fallbacks
@@ -1082,11 +1086,17 @@ class _TableSinkRunner:
                         "redelivery will be deduplicated", self.spec.name,
                         exc.args[0] if exc.args else exc)
 
+    def _pace_end(self, now: float) -> float:
+        """Until when this table waits for the pause after the last write of the tables
+        that are not first (``Precedence.paced_until``); 0.0: no such wait."""
+        gate = self.precedence
+        return 0.0 if gate is None else gate.paced_until(self.spec.name, now)
+
     def _waits(self, now: float) -> bool:
         """Whether this table waits before its next batch: ``precedence`` holds it, or
-        its pause after its last write (``Precedence.pause_after``) is not over."""
+        the pause after the last write of the others and its own is not over."""
         return self.precedence is not None and (
-            now < self._paced_until or self.precedence.hold(self.spec.name, now))
+            bool(self._pace_end(now)) or self.precedence.hold(self.spec.name, now))
 
     async def _give_way(self) -> None:
         """Wait, partitions paused and still polling (``_idle``), while ``precedence``
@@ -1102,9 +1112,9 @@ class _TableSinkRunner:
             log.info("sink %s: waiting while %s catch(es) up", self.spec.name,
                      ", ".join(sorted(behind)))
         while not self.stop.is_set() and self._waits(now := time.monotonic()):
+            end = self._pace_end(now)
             await self._idle(0.5 if behind else
-                             min(0.25, max(0.01, self._paced_until - now)) if
-                             now < self._paced_until else 0.25)
+                             min(0.25, max(0.01, end - now)) if end else 0.25)
         self._resume()
         waited = time.monotonic() - t0
         self.metrics.held_s += waited

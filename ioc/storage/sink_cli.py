@@ -34,9 +34,9 @@ __all__ = ["sink"]
               help="Comma-separated sinks that go first: while one of them is behind (a "
                    "backlog after a database outage, say), the others wait, at most "
                    "90 s in a row; for 120 s after it caught up they also wait while it "
-                   "has half of --batch-rows or more records still to store, and write "
-                   "at most half of the time (after a write of w s they wait w s); '' "
-                   "for none.")
+                   "has half of --batch-rows or more records still to store, and "
+                   "together write at most half of the time (one at a time; after a "
+                   "write of w s by any of them, all of them wait w s); '' for none.")
 @click.option("--metrics-port", default=None, type=click.IntRange(0, 65535), metavar="N",
               help="Serve /metrics on this port (default: metrics.sink, 9402; 0: any free).")
 @click.pass_obj

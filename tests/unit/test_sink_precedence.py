@@ -246,3 +246,68 @@ def test_lag_of_sums_high_minus_position_over_known_partitions() -> None:
     assert _lag_of(_Consumer({0: -1001}, {0: 10})) is None  # type: ignore[arg-type]
     assert _lag_of(_Consumer({0: 5}, {0: 3})) == 0  # type: ignore[arg-type]  # never < 0
     assert _lag_of(_Consumer({0: 5}, {0: 3}, fail=True)) is None  # type: ignore[arg-type]
+
+
+def test_settling_a_write_of_one_other_table_paces_all_of_them() -> None:
+    p = Precedence(["events"], hold_s=90.0, settle_s=120.0, settle_duty=0.5)
+    p.report("events", True)
+    p.report("events", False, now=10.0)
+    assert p.paced_until("alerts", 11.0) == 0.0  # nobody wrote yet
+    p.pause_after("rollups", 2.0, 11.0)
+    for other in ("rollups", "alerts", "detections"):
+        assert p.paced_until(other, 11.5) == pytest.approx(13.0)
+    assert p.paced_until("events", 11.5) == 0.0  # a first table never waits
+    assert p.paced_until("alerts", 13.0) == 0.0  # the pause is over
+    p.pause_after("alerts", 1.0, 12.0)  # a write that overlapped: the later end counts
+    assert p.paced_until("rollups", 12.5) == pytest.approx(13.0)
+    p.pause_after("alerts", 4.0, 125.0)
+    assert p.paced_until("rollups", 125.5) == pytest.approx(129.0)
+    assert p.paced_until("rollups", 130.5) == 0.0  # settled (130): full pace again
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["rollups", "alerts", "detections"]),
+                          st.floats(1e-3, 5.0), st.floats(0.0, 2.0)),
+                min_size=1, max_size=80),
+       st.floats(0.05, 1.0))
+def test_settling_the_others_together_write_at_most_settle_duty_of_the_time(
+        writes: list[tuple[str, float, float]], duty: float) -> None:
+    # Tables that write one at a time whenever paced_until lets them (each after a
+    # think time of its own): their writes, together, take at most duty of the time.
+    hold_s = 1e6  # no bound in the way of the duty
+    p = Precedence(["events"], hold_s=hold_s, settle_s=1e9, settle_duty=duty)
+    p.report("events", True)
+    p.report("events", False, now=0.0)
+    now, busy = 0.0, 0.0
+    for name, wrote_s, think_s in writes:
+        now += think_s
+        now = max(now, p.paced_until(name, now))
+        assert p.paced_until(name, now) == 0.0
+        now += wrote_s
+        busy += wrote_s
+        p.pause_after(name, wrote_s, now)
+    last = writes[-1][1]
+    # after the last write its pause is still owed: count it in the elapsed time
+    assert busy <= duty * (now + last * (1 - duty) / duty) + 1e-6 * busy
+
+
+def test_settling_the_others_write_one_at_a_time_and_a_claim_is_bounded() -> None:
+    p = Precedence(["events"], hold_s=90.0, settle_s=120.0, settle_duty=0.5)
+    p.start_write("rollups", 0.0)  # nothing settling: no claim
+    assert p.paced_until("alerts", 0.5) == 0.0
+    p.report("events", True)
+    p.report("events", False, now=10.0)
+    p.start_write("events", 11.0)  # a first table never claims
+    assert p.paced_until("alerts", 11.0) == 0.0
+    p.start_write("rollups", 11.0)
+    assert p.paced_until("alerts", 12.0) == pytest.approx(101.0)  # until it ends
+    assert p.paced_until("rollups", 12.0) == 0.0  # not for itself
+    assert p.paced_until("events", 12.0) == 0.0
+    p.pause_after("rollups", 2.0, 13.0)  # ends the write: all wait 2 s
+    assert p.paced_until("alerts", 13.5) == pytest.approx(15.0)
+    p.start_write("alerts", 15.0)
+    p.pause_after("alerts", 0.0, 15.5)  # a failed write: released, no pause
+    assert p.paced_until("rollups", 15.5) == 0.0
+    p.start_write("alerts", 20.0)  # a write that never ends holds the others hold_s
+    assert p.paced_until("rollups", 109.0) == pytest.approx(110.0)
+    assert p.paced_until("rollups", 110.0) == 0.0
