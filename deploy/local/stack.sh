@@ -264,7 +264,7 @@ pg_up() {
     [[ $(id -u) -eq 0 ]] && chown postgres "$pwfile"
     # Collation C: text sorts by code point, as C.UTF-8 sorts it, but PostgreSQL compares
     # it with memcmp instead of strcoll, so each index entry of the events costs less
-    # (docs/storage.md, "Collation"); character classes and upper/lower stay C.UTF-8.
+    # (docs/storage.md, "The events' unique key and the database's collation"); character classes and upper/lower stay C.UTF-8.
     as_pg "$PG_BIN/initdb" -D "$PGDATA" -U ioc --pwfile="$pwfile" -A scram-sha-256 -E UTF8 --locale=C.UTF-8 --lc-collate=C >"$LOGS/pg-initdb.log" 2>&1 \
       || { rm -f "$pwfile"; die "initdb failed: $LOGS/pg-initdb.log"; }
     rm -f "$pwfile"

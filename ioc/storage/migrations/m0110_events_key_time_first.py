@@ -5,7 +5,8 @@ then lands at a scattered place of that index (ids do not sort by arrival), so e
 insert searches and dirties a different leaf page, and after a checkpoint writes it
 whole to the WAL. Keyed ``(time, source, id)`` the same constraint takes events at its
 right edge, where the last pages stay in cache: PostgreSQL's CPU per COPYed event row
-fell 17-22% (docs/storage.md, "The events' unique key"). The constraint keeps its name
+fell 17-20% in a filled table (docs/storage.md, "The events' unique key and the
+database's collation"). The constraint keeps its name
 and its columns, so ``ON CONFLICT (source, id, time)`` (the sink) still infers it, and
 the answers are the same. The btree now serves ranges and ``order by time, source, id``
 (replays from the database), so the BRIN on time is dropped.
@@ -15,7 +16,7 @@ holds one day in an index of its own, and rebuilding a unique key across compres
 chunks is not something this version was verified on (docs/storage.md).
 
 The rebuild takes the table's exclusive lock for the time of one index build (the sink
-waits and retries meanwhile): ~1-2 s per million rows on the local stack.
+waits and retries meanwhile; not measured on a large table).
 """
 
 import psycopg
