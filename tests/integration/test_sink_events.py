@@ -184,6 +184,15 @@ def test_encoded_copy_rows_store_what_event_rows_store(fresh_namespace):
         assert w.write(enc[:200], encoded=True) == 200  # direct COPY
         assert w.write(plain, encoded=False) == 100  # 200 already there: merged
         assert w.write(enc, encoded=True) == 0  # all stored: the merge path, encoded
+        # bytea (the binary jsonb) goes through psycopg's C dumper of bytes, not the
+        # Python one psycopg.dbapi20 registers for that oid
+        import psycopg
+        from psycopg.adapt import PyFormat
+        from psycopg.pq import Format
+
+        assert w._conn is not None
+        assert (w._conn.adapters.get_dumper_by_oid(17, Format.BINARY)
+                is psycopg.adapters.get_dumper(bytes, PyFormat.BINARY))
         with connect(s.database, autocommit=True) as c:
             got = c.execute(sql.SQL("select time, source, id, type, entity, values, attributes "
                                     "from {} order by id").format(
