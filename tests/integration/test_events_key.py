@@ -1,11 +1,13 @@
-"""Migration 0110 on the real PostgreSQL: the events' unique key leads with time.
+"""Migrations 0110 and 0120 on the real PostgreSQL: the events' unique key leads with
+time, and the ``(type, time desc)`` index is gone.
 
 A namespace built before 0110 (migrations up to 0100, rows in it) is brought up to date:
 the rows stay, the constraint keeps its name and columns in the order (time, source,
 id), the BRIN on time is gone, a duplicate is still refused, ``ON CONFLICT (source, id,
 time)`` (what the sink says) still infers the key, and the sink's writer stores a
-redelivered batch once. On TimescaleDB (a stack that has it) 0110 leaves the key as
-0100 made it, and the test checks that instead.
+redelivered batch once; 0120 dropped the type index and kept the entity one. On
+TimescaleDB (a stack that has it) 0110 leaves the key as 0100 made it, and the test
+checks that instead.
 """
 
 from __future__ import annotations
@@ -60,7 +62,7 @@ def test_0110_rekeys_events_time_first_and_keeps_rows_and_idempotency(old_namesp
             conn.execute(insert, (1.7e9 + i, f"src{i % 3}", f"id{i}"))
 
     features, ran = migrate(s)
-    assert 110 in [m.version for m in ran]
+    assert {110, 120} <= {m.version for m in ran}
 
     with connect(s.database, autocommit=True) as conn:
         key, indexes = _key_and_indexes(conn, s.db_schema)
@@ -69,7 +71,9 @@ def test_0110_rekeys_events_time_first_and_keeps_rows_and_idempotency(old_namesp
         else:
             assert key == "UNIQUE (\"time\", source, id)"
             assert "events_time_brin" not in indexes
-        assert {"events_idem", "events_entity_time", "events_type_time"} <= indexes
+        # 0120: the type index is gone on both paths, the entity index stays
+        assert "events_entity_time" in indexes
+        assert "events_type_time" not in indexes
         count = conn.execute(sql.SQL("select count(*) from {}").format(t)).fetchone()
         assert count == (50,)
         with pytest.raises(psycopg.errors.UniqueViolation):

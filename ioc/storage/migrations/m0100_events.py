@@ -6,7 +6,8 @@ retention 90 days. A hypertable's unique indexes must contain the partitioning
 column, so the idempotency key is (source, id, time) on both paths: the same answers
 with and without the extension (tested against TimescaleDB 2.28, docs/storage.md).
 Without it: a plain table, a btree on (entity, time) and a BRIN on time (migration
-0110 then re-keys the unique constraint time first and drops the BRIN).
+0110 then re-keys the unique constraint time first and drops the BRIN). Migration 0120
+drops the (type, time) index on both paths.
 """
 
 import psycopg
