@@ -116,6 +116,10 @@ _ABANDONED: list[Any] = []
 
 _T = TypeVar("_T")
 
+# How long the sink waits for librdkafka's memberid() before it counts the consumer as
+# outside its group (the read goes on in its thread; see _TableSinkRunner._member_id).
+MEMBER_READ_S = 2.0
+
 Headers = Sequence[tuple[str, bytes]]
 RowsFn = Callable[[bytes | None, bytes | None, Headers], Sequence[tuple[Any, ...]]]
 AfterWriteFn = Callable[[psycopg.Connection, Settings, Sequence[Sequence[Any]]], None]
@@ -524,6 +528,8 @@ class _TableSinkRunner:
         self._membership = MembershipWatch(first_join_s=options.first_join_s,
                                            rejoin_s=options.rejoin_s)
         self._member_checked = 0.0
+        # (consumer, future) of the last memberid() read, which may still run (_member_id)
+        self._member_read: tuple[Any, asyncio.Future[str | None]] | None = None
         # A first table's records not yet consumed, after the last consume (``_lag_of``;
         # None: unknown, or not a first table).
         self.lag: int | None = None
@@ -686,15 +692,13 @@ class _TableSinkRunner:
         if now - self._member_checked < 1.0:
             return
         self._member_checked = now
-        try:
-            member = self.consumer.memberid()
-        except RuntimeError:  # closed
-            member = None
+        member, hung = await self._member_id()
+        now = time.monotonic()
         watch = self._membership
         outside = watch.overdue(bool(member), now)
         if outside is not None:
             self._replace_consumer(f"not a member of its group for {outside:.0f} s although "
-                                   f"polling", stuck=False)
+                                   f"polling", stuck=hung)
         elif watch.probe_due(now):
             # Is the broker answering? The bound counts from when it does.
             consumer = self.consumer
@@ -703,6 +707,36 @@ class _TableSinkRunner:
                     3.0, functools.partial(consumer.list_topics, self.topic, timeout=1.0))
             except Exception:  # KafkaException, TimeoutError: it does not answer
                 watch.broker_down(time.monotonic())
+
+    async def _member_id(self) -> tuple[str | None, bool]:
+        """The consumer's member id (None: none, or closed), and whether the read hung.
+
+        Read in a worker thread, at most one read at a time, waited for at most
+        ``MEMBER_READ_S`` (while the last read still runs, no wait at all): librdkafka answers ``memberid()`` through its group thread,
+        and after a broker stop, while a synchronous commit got no reply, that call
+        blocked the sink's event loop for 120 s (no bounded call could time out; the
+        stall watchdog ended the sink). A read that has not returned counts as no
+        member; the membership bound then replaces the consumer, abandoned, not closed.
+        """
+        consumer = self.consumer
+
+        def read() -> str | None:
+            try:
+                return consumer.memberid()
+            except RuntimeError:  # closed
+                return None
+            finally:
+                _close_if_abandoned(consumer)  # given up while this read hung
+
+        pending = self._member_read
+        if pending is not None and pending[0] is consumer and not pending[1].done():
+            return None, True  # the last read still runs: start no other, wait no more
+        fut = asyncio.get_running_loop().run_in_executor(self.pool, read)
+        self._member_read = (consumer, fut)
+        try:
+            return await asyncio.wait_for(asyncio.shield(fut), MEMBER_READ_S), False
+        except TimeoutError:
+            return None, True
 
     async def _consume_loop(self) -> None:
         """Fill batches and flush them, in offset order.

@@ -483,6 +483,62 @@ def test_sink_replaces_a_consumer_that_stays_outside_its_group(fresh_namespace, 
     assert _counts(s) == (n, n)
 
 
+class _MemberIdHangs(_NeverMember):
+    """A consumer whose ``memberid()`` does not return (until ``release`` is set), as
+    librdkafka's did after a broker stop while a synchronous commit had no reply."""
+
+    release = threading.Event()
+
+    def memberid(self) -> str:
+        self.release.wait(60)
+        return ""
+
+
+@pytest.mark.timeout(120)
+def test_a_memberid_that_hangs_neither_blocks_the_sink_nor_keeps_its_consumer(
+        fresh_namespace, monkeypatch):
+    """The read runs off the event loop, bounded: the sink stores on (all ``n`` rows),
+    counts the consumer as outside its group and replaces it, abandoned (its read
+    still runs), once the membership bound is over."""
+    import asyncio
+
+    from ioc.events._storage import EVENTS_SINK
+    from ioc.storage import sink as sink_mod
+
+    s = fresh_namespace("mid")
+    n = 3000
+    _produce(s, range(n))
+    _wrap_first_consumer(monkeypatch, _MemberIdHangs)
+    options = sink_mod.SinkOptions(batch_rows=500, linger_s=0.1, rejoin_s=3.0,
+                                    first_join_s=3.0)
+    abandoned = sink_mod.abandoned_consumers()
+
+    async def main() -> list:  # type: ignore[type-arg]
+        stop = asyncio.Event()
+        task = asyncio.create_task(sink_mod.run_sinks(s, [EVENTS_SINK], options, stop))
+        t0 = time.monotonic()
+        ticks = 0
+        while time.monotonic() - t0 < 10 or _counts(s)[0] < n:
+            assert not task.done(), task.exception()
+            await asyncio.sleep(0.5)
+            ticks += 1
+        stop.set()
+        assert ticks >= 18  # the loop was never held (20 ticks in 10 s)
+        return await task
+
+    try:
+        metrics = asyncio.run(asyncio.wait_for(main(), 90))
+        assert sink_mod.abandoned_consumers() == abandoned + 1, metrics[0].line()  # read hangs
+    finally:
+        _MemberIdHangs.release.set()
+    assert metrics[0].consumer_restarts == 1, metrics[0].line()
+    t0 = time.monotonic()  # once the read returned, the abandoned consumer is closed
+    while sink_mod.abandoned_consumers() > abandoned and time.monotonic() - t0 < 10:
+        time.sleep(0.1)
+    assert sink_mod.abandoned_consumers() == abandoned
+    assert _counts(s) == (n, n)
+
+
 def _produce_rollups(s: Settings, n: int) -> None:
     """``n`` rollup messages on <ns>.rollups, each its own window (n rows)."""
     import orjson
