@@ -712,10 +712,11 @@ class _TableSinkRunner:
         """The consumer's member id (None: none, or closed), and whether the read hung.
 
         Read in a worker thread, at most one read at a time, waited for at most
-        ``MEMBER_READ_S`` (while the last read still runs, no wait at all): librdkafka answers ``memberid()`` through its group thread,
-        and after a broker stop, while a synchronous commit got no reply, that call
-        blocked the sink's event loop for 120 s (no bounded call could time out; the
-        stall watchdog ended the sink). A read that has not returned counts as no
+        ``MEMBER_READ_S`` (while the last read still runs, no wait at all). After a
+        broker stop, while a synchronous commit got no reply, ``memberid()`` on the
+        event loop was seen to block it for 120 s (librdkafka asks its consumer-group
+        thread for the id, as its source reads): no bounded call could time out, and
+        the stall watchdog ended the sink. A read that has not returned counts as no
         member; the membership bound then replaces the consumer, abandoned, not closed.
         """
         consumer = self.consumer
