@@ -113,6 +113,8 @@ log = logging.getLogger(__name__)
 # Consumers given up while one of their calls still runs (see _replace_consumer): kept
 # referenced so that they are never freed under that call.
 _ABANDONED: list[Any] = []
+# ids of consumers whose memberid() read runs in a thread, outside their lock (_member_id)
+_READING: set[int] = set()
 
 _T = TypeVar("_T")
 
@@ -719,15 +721,25 @@ class _TableSinkRunner:
         the stall watchdog ended the sink. A read that has not returned counts as no
         member; the membership bound then replaces the consumer, abandoned, not closed.
         """
-        consumer = self.consumer
+        consumer, lock = self.consumer, self._lock
 
         def read() -> str | None:
+            # Not under the consumer's lock: a commit that hangs holding it must not hold
+            # this read too. So an abandoned consumer is closed by a locked call only
+            # while no read runs (_close_if_abandoned), and by a read only when it gets
+            # the lock at once; otherwise it stays abandoned, never closed under a call.
+            _READING.add(id(consumer))
             try:
                 return consumer.memberid()
             except RuntimeError:  # closed
                 return None
             finally:
-                _close_if_abandoned(consumer)  # given up while this read hung
+                _READING.discard(id(consumer))
+                if lock.acquire(blocking=False):
+                    try:
+                        _close_if_abandoned(consumer)
+                    finally:
+                        lock.release()
 
         pending = self._member_read
         if pending is not None and pending[0] is consumer and not pending[1].done():
@@ -1235,6 +1247,8 @@ def _close_quietly(consumer: Any) -> None:
 def _close_if_abandoned(consumer: Any) -> None:
     """After a call of ``consumer`` returned (in its thread): close the consumer if it was
     given up meanwhile (best effort; it is no longer a member of its group)."""
+    if id(consumer) in _READING:
+        return  # its member-id read still runs: that read closes it (_member_id)
     for i, c in enumerate(_ABANDONED):
         if c is consumer:
             del _ABANDONED[i]
