@@ -119,9 +119,11 @@ def test_accepted_events_rows_written_and_lag_move(fresh_namespace, spawn):
     assert {d["partition"] for d in w.labels("ioc_consumer_lag")} >= {"0"}
 
     # The sink starts on a backlog: its lag is the backlog, then 0 once the rows are in.
-    # Lag counts from committed offsets, and a 3 s linger holds the first commit back, so
-    # the backlog is there to be seen whatever the speed of the first lag refresh.
-    sink = spawn(["sink", "--tables", "events", "--linger", "3", "--metrics-port", "0"],
+    # Lag counts from committed offsets, and an 8 s linger holds the first commit back
+    # past the lag's second refresh (every 5 s; the first may run before the sink's
+    # groups are known): with 3 s the rows were in before any refresh saw the backlog
+    # (CI, 2026-12-03: every lag read -1, then 0).
+    sink = spawn(["sink", "--tables", "events", "--linger", "8", "--metrics-port", "0"],
                  settings=s, name="sink")
     sink_metrics = _metrics_url(sink)
     sgroup = f"{ns}-sink-events"
