@@ -18,6 +18,14 @@ The rule (pure; the caller passes the monotonic clock and what it saw):
   librdkafka reports a broker it cannot reach once, not at every reconnect attempt.
   So the bound runs from when the broker answers again, not from when it went away: a
   30 s broker stop no longer uses up the bound while nothing could join.
+- the bound counts only time the owner was watching: when ``overdue`` was not called
+  for more than ``gap_s`` (the owner's loop was blocked: a commit that waited out a
+  broker stop, a send retried until the broker was back), nothing is known about that
+  time (no error event was read, no probe made), so the bound counts afresh from the
+  first call after the gap. Seen in a broker-stop run: the sink's events loop waited
+  40 s in a commit while the broker was away; its first check after it replaced the
+  consumer at once (the last broker-down sighting was from before the wait), and the
+  new consumer then waited out the abandoned one's session (~10 s) to get partitions.
 """
 
 from __future__ import annotations
@@ -29,25 +37,28 @@ class MembershipWatch:
     """Tracks one consumer's membership as seen by its own poll loop.
 
     Invariant: ``overdue`` returns a value only while the consumer has no member id and
-    the applicable bound has passed since the later of (id lost or first seen without
-    one, last error event).
+    the applicable bound has passed since the latest of (id lost or first seen without
+    one, last error event, the first call after a gap of more than ``gap_s`` between
+    two calls).
     """
 
-    __slots__ = ("_had_member", "_last_error", "_last_probe", "_outside_since", "first_join_s",
-                 "probe_every_s", "rejoin_s")
+    __slots__ = ("_had_member", "_last_call", "_last_error", "_last_probe", "_outside_since",
+                 "first_join_s", "gap_s", "probe_every_s", "rejoin_s")
 
     def __init__(self, *, first_join_s: float = 60.0, rejoin_s: float = 12.0,
-                 probe_every_s: float = 2.0) -> None:
-        if first_join_s <= 0 or rejoin_s <= 0:
+                 probe_every_s: float = 2.0, gap_s: float = 5.0) -> None:
+        if first_join_s <= 0 or rejoin_s <= 0 or gap_s <= 0:
             raise ValueError(f"expected positive bounds, got first_join_s={first_join_s}, "
-                             f"rejoin_s={rejoin_s}")
+                             f"rejoin_s={rejoin_s}, gap_s={gap_s}")
         self.first_join_s = first_join_s
         self.rejoin_s = rejoin_s
         self.probe_every_s = probe_every_s
+        self.gap_s = gap_s
         self._last_probe = float("-inf")
         self._had_member = False
         self._outside_since: float | None = None
         self._last_error: float | None = None
+        self._last_call: float | None = None
 
     def broker_down(self, now: float) -> None:
         """The broker was seen unreachable at ``now`` (an error event, a failed probe)."""
@@ -66,9 +77,15 @@ class MembershipWatch:
         self._had_member = False
         self._outside_since = None
         self._last_error = None
+        self._last_call = None
 
     def overdue(self, has_member: bool, now: float) -> float | None:
         """Seconds outside the group when the bound has passed, else None."""
+        if self._last_call is not None and now - self._last_call > self.gap_s:
+            # not watched in between: count afresh from now (as if the broker was seen
+            # away just now; it may have been, for all the owner could tell)
+            self._last_error = now if self._last_error is None else max(self._last_error, now)
+        self._last_call = now
         if has_member:
             self._had_member = True
             self._outside_since = None
