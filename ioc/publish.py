@@ -18,6 +18,7 @@ source, as the topic catalogue says: a publisher's events are validated in order
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -213,6 +214,11 @@ class Publisher:
 
         if not futures:
             return []
+        # One deadline for the whole batch: the flush and then the futures share
+        # ack_timeout_s (each future waited for ack_timeout_s again after a flush that
+        # had timed out: a batch sent as the broker stopped took twice as long to fail,
+        # and to be resent once it was back).
+        deadline = time.monotonic() + self.ack_timeout_s
         try:
             self._live().flush(timeout=self.ack_timeout_s)
         except _KE as exc:  # e.g. KafkaTimeoutError: the futures below say which failed
@@ -222,7 +228,8 @@ class Publisher:
         total = sum(n for n, _, _ in futures)
         for _n, ids, fut in futures:
             try:
-                fut.get(timeout=0.001 if fut.is_done else self.ack_timeout_s)
+                fut.get(timeout=0.001 if fut.is_done
+                        else max(0.001, deadline - time.monotonic()))
                 ok.extend(ids)
             except (_KE, TimeoutError) as exc:
                 failed.extend((i, f"{type(exc).__name__}: {exc}") for i in ids)
