@@ -64,7 +64,7 @@ pid_of() {
 
 up() {
   mkdir -p "$RUN" "$LOGS"
-  local entry name args pid cmd
+  local entry name args pid cmd gid
   command -v prometheus >/dev/null || log "prometheus not installed (deploy/local/install-deps.sh): not started"
   for entry in "${SERVICES[@]}"; do
     name="${entry%%|*}"; args="${entry#*|}"
@@ -73,8 +73,12 @@ up() {
     # Supervised as systemd's Restart=on-failure would: a service that exits on its own
     # (a crash, kill -9, the sink's stall watchdog, a stage that lost its group) is
     # started again after 2 s and the restart is logged; 'down' ends the whole group.
+    # Workers and the sink join their consumer groups as static members named after
+    # the service (docs/adr/0007): after a broker restart, and after a restart of the
+    # service itself, they get their partitions back at once.
+    gid=""; [[ "$name" == worker* || "$name" == sink ]] && gid="$name"
     # shellcheck disable=SC2016
-    setsid bash -c 'while :; do "$0" "$@"; rc=$?; [[ $rc -eq 0 ]] && exit 0
+    env ${gid:+IOC_KAFKA__GROUP_INSTANCE_ID=$gid} setsid bash -c 'while :; do "$0" "$@"; rc=$?; [[ $rc -eq 0 ]] && exit 0
       echo "[supervisor] ioc $* exited with code $rc at $(date -u +%FT%TZ); restarting in 2 s"
       sleep 2; done' "$cmd" $args >>"$LOGS/$name.log" 2>&1 </dev/null &
     echo $! >"$RUN/$name.pid"

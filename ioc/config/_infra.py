@@ -39,6 +39,15 @@ class KafkaSettings(Section):
     ssl_certfile: Path | None = Field(None, description="client certificate (mutual TLS)")
     ssl_keyfile: Path | None = None
     client_id: str = Field("ioc", min_length=1, max_length=100)
+    group_instance_id: str | None = Field(
+        None, pattern=r"^[A-Za-z0-9._-]{1,200}$",
+        description="this process's name in its consumer groups (static membership, "
+                    "KIP-345; unset: dynamic). Set one per worker and per sink process, "
+                    "never the same in two live processes (the broker fences the older "
+                    "one): after a broker restart the groups then go on without a "
+                    "rebalance, and a restarted process gets its partitions back at once; "
+                    "a process that stops does not leave its groups: its partitions wait "
+                    "its session timeout (docs/reliability.md, 'Static membership')")
     replication_factor: int = Field(1, ge=1, le=10, description="for topics created by ioc")
     request_timeout_s: float = Field(30.0, gt=0, le=600)
 

@@ -109,6 +109,28 @@ def acked_producer(k: KafkaSettings) -> Producer:
     return Producer(conf)
 
 
+def is_fatal(err: Any) -> bool:
+    """Whether a consumer's error event means the consumer is unusable for good: the
+    error says so, or it is librdkafka's ``_FATAL`` (a consumer fenced by the broker
+    raises that event with ``fatal()`` False, as seen with confluent-kafka 2.16)."""
+    from .rdkafka import KafkaError
+
+    return bool(err.fatal()) or err.code() == KafkaError._FATAL
+
+
+def fatal_consumer_error(err: Any, who: str, group: str) -> str:
+    """The message for a fatal error of a group consumer: librdkafka's text, and what to
+    do when the broker fenced it because another live consumer of ``group`` uses the
+    same ``group.instance.id`` (``kafka.group_instance_id``)."""
+    text = str(err)
+    if "fenced" in text.lower() or "FENCED_INSTANCE_ID" in text:
+        return (f"{who}: fenced in group {group} (static membership: its own rejoin "
+                f"after a session timeout, or another live process with the same "
+                f"kafka.group_instance_id; each worker and sink process needs its own): "
+                f"{text}")
+    return f"{who}: fatal consumer error in group {group}: {text}"
+
+
 def discard_producer(producer: Producer) -> None:
     """Drop what ``producer`` still holds and close it (after a failure: best effort)."""
     try:

@@ -84,7 +84,13 @@ from psycopg.types.json import set_json_dumps
 from ..config import Settings
 from ..errors import StorageError
 from ..events._deadletter import LogThrottle, dead_letter_headers
-from ..kafka.clients import acked_producer, discard_producer, rdkafka_conf
+from ..kafka.clients import (
+    acked_producer,
+    discard_producer,
+    fatal_consumer_error,
+    is_fatal,
+    rdkafka_conf,
+)
 from ..kafka.membership import MembershipWatch
 from ..metrics.hist import Histogram
 from ..topics import topic_name
@@ -121,6 +127,9 @@ _T = TypeVar("_T")
 # How long the sink waits for librdkafka's memberid() before it counts the consumer as
 # outside its group (the read goes on in its thread; see _TableSinkRunner._member_id).
 MEMBER_READ_S = 2.0
+# A consumer fenced again within REFENCED_S of its replacement ends the sink (two sinks
+# with the same kafka.group_instance_id; _check_member).
+REFENCED_S = 60.0
 
 Headers = Sequence[tuple[str, bytes]]
 RowsFn = Callable[[bytes | None, bytes | None, Headers], Sequence[tuple[Any, ...]]]
@@ -530,6 +539,8 @@ class _TableSinkRunner:
         self._membership = MembershipWatch(first_join_s=options.first_join_s,
                                            rejoin_s=options.rejoin_s)
         self._member_checked = 0.0
+        self._fatal: str | None = None  # why the consumer failed for good (_consumer_error)
+        self._fatal_at: float | None = None  # when the last one was replaced for that
         # (consumer, future) of the last memberid() read, which may still run (_member_id)
         self._member_read: tuple[Any, asyncio.Future[str | None]] | None = None
         # A first table's records not yet consumed, after the last consume (``_lag_of``;
@@ -650,6 +661,11 @@ class _TableSinkRunner:
             # the group by itself, so a replacement is not kept waiting for 300 s.
             "max.poll.interval.ms": 60_000,
         })
+        if self.settings.kafka.group_instance_id:
+            # static membership: a replacement consumer (or this sink restarted) takes
+            # the place of the one before at once, fencing it; after a broker restart the
+            # group goes on without waiting for the members it had to expire
+            conf["group.instance.id"] = self.settings.kafka.group_instance_id
         try:
             return Consumer(conf)
         except KafkaException as exc:
@@ -671,7 +687,7 @@ class _TableSinkRunner:
         if old is not None and stuck:
             _ABANDONED.append(old)
         elif old is not None:
-            threading.Thread(target=_close_quietly, args=(old,), daemon=True,
+            threading.Thread(target=_close_quietly, args=(old, self._lock), daemon=True,
                              name=f"sink-{self.spec.name}-close").start()
         self._lock = threading.Lock()  # a stuck call holds the old one
         self._consumer = self._new_consumer()
@@ -690,6 +706,21 @@ class _TableSinkRunner:
         with no member id and never sent a JoinGroup again (the broker's log: the
         member removed on heartbeat expiration, the group empty, nothing after).
         """
+        if self._fatal is not None:
+            # unusable for good (fenced, say: with static membership librdkafka's own
+            # rejoin after a session timeout fences a commit still under way, librdkafka
+            # issue 3437): a new consumer at once, not after the membership bound
+            why, self._fatal = self._fatal, None
+            now = time.monotonic()
+            if self._fatal_at is not None and now - self._fatal_at < REFENCED_S:
+                # twice in a row: two live sinks with the same group.instance.id
+                # fencing each other; exit (for a supervisor) rather than loop
+                from ..errors import KafkaError
+                raise KafkaError(f"{why}; again {now - self._fatal_at:.0f} s after the "
+                                 f"last replacement: exiting")
+            self._fatal_at = now
+            self._replace_consumer(why, stuck=False)
+            return
         now = time.monotonic()
         if now - self._member_checked < 1.0:
             return
@@ -925,6 +956,9 @@ class _TableSinkRunner:
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         """Rebalance callback: partitions assigned while the database is down stay paused."""
+        if partitions:
+            log.info("sink %s: %d partition(s) of %s assigned", self.spec.name,
+                     len(partitions), self.topic)
         consumer.assign(partitions)
         if self._paused and partitions:
             consumer.pause(partitions)
@@ -933,6 +967,10 @@ class _TableSinkRunner:
         """Log an error event of the consumer (one line per 10 s for a repeated error)."""
         text = str(err)
         now = time.monotonic()
+        if is_fatal(err):  # replaced by the next _check_member
+            self._fatal = fatal_consumer_error(err, f"sink {self.spec.name}", self.group)
+            log.error("%s", self._fatal)
+            return
         self._membership.broker_down(now)
         if text != self._last_error[0] or now - self._last_error[1] >= 10.0:
             self._last_error = (text, now)
@@ -1237,9 +1275,23 @@ class _TableSinkRunner:
                                 self.spec.name, topic, part, offset, exc)
 
 
-def _close_quietly(consumer: Any) -> None:
+def _close_quietly(consumer: Any, lock: threading.Lock | None = None) -> None:
+    """Close a replaced consumer (in a thread of its own): after the call that holds
+    ``lock`` (its lock) returns, and once no member-id read of it runs (given up after
+    60 s: it then stays open, never closed under a running call)."""
     try:
-        consumer.close()
+        if lock is not None:
+            lock.acquire()
+        try:
+            deadline = time.monotonic() + 60.0
+            while id(consumer) in _READING:
+                if time.monotonic() > deadline:
+                    return
+                time.sleep(0.1)
+            consumer.close()
+        finally:
+            if lock is not None:
+                lock.release()
     except Exception as exc:
         log.debug("closing a replaced consumer: %r", exc)
 

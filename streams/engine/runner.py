@@ -17,6 +17,7 @@ import faust
 from ioc.config import Settings, default_state_dir
 from ioc.events import LogThrottle, dead_letter_headers, internal_error_message
 from ioc.kafka import acked_producer, discard_producer, ensure_topics, rdkafka_conf
+from ioc.kafka.clients import fatal_consumer_error, is_fatal
 from ioc.kafka.membership import MembershipWatch
 from ioc.kafka.rdkafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer
 from ioc.kafka.rdkafka import TopicPartition as RdTopicPartition
@@ -39,6 +40,9 @@ log = logging.getLogger(__name__)
 # state, where the sink only replaces one consumer.
 REJOIN_S = 20.0
 FIRST_JOIN_S = 60.0
+# A consumer fenced again within REFENCED_S of its replacement fails its stage (two
+# processes with the same kafka.group_instance_id; _replace_consumer).
+REFENCED_S = 60.0
 
 
 class StageRunner:
@@ -85,6 +89,8 @@ class StageRunner:
         self.last_snapshot = time.monotonic()
         self.dropped_foreign = 0  # fetched records of partitions no longer owned (dropped)
         self._nudge_until = 0.0  # until then, no record yet since a rebalance callback
+        self._lost_at: float | None = None  # when partitions were last lost (_on_lost)
+        self._replaced_at: float | None = None  # the last consumer replacement (fatal)
 
     # -- rebalance callbacks (librdkafka calls them inside consume(), in our thread) --
     # Incremental (cooperative-sticky): on_assign gets only the partitions added to this
@@ -93,6 +99,12 @@ class StageRunner:
     # the same list after each callback returns.
 
     def _on_assign(self, _consumer: Any, parts: list[Any]) -> None:
+        if self._lost_at is not None and parts:
+            # the one line an operator sees for how long the stage was without them
+            log.warning("stage %s: %d partition(s) assigned again, %.1f s after "
+                        "partitions were lost", self.stage.name, len(parts),
+                        time.monotonic() - self._lost_at)
+            self._lost_at = None
         self._guarded(self.assigned, parts)
         self._nudge_until = time.monotonic() + 1.0
 
@@ -130,6 +142,7 @@ class StageRunner:
         # own these partitions, so commit nothing and forget their state.
         tps = {TopicPartition(p.topic, p.partition) for p in parts}
         log.warning("stage %s: partitions lost %s", self.stage.name, sorted(tps))
+        self._lost_at = time.monotonic()
         self._forget(tps)
 
     def assigned(self, tps: set[TopicPartition]) -> None:
@@ -231,6 +244,37 @@ class StageRunner:
             self.stage.on_revoked(set(tps))
 
     # -- producing --
+
+    def _replace_consumer(self, err: Any, out: Outbox) -> None:
+        """After a fatal error of the consumer: send what is queued, let go of every
+        owned partition as if lost (states dropped, nothing committed: the consumer that
+        could commit is gone), close the old consumer in a thread of its own and
+        subscribe a new one. The partitions come back (to this member, with static
+        membership: at once) and are restored and re-read from the committed offsets:
+        at-least-once, as after a worker restart, without the restart."""
+        why = fatal_consumer_error(err, f"stage {self.stage.name}", self.group)
+        now = time.monotonic()
+        if self._replaced_at is not None and now - self._replaced_at < REFENCED_S:
+            # twice in a row: not librdkafka's one-off, but two live processes with the
+            # same group.instance.id fencing each other (each replacement would fence
+            # the other's consumer at once): fail the stage rather than loop
+            raise KafkaException(f"{why}; again {now - self._replaced_at:.0f} s after the "
+                                 f"last replacement: exiting")
+        self._replaced_at = now
+        log.error("%s; replacing the consumer (%d replacement(s) so far)", why,
+                  self.stage.metrics.consumer_restarts)
+        self.stage.metrics.consumer_restarts += 1
+        if out.records:
+            self.flush(out)
+        self._forget(set(self.owned))
+        old = self.consumer
+        if old is not None:
+            threading.Thread(target=_close_quietly, args=(old, self.stage.name), daemon=True,
+                             name=f"stage-{self.stage.name}-close").start()
+        self.consumer = Consumer(self._consumer_conf())
+        self.consumer.subscribe(self.stage.topics, on_assign=self._on_assign,
+                                on_revoke=self._on_revoke, on_lost=self._on_lost)
+        self._lost_at = time.monotonic()
 
     def _replace_producer(self) -> None:
         """Drop the producer and make a new one (a new idempotent producer id).
@@ -506,6 +550,11 @@ class StageRunner:
             # of either kind waits outside the group until the other kind has left.
             "partition.assignment.strategy": "cooperative-sticky",
         })
+        if self.settings.kafka.group_instance_id:
+            # static membership: after a broker restart (this consumer's session timed
+            # out on its side) it rejoins as itself, at once, instead of waiting for the
+            # group to expire the member it was (docs/reliability.md, "Static membership")
+            conf["group.instance.id"] = self.settings.kafka.group_instance_id
         return conf
 
     def run_sync(self) -> None:
@@ -551,11 +600,13 @@ class StageRunner:
                 t0 = time.perf_counter()
                 records: list[Record] = []
                 last: dict[TopicPartition, int] = {}
+                fatal = None
                 for msg in msgs:
                     err = msg.error()
                     if err is not None:
-                        if err.fatal():
-                            raise KafkaException(err)
+                        if is_fatal(err):
+                            fatal = err
+                            break
                         membership.broker_down(time.monotonic())
                         if err.code() == KafkaError.INCONSISTENT_GROUP_PROTOCOL:
                             # JoinGroup refused every 2 s while the group has members of
@@ -572,6 +623,14 @@ class StageRunner:
                     r = Record.of(msg)
                     records.append(r)
                     last[TopicPartition(r.topic, r.partition)] = r.offset
+                if fatal is not None:
+                    # the consumer is unusable for good (fenced: with static membership,
+                    # librdkafka's own rejoin after a session timeout fences a commit
+                    # still under way, librdkafka issue 3437): a new one, at once
+                    self._replace_consumer(fatal, out)
+                    consume = self.consumer.consume
+                    membership.reset()
+                    continue
                 if last and not last.keys() <= self.owned:
                     records, last = self._owned_only(records, last)
                 if self._nudge_until:
@@ -666,6 +725,14 @@ class StageRunner:
             if app is not None:
                 await app.crash(exc)
             raise
+
+
+def _close_quietly(consumer: Consumer, stage: str) -> None:
+    """Close a consumer given up after a fatal error (in a thread: it may take a while)."""
+    try:
+        consumer.close()
+    except Exception as exc:  # it failed for good already
+        log.debug("stage %s: closing the replaced consumer: %r", stage, exc)
 
 
 def host_stage(app: faust.App, settings: Settings, stage: Stage) -> None:

@@ -41,6 +41,7 @@ class StageMetrics:
     snapshot_errors: int = 0  # snapshot files that could not be written
     snapshot_s: float = 0.0  # seconds spent writing snapshots
     kept: int = 0  # table partitions revoked and assigned again, kept in memory (no restore)
+    consumer_restarts: int = 0  # consumers replaced after a fatal error (fenced, say)
     busy_s: float = 0.0
 
     def line(self) -> str:

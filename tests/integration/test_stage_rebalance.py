@@ -634,3 +634,70 @@ def test_a_cooperative_worker_waits_for_the_eager_ones_to_leave(fresh_namespace,
           f"owned every partition {took:.1f} s after the eager one left")
     assert took < 15
     new.stop()
+
+
+def static_impostor(s: Settings, group: str, topic: str, instance: str, *,
+              strategy: str | None = "cooperative-sticky", timeout: float = 60) -> None:
+    """A consumer that joins ``group`` with the static ``instance`` id of a live member
+    (the broker then fences that member: a fatal error on its side), polls until it has
+    partitions, then closes (a static member does not leave its group)."""
+    from ioc.kafka import rdkafka_conf
+    from ioc.kafka.rdkafka import Consumer
+
+    conf = rdkafka_conf(s.kafka, "consumer")
+    conf.update({"group.id": group, "group.instance.id": instance,
+                 "enable.auto.commit": False, "session.timeout.ms": 10_000})
+    if strategy is not None:
+        conf["partition.assignment.strategy"] = strategy
+    c = Consumer(conf)
+    try:
+        c.subscribe([topic])
+        deadline = time.monotonic() + timeout
+        while not c.assignment():
+            assert time.monotonic() < deadline, "the impostor got no partitions"
+            c.poll(0.2)
+    finally:
+        c.close()
+
+
+def test_a_fenced_static_member_replaces_its_consumer_and_counts_exactly(fresh_namespace,
+                                                                         tmp_path):
+    """With ``kafka.group_instance_id`` set, a consumer that joins with the same id fences
+    the runner's consumer (as librdkafka's own rejoin after a session timeout does, with a
+    commit under way: librdkafka issue 3437). The runner replaces its consumer at once
+    (no worker restart, no membership bound), takes its partitions back from the
+    impostor, and its counts stay exact. Fenced a second time within a minute, the
+    stage fails with the reason instead."""
+    settings = fresh_namespace("fence")
+    s = settings.model_copy(update={
+        "streams": settings.streams.model_copy(update={"state_dir": tmp_path / "state"}),
+        "kafka": settings.kafka.model_copy(update={"group_instance_id": "fence-w1"})})
+    sent: Counter[bytes] = Counter()
+    publish_keys(s, 1200, sent)
+    r1 = CountingRun(s, "r1")
+    assert owned_by(r1) == [set(range(COOP_PARTS))]
+    counted(r1, want=sent)
+    assert r1.runner.stage.metrics.consumer_restarts == 0
+
+    static_impostor(s, r1.runner.group, r1.src, "fence-w1")
+    deadline = time.monotonic() + 60
+    while r1.runner.stage.metrics.consumer_restarts == 0:
+        assert not r1.failed, r1.failed
+        assert time.monotonic() < deadline, "the runner's consumer was never replaced"
+        time.sleep(0.1)
+    more: Counter[bytes] = Counter()
+    publish_keys(s, 900, more, start=1200)
+    sent.update(more)
+    assert owned_by(r1) == [set(range(COOP_PARTS))]
+    counted(r1, want=sent)
+    assert r1.runner.stage.metrics.consumer_restarts == 1
+    assert changelog_state(s, r1.table.topic) == {k: b"%d" % n for k, n in sent.items()}
+
+    # fenced again within REFENCED_S: two live processes with one id, not a one-off;
+    # the stage fails (its worker exits) instead of fencing the other in a loop
+    static_impostor(s, r1.runner.group, r1.src, "fence-w1")
+    r1.thread.join(60)
+    assert not r1.thread.is_alive()
+    assert len(r1.failed) == 1 and "after the last replacement" in str(r1.failed[0]), r1.failed
+    assert "kafka.group_instance_id" in str(r1.failed[0])
+    assert r1.runner.stage.metrics.consumer_restarts == 1

@@ -92,3 +92,39 @@ def test_cli_config_check_exit_codes(tmp_path):
                        capture_output=True, text=True)
     assert r.returncode == 2
     assert "wall.prot [line 2]: unknown key" in r.stderr
+
+
+def test_group_instance_id_from_env_and_checked():
+    """Static membership (docs/adr/0007): unset by default; one name per process, from
+    its environment; a name Kafka would refuse is reported with the variable."""
+    assert load_settings(env={}).kafka.group_instance_id is None
+    s = load_settings(env={"IOC_KAFKA__GROUP_INSTANCE_ID": "worker-1"})
+    assert s.kafka.group_instance_id == "worker-1"
+    with pytest.raises(ConfigError) as ei:
+        load_settings(env={"IOC_KAFKA__GROUP_INSTANCE_ID": "two words"})
+    assert "IOC_KAFKA__GROUP_INSTANCE_ID" in str(ei.value)
+
+
+def test_group_instance_id_reaches_the_stage_and_sink_consumers(monkeypatch):
+    import asyncio
+
+    import ioc.kafka.rdkafka as rd
+    from ioc.storage.sink import SinkOptions, _TableSinkRunner
+    from ioc.storage.sink_tables import sink_tables
+    from streams.engine import Stage, StageRunner
+
+    captured: dict[str, object] = {}
+
+    class _Consumer:  # what the sink would hand to librdkafka
+        def __init__(self, conf: dict[str, object]) -> None:
+            captured.clear()
+            captured.update(conf)
+
+    monkeypatch.setattr(rd, "Consumer", _Consumer)
+    for gid in (None, "worker-7"):
+        s = load_settings(env={}, overrides={"kafka": {"group_instance_id": gid}})
+        stage = Stage("t", ["x.events"], lambda records, out: None)
+        assert StageRunner(s, "x-app", stage)._consumer_conf().get("group.instance.id") == gid
+        _TableSinkRunner(s, sink_tables()[0], SinkOptions(), asyncio.Event())._new_consumer()
+        assert captured["group.id"] == f"{s.namespace}-sink-{sink_tables()[0].name}"
+        assert captured.get("group.instance.id") == gid
