@@ -455,18 +455,27 @@ class _NeverMember:
         return getattr(self._real, name)
 
 
+def _outside_group_setup(fresh_namespace, monkeypatch, tag: str, wrapper: type):  # type: ignore[no-untyped-def]
+    """A namespace with 3,000 events on <ns>.events, the sink's first consumer wrapped in
+    ``wrapper``, and sink options with 3-s membership bounds: (settings, n, options)."""
+    from ioc.storage import sink as sink_mod
+
+    s = fresh_namespace(tag)
+    n = 3000
+    _produce(s, range(n))
+    _wrap_first_consumer(monkeypatch, wrapper)
+    options = sink_mod.SinkOptions(batch_rows=500, linger_s=0.1, rejoin_s=3.0,
+                                    first_join_s=3.0)
+    return s, n, options
+
+
 def test_sink_replaces_a_consumer_that_stays_outside_its_group(fresh_namespace, monkeypatch):
     import asyncio
 
     from ioc.events._storage import EVENTS_SINK
     from ioc.storage import sink as sink_mod
 
-    s = fresh_namespace("out")
-    n = 3000
-    _produce(s, range(n))
-    _wrap_first_consumer(monkeypatch, _NeverMember)
-    options = sink_mod.SinkOptions(batch_rows=500, linger_s=0.1, rejoin_s=3.0,
-                                    first_join_s=3.0)
+    s, n, options = _outside_group_setup(fresh_namespace, monkeypatch, "out", _NeverMember)
 
     async def main() -> list:  # type: ignore[type-arg]
         stop = asyncio.Event()
@@ -505,12 +514,7 @@ def test_a_memberid_that_hangs_neither_blocks_the_sink_nor_keeps_its_consumer(
     from ioc.events._storage import EVENTS_SINK
     from ioc.storage import sink as sink_mod
 
-    s = fresh_namespace("mid")
-    n = 3000
-    _produce(s, range(n))
-    _wrap_first_consumer(monkeypatch, _MemberIdHangs)
-    options = sink_mod.SinkOptions(batch_rows=500, linger_s=0.1, rejoin_s=3.0,
-                                    first_join_s=3.0)
+    s, n, options = _outside_group_setup(fresh_namespace, monkeypatch, "mid", _MemberIdHangs)
     abandoned = sink_mod.abandoned_consumers()
 
     async def main() -> list:  # type: ignore[type-arg]
@@ -537,6 +541,52 @@ def test_a_memberid_that_hangs_neither_blocks_the_sink_nor_keeps_its_consumer(
         time.sleep(0.1)
     assert sink_mod.abandoned_consumers() == abandoned
     assert _counts(s) == (n, n)
+
+
+@pytest.mark.timeout(150)
+def test_a_fenced_static_sink_consumer_is_replaced_at_once(fresh_namespace):
+    """With ``kafka.group_instance_id`` set, a consumer that joins the sink's group with
+    the same id fences the sink's consumer (a fatal error, as after librdkafka's own
+    rejoin with a commit under way: librdkafka issue 3437). The sink replaces it at
+    once, not after the membership bound, takes its partitions back and stores every
+    event once, those produced after the fencing included."""
+    import asyncio
+
+    from ioc.events._storage import EVENTS_SINK
+    from ioc.storage import sink as sink_mod
+    from tests.integration.test_stage_rebalance import static_impostor
+
+    base = fresh_namespace("fnc")
+    s = base.model_copy(update={"kafka": base.kafka.model_copy(
+        update={"group_instance_id": "fence-sink"})})
+    n = 2000
+    _produce(s, range(n))
+    # the membership bound far off: only the fatal error can explain a replacement
+    options = sink_mod.SinkOptions(batch_rows=500, linger_s=0.1, rejoin_s=120.0)
+
+    async def main() -> list:  # type: ignore[type-arg]
+        stop = asyncio.Event()
+        task = asyncio.create_task(sink_mod.run_sinks(s, [EVENTS_SINK], options, stop))
+        t0 = time.monotonic()
+        while _counts(s)[0] < n:
+            assert not task.done(), task.exception()
+            assert time.monotonic() - t0 < 60, _counts(s)
+            await asyncio.sleep(0.3)
+        await asyncio.to_thread(static_impostor, s, f"{s.namespace}-sink-events",
+                                topic_name(s.namespace, "events"), "fence-sink",
+                                strategy=None)
+        await asyncio.to_thread(_produce, s, range(n, 2 * n))
+        t0 = time.monotonic()
+        while _counts(s)[0] < 2 * n:
+            assert not task.done(), task.exception()
+            assert time.monotonic() - t0 < 60, _counts(s)
+            await asyncio.sleep(0.3)
+        stop.set()
+        return await task
+
+    metrics = asyncio.run(asyncio.wait_for(main(), 140))
+    assert metrics[0].consumer_restarts == 1, metrics[0].line()
+    assert _counts(s) == (2 * n, 2 * n)
 
 
 def _produce_rollups(s: Settings, n: int) -> None:
