@@ -27,7 +27,12 @@ others and the restarted worker, if it has joined by then (with ``--workers 1``
 everything waits). Metrics are off (the suite reads none, so the workers need no ports
 of their own). Then ``ioc sink`` (every table), ``ioc gateway``, ``ioc wall serve`` and
 ``ioc camera run`` (4 file cameras from ../shared/data/video at 2 fps, 320 px wide). A
-killed process is started again by the script 1 s later, as a supervisor would.
+killed process is started again by the script 1 s later, as a supervisor would. Each
+worker and sink joins its groups as a static member named after its service
+(``kafka.group_instance_id``, as deploy/local/services.sh does; docs/adr/0007), so a
+restarted one takes its partitions back at once; ``--membership dynamic`` runs them
+without (the partitions of a restarted or rejoining member then wait for the group to
+expire the member it was).
 
 The load is a steady R events/s (``--rate``, default 2,000): 80% from a Python producer (``ioc.publish.Publisher``,
 acks=all, idempotent), 20% over HTTP through the gateway, each publisher a real client:
@@ -246,8 +251,9 @@ class Services:
     """The services of one fault, as subprocesses; ``watch`` restarts any that died."""
 
     def __init__(self, specs: dict[str, list[str]], env: dict[str, str], logdir: Path,
-                 ports: dict[str, Any]) -> None:
+                 ports: dict[str, Any], *, static: bool = True) -> None:
         self.specs, self.env, self.logdir, self.ports = specs, env, logdir, ports
+        self.static = static  # each worker and sink its own kafka.group_instance_id
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.started: dict[str, int] = {}
         self.died: dict[str, int] = {}  # exits we did not cause
@@ -259,7 +265,12 @@ class Services:
         n = self.started.get(name, 0)
         out = open(self.logdir / f"{name}.{n}.log", "wb")  # noqa: SIM115 - child owns it
         with self.lock:
-            self.procs[name] = subprocess.Popen([sys.executable, "-m", "ioc", *args], env=self.env,
+            env = self.env
+            if self.static and name.startswith(("worker", "sink")):
+                # as deployed (docs/reliability.md, "Static membership"): a name per
+                # process, the same after a restart
+                env = dict(env, IOC_KAFKA__GROUP_INSTANCE_ID=name)
+            self.procs[name] = subprocess.Popen([sys.executable, "-m", "ioc", *args], env=env,
                                                 cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
             self.started[name] = n + 1
         out.close()
@@ -322,6 +333,7 @@ class Feed(threading.Thread):
         self.retries = 0
         self.errors: dict[str, int] = {}
         self.unacked = 0  # events of a chunk given up at the deadline
+        self.acks: list[tuple[float, int]] = []  # (monotonic, acked) at each acknowledgement
 
     def scheduled(self, t: float) -> float:
         return max(0.0, (t - self.t_start) * self.rate)
@@ -363,6 +375,7 @@ class Feed(threading.Thread):
                     time.sleep(0.5)
             i += n
             self.acked = i
+            self.acks.append((time.monotonic(), i))
         self.close()
 
 
@@ -465,9 +478,29 @@ class Rows(threading.Thread):
                 self._conn.close()
 
 
+def write_trace(path: Path, fault: str, t_fault: float, t_end: float, feeds: list[Any],
+                rows: list[tuple[float, int | None]],
+                lags: list[tuple[float, dict[str, int]]]) -> None:
+    """Append one JSON line per rows sample from ``t_fault`` on: the fault, seconds after
+    its end, events scheduled, acknowledged per feed, rows stored (None: database away),
+    and the latest lag sample (table or stage -> lag) at that time."""
+    with path.open("a") as f:
+        for t, n in rows:
+            if t < t_fault:
+                continue
+            lag = next((d for tl, d in reversed(lags) if tl <= t), {})
+            acked = {fd.name: next((k for ta, k in reversed(fd.acks) if ta <= t), 0)
+                     for fd in feeds}
+            f.write(json.dumps({"fault": fault, "s": round(t - t_end, 1),
+                                "scheduled": round(sum(fd.scheduled(t) for fd in feeds)),
+                                "acked": acked, "stored": n, "lag": lag}) + "\n")
+
+
 class Lags(threading.Thread):
     """Samples, every ``every`` s, each sink table's consumer lag (records of its topic
-    not yet committed by ``<ns>-sink-<table>``): where a drain spends its time."""
+    not yet committed by ``<ns>-sink-<table>``) and the lag of the workers' first two
+    stages (``validate`` on events.raw, ``aggregate+kpis+rules`` on events: names
+    ``stage:validate``, ``stage:aggregate``): where a recovery spends its time."""
 
     def __init__(self, s: Settings, every: float = 2.0) -> None:
         super().__init__(name="lags", daemon=True)
@@ -476,6 +509,11 @@ class Lags(threading.Thread):
 
         self.groups = {t.name: (f"{s.namespace}-sink-{t.name}",
                                 f"{s.namespace}.{t.topic_suffix}") for t in sink_tables()}
+        app = s.streams.app_id or f"{s.namespace}-streams"
+        self.stages = {"stage:validate": (f"{app}.validate", f"{s.namespace}.events.raw"),
+                       "stage:aggregate": (f"{app}.aggregate+kpis+rules",
+                                           f"{s.namespace}.events")}
+        self.groups.update(self.stages)
         self.lag = ConsumerLag(s, lambda: [(g, [t]) for g, t in self.groups.values()],
                                timeout_s=1.0)
         self.every = every
@@ -515,13 +553,16 @@ class Lags(threading.Thread):
         return out
 
     def pending(self, t_fault: float, t_end: float) -> list[str]:
-        """The tables whose backlog is not back yet."""
+        """The tables (and stages) whose backlog is not back yet."""
         return [k for k, (_, back) in self._backlogs(t_fault, t_end).items() if back is None]
 
-    def profile(self, t_fault: float, t_end: float) -> list[str]:
-        """Per table with a backlog: its lag at the fault's end and when it was back."""
+    def profile(self, t_fault: float, t_end: float, *, stages: bool = False) -> list[str]:
+        """Per sink table (``stages``: per worker stage) with a backlog: its lag at the
+        fault's end and when it was back."""
         out = []
         for name, (after, back) in self._backlogs(t_fault, t_end).items():
+            if (name in self.stages) != stages:
+                continue
             rate = (after[0][1] / back) if back else 0.0
             out.append(f"{name} {after[0][1]:,} at the end, back "
                        + (f"+{back:.0f} s ({rate:,.0f}/s net)" if back is not None
@@ -686,7 +727,8 @@ def run_fault(name: str, action: Action, kafka: Kafka, pg: Postgres, a: argparse
     s = load_settings(env=env)
     assert ensure_topics(s).success
     migrate(s)
-    services = Services(service_specs(a.workers, a.sinks), env, logdir, ports)
+    services = Services(service_specs(a.workers, a.sinks), env, logdir, ports,
+                        static=a.membership == "static")
     rows = Rows(s)
     lags = Lags(s)
     feeds: list[Feed] = []
@@ -772,9 +814,14 @@ def run_fault(name: str, action: Action, kafka: Kafka, pg: Postgres, a: argparse
             row.notes.append(f"behind from {over[0]:.0f} to {over[-1]:.0f} s after the fault began")
         # Where the recovery went: each sink table's backlog (lag) and when it was back;
         # the sink's own counters over the recovery (the events table's catch-up).
+        drained = lags.profile(t_fault, t_end, stages=True)
+        if drained:
+            row.notes.append("stage lag: " + ", ".join(drained))
         drained = lags.profile(t_fault, t_end)
         if drained:
             row.notes.append("sink lag: " + ", ".join(drained))
+        if a.trace is not None:
+            write_trace(a.trace, name, t_fault, t_end, feeds, rows.samples, lags.samples)
         if recovered is not None and recovered > 5:
             wall = time.time() - time.monotonic()
             spent = sink_drain_lines(sorted(logdir.glob("sink*.log")), t_end + wall,
@@ -981,7 +1028,8 @@ def write_config(path: Path, data_dir: Path) -> None:
 def print_table(rows: list[Row], a: argparse.Namespace, load: tuple[float, float]) -> None:
     print()
     print(f"FAULTS at {a.rate:,.0f} ev/s (80% Kafka producer, 20% HTTP gateway) + 4 cameras "
-          f"at 2 fps; {os.cpu_count()} cores; load average {load[0]:.1f} before, "
+          f"at 2 fps; {a.membership} group membership; {os.cpu_count()} cores; "
+          f"load average {load[0]:.1f} before, "
           f"{os.getloadavg()[0]:.1f} after")
     hdr = f"{'fault':<22}{'published':>10}{'stored':>10}{'missing':>9}{'dup':>6}{'recover s':>11}  notes"
     print(hdr)
@@ -1032,6 +1080,14 @@ def main() -> None:
     ap.add_argument("--wall-port", type=int, default=29181)
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/ioc-bench-faults"),
                     help="private brokers, database and logs (removed first)")
+    ap.add_argument("--membership", choices=("static", "dynamic"), default="static",
+                    help="consumer group membership of the workers and sinks: static (each "
+                         "its own kafka.group_instance_id, its service name; the default, "
+                         "as deployed) or dynamic (none)")
+    ap.add_argument("--trace", type=Path, default=None, metavar="FILE",
+                    help="append each fault's samples to FILE, one JSON line per second "
+                         "from the fault's start: s after its end, events scheduled, "
+                         "acknowledged per feed, rows stored, lags (sink tables and stages)")
     ap.add_argument("--keep", action="store_true", help="leave the brokers/database running")
     a = ap.parse_args()
     # The suite's own lag probe (librdkafka) logs each failed connect while the broker is
