@@ -111,9 +111,12 @@ class Publisher:
         from .kafka.kafka_python import KafkaProducer
 
         try:
+            # max_block_ms: send() waits for metadata at most ack_timeout_s (60 s by
+            # default, while the broker is away), as the contract of send/send_many says
             return KafkaProducer(acks="all", enable_idempotence=True,
-                                 max_in_flight_requests_per_connection=5, **self._options,
-                                 **kafka_python_kwargs(self.settings.kafka))
+                                 max_in_flight_requests_per_connection=5,
+                                 max_block_ms=max(1, int(self.ack_timeout_s * 1000)),
+                                 **self._options, **kafka_python_kwargs(self.settings.kafka))
         except _KE as exc:
             raise KafkaError(f"publisher: no Kafka broker answered at "
                              f"{','.join(self.settings.kafka.bootstrap_servers)}: {exc}") from exc
@@ -201,13 +204,26 @@ class Publisher:
         futures = []
         for source, evs in by_source.items():
             for record, chunk in chunk_events(evs):
-                fut = self._live().send(self.topic, key=source.encode(), value=record)
+                fut = self._send_record(source.encode(), record, len(valid))
                 futures.append((len(chunk), [e.id for e in chunk], fut))
         result.accepted.extend(self._wait(futures))
         return result
 
     def _send(self, e: Event) -> Any:
-        return self._live().send(self.topic, key=e.source.encode(), value=encode_event(e))
+        return self._send_record(e.source.encode(), encode_event(e), 1)
+
+    def _send_record(self, key: bytes, value: bytes, total: int) -> Any:
+        """``send`` one record; a send that fails (no metadata within ``ack_timeout_s``
+        while the broker is away, a full buffer) drops the producer and raises our
+        ``KafkaError``, as an unacknowledged batch does."""
+        from .kafka.kafka_python import KafkaError as _KE
+
+        try:
+            return self._live().send(self.topic, key=key, value=value)
+        except _KE as exc:
+            self._drop_producer()
+            raise KafkaError(f"{total} event(s) not sent to topic {self.topic}: "
+                             f"{type(exc).__name__}: {exc}; resending is safe") from exc
 
     def _wait(self, futures: list[tuple[int, Any, Any]]) -> list[str]:
         from .kafka.kafka_python import KafkaError as _KE
