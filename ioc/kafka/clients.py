@@ -109,6 +109,13 @@ def acked_producer(k: KafkaSettings) -> Producer:
     return Producer(conf)
 
 
+# A consumer fenced again within REFENCED_S of its replacement fails its stage or ends
+# its sink: two live processes with the same kafka.group_instance_id, which would
+# otherwise fence each other in a loop (StageRunner._replace_consumer, the sink's
+# _check_member).
+REFENCED_S = 60.0
+
+
 def is_fatal(err: Any) -> bool:
     """Whether a consumer's error event means the consumer is unusable for good: the
     error says so, or it is librdkafka's ``_FATAL`` (a consumer fenced by the broker

@@ -85,6 +85,7 @@ from ..config import Settings
 from ..errors import StorageError
 from ..events._deadletter import LogThrottle, dead_letter_headers
 from ..kafka.clients import (
+    REFENCED_S,
     acked_producer,
     discard_producer,
     fatal_consumer_error,
@@ -127,9 +128,6 @@ _T = TypeVar("_T")
 # How long the sink waits for librdkafka's memberid() before it counts the consumer as
 # outside its group (the read goes on in its thread; see _TableSinkRunner._member_id).
 MEMBER_READ_S = 2.0
-# A consumer fenced again within REFENCED_S of its replacement ends the sink (two sinks
-# with the same kafka.group_instance_id; _check_member).
-REFENCED_S = 60.0
 
 Headers = Sequence[tuple[str, bytes]]
 RowsFn = Callable[[bytes | None, bytes | None, Headers], Sequence[tuple[Any, ...]]]
@@ -967,9 +965,8 @@ class _TableSinkRunner:
         """Log an error event of the consumer (one line per 10 s for a repeated error)."""
         text = str(err)
         now = time.monotonic()
-        if is_fatal(err):  # replaced by the next _check_member
-            self._fatal = fatal_consumer_error(err, f"sink {self.spec.name}", self.group)
-            log.error("%s", self._fatal)
+        if is_fatal(err):  # replaced by the next _check_member, which logs why
+            self._fatal = fatal_consumer_error(err, "its consumer", self.group)
             return
         self._membership.broker_down(now)
         if text != self._last_error[0] or now - self._last_error[1] >= 10.0:

@@ -17,7 +17,7 @@ import faust
 from ioc.config import Settings, default_state_dir
 from ioc.events import LogThrottle, dead_letter_headers, internal_error_message
 from ioc.kafka import acked_producer, discard_producer, ensure_topics, rdkafka_conf
-from ioc.kafka.clients import fatal_consumer_error, is_fatal
+from ioc.kafka.clients import REFENCED_S, fatal_consumer_error, is_fatal
 from ioc.kafka.membership import MembershipWatch
 from ioc.kafka.rdkafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer
 from ioc.kafka.rdkafka import TopicPartition as RdTopicPartition
@@ -40,9 +40,6 @@ log = logging.getLogger(__name__)
 # state, where the sink only replaces one consumer.
 REJOIN_S = 20.0
 FIRST_JOIN_S = 60.0
-# A consumer fenced again within REFENCED_S of its replacement fails its stage (two
-# processes with the same kafka.group_instance_id; _replace_consumer).
-REFENCED_S = 60.0
 
 
 class StageRunner:
