@@ -480,20 +480,23 @@ class Rows(threading.Thread):
 
 def write_trace(path: Path, fault: str, t_fault: float, t_end: float, feeds: list[Any],
                 rows: list[tuple[float, int | None]],
-                lags: list[tuple[float, dict[str, int]]]) -> None:
+                lags: list[tuple[float, dict[str, int]]],
+                cpu: list[tuple[float, dict[str, float]]]) -> None:
     """Append one JSON line per rows sample from ``t_fault`` on: the fault, seconds after
     its end, events scheduled, acknowledged per feed, rows stored (None: database away),
-    and the latest lag sample (table or stage -> lag) at that time."""
+    the latest lag sample (table or stage -> lag) and CPU sample (part -> cores, see
+    ``Cpu``) at that time."""
     with path.open("a") as f:
         for t, n in rows:
             if t < t_fault:
                 continue
             lag = next((d for tl, d in reversed(lags) if tl <= t), {})
+            used = next((d for tc, d in reversed(cpu) if tc <= t), {})
             acked = {fd.name: next((k for ta, k in reversed(fd.acks) if ta <= t), 0)
                      for fd in feeds}
             f.write(json.dumps({"fault": fault, "s": round(t - t_end, 1),
                                 "scheduled": round(sum(fd.scheduled(t) for fd in feeds)),
-                                "acked": acked, "stored": n, "lag": lag}) + "\n")
+                                "acked": acked, "stored": n, "lag": lag, "cpu": used}) + "\n")
 
 
 class Lags(threading.Thread):
@@ -568,6 +571,74 @@ class Lags(threading.Thread):
                        + (f"+{back:.0f} s ({rate:,.0f}/s net)" if back is not None
                           else f"not by +{after[-1][0] - t_end:.0f} s ({after[-1][1]:,} left)"))
         return out
+
+
+class Cpu(threading.Thread):
+    """Samples every second the CPU each part uses, in cores (user + system time over the
+    last second, from /proc): each service process, the broker node(s) (``broker``),
+    PostgreSQL (``postgres``: the postmaster, its live children and those it has reaped)
+    and this script (``bench``: the publishers and the probes). For the trace: who has
+    the two cores during a recovery."""
+
+    def __init__(self, services: Services, kafka: Kafka, pg: Postgres) -> None:
+        super().__init__(name="cpu", daemon=True)
+        self.services, self.kafka, self.pg = services, kafka, pg
+        self.tick = os.sysconf("SC_CLK_TCK")
+        self.samples: list[tuple[float, dict[str, float]]] = []  # (monotonic, part -> cores)
+        self.stop = threading.Event()
+        self._last: dict[str, tuple[float, dict[int, int]]] = {}
+
+    @staticmethod
+    def _stat(pid: int) -> list[str] | None:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                return f.read().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            return None
+
+    def _ticks(self) -> dict[str, dict[int, int]]:
+        """part -> {pid: cumulative ticks}; a PostgreSQL pid's includes reaped children."""
+        out: dict[str, dict[int, int]] = {"bench": {}, "broker": {}, "postgres": {}}
+        with self.services.lock:
+            procs = {n: p.pid for n, p in self.services.procs.items()}
+        parts = {pid: n for n, pid in procs.items()}
+        parts[os.getpid()] = "bench"
+        for node in range(1, self.kafka.n + 1):
+            with contextlib.suppress(OSError, ValueError):
+                parts[int(self.kafka.pid_file(node).read_text())] = "broker"
+        postmaster = None
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            postmaster = int((self.pg.data / "postmaster.pid").read_text().split()[0])
+        for d in os.listdir("/proc"):
+            if not d.isdigit():
+                continue
+            pid = int(d)
+            st = self._stat(pid)
+            if st is None:
+                continue
+            name = parts.get(pid)
+            if pid == postmaster:
+                out["postgres"][pid] = sum(int(x) for x in st[11:15])  # + reaped children
+            elif postmaster is not None and int(st[1]) == postmaster:
+                out["postgres"][pid] = int(st[11]) + int(st[12])
+            elif name is not None:
+                out.setdefault(name, {})[pid] = int(st[11]) + int(st[12])
+        return out
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            t = time.monotonic()
+            got: dict[str, float] = {}
+            for part, ticks in self._ticks().items():
+                before = self._last.get(part)
+                if before is not None:
+                    t0, old = before
+                    used = sum(max(0, n - old.get(pid, 0)) for pid, n in ticks.items()
+                               if pid in old or part == "postgres")
+                    got[part] = round(used / self.tick / max(1e-3, t - t0), 2)
+                self._last[part] = (t, ticks)
+            self.samples.append((t, got))
+            self.stop.wait(max(0.0, 1.0 - (time.monotonic() - t)))
 
 
 class WorkerGroups:
@@ -731,6 +802,7 @@ def run_fault(name: str, action: Action, kafka: Kafka, pg: Postgres, a: argparse
                         static=a.membership == "static")
     rows = Rows(s)
     lags = Lags(s)
+    cpu = Cpu(services, kafka, pg)
     feeds: list[Feed] = []
     try:
         for svc in services.specs:
@@ -756,6 +828,7 @@ def run_fault(name: str, action: Action, kafka: Kafka, pg: Postgres, a: argparse
         feeds = [kfeed, hfeed]
         rows.start()
         lags.start()
+        cpu.start()
         for f in feeds:
             f.start()
         frames0 = frames_per_camera(s)
@@ -821,7 +894,8 @@ def run_fault(name: str, action: Action, kafka: Kafka, pg: Postgres, a: argparse
         if drained:
             row.notes.append("sink lag: " + ", ".join(drained))
         if a.trace is not None:
-            write_trace(a.trace, name, t_fault, t_end, feeds, rows.samples, lags.samples)
+            write_trace(a.trace, name, t_fault, t_end, feeds, rows.samples, lags.samples,
+                        cpu.samples)
         if recovered is not None and recovered > 5:
             wall = time.time() - time.monotonic()
             spent = sink_drain_lines(sorted(logdir.glob("sink*.log")), t_end + wall,
@@ -888,6 +962,7 @@ def run_fault(name: str, action: Action, kafka: Kafka, pg: Postgres, a: argparse
     finally:
         rows.stop.set()
         lags.stop.set()
+        cpu.stop.set()
         for f in feeds:
             f.stop.set()
         services.stop_all()
@@ -1087,7 +1162,8 @@ def main() -> None:
     ap.add_argument("--trace", type=Path, default=None, metavar="FILE",
                     help="append each fault's samples to FILE, one JSON line per second "
                          "from the fault's start: s after its end, events scheduled, "
-                         "acknowledged per feed, rows stored, lags (sink tables and stages)")
+                         "acknowledged per feed, rows stored, lags (sink tables and stages), "
+                         "CPU per part in cores (each service, broker, postgres, bench)")
     ap.add_argument("--keep", action="store_true", help="leave the brokers/database running")
     a = ap.parse_args()
     # The suite's own lag probe (librdkafka) logs each failed connect while the broker is
