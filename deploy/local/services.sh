@@ -55,7 +55,9 @@ pid_of() {
   local f="$RUN/$1.pid" pid
   [[ -f "$f" ]] || return 1
   pid="$(cat "$f")"
-  if kill -0 "$pid" 2>/dev/null && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q "ioc"; then
+  # Ours: the supervisor's bash, whose script names itself. (A check for "ioc" in the
+  # command line missed Prometheus when the state folder's path had no "ioc" in it.)
+  if kill -0 "$pid" 2>/dev/null && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF "[supervisor]"; then
     echo "$pid"
   else
     rm -f "$f"; return 1
