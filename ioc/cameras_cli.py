@@ -2,8 +2,8 @@
 
 One process captures several cameras, a thread per camera (OpenCV releases the GIL
 while decoding) plus a publisher thread per camera that drains the camera's
-``LatestQueue`` into one shared Kafka producer. A slow broker therefore costs dropped
-frames (counted as ``queue_full``), never memory.
+``LatestQueue`` into one shared Kafka producer (librdkafka). A slow broker therefore
+costs dropped frames (counted as ``queue_full``), never memory.
 """
 
 from __future__ import annotations
@@ -35,9 +35,9 @@ class FramePublisher(threading.Thread):
         self.producer = producer
         self.topic = topic
         self.capture = capture
-        # kafka-python 3 has no bound on its record buffer, so the bound is here: at most
-        # ``max_in_flight`` unacknowledged frames; beyond that the camera's LatestQueue
-        # fills and drops its oldest frame (counted as queue_full).
+        # librdkafka's own bound (100,000 records) is far beyond what a frame may wait,
+        # so the bound is here: at most ``max_in_flight`` unacknowledged frames; beyond
+        # that the camera's LatestQueue fills and drops its oldest frame (queue_full).
         self._in_flight = threading.BoundedSemaphore(max_in_flight)
         self._stop_evt = threading.Event()
 
@@ -47,18 +47,22 @@ class FramePublisher(threading.Thread):
     def run(self) -> None:
         from vision.capture import frame_headers
 
-        from .kafka.kafka_python import KafkaError as _KE
+        from .kafka.rdkafka import KafkaException
 
         stats = self.capture.stats
         key = self.capture.cam.id.encode()
+        producer = self.producer
 
-        def ok(_md: Any) -> None:
+        def report(err: Any, _msg: Any) -> None:
+            if err is not None:
+                failed(err)
+                return
             stats.published += 1
             self._in_flight.release()
 
         last_warned = [0.0]
 
-        def failed(exc: BaseException) -> None:
+        def failed(exc: object) -> None:
             stats.drop("publish_failed")
             self._in_flight.release()
             now = time.monotonic()
@@ -69,40 +73,51 @@ class FramePublisher(threading.Thread):
                             stats.dropped["publish_failed"], exc)
 
         while not self._stop_evt.is_set():
-            if not self._in_flight.acquire(timeout=0.2):
+            # Delivery reports are served by whoever polls: every publisher thread does,
+            # so a camera whose frames are all in flight still gets its slots back.
+            producer.poll(0)
+            if not self._in_flight.acquire(timeout=0.05):
+                producer.poll(0.05)
                 continue
             f = self.capture.queue.get(timeout=0.2)
             if f is None:
                 self._in_flight.release()
                 continue
             try:
-                fut = self.producer.send(self.topic, key=key, value=f.jpeg,
-                                         headers=frame_headers(f), timestamp_ms=int(f.ts * 1000))
-                fut.add_callback(ok)
-                fut.add_errback(failed)
-            except _KE as exc:  # buffer full for max_block_ms, or the broker is gone
+                producer.produce(self.topic, key=key, value=f.jpeg, headers=frame_headers(f),
+                                 timestamp=int(f.ts * 1000), on_delivery=report)
+            except (BufferError, KafkaException) as exc:  # queue full, or refused
                 failed(exc)
 
 
-def _producer(settings: Settings) -> Any:
-    from .kafka import kafka_python_kwargs
-    from .kafka.kafka_python import KafkaError as _KE
-    from .kafka.kafka_python import KafkaProducer
+def _producer(settings: Settings, topic: str) -> Any:
+    """The capture's librdkafka producer (KafkaError: no broker answered).
 
-    try:
-        return KafkaProducer(
-            **kafka_python_kwargs(settings.kafka),
-            acks=1,  # frames are perishable: one replica is enough, latency matters more
-            enable_idempotence=False,
-            linger_ms=2,
-            max_request_size=4 * 1024 * 1024,
-            max_block_ms=2000,
-            retries=2,
-        )
-    except _KE as exc:
+    It was kafka-python's until session 16: while the broker was away, that producer
+    spun a core for as long as it held frames for partitions whose leader it did not
+    know (docs/reliability.md, "Python clients that spin while the broker is away")."""
+    from .kafka.clients import rdkafka_conf
+    from .kafka.rdkafka import KafkaException, Producer
+
+    conf = rdkafka_conf(settings.kafka, "producer")
+    conf.update({
+        "acks": 1,  # frames are perishable: one replica is enough, latency matters more
+        "enable.idempotence": False,
+        "linger.ms": 2,
+        "message.max.bytes": 4 * 1024 * 1024,
+        "retries": 2,
+        # a frame not delivered within 10 s is stale: dropped (publish_failed)
+        "message.timeout.ms": 10_000,
+        "reconnect.backoff.max.ms": 1000,
+    })
+    producer = Producer(conf)
+    try:  # librdkafka connects lazily: ask, so that no broker is an error at start
+        producer.list_topics(topic, timeout=settings.kafka.request_timeout_s)
+    except KafkaException as exc:
         raise KafkaError(
             f"no Kafka broker answered at {','.join(settings.kafka.bootstrap_servers)}: {exc}"
         ) from exc
+    return producer
 
 
 def run_cameras(
@@ -144,8 +159,8 @@ def run_cameras(
         chosen = [c.id for c in cs.cameras if c.enabled]
     if not chosen:
         raise click.UsageError("no cameras to capture: configure cameras.cameras (see docs/cameras.md)")
-    producer = _producer(settings)
     topic = topic_name(settings.namespace, "camera.frames")
+    producer = _producer(settings, topic)
     captures = []
     publishers = []
     for cid in chosen:
@@ -187,8 +202,7 @@ def run_cameras(
             p.stop()
         for p in publishers:
             p.join(timeout=3)
-        producer.flush(timeout=5)
-        producer.close(timeout=5)
+        producer.flush(5)
     return {c.cam.id: {**c.stats.as_dict(), "last_seq": c.seq - 1} for c in captures}
 
 

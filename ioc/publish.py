@@ -5,14 +5,19 @@
                   "time": "2025-03-01T10:00:00+01:00", "values": {"pm25": 14.2}})
         result = pub.send_many(batch)   # result.accepted / result.rejected
 
-Built on kafka-python's producer with idempotence on and ``acks=all``: the broker
+Built on librdkafka (confluent-kafka) with idempotence on and ``acks=all``: the broker
 de-duplicates producer retries, and ``send``/``send_many`` return only after every
 accepted event is acknowledged by the in-sync replicas. Events go to
 ``<ns>.events.raw`` (the validate agent re-checks them there). ``send_many`` packs
 events into JSON-array records of up to 1,000 events / 900 KiB (see
-``ioc.events.split_raw``): kafka-python costs ~100 µs per record on this machine, so
-one record per event would cap a publisher near 7,000 events/s. Records are keyed by
-source, as the topic catalogue says: a publisher's events are validated in order.
+``ioc.events.split_raw``): fewer records, less per-record cost in the client and the
+broker. Records are keyed by source, as the topic catalogue says: a publisher's events
+are validated in order.
+
+It was kafka-python's producer until session 16: while the broker was away, that
+producer spun a core whenever it held records for partitions whose leader it did not
+know (it asked for new metadata on every pass of its loop, and each request woke the
+loop again; docs/reliability.md, "Python clients that spin while the broker is away").
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from typing import Any
 from .config import Settings
 from .errors import InvalidEvent, KafkaError
 from .events import Event, chunk_events, encode_event, validate_event
-from .kafka.clients import kafka_python_kwargs
+from .kafka.clients import rdkafka_conf
 from .topics import topic_name
 
 log = logging.getLogger(__name__)
@@ -54,29 +59,28 @@ class PublishResult:
 
 
 def _close_now(producer: Any) -> None:
-    """Close a kafka-python producer within about a second, whatever it still holds.
-
-    ``close`` flushes first and raises ``KafkaTimeoutError`` while batches are pending
-    (the broker is away), leaving the producer open: its ``__del__`` then closes it
-    again and prints that error's traceback on stderr. So when a short close fails,
-    the pending batches are aborted (they are resent by the caller: nothing is lost)
-    and the producer closed for good.
-    """
-    from .kafka.kafka_python import KafkaError as _KE
-
+    """Drop a librdkafka producer at once: what it still holds is purged (the caller
+    resends it: nothing is lost) and its delivery reports are served."""
     try:
-        producer.close(timeout=0.5)
-        return
-    except _KE as exc:  # pending batches the broker did not take
-        log.debug("publisher: closing the old producer: %r; aborting what it holds", exc)
+        producer.purge()
+        producer.flush(0)
     except Exception as exc:  # it failed already
         log.debug("publisher: closing the old producer: %r", exc)
-    try:  # kafka-python's own force-close path (KafkaProducer.close has no force flag)
-        producer._sender.force_close()
-        producer._accumulator.abort_incomplete_batches()
-        producer.close(timeout=0)
-    except Exception as exc:
-        log.debug("publisher: force-closing the old producer: %r", exc)
+
+
+class _Acks:
+    """The delivery reports of one batch: records still unacknowledged, and failures."""
+
+    __slots__ = ("failed", "pending")
+
+    def __init__(self) -> None:
+        self.pending = 0
+        self.failed: list[str] = []
+
+    def report(self, err: Any, _msg: Any) -> None:
+        self.pending -= 1
+        if err is not None:
+            self.failed.append(str(err))
 
 
 class Publisher:
@@ -89,10 +93,11 @@ class Publisher:
         linger_ms: how long the producer waits to fill a batch.
         batch_size: producer batch size in bytes.
         ack_timeout_s: how long ``send``/``send_many`` wait for acknowledgements.
-        compression: ``None``, ``gzip``, ``lz4``, ``zstd``... (kafka-python names).
+        compression: ``None``, ``gzip``, ``snappy``, ``lz4``, ``zstd``.
 
     Raises:
-        KafkaError: no broker answered.
+        KafkaError: no broker answered (within ``ack_timeout_s``, at most
+            ``kafka.request_timeout_s``).
     """
 
     def __init__(self, settings: Settings, *, source: str | None = None, linger_ms: int = 5,
@@ -102,32 +107,41 @@ class Publisher:
         self.source = source
         self.topic = topic_name(settings.namespace, "events.raw")
         self.ack_timeout_s = ack_timeout_s
-        self._options = {"linger_ms": linger_ms, "batch_size": batch_size,
-                         "compression_type": compression}
+        self._options = {"linger.ms": linger_ms, "batch.size": batch_size,
+                         "compression.type": compression or "none"}
         self._producer: Any = self._new_producer()
 
-    def _new_producer(self) -> Any:
-        from .kafka.kafka_python import KafkaError as _KE
-        from .kafka.kafka_python import KafkaProducer
+    def _conf(self) -> dict[str, Any]:
+        conf = rdkafka_conf(self.settings.kafka, "producer")
+        conf.update(self._options)
+        conf.update({
+            "enable.idempotence": True, "acks": "all",
+            # a record not acknowledged within ack_timeout_s fails (and is resent by the
+            # caller), so nothing of a failed batch lingers in the producer
+            "message.timeout.ms": max(1, int(self.ack_timeout_s * 1000)),
+            # a lost connection is tried again at least every second (the default
+            # backs off to 10 s)
+            "reconnect.backoff.max.ms": 1000,
+            "queue.buffering.max.messages": 100_000,
+        })
+        return conf
 
-        try:
-            # max_block_ms: send() waits for metadata at most ack_timeout_s (60 s by
-            # default, while the broker is away), as the contract of send/send_many says
-            return KafkaProducer(acks="all", enable_idempotence=True,
-                                 max_in_flight_requests_per_connection=5,
-                                 max_block_ms=max(1, int(self.ack_timeout_s * 1000)),
-                                 **self._options, **kafka_python_kwargs(self.settings.kafka))
-        except _KE as exc:
+    def _new_producer(self) -> Any:
+        from .kafka.rdkafka import KafkaException, Producer
+
+        producer = Producer(self._conf())
+        try:  # librdkafka connects lazily: ask, so that no broker is an error here
+            producer.list_topics(self.topic, timeout=max(
+                0.1, min(self.ack_timeout_s, self.settings.kafka.request_timeout_s)))
+        except KafkaException as exc:
+            _close_now(producer)
             raise KafkaError(f"publisher: no Kafka broker answered at "
                              f"{','.join(self.settings.kafka.bootstrap_servers)}: {exc}") from exc
+        return producer
 
     def _drop_producer(self) -> None:
-        """Drop the producer after unacknowledged sends; the next send makes a new one.
-
-        An idempotent kafka-python producer whose batches expired while the broker was
-        away can keep timing out after the broker is back (seen in the demo: every
-        resend failed for minutes); a new producer id starts clean.
-        """
+        """Drop the producer after unacknowledged sends; the next send makes a new one
+        (a new producer id: nothing of the failed batch is still pending anywhere)."""
         old, self._producer = self._producer, None
         if old is not None:
             _close_now(old)
@@ -139,9 +153,11 @@ class Publisher:
         self.close()
 
     def close(self, timeout_s: float = 10.0) -> None:
-        """Flush what is pending and close the producer."""
+        """Flush what is pending (at most ``timeout_s``) and close the producer."""
         if self._producer is not None:
-            self._producer.close(timeout=timeout_s)
+            producer, self._producer = self._producer, None
+            if producer.flush(timeout_s):
+                _close_now(producer)
 
     def _live(self) -> Any:
         """The producer, made anew after ``_drop_producer`` (KafkaError: no broker yet)."""
@@ -178,7 +194,9 @@ class Publisher:
             KafkaError: the broker did not acknowledge within ``ack_timeout_s``.
         """
         e = self.prepare(event)
-        self._wait([(1, [e.id], self._send(e))])
+        acks = _Acks()
+        self._send_record(e.source.encode(), encode_event(e), 1, acks)
+        self._wait([[e.id]], acks, 1)
 
     def send_many(self, events: Iterable[Event | Mapping[str, Any] | bytes]) -> PublishResult:
         """Validate and send a batch; return after every valid one is acknowledged.
@@ -201,58 +219,58 @@ class Publisher:
         by_source: dict[str, list[Event]] = {}
         for e in valid:
             by_source.setdefault(e.source, []).append(e)
-        futures = []
+        records: list[list[str]] = []
+        acks = _Acks()
         for source, evs in by_source.items():
             for record, chunk in chunk_events(evs):
-                fut = self._send_record(source.encode(), record, len(valid))
-                futures.append((len(chunk), [e.id for e in chunk], fut))
-        result.accepted.extend(self._wait(futures))
+                self._send_record(source.encode(), record, len(valid), acks)
+                records.append([e.id for e in chunk])
+        result.accepted.extend(self._wait(records, acks, len(valid)))
         return result
 
-    def _send(self, e: Event) -> Any:
-        return self._send_record(e.source.encode(), encode_event(e), 1)
+    def _send_record(self, key: bytes, value: bytes, total: int, acks: _Acks) -> None:
+        """``produce`` one record, its delivery report to ``acks``. A full local queue
+        is waited out (serving delivery reports) for at most ``ack_timeout_s``; then,
+        or when the producer refuses the record, the producer is dropped and our
+        ``KafkaError`` raised, as for an unacknowledged batch."""
+        from .kafka.rdkafka import KafkaException
 
-    def _send_record(self, key: bytes, value: bytes, total: int) -> Any:
-        """``send`` one record; a send that fails (no metadata within ``ack_timeout_s``
-        while the broker is away, a full buffer) drops the producer and raises our
-        ``KafkaError``, as an unacknowledged batch does."""
-        from .kafka.kafka_python import KafkaError as _KE
-
-        try:
-            return self._live().send(self.topic, key=key, value=value)
-        except _KE as exc:
+        deadline = time.monotonic() + self.ack_timeout_s
+        producer = self._live()
+        while True:
+            try:
+                producer.produce(self.topic, value=value, key=key, on_delivery=acks.report)
+                acks.pending += 1
+                return
+            except BufferError as exc:  # the local queue is full: wait for deliveries
+                if time.monotonic() < deadline:
+                    producer.poll(0.05)
+                    continue
+                error: Exception = exc
+            except KafkaException as exc:
+                error = exc
             self._drop_producer()
             raise KafkaError(f"{total} event(s) not sent to topic {self.topic}: "
-                             f"{type(exc).__name__}: {exc}; resending is safe") from exc
+                             f"{type(error).__name__}: {error}; resending is safe") from error
 
-    def _wait(self, futures: list[tuple[int, Any, Any]]) -> list[str]:
-        from .kafka.kafka_python import KafkaError as _KE
-
-        if not futures:
+    def _wait(self, records: list[list[str]], acks: _Acks, total: int) -> list[str]:
+        """Wait for the batch's delivery reports, ``ack_timeout_s`` in all (the records
+        themselves time out then too: ``message.timeout.ms``)."""
+        if not records:
             return []
-        # One deadline for the whole batch: the flush and then the futures share
-        # ack_timeout_s (each future waited for ack_timeout_s again after a flush that
-        # had timed out: a batch sent as the broker stopped took twice as long to fail,
-        # and to be resent once it was back).
         deadline = time.monotonic() + self.ack_timeout_s
-        try:
-            self._live().flush(timeout=self.ack_timeout_s)
-        except _KE as exc:  # e.g. KafkaTimeoutError: the futures below say which failed
-            log.warning("publisher: flush did not complete: %s", exc)
-        ok: list[str] = []
-        failed: list[tuple[str, str]] = []
-        total = sum(n for n, _, _ in futures)
-        for _n, ids, fut in futures:
-            try:
-                fut.get(timeout=0.001 if fut.is_done
-                        else max(0.001, deadline - time.monotonic()))
-                ok.extend(ids)
-            except (_KE, TimeoutError) as exc:
-                failed.extend((i, f"{type(exc).__name__}: {exc}") for i in ids)
-        if failed:
+        producer = self._live()
+        while acks.pending > 0:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            producer.flush(min(left, 1.0))
+        if acks.pending > 0 or acks.failed:
             self._drop_producer()
+            first = acks.failed[0] if acks.failed else "no acknowledgement"
             raise KafkaError(
-                f"{len(failed)} of {total} event(s) were not acknowledged by the broker "
-                f"for topic {self.topic} within {self.ack_timeout_s:.0f} s (first: id "
-                f"{failed[0][0]!r}: {failed[0][1]}); resending is safe")
-        return ok
+                f"{acks.pending + len(acks.failed)} of {len(records)} record(s) "
+                f"({total} event(s)) were not acknowledged by the broker for topic "
+                f"{self.topic} within {self.ack_timeout_s:.0f} s (first: {first}); "
+                f"resending is safe")
+        return [i for ids in records for i in ids]
