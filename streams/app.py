@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 import faust
 
+import ioc.kafka.aio  # noqa: F401  (bounds Faust's forced metadata updates: its docstring)
 from ioc._runtime import service_start
 from ioc.config import Settings, default_state_dir
 

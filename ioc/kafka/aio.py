@@ -8,15 +8,65 @@ imports itself. Options come from ``ioc.kafka.clients.aiokafka_kwargs``.
 
 ``KafkaError`` here is aiokafka's error root, not ``ioc.errors.KafkaError``, which is
 what our code raises (``raise KafkaError(...) from exc``).
+
+Importing this module bounds how often an aiokafka client forces a metadata update
+(``backoff_forced_metadata_updates``): unbounded, a producer spins a core while the
+broker is away. ``streams.app`` imports it for Faust's clients.
 """
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any
+
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from aiokafka.client import AIOKafkaClient
 from aiokafka.errors import KafkaError
 
 __all__ = ["AIOKafkaConsumer", "AIOKafkaProducer", "ConsumerRecord", "KafkaError",
-           "TopicPartition", "assign_from_beginning"]
+           "TopicPartition", "assign_from_beginning", "backoff_forced_metadata_updates"]
+
+
+def backoff_forced_metadata_updates() -> None:
+    """Make ``AIOKafkaClient.force_metadata_update`` wait out the client's
+    ``retry_backoff_ms`` since the last forced update before it forces another.
+    Idempotent; applied when this module is imported.
+
+    Why: aiokafka 0.14's producer forces an update on every pass of its sender loop
+    while it holds records for a partition whose leader it does not know, and waits for
+    nothing else. With the broker stopped (a refused connection fails at once on
+    loopback), or restarting (its answers name no leader yet), each update returns at
+    once: the loop spun a core, in the gateway and in Faust's producer of a worker
+    (docs/reliability.md, "Python clients that spin while the broker is away"). The
+    Java client waits ``retry.backoff.ms`` there. Callers still get the update's
+    result, at most one backoff later.
+    """
+    orig = AIOKafkaClient.force_metadata_update
+    if getattr(orig, "_ioc_backoff", False):
+        return
+
+    def force_metadata_update(self: Any) -> Any:
+        loop = asyncio.get_running_loop()
+        wait = getattr(self, "_ioc_md_forced_at", -1e9) + self._retry_backoff - loop.time()
+        if wait <= 0:
+            self._ioc_md_forced_at = loop.time()
+            return orig(self)
+        pending = getattr(self, "_ioc_md_later", None)
+        if pending is None or pending.done():  # one deferred update per client at a time
+
+            async def later() -> Any:
+                await asyncio.sleep(wait)
+                self._ioc_md_forced_at = loop.time()
+                return await orig(self)
+
+            pending = self._ioc_md_later = asyncio.ensure_future(later())
+        return asyncio.shield(pending)
+
+    force_metadata_update._ioc_backoff = True  # type: ignore[attr-defined]
+    AIOKafkaClient.force_metadata_update = force_metadata_update  # type: ignore[method-assign]
+
+
+backoff_forced_metadata_updates()
 
 
 async def assign_from_beginning(consumer: AIOKafkaConsumer, topic: str, namespace: str
