@@ -114,6 +114,12 @@ def acked_producer(k: KafkaSettings) -> Producer:
 # otherwise fence each other in a loop (StageRunner._replace_consumer, the sink's
 # _check_member).
 REFENCED_S = 60.0
+# A fencing within OWN_REJOIN_S after the consumer's on_lost (its session timed out on
+# its side) is librdkafka's own rejoin (issue 3437), not another process with the same
+# group.instance.id: it is not counted for REFENCED_S (seen: a stage self-fenced twice
+# within a minute on a starved machine after a broker restart, which ended the worker).
+# Fenced by another process, a consumer gets no on_lost first.
+OWN_REJOIN_S = 2.0
 
 
 def is_fatal(err: Any) -> bool:

@@ -85,6 +85,7 @@ from ..config import Settings
 from ..errors import StorageError
 from ..events._deadletter import LogThrottle, dead_letter_headers
 from ..kafka.clients import (
+    OWN_REJOIN_S,
     REFENCED_S,
     acked_producer,
     discard_producer,
@@ -539,6 +540,7 @@ class _TableSinkRunner:
         self._member_checked = 0.0
         self._fatal: str | None = None  # why the consumer failed for good (_consumer_error)
         self._fatal_at: float | None = None  # when the last one was replaced for that
+        self._session_lost_at: float | None = None  # the last on_lost (session timed out)
         # (consumer, future) of the last memberid() read, which may still run (_member_id)
         self._member_read: tuple[Any, asyncio.Future[str | None]] | None = None
         # A first table's records not yet consumed, after the last consume (``_lag_of``;
@@ -624,7 +626,7 @@ class _TableSinkRunner:
                 raise KafkaError(f"sink {self.spec.name}: no Kafka broker answered at "
                                  f"{','.join(self.settings.kafka.bootstrap_servers)}: "
                                  f"{exc.args[0] if exc.args else exc}") from exc
-            consumer.subscribe([self.topic], on_assign=self._on_assign)
+            consumer.subscribe([self.topic], on_assign=self._on_assign, on_lost=self._on_lost)
             log.info("sink %s: %s -> %s.%s (group %s)", self.spec.name, self.topic,
                      self.settings.db_schema, self.spec.table, self.group)
             await self._consume_loop()
@@ -689,7 +691,7 @@ class _TableSinkRunner:
                              name=f"sink-{self.spec.name}-close").start()
         self._lock = threading.Lock()  # a stuck call holds the old one
         self._consumer = self._new_consumer()
-        self._consumer.subscribe([self.topic], on_assign=self._on_assign)
+        self._consumer.subscribe([self.topic], on_assign=self._on_assign, on_lost=self._on_lost)
         self._membership.reset()
         self.metrics.consumer_restarts += 1
         log.error("sink %s: %s; replaced the consumer of group %s (%d replacement(s) so "
@@ -710,13 +712,19 @@ class _TableSinkRunner:
             # issue 3437): a new consumer at once, not after the membership bound
             why, self._fatal = self._fatal, None
             now = time.monotonic()
-            if self._fatal_at is not None and now - self._fatal_at < REFENCED_S:
+            # right after its session timed out (on_lost): librdkafka's own rejoin, not
+            # another sink with our name (OWN_REJOIN_S)
+            own_rejoin = (self._session_lost_at is not None
+                          and now - self._session_lost_at < OWN_REJOIN_S)
+            if (not own_rejoin and self._fatal_at is not None
+                    and now - self._fatal_at < REFENCED_S):
                 # twice in a row: two live sinks with the same group.instance.id
                 # fencing each other; exit (for a supervisor) rather than loop
                 from ..errors import KafkaError
                 raise KafkaError(f"{why}; again {now - self._fatal_at:.0f} s after the "
                                  f"last replacement: exiting")
-            self._fatal_at = now
+            if not own_rejoin:
+                self._fatal_at = now
             self._replace_consumer(why, stuck=False)
             return
         now = time.monotonic()
@@ -960,6 +968,13 @@ class _TableSinkRunner:
         consumer.assign(partitions)
         if self._paused and partitions:
             consumer.pause(partitions)
+
+    def _on_lost(self, _consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """Rebalance callback: the session timed out on our side (the client unassigns
+        after it); remembered to tell librdkafka's own rejoin from another sink."""
+        self._session_lost_at = time.monotonic()
+        log.info("sink %s: %d partition(s) of %s lost (session timed out)", self.spec.name,
+                 len(partitions), self.topic)
 
     def _consumer_error(self, err: Any) -> None:
         """Log an error event of the consumer (one line per 10 s for a repeated error)."""

@@ -17,7 +17,7 @@ import faust
 from ioc.config import Settings, default_state_dir
 from ioc.events import LogThrottle, dead_letter_headers, internal_error_message
 from ioc.kafka import acked_producer, discard_producer, ensure_topics, rdkafka_conf
-from ioc.kafka.clients import REFENCED_S, fatal_consumer_error, is_fatal
+from ioc.kafka.clients import OWN_REJOIN_S, REFENCED_S, fatal_consumer_error, is_fatal
 from ioc.kafka.membership import MembershipWatch
 from ioc.kafka.rdkafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer
 from ioc.kafka.rdkafka import TopicPartition as RdTopicPartition
@@ -87,7 +87,8 @@ class StageRunner:
         self.dropped_foreign = 0  # fetched records of partitions no longer owned (dropped)
         self._nudge_until = 0.0  # until then, no record yet since a rebalance callback
         self._lost_at: float | None = None  # when partitions were last lost (_on_lost)
-        self._replaced_at: float | None = None  # the last consumer replacement (fatal)
+        self._session_lost_at: float | None = None  # the last on_lost (session timed out)
+        self._replaced_at: float | None = None  # the last replacement fenced by another
 
     # -- rebalance callbacks (librdkafka calls them inside consume(), in our thread) --
     # Incremental (cooperative-sticky): on_assign gets only the partitions added to this
@@ -139,7 +140,7 @@ class StageRunner:
         # own these partitions, so commit nothing and forget their state.
         tps = {TopicPartition(p.topic, p.partition) for p in parts}
         log.warning("stage %s: partitions lost %s", self.stage.name, sorted(tps))
-        self._lost_at = time.monotonic()
+        self._lost_at = self._session_lost_at = time.monotonic()
         self._forget(tps)
 
     def assigned(self, tps: set[TopicPartition]) -> None:
@@ -251,15 +252,24 @@ class StageRunner:
         at-least-once, as after a worker restart, without the restart."""
         why = fatal_consumer_error(err, f"stage {self.stage.name}", self.group)
         now = time.monotonic()
-        if self._replaced_at is not None and now - self._replaced_at < REFENCED_S:
+        # librdkafka's own rejoin fences us right after our session timed out on our
+        # side, which on_lost reports in the same consume() call, just before: not
+        # another process with our name (seen twice within a minute on a starved
+        # machine after a broker restart, which then ended the worker)
+        own_rejoin = (self._session_lost_at is not None
+                      and now - self._session_lost_at < OWN_REJOIN_S)
+        if (not own_rejoin and self._replaced_at is not None
+                and now - self._replaced_at < REFENCED_S):
             # twice in a row: not librdkafka's one-off, but two live processes with the
             # same group.instance.id fencing each other (each replacement would fence
             # the other's consumer at once): fail the stage rather than loop
             raise KafkaException(f"{why}; again {now - self._replaced_at:.0f} s after the "
                                  f"last replacement: exiting")
-        self._replaced_at = now
-        log.error("%s; replacing the consumer (%d replacement(s) so far)", why,
-                  self.stage.metrics.consumer_restarts)
+        if not own_rejoin:
+            self._replaced_at = now
+        log.error("%s; replacing the consumer (%d replacement(s) so far%s)", why,
+                  self.stage.metrics.consumer_restarts,
+                  "; its session had timed out: librdkafka's own rejoin" if own_rejoin else "")
         self.stage.metrics.consumer_restarts += 1
         if out.records:
             self.flush(out)
