@@ -259,7 +259,13 @@ def test_bodies_that_do_not_decode_or_frame_are_400_and_counted(gw):
         c.close()
         STATUSES[status] += 1
         assert status in (want if isinstance(want, tuple) else (want,)), (headers, status)
-    assert gw.metrics.bad_http - before >= 2  # refused by aiohttp's parser, not the app
+    # refused by aiohttp's parser, not the app; aiohttp logs (and so we count) such a
+    # request after its 400 has gone out: the last count may come a moment after the
+    # reply (seen once in CI: 1 of 2 counted when read at once)
+    deadline = time.monotonic() + 5
+    while gw.metrics.bad_http - before < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert gw.metrics.bad_http - before >= 2
     _no_bugs(gw)
 
 
