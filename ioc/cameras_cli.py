@@ -20,7 +20,6 @@ from typing import Any
 import click
 
 from .config import Settings
-from .errors import KafkaError
 
 __all__ = ["FramePublisher", "camera", "run_cameras"]
 
@@ -96,8 +95,8 @@ def _producer(settings: Settings, topic: str) -> Any:
     It was kafka-python's until session 16: while the broker was away, that producer
     spun a core for as long as it held frames for partitions whose leader it did not
     know (docs/reliability.md, "Python clients that spin while the broker is away")."""
-    from .kafka.clients import rdkafka_conf
-    from .kafka.rdkafka import KafkaException, Producer
+    from .kafka.clients import check_broker, rdkafka_conf
+    from .kafka.rdkafka import Producer
 
     conf = rdkafka_conf(settings.kafka, "producer")
     conf.update({
@@ -111,12 +110,7 @@ def _producer(settings: Settings, topic: str) -> Any:
         "reconnect.backoff.max.ms": 1000,
     })
     producer = Producer(conf)
-    try:  # librdkafka connects lazily: ask, so that no broker is an error at start
-        producer.list_topics(topic, timeout=settings.kafka.request_timeout_s)
-    except KafkaException as exc:
-        raise KafkaError(
-            f"no Kafka broker answered at {','.join(settings.kafka.bootstrap_servers)}: {exc}"
-        ) from exc
+    check_broker(producer, settings.kafka, topic, settings.kafka.request_timeout_s, "")
     return producer
 
 

@@ -31,7 +31,7 @@ from typing import Any
 from .config import Settings
 from .errors import InvalidEvent, KafkaError
 from .events import Event, chunk_events, encode_event, validate_event
-from .kafka.clients import rdkafka_conf
+from .kafka.clients import check_broker, rdkafka_conf
 from .topics import topic_name
 
 log = logging.getLogger(__name__)
@@ -127,16 +127,16 @@ class Publisher:
         return conf
 
     def _new_producer(self) -> Any:
-        from .kafka.rdkafka import KafkaException, Producer
+        from .kafka.rdkafka import Producer
 
         producer = Producer(self._conf())
-        try:  # librdkafka connects lazily: ask, so that no broker is an error here
-            producer.list_topics(self.topic, timeout=max(
-                0.1, min(self.ack_timeout_s, self.settings.kafka.request_timeout_s)))
-        except KafkaException as exc:
+        try:
+            check_broker(producer, self.settings.kafka, self.topic, max(
+                0.1, min(self.ack_timeout_s, self.settings.kafka.request_timeout_s)),
+                "publisher: ")
+        except KafkaError:
             _close_now(producer)
-            raise KafkaError(f"publisher: no Kafka broker answered at "
-                             f"{','.join(self.settings.kafka.bootstrap_servers)}: {exc}") from exc
+            raise
         return producer
 
     def _drop_producer(self) -> None:

@@ -122,6 +122,33 @@ REFENCED_S = 60.0
 OWN_REJOIN_S = 2.0
 
 
+def refenced(now: float, session_lost_at: float | None, fenced_at: float | None
+             ) -> tuple[bool, float | None]:
+    """The verdict on a consumer fenced at ``now`` (stage and sink alike): ``(own_rejoin,
+    again_s)``. ``own_rejoin``: within ``OWN_REJOIN_S`` after its ``on_lost``,
+    librdkafka's own rejoin, which the caller does not record as a fencing by another.
+    ``again_s`` (else None): not that, and this many seconds, under ``REFENCED_S``, after
+    the last fencing recorded (``fenced_at``): two live processes with one
+    group.instance.id; the caller fails instead of replacing."""
+    own = session_lost_at is not None and now - session_lost_at < OWN_REJOIN_S
+    if own or fenced_at is None or now - fenced_at >= REFENCED_S:
+        return own, None
+    return own, now - fenced_at
+
+
+def check_broker(producer: Any, k: KafkaSettings, topic: str, timeout_s: float,
+                 what: str) -> None:
+    """Ask for ``topic``'s metadata (librdkafka connects lazily): no broker answering
+    within ``timeout_s`` is our KafkaError, naming ``what`` and the addresses."""
+    from .rdkafka import KafkaException
+
+    try:
+        producer.list_topics(topic, timeout=timeout_s)
+    except KafkaException as exc:
+        raise KafkaError(f"{what}no Kafka broker answered at "
+                            f"{','.join(k.bootstrap_servers)}: {exc}") from exc
+
+
 def is_fatal(err: Any) -> bool:
     """Whether a consumer's error event means the consumer is unusable for good: the
     error says so, or it is librdkafka's ``_FATAL`` (a consumer fenced by the broker

@@ -85,13 +85,12 @@ from ..config import Settings
 from ..errors import StorageError
 from ..events._deadletter import LogThrottle, dead_letter_headers
 from ..kafka.clients import (
-    OWN_REJOIN_S,
-    REFENCED_S,
     acked_producer,
     discard_producer,
     fatal_consumer_error,
     is_fatal,
     rdkafka_conf,
+    refenced,
 )
 from ..kafka.membership import MembershipWatch
 from ..metrics.hist import Histogram
@@ -714,14 +713,12 @@ class _TableSinkRunner:
             now = time.monotonic()
             # right after its session timed out (on_lost): librdkafka's own rejoin, not
             # another sink with our name (OWN_REJOIN_S)
-            own_rejoin = (self._session_lost_at is not None
-                          and now - self._session_lost_at < OWN_REJOIN_S)
-            if (not own_rejoin and self._fatal_at is not None
-                    and now - self._fatal_at < REFENCED_S):
+            own_rejoin, again = refenced(now, self._session_lost_at, self._fatal_at)
+            if again is not None:
                 # twice in a row: two live sinks with the same group.instance.id
                 # fencing each other; exit (for a supervisor) rather than loop
                 from ..errors import KafkaError
-                raise KafkaError(f"{why}; again {now - self._fatal_at:.0f} s after the "
+                raise KafkaError(f"{why}; again {again:.0f} s after the "
                                  f"last replacement: exiting")
             if not own_rejoin:
                 self._fatal_at = now

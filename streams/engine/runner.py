@@ -17,7 +17,7 @@ import faust
 from ioc.config import Settings, default_state_dir
 from ioc.events import LogThrottle, dead_letter_headers, internal_error_message
 from ioc.kafka import acked_producer, discard_producer, ensure_topics, rdkafka_conf
-from ioc.kafka.clients import OWN_REJOIN_S, REFENCED_S, fatal_consumer_error, is_fatal
+from ioc.kafka.clients import fatal_consumer_error, is_fatal, refenced
 from ioc.kafka.membership import MembershipWatch
 from ioc.kafka.rdkafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer
 from ioc.kafka.rdkafka import TopicPartition as RdTopicPartition
@@ -256,14 +256,12 @@ class StageRunner:
         # side, which on_lost reports in the same consume() call, just before: not
         # another process with our name (seen twice within a minute on a starved
         # machine after a broker restart, which then ended the worker)
-        own_rejoin = (self._session_lost_at is not None
-                      and now - self._session_lost_at < OWN_REJOIN_S)
-        if (not own_rejoin and self._replaced_at is not None
-                and now - self._replaced_at < REFENCED_S):
+        own_rejoin, again = refenced(now, self._session_lost_at, self._replaced_at)
+        if again is not None:
             # twice in a row: not librdkafka's one-off, but two live processes with the
             # same group.instance.id fencing each other (each replacement would fence
             # the other's consumer at once): fail the stage rather than loop
-            raise KafkaException(f"{why}; again {now - self._replaced_at:.0f} s after the "
+            raise KafkaException(f"{why}; again {again:.0f} s after the "
                                  f"last replacement: exiting")
         if not own_rejoin:
             self._replaced_at = now
